@@ -1,0 +1,45 @@
+// keel/limits.h — every bound in one place, units in the names.
+//
+// A queue, buffer, batch, message or connection count without a limit is a bug. Change a
+// limit here and the static_asserts below keep the relations between them true.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace keel::limits {
+
+// Reactor
+inline constexpr unsigned shards_max = 64;
+inline constexpr unsigned uring_sq_entries = 1024;
+inline constexpr unsigned uring_cq_entries = 4 * uring_sq_entries;
+inline constexpr unsigned recv_buffer_bytes = 16 * 1024;       // one provided buffer
+inline constexpr unsigned recv_buffer_count = 1024;            // per shard, power of two
+inline constexpr unsigned cross_shard_queue_items = 4096;      // per ordered pair, power of two
+inline constexpr unsigned cross_shard_batch_items = 16;        // published together
+inline constexpr unsigned task_quota_microseconds = 500;       // then the shard polls I/O
+inline constexpr std::size_t connection_send_buffer_bytes_max = 4 * 1024 * 1024;
+inline constexpr unsigned connections_per_shard_max = 65536;
+inline constexpr unsigned listen_backlog = 4096;
+
+// HTTP
+inline constexpr std::size_t http_header_bytes_max = 64 * 1024;
+inline constexpr std::size_t http_body_bytes_max = 1536 * 1024;  // etcd's 1.5 MiB
+inline constexpr unsigned http_pipelined_requests_max = 1024;
+
+// Wire
+inline constexpr std::uint32_t frame_bytes_max = 4 * 1024 * 1024;
+inline constexpr unsigned flatbuffers_depth_max = 64;
+inline constexpr unsigned flatbuffers_tables_max = 1000000;
+
+// Bus
+inline constexpr unsigned modules_max = 32;
+inline constexpr unsigned bus_pending_requests_max = 65536;    // per shard
+
+static_assert((recv_buffer_count & (recv_buffer_count - 1)) == 0);
+static_assert((cross_shard_queue_items & (cross_shard_queue_items - 1)) == 0);
+static_assert(cross_shard_batch_items < cross_shard_queue_items);
+static_assert(uring_cq_entries >= 4 * uring_sq_entries);
+static_assert(http_body_bytes_max < frame_bytes_max);
+
+}  // namespace keel::limits
