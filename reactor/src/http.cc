@@ -1,0 +1,393 @@
+// http.cc — the HTTP/1.1 connection loop over http_parser.
+#include "keel/reactor/http.h"
+
+#include <http_parser.h>
+#include <strings.h>
+
+#include <charconv>
+
+#include "keel/limits.h"
+
+namespace keel {
+
+// ---------------------------------------------------------------------------------
+// request
+
+std::string_view http_request::path() const noexcept {
+  std::string_view u = url;
+  auto q = u.find('?');
+  return q == std::string_view::npos ? u : u.substr(0, q);
+}
+
+std::string_view http_request::query() const noexcept {
+  std::string_view u = url;
+  auto q = u.find('?');
+  return q == std::string_view::npos ? std::string_view{} : u.substr(q + 1);
+}
+
+std::string_view http_request::header(std::string_view name) const noexcept {
+  for (const auto& h : headers)
+    if (h.name.size() == name.size() && strncasecmp(h.name.data(), name.data(), name.size()) == 0)
+      return h.value;
+  return {};
+}
+
+void http_request::clear() noexcept {
+  method.clear();
+  url.clear();
+  headers.clear();
+  body.clear();
+  version_minor = 1;
+  keep_alive = true;
+}
+
+// ---------------------------------------------------------------------------------
+// response
+
+std::string_view http_reason(int status) noexcept {
+  switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 307: return "Temporary Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 412: return "Precondition Failed";
+    case 413: return "Request Entity Too Large";
+    case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+  }
+}
+
+void append_json_string(std::string& out, std::string_view text) {
+  static constexpr char hex[] = "0123456789abcdef";
+  out.push_back('"');
+  for (unsigned char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out.push_back(hex[c >> 4]);
+          out.push_back(hex[c & 15]);
+        } else {
+          out.push_back(static_cast<char>(c));
+        }
+    }
+  }
+  out.push_back('"');
+}
+
+void http_response::add_header(std::string_view name, std::string_view value) {
+  KEEL_ASSERT(!_started);
+  _extra_headers.append(name).append(": ").append(value).append("\r\n");
+}
+
+void http_response::write_head(int status, std::string_view content_type,
+                               std::size_t content_length, bool chunked) {
+  KEEL_ASSERT(!_started);
+  _started = true;
+  char number[24];
+  std::string head;
+  head.reserve(160 + _extra_headers.size());
+  head.append(_version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  auto end = std::to_chars(number, number + sizeof(number), status).ptr;
+  head.append(number, end).append(" ").append(http_reason(status)).append("\r\n");
+  if (!content_type.empty()) head.append("Content-Type: ").append(content_type).append("\r\n");
+  if (chunked) {
+    head.append("Transfer-Encoding: chunked\r\n");
+  } else {
+    end = std::to_chars(number, number + sizeof(number), content_length).ptr;
+    head.append("Content-Length: ").append(number, end).append("\r\n");
+  }
+  if (!_keep_alive) head.append("Connection: close\r\n");
+  else if (_version_minor == 0) head.append("Connection: keep-alive\r\n");
+  head.append(_extra_headers).append("\r\n");
+  _conn->write(head);
+}
+
+void http_response::send(int status, std::string_view content_type, std::string_view body) {
+  write_head(status, content_type, body.size(), false);
+  _conn->write(body);
+}
+
+void http_response::send_error(int status, std::string_view message) {
+  std::string body = "{\"message\":";
+  append_json_string(body, message);
+  body += "}\n";
+  send(status, "application/json", body);
+}
+
+void http_response::start_stream(int status, std::string_view content_type) {
+  if (_version_minor == 0) _keep_alive = false;  // HTTP/1.0 has no chunked coding
+  write_head(status, content_type, 0, _version_minor != 0);
+  _streaming = true;
+}
+
+void http_response::write_chunk(std::string_view data) {
+  KEEL_ASSERT(_streaming);
+  if (data.empty()) return;  // an empty chunk would end the stream
+  if (_version_minor == 0) {
+    _conn->write(data);
+    return;
+  }
+  char size[24];
+  auto end = std::to_chars(size, size + sizeof(size), data.size(), 16).ptr;
+  std::string frame;
+  frame.reserve(data.size() + 32);
+  frame.append(size, end).append("\r\n").append(data).append("\r\n");
+  _conn->write(frame);
+}
+
+void http_response::end_stream() {
+  KEEL_ASSERT(_streaming);
+  _streaming = false;
+  if (_version_minor != 0) _conn->write("0\r\n\r\n");
+}
+
+// ---------------------------------------------------------------------------------
+// router
+
+void http_router::add(std::string_view method, std::string_view path, http_sync_handler handler) {
+  _routes.push_back({std::string(method), std::string(path), false, std::move(handler), {}});
+}
+void http_router::add_async(std::string_view method, std::string_view path, http_async_handler handler) {
+  _routes.push_back({std::string(method), std::string(path), false, {}, std::move(handler)});
+}
+void http_router::add_prefix(std::string_view method, std::string_view prefix, http_sync_handler handler) {
+  _routes.push_back({std::string(method), std::string(prefix), true, std::move(handler), {}});
+}
+void http_router::add_prefix_async(std::string_view method, std::string_view prefix,
+                                   http_async_handler handler) {
+  _routes.push_back({std::string(method), std::string(prefix), true, {}, std::move(handler)});
+}
+
+const http_router::route* http_router::find(std::string_view method, std::string_view path,
+                                            std::string& allowed) const {
+  // Exact paths win over prefixes; among prefixes the longest wins. When the path
+  // matches but the method does not, the methods that would have matched fill `allowed`.
+  auto choose = [&](auto matches) -> const route* {
+    const route* chosen = nullptr;
+    for (const route& r : _routes) {
+      if (!matches(r)) continue;
+      if (r.method == method) chosen = &r;
+      else if (allowed.find(r.method) == std::string::npos)
+        allowed.append(allowed.empty() ? "" : ", ").append(r.method);
+    }
+    return chosen;
+  };
+  allowed.clear();
+  if (const route* exact = choose([&](const route& r) { return !r.prefix && r.path == path; }))
+    return exact;
+  if (!allowed.empty()) return nullptr;
+  std::size_t longest = 0;
+  bool any = false;
+  for (const route& r : _routes)
+    if (r.prefix && path.starts_with(r.path) && r.path.size() >= longest) {
+      longest = r.path.size();
+      any = true;
+    }
+  if (!any) return nullptr;
+  return choose([&](const route& r) {
+    return r.prefix && r.path.size() == longest && path.starts_with(r.path);
+  });
+}
+
+// ---------------------------------------------------------------------------------
+// the connection loop
+
+namespace {
+
+struct parse_state {
+  http_parser parser;
+  http_request request;
+  std::string last_field;   // header name being read
+  bool in_value = false;
+  std::size_t header_bytes = 0;
+  std::size_t body_bytes_max = 0;
+  int error_status = 0;     // set by a callback that refuses the request
+  std::string error_message;
+};
+
+parse_state& state_of(http_parser* parser) { return *static_cast<parse_state*>(parser->data); }
+
+int refuse(http_parser* parser, int status, std::string message) {
+  parse_state& st = state_of(parser);
+  st.error_status = status;
+  st.error_message = std::move(message);
+  // -1, not 1: from on_headers_complete, 1 means "no body follows", not an error.
+  return -1;
+}
+
+int count_header_bytes(http_parser* parser, std::size_t size) {
+  parse_state& st = state_of(parser);
+  st.header_bytes += size;
+  if (st.header_bytes > limits::http_header_bytes_max)
+    return refuse(parser, 431, "request line and headers exceed " +
+                                   std::to_string(limits::http_header_bytes_max) + " bytes");
+  return 0;
+}
+
+int on_message_begin(http_parser* parser) {
+  parse_state& st = state_of(parser);
+  st.request.clear();
+  st.header_bytes = 0;
+  st.in_value = false;
+  return 0;
+}
+
+int on_url(http_parser* parser, const char* at, std::size_t size) {
+  if (count_header_bytes(parser, size)) return -1;
+  state_of(parser).request.url.append(at, size);
+  return 0;
+}
+
+int on_header_field(http_parser* parser, const char* at, std::size_t size) {
+  if (count_header_bytes(parser, size)) return -1;
+  parse_state& st = state_of(parser);
+  if (st.in_value || st.request.headers.empty()) {
+    st.request.headers.push_back({});
+    st.in_value = false;
+  }
+  st.request.headers.back().name.append(at, size);
+  return 0;
+}
+
+int on_header_value(http_parser* parser, const char* at, std::size_t size) {
+  if (count_header_bytes(parser, size)) return -1;
+  parse_state& st = state_of(parser);
+  st.in_value = true;
+  st.request.headers.back().value.append(at, size);
+  return 0;
+}
+
+int on_headers_complete(http_parser* parser) {
+  parse_state& st = state_of(parser);
+  if ((parser->flags & F_CONTENTLENGTH) && parser->content_length > st.body_bytes_max)
+    return refuse(parser, 413, "request body of " + std::to_string(parser->content_length) +
+                                   " bytes exceeds the limit of " +
+                                   std::to_string(st.body_bytes_max) + " bytes");
+  st.request.method = http_method_str(static_cast<http_method>(parser->method));
+  st.request.version_minor = parser->http_minor;
+  st.request.keep_alive = http_should_keep_alive(parser) != 0;
+  return 0;
+}
+
+int on_body(http_parser* parser, const char* at, std::size_t size) {
+  parse_state& st = state_of(parser);
+  if (st.request.body.size() + size > st.body_bytes_max)
+    return refuse(parser, 413, "request body exceeds the limit of " +
+                                   std::to_string(st.body_bytes_max) + " bytes");
+  st.request.body.append(at, size);
+  return 0;
+}
+
+int on_message_complete(http_parser* parser) {
+  // Hand one complete request to the connection loop before parsing the next: the
+  // loop answers pipelined requests strictly in order.
+  http_parser_pause(parser, 1);
+  return 0;
+}
+
+const http_parser_settings& settings() {
+  static const http_parser_settings s = [] {
+    http_parser_settings init{};
+    init.on_message_begin = on_message_begin;
+    init.on_url = on_url;
+    init.on_header_field = on_header_field;
+    init.on_header_value = on_header_value;
+    init.on_headers_complete = on_headers_complete;
+    init.on_body = on_body;
+    init.on_message_complete = on_message_complete;
+    return init;
+  }();
+  return s;
+}
+
+// Answers a request that has no handler; returns false if the connection must close.
+void answer_unrouted(const http_request& request, http_response& response, const std::string& allowed) {
+  if (!allowed.empty()) {
+    response.add_header("Allow", allowed);
+    response.send_error(405, "method " + request.method + " not allowed on " +
+                                 std::string(request.path()) + "; allowed: " + allowed);
+    return;
+  }
+  response.send_error(404, "no such path: " + std::string(request.path()));
+}
+
+}  // namespace
+
+task<void> serve_http(connection* conn, const http_server_options& options) {
+  parse_state st;
+  http_parser_init(&st.parser, HTTP_REQUEST);
+  st.parser.data = &st;
+  st.body_bytes_max = options.body_bytes_max ? options.body_bytes_max : limits::http_body_bytes_max;
+  shard_stats& stats = shard::current()->stats();
+  std::string allowed;
+  bool first = true;
+  bool open = true;
+  while (open) {
+    recv_buffer buffer = co_await conn->read();
+    if (buffer.size() == 0) break;
+    if (first) {
+      first = false;
+      if (options.is_other_protocol && options.is_other_protocol(buffer.data(), buffer.size())) {
+        co_await options.serve_other_protocol(conn, std::move(buffer));
+        co_return;  // the other protocol released the connection
+      }
+    }
+    const char* data = buffer.data();
+    std::size_t size = buffer.size();
+    while (size > 0 && open) {
+      std::size_t used = http_parser_execute(&st.parser, &settings(), data, size);
+      http_errno error = HTTP_PARSER_ERRNO(&st.parser);
+      if (error == HPE_PAUSED) {
+        data += used;
+        size -= used;
+        bump(stats.http_requests);
+        http_response response(conn, st.request);
+        std::string_view path = st.request.path();
+        const http_router::route* route = options.router->find(st.request.method, path, allowed);
+        if (!route) answer_unrouted(st.request, response, allowed);
+        else if (route->sync) route->sync(st.request, response);
+        else co_await route->async(st.request, response);
+        if (!response.started()) response.send_error(500, "handler sent no response");
+        if (!response.keep_alive()) open = false;
+        http_parser_pause(&st.parser, 0);
+        continue;
+      }
+      if (error != HPE_OK) {
+        bump(stats.http_errors);
+        http_request blank;
+        blank.keep_alive = false;
+        http_response response(conn, blank);
+        if (st.error_status) response.send_error(st.error_status, st.error_message);
+        else response.send_error(400, std::string("malformed HTTP request: ") +
+                                          http_errno_description(error));
+        open = false;
+        break;
+      }
+      break;  // everything consumed; wait for more bytes
+    }
+    if (open && conn->queued_bytes() >= limits::connection_send_buffer_bytes_max) {
+      if (!co_await conn->drained()) break;
+    }
+  }
+  conn->release();
+}
+
+}  // namespace keel

@@ -1,0 +1,379 @@
+// net.cc — listeners and connections.
+#include "keel/reactor/net.h"
+
+#include <arpa/inet.h>
+#include <liburing.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <vector>
+
+#include "keel/limits.h"
+#include "keel/reactor/io.h"
+
+namespace keel {
+
+namespace {
+
+// The connections of this shard with bytes to send this turn.
+struct flush_list {
+  std::vector<connection*> pending;
+  bool hooked = false;
+};
+thread_local flush_list t_flush;
+
+void schedule_flush(connection* conn) {
+  if (!t_flush.hooked) {
+    t_flush.hooked = true;
+    shard::current()->add_pre_submit_hook([] {
+      if (t_flush.pending.empty()) return;
+      std::vector<connection*> batch;
+      batch.swap(t_flush.pending);
+      for (connection* c : batch) c->flush();
+    });
+    shard::current()->at_stop([] { t_flush.hooked = false; });
+  }
+  t_flush.pending.push_back(conn);
+}
+
+status errno_status(const std::string& what, int error) {
+  return {errc::io_error, what + ": " + std::strerror(error)};
+}
+
+}  // namespace
+
+result<endpoint> parse_endpoint(std::string_view text) {
+  std::string_view rest = text;
+  if (auto scheme = rest.find("://"); scheme != std::string_view::npos) rest.remove_prefix(scheme + 3);
+  if (auto slash = rest.find('/'); slash != std::string_view::npos) rest = rest.substr(0, slash);
+  endpoint out;
+  std::string_view port_text;
+  if (!rest.empty() && rest.front() == '[') {
+    auto close = rest.find(']');
+    if (close == std::string_view::npos || close + 1 >= rest.size() || rest[close + 1] != ':')
+      return status{errc::invalid_argument, "bad address \"" + std::string(text) + "\": expected [ipv6]:port"};
+    out.host = std::string(rest.substr(1, close - 1));
+    port_text = rest.substr(close + 2);
+  } else {
+    auto colon = rest.rfind(':');
+    if (colon == std::string_view::npos)
+      return status{errc::invalid_argument, "bad address \"" + std::string(text) + "\": expected host:port"};
+    out.host = std::string(rest.substr(0, colon));
+    port_text = rest.substr(colon + 1);
+  }
+  unsigned port = 0;
+  auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc() || end != port_text.data() + port_text.size() || port > 65535 || out.host.empty())
+    return status{errc::invalid_argument, "bad address \"" + std::string(text) + "\": bad host or port"};
+  out.port = static_cast<std::uint16_t>(port);
+  return out;
+}
+
+namespace {
+result<addrinfo*> resolve(const endpoint& where, bool passive) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = passive ? AI_PASSIVE : 0;
+  addrinfo* found = nullptr;
+  std::string port = std::to_string(where.port);
+  int rc = getaddrinfo(where.host.c_str(), port.c_str(), &hints, &found);
+  if (rc != 0)
+    return status{errc::not_found, "cannot resolve \"" + where.host + "\": " + gai_strerror(rc)};
+  return found;
+}
+}  // namespace
+
+result<int> listen_tcp(const endpoint& where) {
+  auto found = resolve(where, true);
+  if (!found) return found.error();
+  addrinfo* info = found.value();
+  int fd = socket(info->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    freeaddrinfo(info);
+    return errno_status("socket", errno);
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  std::string where_text = where.host + ":" + std::to_string(where.port);
+  if (bind(fd, info->ai_addr, info->ai_addrlen) < 0) {
+    int error = errno;
+    freeaddrinfo(info);
+    ::close(fd);
+    return errno_status("bind " + where_text, error);
+  }
+  freeaddrinfo(info);
+  if (listen(fd, static_cast<int>(limits::listen_backlog)) < 0) {
+    int error = errno;
+    ::close(fd);
+    return errno_status("listen " + where_text, error);
+  }
+  return fd;
+}
+
+std::uint16_t local_port(int fd) {
+  sockaddr_storage address{};
+  socklen_t size = sizeof(address);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size);
+  if (address.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&address)->sin6_port);
+  return ntohs(reinterpret_cast<sockaddr_in*>(&address)->sin_port);
+}
+
+// ---------------------------------------------------------------------------------
+// tcp_listener
+
+tcp_listener::tcp_listener(int fd, std::function<void(int)> on_accept)
+    : _fd(fd), _on_accept(std::move(on_accept)) {}
+
+tcp_listener* tcp_listener::start(int fd, std::function<void(int)> on_accept) {
+  auto* listener = new tcp_listener(fd, std::move(on_accept));
+  listener->arm();
+  return listener;
+}
+
+void tcp_listener::arm() noexcept {
+  io_uring_sqe* sqe = shard::current()->get_sqe();
+  io_uring_prep_multishot_accept(sqe, _fd, nullptr, nullptr, SOCK_CLOEXEC);
+  io_uring_sqe_set_data(sqe, this);
+  _armed = true;
+}
+
+void tcp_listener::complete(int result, unsigned cqe_flags) noexcept {
+  if (result >= 0) {
+    if (_closing) {
+      ::close(result);
+    } else {
+      bump(shard::current()->stats().connections_accepted);
+      _on_accept(result);
+    }
+  }
+  if (cqe_flags & IORING_CQE_F_MORE) return;
+  _armed = false;
+  if (_closing) {
+    ::close(_fd);
+    delete this;
+    return;
+  }
+  // The kernel ended the multishot accept (an error such as EMFILE, or an overflow):
+  // arm it again, so one bad moment does not stop the server accepting.
+  arm();
+}
+
+void tcp_listener::close() noexcept {
+  if (_closing) return;
+  _closing = true;
+  if (!_armed) {
+    ::close(_fd);
+    delete this;
+    return;
+  }
+  io_uring_sqe* sqe = shard::current()->get_sqe();
+  io_uring_prep_cancel(sqe, this, 0);
+  io_uring_sqe_set_data64(sqe, user_data_ignore);
+}
+
+// ---------------------------------------------------------------------------------
+// connection
+
+connection::connection(int fd) : _fd(fd), _shard(shard::current()) {
+  _send_completion.owner = this;
+  bump(_shard->stats().connections_open);
+}
+
+connection::~connection() {
+  ::close(_fd);
+  auto& open = _shard->stats().connections_open;
+  open.store(open.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+}
+
+connection* connection::adopt(int fd) {
+  KEEL_ASSERT(shard::current() != nullptr);
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  auto* conn = new connection(fd);
+  conn->arm_recv();
+  return conn;
+}
+
+task<result<connection*>> connection::connect(endpoint where) {
+  auto found = resolve(where, false);
+  if (!found) co_return found.error();
+  addrinfo* info = found.value();
+  int fd = socket(info->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    freeaddrinfo(info);
+    co_return errno_status("socket", errno);
+  }
+  sockaddr_storage address{};
+  std::memcpy(&address, info->ai_addr, info->ai_addrlen);
+  std::size_t size = info->ai_addrlen;
+  freeaddrinfo(info);
+  int rc = co_await connect_socket(fd, reinterpret_cast<sockaddr*>(&address), size);
+  if (rc < 0) {
+    ::close(fd);
+    co_return errno_status("connect " + where.host + ":" + std::to_string(where.port), -rc);
+  }
+  co_return adopt(fd);
+}
+
+void connection::arm_recv() noexcept {
+  io_uring_sqe* sqe = _shard->get_sqe();
+  io_uring_prep_recv_multishot(sqe, _fd, nullptr, 0, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = shard::recv_buffer_group;
+  io_uring_sqe_set_data(sqe, this);
+  _recv_armed = true;
+}
+
+void connection::complete(int result, unsigned cqe_flags) noexcept { on_recv(result, cqe_flags); }
+
+void connection::on_recv(int result, unsigned cqe_flags) noexcept {
+  bool more = cqe_flags & IORING_CQE_F_MORE;
+  if (result > 0) {
+    KEEL_ASSERT(cqe_flags & IORING_CQE_F_BUFFER);
+    auto id = static_cast<unsigned short>(cqe_flags >> IORING_CQE_BUFFER_SHIFT);
+    bump(_shard->stats().bytes_received, static_cast<std::uint64_t>(result));
+    if (_released || _queue_size == queue_capacity) {
+      // Released: nobody will read it. Full: the kernel outran the pause by more than
+      // the slack, which the limits make impossible; drop the connection, never grow.
+      _shard->return_recv_buffer(id);
+      if (!_released && !_eof) {
+        _error = -ENOBUFS;
+        _eof = true;
+      }
+    } else {
+      _queue[(_queue_head + _queue_size) % queue_capacity] = {id, static_cast<unsigned>(result)};
+      ++_queue_size;
+      if (_queue_size == queue_pause_items && more && !_recv_paused) pause_recv();
+    }
+  } else if (result == -ENOBUFS) {
+    // The shard's buffer ring ran dry; buffers return as readers consume them.
+    bump(_shard->stats().recv_buffers_exhausted);
+  } else if (result == -ECANCELED && _recv_paused && !_shard->stopping()) {
+    // Our own pause landed; take_more() arms the receive again.
+  } else {
+    // 0 is EOF; anything else is an error that ends receiving.
+    _eof = true;
+    if (result < 0 && result != -ECANCELED) _error = result;
+  }
+  if (!more) {
+    _recv_armed = false;
+    if (_recv_paused && _queue_size <= queue_resume_items) _recv_paused = false;  // drained meanwhile
+    if (!_eof && !_released && !_recv_paused) arm_recv();
+  }
+  wake_reader();
+  maybe_free();
+}
+
+void connection::pause_recv() noexcept {
+  _recv_paused = true;
+  io_uring_sqe* sqe = _shard->get_sqe();
+  io_uring_prep_cancel(sqe, this, 0);
+  io_uring_sqe_set_data64(sqe, user_data_ignore);
+}
+
+void connection::wake_reader() noexcept {
+  if (_reader && (_queue_size > 0 || _eof)) {
+    _shard->schedule(std::exchange(_reader, {}));
+  }
+}
+
+recv_buffer connection::take() noexcept {
+  if (_queue_size == 0) return {};
+  received item = _queue[_queue_head];
+  _queue_head = (_queue_head + 1) % queue_capacity;
+  --_queue_size;
+  if (_recv_paused && !_recv_armed && !_eof && !_released && _queue_size <= queue_resume_items) {
+    _recv_paused = false;
+    arm_recv();
+  }
+  return _shard->lend_recv_buffer(item.buffer_id, item.size);
+}
+
+void connection::write(std::string_view data) {
+  if (_error != 0 || _shut_down) return;
+  _out.append(data);
+  if (!_in_flush_list && !_send_in_flight) {
+    _in_flush_list = true;
+    schedule_flush(this);
+  }
+}
+
+bool connection::drain_awaiter::await_ready() const noexcept {
+  return self->_error != 0 || self->queued_bytes() < limits::connection_send_buffer_bytes_max;
+}
+
+void connection::flush() noexcept {
+  _in_flush_list = false;
+  if (_send_in_flight || _out.empty()) {
+    maybe_free();
+    return;
+  }
+  _sending.swap(_out);
+  _out.clear();
+  _sent = 0;
+  _send_in_flight = true;
+  io_uring_sqe* sqe = _shard->get_sqe();
+  io_uring_prep_send(sqe, _fd, _sending.data(), _sending.size(), MSG_NOSIGNAL);
+  io_uring_sqe_set_data(sqe, &_send_completion);
+}
+
+void connection::on_send(int result) noexcept {
+  _send_in_flight = false;
+  if (result < 0) {
+    _error = result;
+    _out.clear();
+    _sending.clear();
+  } else {
+    bump(_shard->stats().bytes_sent, static_cast<std::uint64_t>(result));
+    _sent += static_cast<std::size_t>(result);
+    if (_sent < _sending.size()) {
+      // A short send: send the rest before anything queued after it.
+      _send_in_flight = true;
+      io_uring_sqe* sqe = _shard->get_sqe();
+      io_uring_prep_send(sqe, _fd, _sending.data() + _sent, _sending.size() - _sent, MSG_NOSIGNAL);
+      io_uring_sqe_set_data(sqe, &_send_completion);
+      return;
+    }
+    _sending.clear();
+    if (!_out.empty() && !_in_flush_list) {
+      _in_flush_list = true;
+      schedule_flush(this);
+    }
+  }
+  if (_drain_waiter && (_error != 0 || queued_bytes() < limits::connection_send_buffer_bytes_max))
+    _shard->schedule(std::exchange(_drain_waiter, {}));
+  maybe_free();
+}
+
+void connection::release() noexcept {
+  KEEL_ASSERT(!_released);
+  _released = true;
+  _reader = {};
+  while (_queue_size > 0) take();  // returns the buffers
+  maybe_free();
+}
+
+void connection::maybe_free() noexcept {
+  if (!_released) return;
+  if (_send_in_flight || _in_flush_list || (!_out.empty() && _error == 0)) return;
+  if (_recv_armed) {
+    // Shutting the socket down ends the multishot receive, which then completes
+    // without IORING_CQE_F_MORE and calls back here.
+    if (!_shut_down) {
+      _shut_down = true;
+      ::shutdown(_fd, SHUT_RDWR);
+    }
+    return;
+  }
+  delete this;
+}
+
+}  // namespace keel

@@ -1,0 +1,486 @@
+// config_test.cc — keel::config::loader and keel::config::config, through the public API.
+#define BOOST_TEST_MODULE config
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/test/unit_test.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "keel/config/config.h"
+
+namespace {
+
+using keel::config::action;
+using keel::config::config;
+using keel::config::loader;
+
+constexpr const char* echo_schema = R"({
+  "type": "object",
+  "description": "The echo module.",
+  "additionalProperties": false,
+  "properties": {
+    "prefix": {"type": "string", "description": "Text put before each echoed line.", "default": ">"},
+    "repeat": {"type": "integer", "minimum": 1, "default": 1, "description": "Times to echo."},
+    "loud": {"type": "boolean", "default": false, "description": "Echo in upper case."}
+  }
+})";
+
+// A real file under /tmp, removed when the test ends.
+class temp_file {
+ public:
+  explicit temp_file(const std::string& content) {
+    char name[] = "/tmp/keel-config-test-XXXXXX";
+    const int fd = ::mkstemp(name);
+    BOOST_REQUIRE(fd >= 0);
+    BOOST_REQUIRE_EQUAL(::write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+    ::close(fd);
+    _path = name;
+  }
+  ~temp_file() { ::unlink(_path.c_str()); }
+  const std::string& path() const { return _path; }
+  std::string content() const {
+    std::ifstream in(_path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  }
+
+ private:
+  std::string _path;
+};
+
+// argv and envp arrays that live as long as the strings.
+struct command_line {
+  std::vector<std::string> arguments;
+  std::vector<std::string> environment;
+  std::vector<const char*> argv;
+  std::vector<const char*> envp;
+
+  command_line(std::vector<std::string> args, std::vector<std::string> env)
+      : arguments(std::move(args)), environment(std::move(env)) {
+    arguments.insert(arguments.begin(), "keeld");
+    for (const std::string& a : arguments) argv.push_back(a.c_str());
+    argv.push_back(nullptr);
+    for (const std::string& e : environment) envp.push_back(e.c_str());
+    envp.push_back(nullptr);
+  }
+};
+
+// The keeld sequence: collect, add the schemas of the listed modules, finish.
+struct outcome {
+  keel::status collected;
+  std::optional<keel::result<config>> finished;
+
+  const config& value() const {
+    BOOST_REQUIRE_MESSAGE(collected.is_ok(), collected.message());
+    BOOST_REQUIRE(finished.has_value());
+    BOOST_REQUIRE_MESSAGE(finished->is_ok(), finished->error().message());
+    return finished->value();
+  }
+  std::string error() const {
+    if (!collected.is_ok()) return collected.message();
+    BOOST_REQUIRE(finished.has_value());
+    BOOST_REQUIRE_MESSAGE(!finished->is_ok(), "expected an error");
+    return finished->error().message();
+  }
+};
+
+outcome load(std::vector<std::string> args, std::vector<std::string> env = {},
+             bool with_echo_schema = false) {
+  command_line line(std::move(args), std::move(env));
+  loader sources;
+  outcome result{sources.collect(static_cast<int>(line.arguments.size()), line.argv.data(), line.envp.data()), std::nullopt};
+  if (!result.collected.is_ok()) return result;
+  if (with_echo_schema) {
+    keel::status added = sources.add_section_schema("echo", echo_schema);
+    BOOST_REQUIRE_MESSAGE(added.is_ok(), added.message());
+  }
+  result.finished.emplace(sources.finish());
+  return result;
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  if (text.find(part) != std::string::npos) return true;
+  BOOST_TEST_MESSAGE("\"" << text << "\" does not contain \"" << part << "\"");
+  return false;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(uses_embedded_defaults_without_any_source) {
+  const outcome loaded = load({});
+  const config& c = loaded.value();
+  BOOST_TEST(c.get_string("/name") == "default");
+  BOOST_TEST(c.get_string("/data-dir") == "");
+  BOOST_TEST(c.data_dir() == "default.keel");
+  BOOST_TEST(c.get_strings("/listen-client-urls") == std::vector<std::string>{"http://127.0.0.1:2379"});
+  BOOST_TEST(c.get_strings("/advertise-client-urls") == std::vector<std::string>{"http://127.0.0.1:2379"});
+  BOOST_TEST(c.get_strings("/listen-peer-urls") == std::vector<std::string>{"http://127.0.0.1:2380"});
+  BOOST_TEST(c.get_int("/shards") == 0);
+  BOOST_TEST(c.get_strings("/modules").empty());
+  BOOST_TEST(c.get_strings("/module-path").empty());
+  BOOST_TEST(c.get_string("/log-level") == "info");
+  BOOST_TEST(c.get_int("/max-request-bytes") == 1572864);
+  BOOST_TEST(c.get_bool("/enable-v2") == true);
+  BOOST_TEST(c.get_bool("/native-port-enabled") == true);
+  BOOST_TEST(!c.has("/echo"));
+}
+
+BOOST_AUTO_TEST_CASE(reads_values_from_a_config_file) {
+  temp_file file(R"({
+  "name": "infra1",
+  "data-dir": "/var/lib/keel",
+  "shards": 4,
+  "listen-client-urls": ["http://10.0.0.1:2379", "https://[::1]:2379"],
+  "enable-v2": false
+})");
+  const outcome loaded = load({"--config", file.path()});
+  const config& c = loaded.value();
+  BOOST_TEST(c.get_string("/name") == "infra1");
+  BOOST_TEST(c.data_dir() == "/var/lib/keel");
+  BOOST_TEST(c.get_int("/shards") == 4);
+  BOOST_TEST(c.get_strings("/listen-client-urls") ==
+             (std::vector<std::string>{"http://10.0.0.1:2379", "https://[::1]:2379"}));
+  BOOST_TEST(c.get_bool("/enable-v2") == false);
+  BOOST_TEST(c.get_string("/log-level") == "info");  // default still filled
+}
+
+BOOST_AUTO_TEST_CASE(finds_the_file_through_config_file_flag_and_environment) {
+  temp_file file(R"({"name": "from-file"})");
+  BOOST_TEST(load({"--config-file=" + file.path()}).value().get_string("/name") == "from-file");
+  BOOST_TEST(load({}, {"ETCD_CONFIG_FILE=" + file.path()}).value().get_string("/name") == "from-file");
+  BOOST_TEST(load({}, {"KEEL_CONFIG=" + file.path()}).value().get_string("/name") == "from-file");
+}
+
+BOOST_AUTO_TEST_CASE(reading_the_file_never_alters_it) {
+  const std::string text = "{\n  \"shards\": \"two\"\n}\n";
+  temp_file file(text);
+  struct stat before {};
+  BOOST_REQUIRE(::stat(file.path().c_str(), &before) == 0);
+  BOOST_TEST(!load({"--config", file.path()}).error().empty());
+  struct stat after {};
+  BOOST_REQUIRE(::stat(file.path().c_str(), &after) == 0);
+  BOOST_TEST(file.content() == text);
+  BOOST_TEST(after.st_mtim.tv_nsec == before.st_mtim.tv_nsec);
+  BOOST_TEST(after.st_size == before.st_size);
+}
+
+BOOST_AUTO_TEST_CASE(missing_config_file_is_not_found) {
+  command_line line({"--config", "/nonexistent/keel.json"}, {});
+  loader sources;
+  const keel::status s = sources.collect(static_cast<int>(line.arguments.size()), line.argv.data(), line.envp.data());
+  BOOST_TEST(!s.is_ok());
+  BOOST_TEST((s.code() == keel::errc::not_found));
+  BOOST_TEST(contains(s.message(), "/nonexistent/keel.json"));
+}
+
+BOOST_AUTO_TEST_CASE(reports_invalid_json_with_line_and_column) {
+  temp_file file("{\n  \"name\": \"x\"\n  \"shards\": 2\n}\n");
+  const std::string error = load({"--config", file.path()}).error();
+  BOOST_TEST(contains(error, file.path() + ":3:3: Missing a comma or '}' after an object member."));
+}
+
+BOOST_AUTO_TEST_CASE(reports_invalid_json_under_the_given_name) {
+  loader sources;
+  const keel::status s = sources.collect_file_text("{\"a\": tru}", "keel.json");
+  BOOST_TEST(!s.is_ok());
+  BOOST_TEST(contains(s.message(), "keel.json:1:10: Invalid value."));
+}
+
+BOOST_AUTO_TEST_CASE(rejects_duplicate_key_nul_byte_and_non_object_top_level) {
+  loader sources;
+  keel::status s = sources.collect_file_text("{\n\"name\": \"a\",\n\"name\": \"b\"}", "keel.json");
+  BOOST_TEST(contains(s.message(), "keel.json:3: (top level): duplicate key \"name\""));
+  s = sources.collect_file_text(std::string("{}\0{", 4), "keel.json");
+  BOOST_TEST(contains(s.message(), "keel.json:1:3: NUL byte"));
+  s = sources.collect_file_text("\n[1]", "keel.json");
+  BOOST_TEST(contains(s.message(), "keel.json:2: top level must be an object, got array"));
+  s = sources.collect_file_text(std::string(100, '[') + std::string(100, ']'), "keel.json");
+  BOOST_TEST((s.code() == keel::errc::too_large));
+}
+
+BOOST_AUTO_TEST_CASE(reports_wrong_type_with_pointer_and_file_line) {
+  temp_file file("{\n  \"name\": \"a\",\n  \"log-level\": \"info\",\n  \"shards\": \"two\"\n}\n");
+  const std::string error = load({"--config", file.path()}).error();
+  BOOST_TEST(contains(error, file.path() + ":4: /shards: expected integer, got string \"two\""));
+}
+
+BOOST_AUTO_TEST_CASE(reports_bounds_and_enums_in_words) {
+  BOOST_TEST(contains(load({"--shards", "65"}).error(), "flag --shards: /shards: must be <= 64, got 65"));
+  BOOST_TEST(contains(load({"--shards=-1"}).error(), "/shards: must be >= 0, got -1"));
+  BOOST_TEST(contains(load({"--log-level", "loud"}).error(),
+                      "flag --log-level: /log-level: must be one of debug, info, warn, error, got \"loud\""));
+  BOOST_TEST(contains(load({"--max-request-bytes", "12"}).error(), "must be >= 1024, got 12"));
+}
+
+BOOST_AUTO_TEST_CASE(rejects_non_numeric_and_out_of_range_integers) {
+  BOOST_TEST(contains(load({"--shards", "two"}).error(), "flag --shards: /shards: expected integer, got \"two\""));
+  BOOST_TEST(contains(load({"--shards", "4x"}).error(), "expected integer, got \"4x\""));
+  BOOST_TEST(contains(load({"--max-request-bytes", "99999999999999999999"}).error(),
+                      "\"99999999999999999999\" is out of range for a 64-bit integer"));
+  BOOST_TEST(contains(load({}, {"ETCD_SHARDS=x"}).error(), "env ETCD_SHARDS: /shards: expected integer"));
+  loader sources;
+  BOOST_REQUIRE(sources.collect_file_text(R"({"max-request-bytes": 18446744073709551615})", "keel.json").is_ok());
+  auto finished = sources.finish();
+  BOOST_TEST(contains(finished.error().message(), "keel.json:1: /max-request-bytes: 18446744073709551615 is out of range"));
+}
+
+BOOST_AUTO_TEST_CASE(rejects_unknown_key_in_file) {
+  temp_file file("{\n  \"name\": \"a\",\n  \"shardz\": 2\n}\n");
+  const std::string error = load({"--config", file.path()}).error();
+  BOOST_TEST(contains(error, file.path() + ":3: /shardz: unknown key \"shardz\" (did you mean \"shards\"?)"));
+}
+
+BOOST_AUTO_TEST_CASE(rejects_unknown_flag) {
+  BOOST_TEST(contains(load({"--foo"}).error(), "unknown flag: --foo"));
+  BOOST_TEST(contains(load({"--shard=2"}).error(), "unknown flag: --shard (did you mean --shards?)"));
+  BOOST_TEST(contains(load({"--raft.election-ticks=10"}).error(),
+                      "unknown flag: --raft.election-ticks (no module section \"raft\" is loaded)"));
+  BOOST_TEST(contains(load({"--echo.prefx=1"}, {}, true).error(), "unknown flag: --echo.prefx (did you mean --echo.prefix?)"));
+}
+
+BOOST_AUTO_TEST_CASE(names_a_flag_missing_its_value) {
+  BOOST_TEST(contains(load({"--name"}).error(), "flag needs an argument: --name"));
+  BOOST_TEST(contains(load({"--config"}).error(), "flag needs an argument: --config"));
+}
+
+BOOST_AUTO_TEST_CASE(rejects_positional_arguments) {
+  BOOST_TEST(contains(load({"extra"}).error(), "unexpected argument \"extra\""));
+  BOOST_TEST(contains(load({"--", "extra"}).error(), "unexpected argument \"extra\""));
+  BOOST_TEST(contains(load({"-"}).error(), "unexpected argument \"-\""));
+}
+
+BOOST_AUTO_TEST_CASE(accepts_every_go_flag_spelling) {
+  BOOST_TEST(load({"-name", "a"}).value().get_string("/name") == "a");
+  BOOST_TEST(load({"-name=b"}).value().get_string("/name") == "b");
+  BOOST_TEST(load({"--name", "c"}).value().get_string("/name") == "c");
+  BOOST_TEST(load({"--name=d"}).value().get_string("/name") == "d");
+  BOOST_TEST(load({"--name="}).value().get_string("/name") == "");
+  // A non-boolean flag takes the next argument whatever it looks like, as in Go.
+  BOOST_TEST(load({"--name", "--shards"}).value().get_string("/name") == "--shards");
+  // The last occurrence wins.
+  BOOST_TEST(load({"--shards=1", "--shards=2"}).value().get_int("/shards") == 2);
+}
+
+BOOST_AUTO_TEST_CASE(bare_boolean_flag_means_true) {
+  BOOST_TEST(load({"--enable-v2"}).value().get_bool("/enable-v2") == true);
+  BOOST_TEST(load({"--enable-v2=false"}).value().get_bool("/enable-v2") == false);
+  BOOST_TEST(load({"-native-port-enabled=F"}).value().get_bool("/native-port-enabled") == false);
+  BOOST_TEST(load({"--native-port-enabled=0", "--native-port-enabled"}).value().get_bool("/native-port-enabled") == true);
+  const std::string error = load({"--enable-v2", "false"}).error();
+  BOOST_TEST(contains(error, "unexpected argument \"false\""));
+  BOOST_TEST(contains(error, "write --enable-v2=false"));
+  BOOST_TEST(contains(load({"--enable-v2=yes"}).error(), "expected boolean (true or false), got \"yes\""));
+}
+
+BOOST_AUTO_TEST_CASE(rejects_flag_and_env_values_that_are_not_utf8) {
+  BOOST_TEST(contains(load({"--name", "a\xb2"}).error(), "flag --name: /name: not valid UTF-8"));
+  BOOST_TEST(contains(load({}, {"ETCD_NAME=\xed\xa0\x80"}).error(), "env ETCD_NAME: /name: not valid UTF-8"));
+  BOOST_TEST(load({"--name", "\xc3\xa9t\xc3\xa9"}).value().get_string("/name") == "\xc3\xa9t\xc3\xa9");
+}
+
+BOOST_AUTO_TEST_CASE(converts_comma_separated_lists) {
+  const outcome loaded = load({"--listen-client-urls", "http://a:1, http://b:2", "--module-path="});
+  BOOST_TEST(loaded.value().get_strings("/listen-client-urls") == (std::vector<std::string>{"http://a:1", "http://b:2"}));
+  BOOST_TEST(loaded.value().get_strings("/module-path").empty());
+  BOOST_TEST(contains(load({"--module-path", "a,,b"}).error(), "empty item"));
+}
+
+BOOST_AUTO_TEST_CASE(rejects_bad_urls_naming_them) {
+  BOOST_TEST(contains(load({"--listen-client-urls", "http://a:1,ftp://b:2"}).error(),
+                      "flag --listen-client-urls: /listen-client-urls/1: must match"));
+  BOOST_TEST(contains(load({"--listen-client-urls", "http://a:1,ftp://b:2"}).error(), "got string \"ftp://b:2\""));
+  BOOST_TEST(contains(load({"--listen-peer-urls", "http://a"}).error(), "\"http://a\""));
+  BOOST_TEST(contains(load({"--advertise-client-urls", "http://a:70000"}).error(),
+                      "/advertise-client-urls/0: port 70000 of \"http://a:70000\" is not in 0..65535"));
+}
+
+BOOST_AUTO_TEST_CASE(keel_env_wins_over_etcd_env) {
+  BOOST_TEST(load({}, {"ETCD_NAME=etcd"}).value().get_string("/name") == "etcd");
+  BOOST_TEST(load({}, {"KEEL_NAME=keel"}).value().get_string("/name") == "keel");
+  BOOST_TEST(load({}, {"KEEL_NAME=keel", "ETCD_NAME=etcd"}).value().get_string("/name") == "keel");
+  BOOST_TEST(load({}, {"ETCD_NAME=etcd", "KEEL_NAME=keel"}).value().get_string("/name") == "keel");
+  BOOST_TEST(load({}, {"ETCD_DATA_DIR=/d"}).value().data_dir() == "/d");
+  BOOST_TEST(load({}, {"ETCD_ENABLE_V2=false"}).value().get_bool("/enable-v2") == false);
+}
+
+BOOST_AUTO_TEST_CASE(flag_beats_env_beats_file_beats_default) {
+  temp_file file(R"({"name": "file", "shards": 3, "log-level": "warn"})");
+  const std::vector<std::string> env = {"ETCD_NAME=env", "KEEL_SHARDS=5"};
+  const outcome loaded = load({"--config", file.path(), "--name", "flag"}, env);
+  const config& c = loaded.value();
+  BOOST_TEST(c.get_string("/name") == "flag");          // flag > env > file
+  BOOST_TEST(c.get_int("/shards") == 5);                // env > file
+  BOOST_TEST(c.get_string("/log-level") == "warn");     // file > default
+  BOOST_TEST(c.get_int("/max-request-bytes") == 1572864);  // default
+  BOOST_TEST(load({"--config", file.path()}, env).value().get_string("/name") == "env");
+  BOOST_TEST(load({"--config", file.path()}).value().get_string("/name") == "file");
+}
+
+BOOST_AUTO_TEST_CASE(rejects_unknown_etcd_env_variable) {
+  BOOST_TEST(contains(load({}, {"ETCD_INITIAL_CLUSTER=a=http://a:2380"}).error(),
+                      "env ETCD_INITIAL_CLUSTER: unknown environment variable"));
+  BOOST_TEST(contains(load({}, {"KEEL_SHARDZ=1"}).error(), "env KEEL_SHARDZ: unknown environment variable"));
+}
+
+BOOST_AUTO_TEST_CASE(ignores_etcdctl_and_allow_listed_variables) {
+  const outcome loaded = load({}, {"ETCDCTL_API=3", "ETCDCTL_ENDPOINTS=http://x:1", "KEEL_TEST_SEED=7",
+                                   "ETCD_UNSUPPORTED_ARCH=arm", "PATH=/bin", "ETCD=1", "KEELX=2"});
+  BOOST_TEST(loaded.value().get_string("/name") == "default");
+}
+
+BOOST_AUTO_TEST_CASE(module_section_defaults_are_filled_and_section_json_returns_them) {
+  const outcome loaded = load({"--modules", "echo"}, {}, true);
+  const config& c = loaded.value();
+  BOOST_TEST(c.get_strings("/modules") == std::vector<std::string>{"echo"});
+  BOOST_TEST(c.get_string("/echo/prefix") == ">");
+  BOOST_TEST(c.get_int("/echo/repeat") == 1);
+  BOOST_TEST(c.section_json("echo") == R"({"prefix":">","repeat":1,"loud":false})");
+}
+
+BOOST_AUTO_TEST_CASE(module_keys_come_from_every_source) {
+  temp_file file(R"({"modules": ["echo"], "echo": {"repeat": 3}})");
+  const outcome loaded = load({"--config", file.path(), "--echo.prefix", "$", "--echo.loud"},
+                              {"KEEL_ECHO_REPEAT=4"}, true);
+  const config& c = loaded.value();
+  BOOST_TEST(c.section_json("echo") == R"({"prefix":"$","repeat":4,"loud":true})");
+}
+
+BOOST_AUTO_TEST_CASE(reports_invalid_module_value_at_section_pointer) {
+  temp_file file("{\n  \"modules\": [\"echo\"],\n  \"echo\": {\n    \"prefix\": 5\n  }\n}\n");
+  BOOST_TEST(contains(load({"--config", file.path()}, {}, true).error(),
+                      file.path() + ":4: /echo/prefix: expected string, got integer 5"));
+  BOOST_TEST(contains(load({"--echo.repeat=0"}, {}, true).error(),
+                      "flag --echo.repeat: /echo/repeat: must be >= 1, got 0"));
+  BOOST_TEST(contains(load({}, {"ETCD_ECHO_REPEAT=x"}, true).error(),
+                      "env ETCD_ECHO_REPEAT: /echo/repeat: expected integer, got \"x\""));
+  temp_file unknown("{\"echo\": {\n\"prefx\": \"a\"}}");
+  BOOST_TEST(contains(load({"--config", unknown.path()}, {}, true).error(),
+                      unknown.path() + ":2: /echo/prefx: unknown key \"prefx\" (did you mean \"prefix\"?)"));
+}
+
+BOOST_AUTO_TEST_CASE(rejects_section_for_module_not_loaded) {
+  temp_file file("{\n  \"raft\": {\"election-ticks\": 10}\n}\n");
+  BOOST_TEST(contains(load({"--config", file.path()}).error(),
+                      file.path() + ":2: /raft: section \"raft\" given but module raft is not loaded"));
+  temp_file listed("{\"modules\": [\"raft\"], \"raft\": {}}");
+  BOOST_TEST(contains(load({"--config", listed.path()}).error(), "module raft declares no configuration"));
+}
+
+BOOST_AUTO_TEST_CASE(modules_list_follows_precedence_and_checks_names) {
+  temp_file file(R"({"modules": ["a", "b"]})");
+  auto modules_of = [](std::vector<std::string> args, std::vector<std::string> env) {
+    command_line line(std::move(args), std::move(env));
+    loader sources;
+    BOOST_REQUIRE(sources.collect(static_cast<int>(line.arguments.size()), line.argv.data(), line.envp.data()).is_ok());
+    return sources.modules();
+  };
+  BOOST_TEST(modules_of({}, {}).value().empty());
+  BOOST_TEST(modules_of({"--config", file.path()}, {}).value() == (std::vector<std::string>{"a", "b"}));
+  BOOST_TEST(modules_of({"--config", file.path()}, {"ETCD_MODULES=c"}).value() == std::vector<std::string>{"c"});
+  BOOST_TEST(modules_of({"--config", file.path(), "--modules=d,e"}, {"ETCD_MODULES=c"}).value() ==
+             (std::vector<std::string>{"d", "e"}));
+  BOOST_TEST(contains(modules_of({"--modules=../evil"}, {}).error().message(),
+                      "flag --modules: /modules/0: must match"));
+  BOOST_TEST(contains(modules_of({"--modules=a,a"}, {}).error().message(), "/modules/1: duplicate item \"a\""));
+}
+
+BOOST_AUTO_TEST_CASE(rejects_invalid_module_schemas_naming_the_module) {
+  loader sources;
+  auto error_of = [&](std::string_view module, std::string_view schema) {
+    const keel::status s = sources.add_section_schema(module, schema);
+    BOOST_REQUIRE(!s.is_ok());
+    return s.message();
+  };
+  BOOST_TEST(contains(error_of("echo", "{"), "schema of module echo:1:2:"));
+  BOOST_TEST(contains(error_of("echo", R"({"type":"object","additionalProperties":false,"properties":{"a":{"type":5,"description":"d"}}})"),
+                      "schema of module echo: /properties/a/type"));
+  BOOST_TEST(contains(error_of("echo", R"({"type":"object","properties":{}})"),
+                      "must have \"additionalProperties\": false"));
+  BOOST_TEST(contains(error_of("echo", R"({"type":"object","additionalProperties":false,"properties":{"a":{"type":"string"}}})"),
+                      "schema of module echo: /properties/a: needs a \"description\""));
+  BOOST_TEST(contains(error_of("echo", R"({"type":"object","additionalProperties":false,"properties":{"a":{"type":"string","description":"d","default":1}}})"),
+                      "schema of module echo: default of /echo/a: expected string, got integer 1"));
+  BOOST_TEST(contains(error_of("echo", R"({"type":"object","additionalProperties":false,"properties":{"a":{"$ref":"#/x","description":"d"}}})"),
+                      "\"$ref\" is not supported"));
+  BOOST_TEST(contains(error_of("echo", R"({"type":"object","additionalProperties":false,"properties":{"a.b":{"type":"string","description":"d"}}})"),
+                      "property names must match"));
+  BOOST_TEST(contains(error_of("echo", R"({"type":"object","additionalProperties":false,"properties":{"a":{"type":"string","description":"d","pattern":"(("}}})"),
+                      "is not a valid rapidjson regex"));
+  BOOST_TEST(contains(error_of("echo", R"({"type":"object","additionalProperties":false,"properties":{"a":{"type":"string","description":"d","pattern":"a{2"}}})"),
+                      "is not a valid rapidjson regex"));
+  BOOST_TEST(contains(error_of("name", echo_schema), "is a core key"));
+  BOOST_TEST(contains(error_of("Echo", echo_schema), "must match ^[a-z][a-z0-9_-]*$"));
+  BOOST_TEST(contains(error_of("data", R"({"type":"object","additionalProperties":false,"properties":{"dir":{"type":"string","description":"d"}}})"),
+                      "would share the environment variable KEEL_DATA_DIR"));
+  BOOST_REQUIRE(sources.add_section_schema("echo", echo_schema).is_ok());
+  const keel::status again = sources.add_section_schema("echo", echo_schema);
+  BOOST_TEST((again.code() == keel::errc::already_exists));
+}
+
+BOOST_AUTO_TEST_CASE(module_flag_values_may_follow_as_separate_arguments) {
+  BOOST_TEST(load({"--echo.prefix", "x", "--name", "n"}, {}, true).value().get_string("/echo/prefix") == "x");
+  BOOST_TEST(load({"--echo.loud", "--name", "n"}, {}, true).value().get_bool("/echo/loud") == true);
+  // Before the schema is known "-modules=x" looked like a flag; once it is known it is
+  // --echo.prefix's value. Such a command line must not silently change meaning.
+  BOOST_TEST(contains(load({"--echo.prefix", "-modules=x"}, {}, true).error(), "reads differently"));
+}
+
+BOOST_AUTO_TEST_CASE(special_flags_are_reported_not_configured) {
+  auto action_of = [](std::vector<std::string> args) {
+    command_line line(std::move(args), {});
+    loader sources;
+    BOOST_REQUIRE(sources.collect(static_cast<int>(line.arguments.size()), line.argv.data(), line.envp.data()).is_ok());
+    return sources.requested_action();
+  };
+  BOOST_TEST((action_of({}) == action::run));
+  BOOST_TEST((action_of({"-h"}) == action::help));
+  BOOST_TEST((action_of({"--help"}) == action::help));
+  BOOST_TEST((action_of({"--version"}) == action::version));
+  BOOST_TEST((action_of({"--print-config"}) == action::print_config));
+  BOOST_TEST((action_of({"--print-config", "--help", "--version"}) == action::help));
+  BOOST_TEST((action_of({"--help=false"}) == action::run));
+}
+
+BOOST_AUTO_TEST_CASE(help_text_mentions_every_core_flag) {
+  loader sources;
+  BOOST_REQUIRE(sources.add_section_schema("echo", echo_schema).is_ok());
+  const std::string text = sources.usage("keeld");
+  for (const char* flag : {"--name string", "--data-dir string", "--listen-client-urls strings",
+                           "--advertise-client-urls strings", "--listen-peer-urls strings",
+                           "--shards integer", "--modules strings", "--module-path strings",
+                           "--log-level string", "--max-request-bytes integer", "--enable-v2\n",
+                           "--native-port-enabled\n", "--echo.prefix string", "--help", "--version",
+                           "--print-config", "--config path", "--config-file path", "KEEL_", "ETCD_",
+                           "flag > environment > config file > default", "(default 0; 0..64)",
+                           "one of debug, info, warn, error", "default http://127.0.0.1:2379"}) {
+    BOOST_TEST(contains(text, flag));
+  }
+  BOOST_TEST_MESSAGE(text);
+}
+
+BOOST_AUTO_TEST_CASE(to_json_round_trips_through_collect_and_finish) {
+  const outcome first = load({"--name", "n1", "--shards", "2", "--echo.prefix", "p\"q", "--modules", "echo"}, {}, true);
+  const std::string pretty = first.value().to_json(true);
+  temp_file file(pretty);
+  const outcome second = load({"--config", file.path()}, {}, true);
+  BOOST_TEST(second.value().to_json(true) == pretty);
+  BOOST_TEST(second.value().to_json(false) == first.value().to_json(false));
+  // Keys come out in schema order, core first.
+  BOOST_TEST(pretty.find("\"name\"") < pretty.find("\"data-dir\""));
+  BOOST_TEST(pretty.find("\"native-port-enabled\"") < pretty.find("\"echo\": {"));
+}
+
+BOOST_AUTO_TEST_CASE(config_copies_are_independent) {
+  const outcome loaded = load({"--name", "a"});
+  config copy = loaded.value();
+  config moved = std::move(copy);
+  BOOST_TEST(moved.get_string("/name") == "a");
+  BOOST_TEST(loaded.value().get_string("/name") == "a");
+}

@@ -1,0 +1,420 @@
+// Reactor behaviour: timers, cancellation, cross-shard messages, TCP under many
+// connections, file write + fdatasync, HTTP parsing answers. Everything runs on real
+// io_uring rings, real sockets on loopback and real files.
+#define BOOST_TEST_MODULE reactor
+#include <boost/test/unit_test.hpp>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "keel/limits.h"
+#include "keel/reactor/cross.h"
+#include "keel/reactor/http.h"
+#include "keel/reactor/io.h"
+#include "keel/reactor/net.h"
+#include "keel/reactor/shard.h"
+
+using namespace std::chrono_literals;
+using keel::task;
+
+namespace {
+
+// Starts `shards` shards, runs `body` on shard 0 and stops everything when it returns.
+template <typename Body>
+void run_system(unsigned shards, Body body) {
+  keel::system sys;
+  keel::status started = sys.start({shards, false}, nullptr);
+  BOOST_REQUIRE_MESSAGE(started.is_ok(), started.to_string());
+  sys.post(0, [&] {
+    keel::spawn([](keel::system& s, Body& b) -> task<void> {
+      co_await b(s);
+      s.stop();
+    }(sys, body));
+  });
+  sys.wait();
+}
+
+// A blocking client socket, to drive the server from the test thread.
+int blocking_connect(std::uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  BOOST_REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  return fd;
+}
+
+std::string read_until_closed(int fd) {
+  std::string out;
+  char buffer[4096];
+  for (;;) {
+    ssize_t n = recv(fd, buffer, sizeof(buffer), 0);
+    if (n <= 0) break;
+    out.append(buffer, static_cast<std::size_t>(n));
+  }
+  return out;
+}
+
+std::size_t count(const std::string& haystack, const std::string& needle) {
+  std::size_t n = 0;
+  for (auto at = haystack.find(needle); at != std::string::npos; at = haystack.find(needle, at + 1)) ++n;
+  return n;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(timer_expires_after_its_delay) {
+  std::chrono::steady_clock::duration took{};
+  int result = 0;
+  run_system(1, [&](keel::system&) -> task<void> {
+    auto begin = std::chrono::steady_clock::now();
+    result = co_await keel::sleep_for(30ms);
+    took = std::chrono::steady_clock::now() - begin;
+  });
+  BOOST_TEST(result == -ETIME);
+  BOOST_TEST((took >= 30ms));
+  BOOST_TEST((took < 500ms));
+}
+
+BOOST_AUTO_TEST_CASE(cancelled_timer_resumes_early_with_cancelled) {
+  bool expired = true;
+  std::chrono::steady_clock::duration took{};
+  run_system(1, [&](keel::system&) -> task<void> {
+    keel::timer t;
+    auto begin = std::chrono::steady_clock::now();
+    keel::spawn([](keel::timer& victim) -> task<void> {
+      co_await keel::sleep_for(10ms);
+      victim.cancel();
+    }(t));
+    expired = co_await t.sleep(10s);
+    took = std::chrono::steady_clock::now() - begin;
+  });
+  BOOST_TEST(!expired);
+  BOOST_TEST((took < 2s));
+}
+
+BOOST_AUTO_TEST_CASE(stop_cancels_pending_operations) {
+  // A task asleep for a minute must not keep the shards from stopping.
+  auto begin = std::chrono::steady_clock::now();
+  int result = 0;
+  keel::system sys;
+  BOOST_REQUIRE(sys.start({2, false}, nullptr).is_ok());
+  sys.post(1, [&] {
+    keel::spawn([](int& out) -> task<void> { out = co_await keel::sleep_for(60s); }(result));
+  });
+  std::this_thread::sleep_for(20ms);
+  sys.stop();
+  sys.wait();
+  BOOST_TEST(result == -ECANCELED);
+  BOOST_TEST((std::chrono::steady_clock::now() - begin < 1s));
+}
+
+BOOST_AUTO_TEST_CASE(cross_shard_calls_run_on_the_target_and_return) {
+  std::vector<unsigned> seen;
+  run_system(2, [&](keel::system&) -> task<void> {
+    for (unsigned i = 0; i < 1000; ++i) {
+      unsigned where = co_await keel::run_on(1, [i] { return keel::shard::current()->id() * 10000 + i; });
+      seen.push_back(where);
+    }
+  });
+  BOOST_REQUIRE(seen.size() == 1000);
+  for (unsigned i = 0; i < 1000; ++i) BOOST_TEST(seen[i] == 10000 + i);
+}
+
+BOOST_AUTO_TEST_CASE(cross_shard_messages_keep_order_beyond_queue_capacity) {
+  // More messages than one queue holds: the spill path must keep them in order.
+  std::vector<unsigned> order;
+  run_system(2, [&](keel::system&) -> task<void> {
+    for (unsigned i = 0; i < 3 * keel::limits::cross_shard_queue_items; ++i)
+      keel::post_to(1, [&order, i] { order.push_back(i); });
+    co_await keel::run_on(1, [] {});  // after everything above
+  });
+  BOOST_REQUIRE(order.size() == 3 * keel::limits::cross_shard_queue_items);
+  for (unsigned i = 0; i < order.size(); ++i) BOOST_REQUIRE(order[i] == i);
+}
+
+BOOST_AUTO_TEST_CASE(task_runs_on_other_shard_and_awaits_io_there) {
+  unsigned ran_on = 99;
+  run_system(2, [&](keel::system&) -> task<void> {
+    ran_on = co_await keel::run_task_on<unsigned>(1, []() -> task<unsigned> {
+      co_await keel::sleep_for(1ms);
+      co_return keel::shard::current()->id();
+    });
+  });
+  BOOST_TEST(ran_on == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(file_write_then_datasync_persists_bytes) {
+  char path[] = "/tmp/keel-reactor-XXXXXX";
+  int fd = mkstemp(path);
+  BOOST_REQUIRE(fd >= 0);
+  int allocated = -1, written = -1, synced = -1, linked = -1;
+  run_system(1, [&](keel::system&) -> task<void> {
+    allocated = co_await keel::allocate(fd, 0, 1 << 20);
+    std::string data(4096, 'k');
+    written = co_await keel::write_at(fd, data.data(), data.size(), 0);
+    synced = co_await keel::datasync(fd);
+    std::string more(100, 'z');
+    linked = co_await keel::write_then_datasync(fd, more.data(), more.size(), 4096);
+  });
+  BOOST_TEST(allocated == 0);
+  BOOST_TEST(written == 4096);
+  BOOST_TEST(synced == 0);
+  BOOST_TEST(linked == 100);
+  struct stat st {};
+  fstat(fd, &st);
+  BOOST_TEST(st.st_size == 1 << 20);
+  char check[4196];
+  BOOST_REQUIRE(pread(fd, check, sizeof(check), 0) == static_cast<ssize_t>(sizeof(check)));
+  BOOST_TEST(check[0] == 'k');
+  BOOST_TEST(check[4095] == 'k');
+  BOOST_TEST(check[4096] == 'z');
+  close(fd);
+  unlink(path);
+}
+
+BOOST_AUTO_TEST_CASE(write_to_bad_descriptor_reports_the_error) {
+  int result = 0;
+  run_system(1, [&](keel::system&) -> task<void> {
+    char byte = 'x';
+    result = co_await keel::write_then_datasync(-5, &byte, 1, 0);
+  });
+  BOOST_TEST(result == -EBADF);
+}
+
+namespace {
+// An echo server on every shard; returns the port.
+task<void> echo_connection(keel::connection* conn) {
+  for (;;) {
+    keel::recv_buffer buffer = co_await conn->read();
+    if (buffer.size() == 0) break;
+    conn->write({buffer.data(), buffer.size()});
+  }
+  conn->release();
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(tcp_echo_under_many_connections) {
+  constexpr int clients = 200;
+  constexpr int rounds = 20;
+  std::atomic<std::uint16_t> port{0};
+  std::atomic<int> failures{0};
+  keel::system sys;
+  BOOST_REQUIRE(sys.start({2, false}, nullptr).is_ok());
+  // Shard 0 binds port 0; shard 1 binds the same port with SO_REUSEPORT.
+  std::atomic<int> listening{0};
+  for (unsigned s = 0; s < 2; ++s) {
+    sys.post(s, [&, s] {
+      if (s == 1) while (port.load() == 0) std::this_thread::yield();
+      auto fd = keel::listen_tcp({"127.0.0.1", port.load()});
+      BOOST_REQUIRE(fd.is_ok());
+      if (s == 0) port = keel::local_port(fd.value());
+      auto* listener = keel::tcp_listener::start(fd.value(), [](int client) {
+        keel::spawn(echo_connection(keel::connection::adopt(client)));
+      });
+      keel::shard::current()->at_stop([listener] { listener->close(); });
+      ++listening;
+    });
+  }
+  while (listening.load() < 2) std::this_thread::sleep_for(1ms);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<int> fds;
+      for (int c = 0; c < clients / 4; ++c) fds.push_back(blocking_connect(port));
+      for (int r = 0; r < rounds; ++r) {
+        for (std::size_t c = 0; c < fds.size(); ++c) {
+          std::string message = "msg-" + std::to_string(t) + "-" + std::to_string(c) + "-" + std::to_string(r);
+          if (send(fds[c], message.data(), message.size(), 0) != static_cast<ssize_t>(message.size())) ++failures;
+          std::string got;
+          while (got.size() < message.size()) {
+            char buffer[256];
+            ssize_t n = recv(fds[c], buffer, sizeof(buffer), 0);
+            if (n <= 0) { ++failures; break; }
+            got.append(buffer, static_cast<std::size_t>(n));
+          }
+          if (got != message) ++failures;
+        }
+      }
+      for (int fd : fds) close(fd);
+    });
+  }
+  for (auto& th : threads) th.join();
+  std::uint64_t accepted = sys.at(0).stats().connections_accepted + sys.at(1).stats().connections_accepted;
+  sys.stop();
+  sys.wait();
+  BOOST_TEST(failures.load() == 0);
+  BOOST_TEST(accepted == static_cast<std::uint64_t>(clients));
+}
+
+BOOST_AUTO_TEST_CASE(large_message_is_echoed_whole) {
+  // 8 MiB through one connection: many provided buffers and short sends.
+  std::atomic<std::uint16_t> port{0};
+  keel::system sys;
+  BOOST_REQUIRE(sys.start({1, false}, nullptr).is_ok());
+  sys.post(0, [&] {
+    auto fd = keel::listen_tcp({"127.0.0.1", 0});
+    port = keel::local_port(fd.value());
+    auto* listener = keel::tcp_listener::start(fd.value(), [](int client) {
+      keel::spawn(echo_connection(keel::connection::adopt(client)));
+    });
+    keel::shard::current()->at_stop([listener] { listener->close(); });
+  });
+  while (port.load() == 0) std::this_thread::sleep_for(1ms);
+  int fd = blocking_connect(port);
+  std::string payload(8 << 20, '\0');
+  for (std::size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(i * 131 % 251);
+  std::thread writer([&] {
+    std::size_t off = 0;
+    while (off < payload.size()) {
+      ssize_t n = send(fd, payload.data() + off, payload.size() - off, 0);
+      if (n <= 0) break;
+      off += static_cast<std::size_t>(n);
+    }
+    shutdown(fd, SHUT_WR);
+  });
+  std::string got = read_until_closed(fd);
+  writer.join();
+  close(fd);
+  sys.stop();
+  sys.wait();
+  BOOST_TEST(got.size() == payload.size());
+  BOOST_TEST((got == payload));
+}
+
+namespace {
+struct http_fixture {
+  keel::system sys;
+  keel::http_router router;
+  keel::http_server_options options;
+  std::atomic<std::uint16_t> port{0};
+
+  http_fixture() {
+    router.add("GET", "/version", [](const keel::http_request&, keel::http_response& r) {
+      r.send(200, "application/json", "{\"v\":1}");
+    });
+    router.add("PUT", "/echo", [](const keel::http_request& q, keel::http_response& r) {
+      r.send(200, "text/plain", q.body);
+    });
+    router.add_async("GET", "/stream", [](const keel::http_request&, keel::http_response& r) -> task<void> {
+      r.start_stream(200, "text/plain");
+      for (int i = 0; i < 3; ++i) {
+        r.write_chunk("event-" + std::to_string(i) + "\n");
+        co_await keel::sleep_for(5ms);
+      }
+      r.end_stream();
+    });
+    options.router = &router;
+    options.body_bytes_max = 1024;
+    BOOST_REQUIRE(sys.start({1, false}, nullptr).is_ok());
+    sys.post(0, [this] {
+      auto fd = keel::listen_tcp({"127.0.0.1", 0});
+      port = keel::local_port(fd.value());
+      auto* listener = keel::tcp_listener::start(fd.value(), [this](int client) {
+        keel::spawn(keel::serve_http(keel::connection::adopt(client), options));
+      });
+      keel::shard::current()->at_stop([listener] { listener->close(); });
+    });
+    while (port.load() == 0) std::this_thread::sleep_for(1ms);
+  }
+  ~http_fixture() {
+    sys.stop();
+    sys.wait();
+  }
+  // Sends raw bytes, half-closes, and returns everything the server answered.
+  std::string exchange(const std::string& raw) {
+    int fd = blocking_connect(port);
+    send(fd, raw.data(), raw.size(), 0);
+    shutdown(fd, SHUT_WR);
+    std::string out = read_until_closed(fd);
+    close(fd);
+    return out;
+  }
+};
+}  // namespace
+
+BOOST_FIXTURE_TEST_SUITE(http, http_fixture)
+
+BOOST_AUTO_TEST_CASE(answers_get_with_content_length) {
+  std::string out = exchange("GET /version HTTP/1.1\r\nHost: x\r\n\r\n");
+  BOOST_TEST(out.starts_with("HTTP/1.1 200 OK\r\n"));
+  BOOST_TEST(out.find("Content-Length: 7\r\n") != std::string::npos);
+  BOOST_TEST(out.ends_with("{\"v\":1}"));
+}
+
+BOOST_AUTO_TEST_CASE(answers_pipelined_requests_in_order) {
+  std::string raw;
+  for (int i = 0; i < 50; ++i)
+    raw += "PUT /echo HTTP/1.1\r\nContent-Length: " + std::to_string(std::to_string(i).size()) +
+           "\r\n\r\n" + std::to_string(i);
+  std::string out = exchange(raw);
+  BOOST_TEST(count(out, "HTTP/1.1 200 OK") == 50u);
+  std::size_t at = 0;
+  for (int i = 0; i < 50; ++i) {
+    std::string needle = "\r\n\r\n" + std::to_string(i);
+    at = out.find(needle, at);
+    BOOST_REQUIRE_MESSAGE(at != std::string::npos, "response " << i << " missing or out of order");
+    at += needle.size();
+  }
+}
+
+BOOST_AUTO_TEST_CASE(unknown_path_is_404_with_json_and_keeps_connection) {
+  std::string out = exchange("GET /nope HTTP/1.1\r\n\r\nGET /version HTTP/1.1\r\n\r\n");
+  BOOST_TEST(out.starts_with("HTTP/1.1 404 Not Found\r\n"));
+  BOOST_TEST(out.find("{\"message\":\"no such path: /nope\"}") != std::string::npos);
+  BOOST_TEST(out.find("HTTP/1.1 200 OK") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(wrong_method_is_405_with_allow) {
+  std::string out = exchange("DELETE /version HTTP/1.1\r\n\r\n");
+  BOOST_TEST(out.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
+  BOOST_TEST(out.find("Allow: GET\r\n") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(malformed_request_is_400_and_closes) {
+  std::string out = exchange("GARBAGE\x01\x02 / HTTP/9\r\n\r\nGET /version HTTP/1.1\r\n\r\n");
+  BOOST_TEST(out.starts_with("HTTP/1.1 400 Bad Request\r\n"));
+  BOOST_TEST(out.find("Connection: close") != std::string::npos);
+  BOOST_TEST(out.find("200 OK") == std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(oversized_body_is_413) {
+  std::string out = exchange("PUT /echo HTTP/1.1\r\nContent-Length: 5000\r\n\r\n" + std::string(5000, 'a'));
+  BOOST_TEST(out.starts_with("HTTP/1.1 413 Request Entity Too Large\r\n"));
+  BOOST_TEST(out.find("exceeds the limit of 1024 bytes") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(oversized_headers_are_431) {
+  std::string out = exchange("GET /version HTTP/1.1\r\nX-Big: " + std::string(70000, 'h') + "\r\n\r\n");
+  BOOST_TEST(out.starts_with("HTTP/1.1 431"));
+}
+
+BOOST_AUTO_TEST_CASE(streams_chunked_response) {
+  std::string out = exchange("GET /stream HTTP/1.1\r\n\r\n");
+  BOOST_TEST(out.find("Transfer-Encoding: chunked\r\n") != std::string::npos);
+  BOOST_TEST(out.find("8\r\nevent-0\n\r\n") != std::string::npos);
+  BOOST_TEST(out.find("8\r\nevent-2\n\r\n") != std::string::npos);
+  BOOST_TEST(out.ends_with("0\r\n\r\n"));
+}
+
+BOOST_AUTO_TEST_CASE(http10_without_keepalive_closes_after_answer) {
+  int fd = blocking_connect(port);
+  std::string raw = "GET /version HTTP/1.0\r\n\r\n";
+  send(fd, raw.data(), raw.size(), 0);
+  std::string out = read_until_closed(fd);  // returns only because the server closed
+  close(fd);
+  BOOST_TEST(out.starts_with("HTTP/1.0 200 OK\r\n"));
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,3 @@
+// The wire tests' Boost.Test entry point.
+#define BOOST_TEST_MODULE wire
+#include <boost/test/unit_test.hpp>
