@@ -316,8 +316,13 @@ std::optional<setting> loader::impl::latest_env(const key_info& key) const {
   return std::nullopt;
 }
 
-result<std::vector<std::string>> loader::modules() const {
-  const key_info* key = _impl->schemas.find_flag("modules");
+result<std::vector<std::string>> loader::modules() const { return early_strings("modules"); }
+
+result<std::vector<std::string>> loader::module_path() const { return early_strings("module-path"); }
+
+result<std::vector<std::string>> loader::early_strings(std::string_view name) const {
+  const std::string pointer = "/" + std::string(name);
+  const key_info* key = _impl->schemas.find_flag(name);
   KEEL_ASSERT(key != nullptr);
   const json_value& schema = _impl->schemas.schema_of(*key);
   json_document value;
@@ -327,17 +332,17 @@ result<std::vector<std::string>> loader::modules() const {
   if (given) {
     origin = given->origin;
     result<json_value> converted = detail::convert_text(given->text, schema, value.GetAllocator());
-    if (!converted) return invalid(origin + ": /modules: " + converted.error().message());
+    if (!converted) return invalid(origin + ": " + pointer + ": " + converted.error().message());
     static_cast<json_value&>(value) = converted.value();
-  } else if (const json_value* in_file = _impl->file ? detail::find_member(_impl->file->document, "modules") : nullptr) {
-    origin = _impl->file->name + ":" + std::to_string(_impl->file->lines.at("/modules"));
+  } else if (const json_value* in_file = _impl->file ? detail::find_member(_impl->file->document, name) : nullptr) {
+    origin = _impl->file->name + ":" + std::to_string(_impl->file->lines.at(pointer));
     value.CopyFrom(*in_file, value.GetAllocator());
   } else {
     value.CopyFrom(*detail::find_member(schema, "default"), value.GetAllocator());
   }
   const rapidjson::SchemaDocument compiled(schema);
   if (auto failure = detail::validate(compiled, schema, value))
-    return invalid(origin + ": /modules" + failure->pointer + ": " + failure->text);
+    return invalid(origin + ": " + pointer + failure->pointer + ": " + failure->text);
   std::vector<std::string> names;
   for (auto it = value.Begin(); it != value.End(); ++it) names.emplace_back(detail::as_view(*it));
   return names;

@@ -35,6 +35,7 @@ inline constexpr unsigned flatbuffers_tables_max = 1000000;
 // Bus
 inline constexpr unsigned modules_max = 32;
 inline constexpr unsigned bus_pending_requests_max = 65536;    // per shard
+inline constexpr unsigned bus_stream_items_max = 4096;          // undelivered, per stream
 
 static_assert((recv_buffer_count & (recv_buffer_count - 1)) == 0);
 static_assert((cross_shard_queue_items & (cross_shard_queue_items - 1)) == 0);

@@ -130,6 +130,9 @@ class loader {
   // keel.json "modules" > []). Names are checked (^[a-z][a-z0-9_-]*$, unique) because
   // the caller turns them into file names.
   result<std::vector<std::string>> modules() const;
+  // The module search path from the same sources (--module-path > env > file > []),
+  // needed to find the modules before their schemas are known.
+  result<std::vector<std::string>> module_path() const;
 
   // Adds `module`'s section to the schema: a draft-04 JSON Schema object with
   // "type": "object", "additionalProperties": false, a "description" on every property,
@@ -148,6 +151,7 @@ class loader {
   std::string usage(std::string_view program) const;
 
  private:
+  result<std::vector<std::string>> early_strings(std::string_view name) const;
   struct impl;
   std::unique_ptr<impl> _impl;
 };

@@ -1,0 +1,509 @@
+// cmd/keelctl/main.cc — keelctl, a small etcdctl-compatible client for keeld.
+//
+// It speaks the HTTP side of the etcd API (GET /health, GET /version), so it works
+// against keeld and against a real etcd alike, and it prints what etcdctl v3 prints so
+// that scripts written for one work with the other:
+//
+//   keelctl [global flags] endpoint health
+//   keelctl [global flags] version
+//
+// Global flags may come before or after the command words, as with etcdctl (cobra).
+// Exit status: 0 on success, 1 on any failure (bad usage, an unhealthy endpoint, no
+// endpoint answering).
+#include <rapidjson/document.h>
+#include <rapidjson/error/en.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "http_client.h"
+
+#ifndef KEELCTL_VERSION
+#define KEELCTL_VERSION "0.0.0"
+#endif
+
+namespace keel::ctl {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::nanoseconds;
+
+constexpr int exit_success = 0;
+constexpr int exit_failure = 1;
+constexpr std::string_view default_endpoint = "http://127.0.0.1:2379";
+
+enum class output_format { simple, json, table };
+
+struct options {
+  std::vector<std::string> endpoints;
+  http_request_limits limits;
+  output_format format = output_format::simple;
+  bool help = false;
+  bool version = false;
+  std::vector<std::string> command;  // the non-flag words, e.g. {"endpoint", "health"}
+};
+
+struct usage_error {
+  std::string message;
+};
+
+void print_usage(std::FILE* out) {
+  std::fputs(
+      "keelctl — a small etcdctl-compatible client for keeld (and etcd)\n"
+      "\n"
+      "Usage:\n"
+      "  keelctl [flags] endpoint health   check that each endpoint answers GET /health\n"
+      "  keelctl [flags] version           print the server's etcdserver/etcdcluster versions\n"
+      "\n"
+      "Flags:\n"
+      "      --endpoints=URLS         comma-separated endpoints (default http://127.0.0.1:2379;\n"
+      "                               $ETCDCTL_ENDPOINTS when the flag is absent)\n"
+      "      --dial-timeout=DUR       timeout for connecting (default 2s)\n"
+      "      --command-timeout=DUR    timeout for the whole request (default 5s)\n"
+      "  -w, --write-out=FORMAT       simple, json or table (default simple)\n"
+      "  -h, --help                   show this help\n"
+      "      --version                print keelctl's version\n"
+      "\n"
+      "Durations are Go-style: 500ms, 2s, 1m, 1m30s.\n",
+      out);
+}
+
+// Parses a Go time.ParseDuration string ("1.5s", "1m30s", "250ms"). Rejects values
+// without a unit (except "0") and negative values, which make no sense as timeouts.
+std::optional<nanoseconds> parse_go_duration(std::string_view text) {
+  if (text == "0") return nanoseconds{0};
+  if (text.empty()) return std::nullopt;
+  long double total = 0;
+  while (!text.empty()) {
+    std::size_t number_end = 0;
+    while (number_end < text.size() &&
+           (std::isdigit(static_cast<unsigned char>(text[number_end])) || text[number_end] == '.')) {
+      ++number_end;
+    }
+    if (number_end == 0) return std::nullopt;
+    std::string number(text.substr(0, number_end));
+    text.remove_prefix(number_end);
+    std::size_t unit_end = 0;
+    while (unit_end < text.size() &&
+           !std::isdigit(static_cast<unsigned char>(text[unit_end])) && text[unit_end] != '.') {
+      ++unit_end;
+    }
+    std::string_view unit = text.substr(0, unit_end);
+    text.remove_prefix(unit_end);
+    long double scale = 0;
+    if (unit == "ns") scale = 1;
+    else if (unit == "us" || unit == "µs" || unit == "μs") scale = 1e3;
+    else if (unit == "ms") scale = 1e6;
+    else if (unit == "s") scale = 1e9;
+    else if (unit == "m") scale = 60e9;
+    else if (unit == "h") scale = 3600e9;
+    else return std::nullopt;
+    char* end = nullptr;
+    long double value = std::strtold(number.c_str(), &end);
+    if (end != number.c_str() + number.size()) return std::nullopt;
+    total += value * scale;
+  }
+  if (total > 1e18L) return std::nullopt;
+  return nanoseconds{static_cast<std::int64_t>(std::llround(static_cast<double>(total)))};
+}
+
+// Appends v's last `precision` decimal digits as a fraction with trailing zeros removed
+// (".5", ".001234", or nothing) and returns v with those digits dropped, like Go's fmtFrac.
+std::uint64_t append_fraction(std::string& out, std::uint64_t v, int precision) {
+  std::string digits;
+  bool printing = false;
+  for (int i = 0; i < precision; ++i) {
+    char digit = static_cast<char>('0' + v % 10);
+    printing = printing || digit != '0';
+    if (printing) digits.insert(digits.begin(), digit);
+    v /= 10;
+  }
+  if (printing) out += "." + digits;
+  return v;
+}
+
+// Formats a duration exactly as Go's time.Duration.String() does ("1.974817ms",
+// "5.001117473s", "1m0s"), because etcdctl prints "took" that way.
+std::string format_go_duration(nanoseconds duration) {
+  std::uint64_t u = static_cast<std::uint64_t>(std::max<std::int64_t>(0, duration.count()));
+  if (u == 0) return "0s";
+  std::string fraction;
+  if (u < 1'000) return std::to_string(u) + "ns";
+  if (u < 1'000'000) {
+    std::uint64_t whole = append_fraction(fraction, u, 3);
+    return std::to_string(whole) + fraction + "µs";
+  }
+  if (u < 1'000'000'000) {
+    std::uint64_t whole = append_fraction(fraction, u, 6);
+    return std::to_string(whole) + fraction + "ms";
+  }
+  std::uint64_t seconds = append_fraction(fraction, u, 9);
+  std::string out = std::to_string(seconds % 60) + fraction + "s";
+  if (seconds >= 60) out = std::to_string(seconds / 60 % 60) + "m" + out;
+  if (seconds >= 3600) out = std::to_string(seconds / 3600) + "h" + out;
+  return out;
+}
+
+std::vector<std::string> split_endpoints(std::string_view list) {
+  std::vector<std::string> out;
+  while (!list.empty()) {
+    std::size_t comma = list.find(',');
+    std::string_view item = list.substr(0, comma);
+    if (!item.empty()) out.emplace_back(item);
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+std::optional<usage_error> apply_flag(options& parsed, std::string_view name, std::string_view value) {
+  if (name == "endpoints") {
+    parsed.endpoints = split_endpoints(value);
+    if (parsed.endpoints.empty()) return usage_error{"--endpoints needs at least one URL"};
+  } else if (name == "dial-timeout" || name == "command-timeout") {
+    auto duration = parse_go_duration(value);
+    if (!duration || duration->count() <= 0) {
+      return usage_error{"invalid argument \"" + std::string(value) + "\" for \"--" +
+                         std::string(name) + "\" flag: want a positive Go duration like 2s or 500ms"};
+    }
+    auto rounded = std::chrono::ceil<milliseconds>(*duration);
+    (name == "dial-timeout" ? parsed.limits.dial_timeout : parsed.limits.command_timeout) = rounded;
+  } else if (name == "write-out") {
+    if (value == "simple") parsed.format = output_format::simple;
+    else if (value == "json") parsed.format = output_format::json;
+    else if (value == "table") parsed.format = output_format::table;
+    else return usage_error{"unsupported output format \"" + std::string(value) + "\" (want simple, json or table)"};
+  }
+  return std::nullopt;
+}
+
+// Maps a flag as typed ("-w", "--write-out") to its long name, or "" if unknown.
+// `takes_value` says whether it needs an argument.
+std::string_view canonical_flag(std::string_view typed, bool& takes_value) {
+  takes_value = true;
+  if (typed == "--endpoints") return "endpoints";
+  if (typed == "--dial-timeout") return "dial-timeout";
+  if (typed == "--command-timeout") return "command-timeout";
+  if (typed == "-w" || typed == "--write-out") return "write-out";
+  takes_value = false;
+  if (typed == "-h" || typed == "--help") return "help";
+  if (typed == "--version") return "version";
+  return "";
+}
+
+std::variant<options, usage_error> parse_arguments(int argc, char** argv) {
+  options parsed;
+  // Environment first, so that flags override it.
+  if (const char* env = std::getenv("ETCDCTL_ENDPOINTS"); env != nullptr && *env != '\0') {
+    parsed.endpoints = split_endpoints(env);
+  }
+  bool flags_done = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view argument = argv[i];
+    if (flags_done || !argument.starts_with('-') || argument == "-") {
+      parsed.command.emplace_back(argument);
+      continue;
+    }
+    if (argument == "--") {
+      flags_done = true;
+      continue;
+    }
+    std::size_t equals = argument.find('=');
+    std::string_view typed = argument.substr(0, equals);
+    bool takes_value = false;
+    std::string_view name = canonical_flag(typed, takes_value);
+    if (name.empty()) return usage_error{"unknown flag: " + std::string(typed)};
+    if (name == "help") { parsed.help = true; continue; }
+    if (name == "version") { parsed.version = true; continue; }
+    std::string_view value;
+    if (equals != std::string_view::npos) {
+      value = argument.substr(equals + 1);
+    } else if (i + 1 < argc) {
+      value = argv[++i];
+    } else {
+      return usage_error{"flag needs an argument: " + std::string(typed)};
+    }
+    if (auto error = apply_flag(parsed, name, value)) return *error;
+  }
+  if (parsed.endpoints.empty()) parsed.endpoints.emplace_back(default_endpoint);
+  return parsed;
+}
+
+// ---- output helpers -------------------------------------------------------------
+
+// Renders rows like etcdctl's tablewriter: headers centred, cells right-aligned.
+std::string render_table(const std::vector<std::string>& headers,
+                         const std::vector<std::vector<std::string>>& rows) {
+  // Width in characters, not bytes: "µs" is two bytes but one column.
+  auto columns = [](const std::string& s) {
+    std::size_t n = 0;
+    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+    return n;
+  };
+  std::vector<std::size_t> widths;
+  for (const auto& h : headers) widths.push_back(columns(h));
+  for (const auto& row : rows) {
+    for (std::size_t c = 0; c < row.size(); ++c) widths[c] = std::max(widths[c], columns(row[c]));
+  }
+  std::string rule = "+";
+  for (std::size_t w : widths) rule += std::string(w + 2, '-') + "+";
+  rule += "\n";
+
+  std::string out = rule + "|";
+  for (std::size_t c = 0; c < headers.size(); ++c) {
+    std::size_t gap = widths[c] - columns(headers[c]);
+    out += " " + std::string(gap / 2, ' ') + headers[c] + std::string(gap - gap / 2, ' ') + " |";
+  }
+  out += "\n" + rule;
+  for (const auto& row : rows) {
+    out += "|";
+    for (std::size_t c = 0; c < row.size(); ++c) {
+      out += " " + std::string(widths[c] - columns(row[c]), ' ') + row[c] + " |";
+    }
+    out += "\n";
+  }
+  return out + rule;
+}
+
+int fail(const std::string& message) {
+  std::fprintf(stderr, "Error: %s\n", message.c_str());
+  return exit_failure;
+}
+
+int usage_failure(const std::string& message) {
+  std::fprintf(stderr, "Error: %s\nRun 'keelctl --help' for usage.\n", message.c_str());
+  return exit_failure;
+}
+
+// GETs `path` from the endpoint URL `url`.
+std::variant<http_response, http_error> fetch(const std::string& url, std::string_view path,
+                                              const http_request_limits& limits) {
+  auto parsed = parse_endpoint(url);
+  if (auto* error = std::get_if<http_error>(&parsed)) return *error;
+  const auto& address = std::get<endpoint_address>(parsed);
+  std::string host = address.host.find(':') != std::string::npos ? "[" + address.host + "]" : address.host;
+  return http_get(address, host + ":" + std::to_string(address.port), path, limits);
+}
+
+// ---- endpoint health -------------------------------------------------------------
+
+struct endpoint_health {
+  std::string endpoint;
+  bool healthy = false;
+  nanoseconds took{0};
+  std::string error;  // empty when healthy
+};
+
+// Healthy means HTTP 200 and a JSON object whose "health" is "true" (etcd sends the
+// string; a boolean true is accepted too).
+std::string judge_health(const http_response& response) {
+  rapidjson::Document body;
+  body.Parse(response.body.data(), response.body.size());
+  bool is_object = !body.HasParseError() && body.IsObject();
+  if (is_object && body.HasMember("reason") && body["reason"].IsString() &&
+      body["reason"].GetStringLength() > 0 && response.status_code != 200) {
+    return body["reason"].GetString();
+  }
+  if (response.status_code != 200) {
+    return "unexpected HTTP status " + std::to_string(response.status_code) + " from /health";
+  }
+  if (body.HasParseError()) {
+    return std::string("invalid JSON from /health: ") + rapidjson::GetParseError_En(body.GetParseError());
+  }
+  if (!is_object || !body.HasMember("health")) return "no \"health\" field in /health response";
+  const auto& health = body["health"];
+  if ((health.IsString() && std::string_view(health.GetString()) == "true") || health.IsTrue()) {
+    return "";
+  }
+  return "server reports health \"" + std::string(health.IsString() ? health.GetString() : "false") + "\"";
+}
+
+endpoint_health check_health(const std::string& url, const http_request_limits& limits) {
+  endpoint_health result;
+  result.endpoint = url;
+  auto start = std::chrono::steady_clock::now();
+  auto fetched = fetch(url, "/health", limits);
+  result.took = std::chrono::steady_clock::now() - start;
+  if (auto* error = std::get_if<http_error>(&fetched)) {
+    result.error = error->message;
+  } else {
+    result.error = judge_health(std::get<http_response>(fetched));
+  }
+  result.healthy = result.error.empty();
+  return result;
+}
+
+void print_health_simple(const std::vector<endpoint_health>& results) {
+  for (const auto& r : results) {
+    if (r.healthy) {
+      std::printf("%s is healthy: successfully committed proposal: took = %s\n", r.endpoint.c_str(),
+                  format_go_duration(r.took).c_str());
+    } else {
+      std::fprintf(stderr, "%s is unhealthy: failed to commit proposal: %s\n", r.endpoint.c_str(),
+                   r.error.c_str());
+    }
+  }
+}
+
+void print_health_json(const std::vector<endpoint_health>& results) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+  writer.StartArray();
+  for (const auto& r : results) {
+    writer.StartObject();
+    writer.Key("endpoint");
+    writer.String(r.endpoint.c_str());
+    writer.Key("health");
+    writer.Bool(r.healthy);
+    writer.Key("took");
+    writer.String(format_go_duration(r.took).c_str());
+    if (!r.healthy) {  // etcdctl: `json:"error,omitempty"`
+      writer.Key("error");
+      writer.String(r.error.c_str());
+    }
+    writer.EndObject();
+  }
+  writer.EndArray();
+  std::printf("%s\n", buffer.GetString());
+}
+
+void print_health_table(const std::vector<endpoint_health>& results) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& r : results) {
+    rows.push_back({r.endpoint, r.healthy ? "true" : "false", format_go_duration(r.took), r.error});
+  }
+  std::fputs(render_table({"ENDPOINT", "HEALTH", "TOOK", "ERROR"}, rows).c_str(), stdout);
+}
+
+int handle_endpoint_health(const options& opts) {
+  // Check every endpoint at once, as etcdctl does, so one dead endpoint costs one
+  // timeout rather than one per endpoint; print in the order given.
+  std::vector<endpoint_health> results(opts.endpoints.size());
+  std::vector<std::thread> workers;
+  for (std::size_t i = 0; i < opts.endpoints.size(); ++i) {
+    workers.emplace_back([&, i] { results[i] = check_health(opts.endpoints[i], opts.limits); });
+  }
+  for (auto& worker : workers) worker.join();
+
+  switch (opts.format) {
+    case output_format::simple: print_health_simple(results); break;
+    case output_format::json: print_health_json(results); break;
+    case output_format::table: print_health_table(results); break;
+  }
+  for (const auto& r : results) {
+    if (!r.healthy) return fail("unhealthy cluster");
+  }
+  return exit_success;
+}
+
+// ---- version ---------------------------------------------------------------------
+
+struct server_version {
+  std::string endpoint;
+  std::string server;   // "etcdserver"
+  std::string cluster;  // "etcdcluster"
+};
+
+std::variant<server_version, http_error> fetch_version(const std::string& url,
+                                                       const http_request_limits& limits) {
+  auto fetched = fetch(url, "/version", limits);
+  if (auto* error = std::get_if<http_error>(&fetched)) return http_error{url + ": " + error->message};
+  const auto& response = std::get<http_response>(fetched);
+  if (response.status_code != 200) {
+    return http_error{url + ": unexpected HTTP status " + std::to_string(response.status_code) + " from /version"};
+  }
+  rapidjson::Document body;
+  body.Parse(response.body.data(), response.body.size());
+  if (body.HasParseError() || !body.IsObject()) return http_error{url + ": invalid JSON from /version"};
+  auto field = [&](const char* name) {
+    return body.HasMember(name) && body[name].IsString() ? std::string(body[name].GetString()) : "";
+  };
+  return server_version{url, field("etcdserver"), field("etcdcluster")};
+}
+
+void print_version(const server_version& v, output_format format) {
+  if (format == output_format::simple) {
+    std::printf("etcdserver: %s\netcdcluster: %s\n", v.server.c_str(), v.cluster.c_str());
+  } else if (format == output_format::table) {
+    std::fputs(render_table({"ENDPOINT", "ETCDSERVER", "ETCDCLUSTER"}, {{v.endpoint, v.server, v.cluster}}).c_str(),
+               stdout);
+  } else {
+    rapidjson::StringBuffer buffer;
+    rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+    writer.StartObject();
+    writer.Key("endpoint");
+    writer.String(v.endpoint.c_str());
+    writer.Key("etcdserver");
+    writer.String(v.server.c_str());
+    writer.Key("etcdcluster");
+    writer.String(v.cluster.c_str());
+    writer.EndObject();
+    std::printf("%s\n", buffer.GetString());
+  }
+}
+
+// Asks the endpoints in order and reports the first that answers.
+int handle_version(const options& opts) {
+  std::string last_error;
+  for (const auto& url : opts.endpoints) {
+    auto version = fetch_version(url, opts.limits);
+    if (auto* v = std::get_if<server_version>(&version)) {
+      print_version(*v, opts.format);
+      return exit_success;
+    }
+    last_error = std::get<http_error>(version).message;
+  }
+  return fail(last_error);
+}
+
+// ---- dispatch --------------------------------------------------------------------
+
+int run(const options& opts) {
+  if (opts.help) {
+    print_usage(stdout);
+    return exit_success;
+  }
+  if (opts.version) {
+    std::printf("keelctl version: %s\n", KEELCTL_VERSION);
+    return exit_success;
+  }
+  const auto& words = opts.command;
+  if (words.empty()) {
+    print_usage(stdout);
+    return exit_success;
+  }
+  if (words[0] == "version") {
+    if (words.size() > 1) return usage_failure("unexpected argument \"" + words[1] + "\" for \"version\"");
+    return handle_version(opts);
+  }
+  if (words[0] == "endpoint") {
+    if (words.size() < 2) return usage_failure("\"endpoint\" needs a subcommand: health");
+    if (words[1] != "health") return usage_failure("unknown command \"" + words[1] + "\" for \"keelctl endpoint\"");
+    if (words.size() > 2) return usage_failure("unexpected argument \"" + words[2] + "\" for \"endpoint health\"");
+    return handle_endpoint_health(opts);
+  }
+  return usage_failure("unknown command \"" + words[0] + "\" for \"keelctl\"");
+}
+
+}  // namespace
+}  // namespace keel::ctl
+
+int main(int argc, char** argv) {
+  auto parsed = keel::ctl::parse_arguments(argc, argv);
+  if (auto* error = std::get_if<keel::ctl::usage_error>(&parsed)) {
+    return keel::ctl::usage_failure(error->message);
+  }
+  return keel::ctl::run(std::get<keel::ctl::options>(parsed));
+}

@@ -1,0 +1,310 @@
+// keeld — the keel daemon.
+//
+// Start-up, in order: block the signals every thread inherits; read the configuration
+// (flags > env > keel.json > defaults); load the modules it lists and validate their
+// sections; check io_uring; let the modules register routes and bus handlers; start one
+// shard per core, each listening on every client URL with SO_REUSEPORT; tell systemd
+// READY. SIGTERM or SIGINT (read through a signalfd on shard 0) tells systemd STOPPING,
+// stops every shard (listeners close, connections end, pending I/O is cancelled) and
+// then the modules, and exits 0.
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "keel/config/config.h"
+#include "keel/limits.h"
+#include "keel/log.h"
+#include "keel/reactor/bus.h"
+#include "keel/reactor/host.h"
+#include "keel/reactor/http.h"
+#include "keel/reactor/io.h"
+#include "keel/reactor/net.h"
+#include "keel/reactor/shard.h"
+#include "keel/wire/frame.h"
+#include "native.h"
+
+extern char** environ;
+
+namespace keel::keeld {
+namespace {
+
+constexpr const char* keel_version = "0.1.0";
+constexpr const char* etcd_server_version = "3.4.23";  // the API level keel serves
+constexpr const char* etcd_cluster_version = "3.4.0";
+
+[[noreturn]] void die(std::string_view what) {
+  std::fprintf(stderr, "keeld: %.*s\n", static_cast<int>(what.size()), what.data());
+  std::exit(1);
+}
+
+std::string executable_dir() {
+  char path[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+  if (n <= 0) return ".";
+  path[n] = 0;
+  std::string text(path);
+  return text.substr(0, text.rfind('/'));
+}
+
+log_level parse_level(const std::string& name) {
+  if (name == "debug") return log_level::debug;
+  if (name == "warn") return log_level::warn;
+  if (name == "error") return log_level::error;
+  return log_level::info;
+}
+
+// ---------------------------------------------------------------------------------
+// Core HTTP routes: /version, /health, /metrics.
+
+struct daemon_state {
+  keel::system shards;
+  http_router router;
+  keel::bus bus;
+  module_host host;
+  http_server_options http_options;
+  native_options native;
+  std::vector<endpoint> client_endpoints;
+  std::vector<int> bound_fds;  // bound in main(), served by shard 0
+  bool native_enabled = true;
+  std::uint64_t watchdog_usec = 0;
+};
+
+void append_counter(std::string& out, const char* name, const char* help, daemon_state& d,
+                    std::atomic<std::uint64_t> shard_stats::*field, const char* type = "counter") {
+  out.append("# HELP ").append(name).append(" ").append(help).append("\n# TYPE ").append(name)
+      .append(" ").append(type).append("\n");
+  for (unsigned i = 0; i < d.shards.count(); ++i) {
+    out.append(name).append("{shard=\"").append(std::to_string(i)).append("\"} ")
+        .append(std::to_string((d.shards.at(i).stats().*field).load(std::memory_order_relaxed)))
+        .append("\n");
+  }
+}
+
+std::uint64_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::uint64_t pages_total = 0, pages_resident = 0;
+  statm >> pages_total >> pages_resident;
+  return pages_resident * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+void metrics_text(daemon_state& d, std::string& out) {
+  using s = shard_stats;
+  append_counter(out, "keel_reactor_loop_turns_total", "Reactor loop iterations.", d, &s::loop_turns);
+  append_counter(out, "keel_reactor_sleeps_total", "Times the shard blocked waiting for completions.", d, &s::sleeps);
+  append_counter(out, "keel_reactor_completions_total", "io_uring completions reaped.", d, &s::completions);
+  append_counter(out, "keel_reactor_submissions_total", "io_uring submissions.", d, &s::submissions);
+  append_counter(out, "keel_reactor_tasks_run_total", "Coroutine resumptions.", d, &s::tasks_run);
+  append_counter(out, "keel_reactor_quota_exceeded_total", "Turns that hit the task quota.", d, &s::quota_exceeded);
+  append_counter(out, "keel_reactor_cross_shard_sent_total", "Messages sent to other shards.", d, &s::cross_sent);
+  append_counter(out, "keel_reactor_cross_shard_received_total", "Messages received from shards.", d, &s::cross_received);
+  append_counter(out, "keel_reactor_wakeups_sent_total", "MSG_RING wake-ups sent.", d, &s::wakeups_sent);
+  append_counter(out, "keel_reactor_connections_accepted_total", "TCP connections accepted.", d, &s::connections_accepted);
+  append_counter(out, "keel_reactor_connections_open", "TCP connections open.", d, &s::connections_open, "gauge");
+  append_counter(out, "keel_reactor_received_bytes_total", "Bytes received.", d, &s::bytes_received);
+  append_counter(out, "keel_reactor_sent_bytes_total", "Bytes sent.", d, &s::bytes_sent);
+  append_counter(out, "keel_reactor_recv_buffers_exhausted_total", "Receives that found no free buffer.", d, &s::recv_buffers_exhausted);
+  append_counter(out, "keel_http_requests_total", "HTTP requests parsed.", d, &s::http_requests);
+  append_counter(out, "keel_http_malformed_requests_total", "HTTP requests refused as malformed.", d, &s::http_errors);
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  double cpu = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+               static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+  out.append("# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+             "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total ")
+      .append(std::to_string(cpu)).append("\n");
+  out.append("# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+             "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes ")
+      .append(std::to_string(resident_bytes())).append("\n");
+  d.host.append_metrics(out);
+}
+
+void add_core_routes(daemon_state& d) {
+  d.router.add("GET", "/version", [](const http_request&, http_response& response) {
+    static const std::string body = std::string("{\"etcdserver\":\"") + etcd_server_version +
+                                    "\",\"etcdcluster\":\"" + etcd_cluster_version +
+                                    "\",\"keel\":\"" + keel_version + "\"}";
+    response.send(200, "application/json", body);
+  });
+  d.router.add("GET", "/health", [](const http_request&, http_response& response) {
+    // Single node, no consensus module yet: healthy while the shards serve.
+    response.send(200, "application/json", "{\"health\":\"true\"}");
+  });
+  d.router.add("GET", "/metrics", [&d](const http_request&, http_response& response) {
+    std::string out;
+    out.reserve(8192);
+    metrics_text(d, out);
+    response.send(200, "text/plain; version=0.0.4", out);
+  });
+}
+
+// ---------------------------------------------------------------------------------
+// Shards
+
+task<void> watch_signals(daemon_state& d, int fd) {
+  signalfd_siginfo info{};
+  for (;;) {
+    int got = co_await read_at(fd, &info, sizeof(info), 0);
+    if (got != static_cast<int>(sizeof(info))) break;  // cancelled at stop
+    if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT) {
+      log_line(log_level::info, "keeld", std::string("received ") + strsignal(static_cast<int>(info.ssi_signo)) +
+                                             ", shutting down");
+      sd_notify(0, "STOPPING=1");
+      d.shards.stop();
+      break;
+    }
+  }
+  close(fd);
+}
+
+task<void> watchdog(daemon_state& d) {
+  auto interval = std::chrono::microseconds(d.watchdog_usec / 2);
+  while (!shard::current()->stopping()) {
+    sd_notify(0, "WATCHDOG=1");
+    if (co_await sleep_for(interval) == -ECANCELED) break;
+  }
+}
+
+void start_shard(daemon_state& d, shard& s, int signal_fd) {
+  std::vector<tcp_listener*> listeners;
+  for (std::size_t i = 0; i < d.client_endpoints.size(); ++i) {
+    auto fd = s.id() == 0 ? result<int>(d.bound_fds[i]) : listen_tcp(d.client_endpoints[i]);
+    if (!fd) die(fd.error().message());
+    listeners.push_back(tcp_listener::start(fd.value(), [&d](int client) {
+      spawn(serve_http(connection::adopt(client), d.http_options));
+    }));
+  }
+  d.host.run_shard_start(s);
+  s.at_stop([&d, &s, listeners] {
+    for (tcp_listener* l : listeners) l->close();
+    d.host.run_shard_stop(s);
+  });
+  if (s.id() == 0) {
+    spawn(watch_signals(d, signal_fd));
+    if (d.watchdog_usec) spawn(watchdog(d));
+  }
+}
+
+int run(int argc, char** argv) {
+  // Signals: every thread blocks them; shard 0 reads them from a signalfd.
+  sigset_t handled;
+  sigemptyset(&handled);
+  sigaddset(&handled, SIGTERM);
+  sigaddset(&handled, SIGINT);
+  sigaddset(&handled, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &handled, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  config::loader loader;
+  if (status collected = loader.collect(argc, argv, environ); !collected) die(collected.message());
+  if (loader.requested_action() == config::action::version) {
+    std::printf("keeld Version: %s\netcd API Version: %s\nModule ABI: %u\n", keel_version,
+                etcd_server_version, KEEL_MODULE_ABI_VERSION);
+    return 0;
+  }
+  auto module_names = loader.modules();
+  if (!module_names) die(module_names.error().message());
+
+  auto state = std::make_unique<daemon_state>();
+  daemon_state& d = *state;
+
+  // Modules: search the configured module path, then <exe>/../lib/keel/modules (the
+  // build tree and an installed prefix), then the compiled-in directory. The module
+  // path is needed before the config is final, so the raw value is read here.
+  auto configured_path = loader.module_path();
+  if (!configured_path) die(configured_path.error().message());
+  std::vector<std::string> search = configured_path.value();
+  search.push_back(executable_dir() + "/../lib/keel/modules");
+  search.push_back(KEEL_MODULE_DIR);
+  if (status loaded = d.host.load(module_names.value(), search); !loaded) die(loaded.message());
+  for (const loaded_module& m : d.host.modules()) {
+    if (status added = loader.add_section_schema(m.name, m.descriptor->config_schema); !added)
+      die(added.message());
+  }
+  if (loader.requested_action() == config::action::help) {
+    std::fputs(loader.usage("keeld").c_str(), stdout);
+    return 0;
+  }
+  auto cfg = loader.finish();
+  if (!cfg) die(cfg.error().message());
+  const config::config& conf = cfg.value();
+  if (loader.requested_action() == config::action::print_config) {
+    std::printf("%s\n", conf.to_json(true).c_str());
+    return 0;
+  }
+  set_log_level(parse_level(conf.get_string("/log-level")));
+
+  for (const std::string& url : conf.get_strings("/listen-client-urls")) {
+    auto where = parse_endpoint(url);
+    if (!where) die("listen-client-urls: " + where.error().message());
+    d.client_endpoints.push_back(where.value());
+  }
+  if (status probe = probe_io_uring(); !probe) die(probe.message());
+
+  // Bind here so a busy port is one clear error before any thread starts. Shard 0
+  // serves these sockets; the other shards bind their own beside them (SO_REUSEPORT).
+  for (endpoint& where : d.client_endpoints) {
+    auto fd = listen_tcp(where);
+    if (!fd) die("cannot listen for clients: " + fd.error().message());
+    if (where.port == 0) where.port = local_port(fd.value());
+    d.bound_fds.push_back(fd.value());
+  }
+
+  unsigned shard_count = static_cast<unsigned>(conf.get_int("/shards"));
+  if (shard_count == 0) shard_count = static_cast<unsigned>(sysconf(_SC_NPROCESSORS_ONLN));
+  d.native_enabled = conf.get_bool("/native-port-enabled");
+  d.http_options.router = &d.router;
+  d.http_options.body_bytes_max = static_cast<std::size_t>(conf.get_int("/max-request-bytes"));
+  d.native = {&d.bus, shard_count};
+  if (d.native_enabled) {
+    d.http_options.is_other_protocol = [](const char* data, std::size_t size) {
+      return size > 0 && wire::looks_like_frame(data, size);
+    };
+    d.http_options.serve_other_protocol = [&d](connection* conn, recv_buffer first) {
+      return serve_native(conn, std::move(first), d.native);
+    };
+  }
+  add_core_routes(d);
+  module_services services{&d.router, &d.bus, shard_count,
+                           [](log_level level, std::string_view module, std::string_view text) {
+                             log_line(level, module, text);
+                           }};
+  if (status started = d.host.start(services, [&](std::string_view name) { return conf.section_json(name); });
+      !started)
+    die(started.message());
+
+  int signal_fd = signalfd(-1, &handled, SFD_CLOEXEC);
+  if (signal_fd < 0) die(std::string("signalfd: ") + strerror(errno));
+  if (const char* usec = getenv("WATCHDOG_USEC")) d.watchdog_usec = std::strtoull(usec, nullptr, 10);
+
+  status started = d.shards.start({shard_count, true}, [&d, signal_fd](shard& s) {
+    start_shard(d, s, signal_fd);
+  });
+  if (!started) die(started.message());
+  for (const endpoint& where : d.client_endpoints)
+    log_line(log_level::info, "keeld", "listening for client requests on " + where.host + ":" +
+                                           std::to_string(where.port));
+  log_line(log_level::info, "keeld", "ready: " + std::to_string(shard_count) + " shard(s), " +
+                                         std::to_string(d.host.modules().size()) + " module(s), version " +
+                                         keel_version);
+  sd_notify(0, "READY=1");
+  d.shards.wait();
+  d.host.stop();
+  log_line(log_level::info, "keeld", "stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace keel::keeld
+
+int main(int argc, char** argv) { return keel::keeld::run(argc, argv); }
