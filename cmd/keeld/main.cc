@@ -13,6 +13,9 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <sched.h>
+
+#include <algorithm>
 #include <atomic>
 #include <climits>
 #include <cstdio>
@@ -245,6 +248,8 @@ int run(int argc, char** argv) {
   set_log_level(parse_level(conf.get_string("/log-level")));
 
   for (const std::string& url : conf.get_strings("/listen-client-urls")) {
+    if (url.starts_with("https://"))
+      die("listen-client-urls: " + url + ": TLS is not supported yet; use http://");
     auto where = parse_endpoint(url);
     if (!where) die("listen-client-urls: " + where.error().message());
     d.client_endpoints.push_back(where.value());
@@ -261,14 +266,22 @@ int run(int argc, char** argv) {
   }
 
   unsigned shard_count = static_cast<unsigned>(conf.get_int("/shards"));
-  if (shard_count == 0) shard_count = static_cast<unsigned>(sysconf(_SC_NPROCESSORS_ONLN));
+  if (shard_count == 0) {
+    // One shard per CPU this process may run on (taskset and cgroups are honoured).
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    sched_getaffinity(0, sizeof(allowed), &allowed);
+    shard_count = static_cast<unsigned>(std::max(1, CPU_COUNT(&allowed)));
+  }
   d.native_enabled = conf.get_bool("/native-port-enabled");
   d.http_options.router = &d.router;
   d.http_options.body_bytes_max = static_cast<std::size_t>(conf.get_int("/max-request-bytes"));
   d.native = {&d.bus, shard_count};
   if (d.native_enabled) {
+    // Decided by the first byte alone (docs/formats/frame.md): 0xC7 never starts an
+    // HTTP request, and the rest of the magic may not have arrived yet.
     d.http_options.is_other_protocol = [](const char* data, std::size_t size) {
-      return size > 0 && wire::looks_like_frame(data, size);
+      return size > 0 && static_cast<std::uint8_t>(data[0]) == wire::frame_magic_first_byte;
     };
     d.http_options.serve_other_protocol = [&d](connection* conn, recv_buffer first) {
       return serve_native(conn, std::move(first), d.native);
@@ -285,7 +298,10 @@ int run(int argc, char** argv) {
 
   int signal_fd = signalfd(-1, &handled, SFD_CLOEXEC);
   if (signal_fd < 0) die(std::string("signalfd: ") + strerror(errno));
-  if (const char* usec = getenv("WATCHDOG_USEC")) d.watchdog_usec = std::strtoull(usec, nullptr, 10);
+  // sd_watchdog_enabled honours WATCHDOG_PID (the watchdog may be meant for another
+  // process); pings go out at half the interval, never more often than every 10 ms.
+  if (std::uint64_t usec = 0; sd_watchdog_enabled(0, &usec) > 0)
+    d.watchdog_usec = std::max<std::uint64_t>(usec, 20'000);
 
   status started = d.shards.start({shard_count, true}, [&d, signal_fd](shard& s) {
     start_shard(d, s, signal_fd);

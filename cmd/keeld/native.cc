@@ -62,8 +62,9 @@ task<void> answer_request(native_session* session, const native_options& options
     write_error(conn, type, id, {errc::not_found, "no module serves message type " +
                                                       std::to_string(static_cast<unsigned>(type))});
   } else if (!is_stream) {
-    auto answer = co_await options.bus->request(module, static_cast<std::uint16_t>(type),
-                                                std::move(payload), shard::current()->id());
+    task<result<message>> pending = options.bus->request(module, static_cast<std::uint16_t>(type),
+                                                         std::move(payload), shard::current()->id());
+    auto answer = co_await std::move(pending);
     if (!answer) {
       write_error(conn, type, id, answer.error());
     } else {
@@ -78,7 +79,8 @@ task<void> answer_request(native_session* session, const native_options& options
       write_error(conn, type, id, reader.error());
     } else {
       for (;;) {
-        auto item = co_await reader.value().next();
+        task<result<message>> pending = reader.value().next();
+        auto item = co_await std::move(pending);
         if (!item) {
           write_error(conn, type, id, item.error());
           break;

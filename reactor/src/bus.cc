@@ -191,12 +191,25 @@ bool bus::find_type(std::uint16_t type, std::uint16_t& module, bool& is_stream) 
   return false;
 }
 
+namespace {
+// A callable that hands the request to the handler; it owns the message until called.
+auto make_handler_call(const bus_handler* handler, std::uint16_t module, std::uint16_t type,
+                       buffer payload) {
+  message request_message;
+  request_message.to = module;
+  request_message.type = type;
+  request_message.payload = std::move(payload);
+  return [handler, m = std::move(request_message)]() mutable { return (*handler)(std::move(m)); };
+}
+}  // namespace
+
 task<result<message>> bus::request(std::string_view module, std::uint16_t type, buffer payload,
                                    unsigned target_shard) {
   std::uint16_t id;
   if (!find_module(module, id))
     co_return status{errc::not_found, "no module named \"" + std::string(module) + "\" on the bus"};
-  co_return co_await request(id, type, std::move(payload), target_shard);
+  task<result<message>> pending = request(id, type, std::move(payload), target_shard);
+  co_return co_await std::move(pending);
 }
 
 task<result<message>> bus::request(std::uint16_t module, std::uint16_t type, buffer payload,
@@ -206,17 +219,18 @@ task<result<message>> bus::request(std::uint16_t module, std::uint16_t type, buf
     co_return status{errc::not_found, "module \"" + std::string(module_name(module)) +
                                           "\" has no handler for message type " + std::to_string(type)};
   KEEL_ASSERT(target_shard < shard::current()->count());
-  message request_message;
-  request_message.to = module;
-  request_message.type = type;
-  request_message.payload = std::move(payload);
-  if (target_shard == shard::current()->id()) co_return co_await target->handler(std::move(request_message));
+  // The call is built outside the coroutine and every awaited task is a named local:
+  // GCC 12 mishandles class-type temporaries that own resources inside a co_await
+  // expression (the moved-from message was destroyed as if it still owned its buffer).
+  auto call = make_handler_call(&target->handler, module, type, std::move(payload));
+  if (target_shard == shard::current()->id()) {
+    task<result<message>> local = call();
+    co_return co_await std::move(local);
+  }
   // Across shards: the message (and its buffer) moves into the closure, the closure
   // moves through the queue, and the response moves back the same way.
-  co_return co_await run_task_on<result<message>>(
-      target_shard, [target, m = std::move(request_message)]() mutable {
-        return target->handler(std::move(m));
-      });
+  task<result<message>> remote = run_task_on<result<message>>(target_shard, std::move(call));
+  co_return co_await std::move(remote);
 }
 
 result<stream_reader> bus::open_stream(std::uint16_t module, std::uint16_t type, buffer payload,

@@ -346,7 +346,8 @@ task<void> serve_http(connection* conn, const http_server_options& options) {
     if (first) {
       first = false;
       if (options.is_other_protocol && options.is_other_protocol(buffer.data(), buffer.size())) {
-        co_await options.serve_other_protocol(conn, std::move(buffer));
+        task<void> other = options.serve_other_protocol(conn, std::move(buffer));
+        co_await std::move(other);
         co_return;  // the other protocol released the connection
       }
     }
@@ -364,7 +365,10 @@ task<void> serve_http(connection* conn, const http_server_options& options) {
         const http_router::route* route = options.router->find(st.request.method, path, allowed);
         if (!route) answer_unrouted(st.request, response, allowed);
         else if (route->sync) route->sync(st.request, response);
-        else co_await route->async(st.request, response);
+        else {
+          task<void> handling = route->async(st.request, response);
+          co_await std::move(handling);
+        }
         if (!response.started()) response.send_error(500, "handler sent no response");
         if (!response.keep_alive()) open = false;
         http_parser_pause(&st.parser, 0);

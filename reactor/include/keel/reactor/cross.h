@@ -101,8 +101,9 @@ task<T> run_task_on(unsigned target, F fn) {
       st->waiter = handle;
       post_to(target, [st = st, fn = std::move(*fn)]() mutable {
         spawn([](state* st, F fn) -> task<void> {
-          if constexpr (std::is_void_v<T>) co_await fn();
-          else st->value.emplace(co_await fn());
+          auto work = fn();  // a named task: see the note in bus.cc on GCC 12
+          if constexpr (std::is_void_v<T>) co_await std::move(work);
+          else st->value.emplace(co_await std::move(work));
           post_to(st->origin, [handle = st->waiter] { shard::current()->schedule(handle); });
         }(st, std::move(fn)));
       });
