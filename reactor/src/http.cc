@@ -331,11 +331,49 @@ void answer_unrouted(const http_request& request, http_response& response, const
 
 }  // namespace
 
-task<void> serve_http(connection* conn, const http_server_options& options) {
+// ---------------------------------------------------------------------------------
+// http_request_parser
+
+struct http_request_parser::impl {
   parse_state st;
-  http_parser_init(&st.parser, HTTP_REQUEST);
-  st.parser.data = &st;
-  st.body_bytes_max = options.body_bytes_max ? options.body_bytes_max : limits::http_body_bytes_max;
+};
+
+http_request_parser::http_request_parser(std::size_t body_bytes_max) : _impl(new impl) {
+  http_parser_init(&_impl->st.parser, HTTP_REQUEST);
+  _impl->st.parser.data = &_impl->st;
+  _impl->st.body_bytes_max = body_bytes_max ? body_bytes_max : limits::http_body_bytes_max;
+}
+
+http_request_parser::~http_request_parser() = default;
+
+std::size_t http_request_parser::feed(const char* data, std::size_t size, outcome& out) {
+  parse_state& st = _impl->st;
+  if (HTTP_PARSER_ERRNO(&st.parser) == HPE_PAUSED) http_parser_pause(&st.parser, 0);
+  std::size_t used = http_parser_execute(&st.parser, &settings(), data, size);
+  http_errno error = HTTP_PARSER_ERRNO(&st.parser);
+  if (error == HPE_PAUSED) {
+    out = outcome::request;
+  } else if (error != HPE_OK) {
+    out = outcome::error;
+    if (!st.error_status) {
+      st.error_status = 400;
+      st.error_message = std::string("malformed HTTP request: ") + http_errno_description(error);
+    }
+  } else {
+    out = outcome::need_more;
+  }
+  return used;
+}
+
+const http_request& http_request_parser::request() const noexcept { return _impl->st.request; }
+int http_request_parser::error_status() const noexcept { return _impl->st.error_status; }
+const std::string& http_request_parser::error_message() const noexcept { return _impl->st.error_message; }
+
+// ---------------------------------------------------------------------------------
+// serve_http
+
+task<void> serve_http(connection* conn, const http_server_options& options) {
+  http_request_parser parser(options.body_bytes_max);
   shard_stats& stats = shard::current()->stats();
   std::string allowed;
   bool first = true;
@@ -354,36 +392,32 @@ task<void> serve_http(connection* conn, const http_server_options& options) {
     const char* data = buffer.data();
     std::size_t size = buffer.size();
     while (size > 0 && open) {
-      std::size_t used = http_parser_execute(&st.parser, &settings(), data, size);
-      http_errno error = HTTP_PARSER_ERRNO(&st.parser);
-      if (error == HPE_PAUSED) {
-        data += used;
-        size -= used;
+      http_request_parser::outcome result;
+      std::size_t used = parser.feed(data, size, result);
+      data += used;
+      size -= used;
+      if (result == http_request_parser::outcome::request) {
+        const http_request& request = parser.request();
         bump(stats.http_requests);
-        http_response response(conn, st.request);
-        std::string_view path = st.request.path();
-        const http_router::route* route = options.router->find(st.request.method, path, allowed);
-        if (!route) answer_unrouted(st.request, response, allowed);
-        else if (route->sync) route->sync(st.request, response);
+        http_response response(conn, request);
+        const http_router::route* route = options.router->find(request.method, request.path(), allowed);
+        if (!route) answer_unrouted(request, response, allowed);
+        else if (route->sync) route->sync(request, response);
         else {
-          task<void> handling = route->async(st.request, response);
+          task<void> handling = route->async(request, response);
           co_await std::move(handling);
         }
         if (!response.started()) response.send_error(500, "handler sent no response");
         if (!response.keep_alive()) open = false;
-        http_parser_pause(&st.parser, 0);
         continue;
       }
-      if (error != HPE_OK) {
+      if (result == http_request_parser::outcome::error) {
         bump(stats.http_errors);
         http_request blank;
         blank.keep_alive = false;
         http_response response(conn, blank);
-        if (st.error_status) response.send_error(st.error_status, st.error_message);
-        else response.send_error(400, std::string("malformed HTTP request: ") +
-                                          http_errno_description(error));
+        response.send_error(parser.error_status(), parser.error_message());
         open = false;
-        break;
       }
       break;  // everything consumed; wait for more bytes
     }

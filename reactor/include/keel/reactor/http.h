@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -112,6 +113,28 @@ class http_router {
 
  private:
   std::vector<route> _routes;
+};
+
+// The request parser of serve_http, without I/O (also driven by the fuzzer). feed()
+// consumes bytes until one request is complete (outcome::request: request() holds it
+// until the next feed), the bytes run out (need_more) or the input is refused (error:
+// error_status() is 400, 413 or 431 and error_message() says why; feed no more).
+class http_request_parser {
+ public:
+  enum class outcome { need_more, request, error };
+  explicit http_request_parser(std::size_t body_bytes_max);  // 0: limits default
+  ~http_request_parser();
+  http_request_parser(const http_request_parser&) = delete;
+  http_request_parser& operator=(const http_request_parser&) = delete;
+
+  std::size_t feed(const char* data, std::size_t size, outcome& out);
+  const http_request& request() const noexcept;
+  int error_status() const noexcept;
+  const std::string& error_message() const noexcept;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> _impl;
 };
 
 // Extra dispatch for the native protocol on the same port: when the first bytes of a
