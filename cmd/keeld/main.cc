@@ -70,11 +70,13 @@ log_level parse_level(const std::string& name) {
 // ---------------------------------------------------------------------------------
 // Core HTTP routes: /version, /health, /metrics.
 
+// Member order is destruction order reversed: the module host is declared first so it
+// is destroyed last, after the router and the bus that hold the modules' functions.
 struct daemon_state {
+  module_host host;
   keel::system shards;
   http_router router;
   keel::bus bus;
-  module_host host;
   http_server_options http_options;
   native_options native;
   std::vector<endpoint> client_endpoints;

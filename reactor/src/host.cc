@@ -46,7 +46,9 @@ std::string joined(const std::vector<std::string>& items) {
 }
 
 status open_module(const std::string& name, const std::string& path, loaded_module& out) {
-  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  // RTLD_NODELETE: module code stays mapped for the life of the process, because the
+  // bus, the router and coroutine frames may still hold functions from it after stop.
+  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
   if (!handle)
     return {errc::io_error, "module \"" + name + "\": cannot load " + path + ": " + dlerror()};
   auto entry = reinterpret_cast<keel_module_entry_fn>(dlsym(handle, KEEL_MODULE_ENTRY_SYMBOL));

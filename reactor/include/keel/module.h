@@ -60,7 +60,10 @@ struct keel_module_descriptor {
   std::uint32_t abi_version;       // KEEL_MODULE_ABI_VERSION when built
   const char* name;                // matches the file name libkeel-<name>.so
   const char* version;             // the module's own version, for /version and logs
-  const char* config_schema;       // JSON Schema (draft-04) of the module's section
+  // JSON Schema (draft-04) of the module's section: an object schema with
+  // "additionalProperties": false and a "description" on every property (they become
+  // the module's --help lines); see config/README.md for the full rules.
+  const char* config_schema;
   const char* const* depends;      // null-terminated names started before this one, or null
   // Returns 0 on success; on failure writes a message into `error` and returns non-zero.
   int (*start)(keel::module_context* context, char* error, std::size_t error_bytes);
