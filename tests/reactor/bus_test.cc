@@ -11,6 +11,7 @@
 #include "keel/reactor/bus.h"
 #include "keel/reactor/io.h"
 #include "keel/reactor/shard.h"
+#include "run_system.h"
 
 using keel::task;
 
@@ -21,18 +22,6 @@ std::string text_of(const keel::buffer& b) { return {reinterpret_cast<const char
 
 std::atomic<const std::uint8_t*> g_seen_address{nullptr};
 
-template <typename Body>
-void run_system(unsigned shards, Body body) {
-  keel::system sys;
-  BOOST_REQUIRE(sys.start({shards, false}, nullptr).is_ok());
-  sys.post(0, [&] {
-    keel::spawn([](keel::system& s, Body& b) -> task<void> {
-      co_await b(s);
-      s.stop();
-    }(sys, body));
-  });
-  sys.wait();
-}
 
 keel::bus make_bus() {
   keel::bus bus;

@@ -23,26 +23,13 @@
 #include "keel/reactor/io.h"
 #include "keel/reactor/net.h"
 #include "keel/reactor/shard.h"
+#include "run_system.h"
 
 using namespace std::chrono_literals;
 using keel::task;
 
 namespace {
 
-// Starts `shards` shards, runs `body` on shard 0 and stops everything when it returns.
-template <typename Body>
-void run_system(unsigned shards, Body body) {
-  keel::system sys;
-  keel::status started = sys.start({shards, false}, nullptr);
-  BOOST_REQUIRE_MESSAGE(started.is_ok(), started.to_string());
-  sys.post(0, [&] {
-    keel::spawn([](keel::system& s, Body& b) -> task<void> {
-      co_await b(s);
-      s.stop();
-    }(sys, body));
-  });
-  sys.wait();
-}
 
 // A blocking client socket, to drive the server from the test thread.
 int blocking_connect(std::uint16_t port) {
