@@ -46,9 +46,12 @@ constexpr const char* keel_version = "0.1.0";
 constexpr const char* etcd_server_version = "3.4.23";  // the API level keel serves
 constexpr const char* etcd_cluster_version = "3.4.0";
 
+// A start-up error: one line, exit 1. _Exit, not exit: nothing half-built is torn down
+// (threads may be running, and destructors of a half-started daemon prove nothing).
 [[noreturn]] void die(std::string_view what) {
   std::fprintf(stderr, "keeld: %.*s\n", static_cast<int>(what.size()), what.data());
-  std::exit(1);
+  std::fflush(nullptr);
+  std::_Exit(1);
 }
 
 std::string executable_dir() {
