@@ -5,7 +5,7 @@
 //                 ping-ponging --message-bytes with an echo server on shard 1, for
 //                 --seconds; messages per second and the mean round trip.
 // Usage: reactor-bench [cross-shard|echo|all] [--rounds N] [--connections N]
-//                      [--message-bytes N] [--seconds N]
+//                      [--message-bytes N] [--seconds N] [--idle-poll-us N]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -32,6 +32,7 @@ struct options {
   int connections = 32;
   int message_bytes = 64;
   int seconds = 5;
+  int idle_poll_us = 0;
 };
 
 options parse(int argc, char** argv) {
@@ -46,16 +47,19 @@ options parse(int argc, char** argv) {
     else if (a == "--connections") o.connections = value();
     else if (a == "--message-bytes") o.message_bytes = value();
     else if (a == "--seconds") o.seconds = value();
+    else if (a == "--idle-poll-us") o.idle_poll_us = value();
     else if (a == "cross-shard" || a == "echo" || a == "all") o.what = a;
     else { std::fprintf(stderr, "reactor-bench: unknown argument %s\n", a.c_str()); std::exit(2); }
   }
   return o;
 }
 
+unsigned g_idle_poll_us = 0;
+
 template <typename Body>
 void run_system(unsigned shards, Body body) {
   keel::system sys;
-  keel::status started = sys.start({shards, true}, nullptr);
+  keel::status started = sys.start({shards, true, g_idle_poll_us}, nullptr);
   if (!started) { std::fprintf(stderr, "reactor-bench: %s\n", started.message().c_str()); std::exit(1); }
   sys.post(0, [&] {
     keel::spawn([](keel::system& s, Body& b) -> task<void> { co_await b(s); s.stop(); }(sys, body));
@@ -118,7 +122,7 @@ void echo(const options& o) {
   std::uint64_t messages = 0;
   double seconds = 0;
   keel::system sys;
-  if (!sys.start({2, true}, nullptr)) std::exit(1);
+  if (!sys.start({2, true, g_idle_poll_us}, nullptr)) std::exit(1);
   sys.post(1, [&] {
     auto fd = keel::listen_tcp({"127.0.0.1", 0});
     port = keel::local_port(fd.value());
@@ -149,6 +153,8 @@ void echo(const options& o) {
 
 int main(int argc, char** argv) {
   options o = parse(argc, argv);
+  g_idle_poll_us = static_cast<unsigned>(o.idle_poll_us);
+  std::printf("idle polling: %d us\n", o.idle_poll_us);
   if (o.what == "cross-shard" || o.what == "all") cross_shard(o);
   if (o.what == "echo" || o.what == "all") echo(o);
   return 0;

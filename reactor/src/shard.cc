@@ -307,14 +307,14 @@ void shard::reap() noexcept {
 }
 
 void shard::submit_and_reap(bool may_sleep) noexcept {
-  if (may_sleep && limits::idle_poll_microseconds > 0) {
+  if (may_sleep && _idle_poll_microseconds > 0) {
     // Poll a little before sleeping: a completion that lands within the window is taken
     // without a context switch. The window is short so a shard that shares its core
     // with other work does not starve it.
     io_uring_submit_and_get_events(_ring.get());
     reap();
     const auto deadline = std::chrono::steady_clock::now() +
-                          std::chrono::microseconds(limits::idle_poll_microseconds);
+                          std::chrono::microseconds(_idle_poll_microseconds);
     // Cross-shard queues are plain memory and cost nothing to check; the ring is
     // entered (a syscall) only every 16th check.
     for (unsigned spin = 1; _ready.empty() && !has_incoming(); ++spin) {
@@ -438,7 +438,10 @@ status system::start(const system_options& options,
     return {errc::unsupported, ring_refused_message(-rc)};
   }
   for (unsigned i = 0; i < n * n; ++i) _queues.push_back(std::make_unique<spsc_queue>());
-  for (unsigned i = 0; i < n; ++i) _shards.push_back(new shard(*this, i));
+  for (unsigned i = 0; i < n; ++i) {
+    _shards.push_back(new shard(*this, i));
+    _shards.back()->_idle_poll_microseconds = options.idle_poll_microseconds;
+  }
   for (unsigned i = 0; i < n; ++i) {
     for (unsigned j = 0; j < n; ++j) {
       _shards[i]->_incoming.push_back(_queues[j * n + i].get());

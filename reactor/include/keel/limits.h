@@ -18,7 +18,6 @@ inline constexpr unsigned recv_buffer_count = 1024;            // per shard, pow
 inline constexpr unsigned cross_shard_queue_items = 4096;      // per ordered pair, power of two
 inline constexpr unsigned cross_shard_batch_items = 16;        // published together
 inline constexpr unsigned task_quota_microseconds = 500;       // then the shard polls I/O
-inline constexpr unsigned idle_poll_microseconds = 50;         // polling before a shard sleeps
 inline constexpr std::size_t connection_send_buffer_bytes_max = 4 * 1024 * 1024;
 inline constexpr unsigned connections_per_shard_max = 65536;
 inline constexpr unsigned listen_backlog = 4096;

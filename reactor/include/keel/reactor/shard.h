@@ -203,6 +203,7 @@ class shard {
   std::mutex _external_mutex;
   std::vector<std::function<void()>> _external;
   bool _stop_requested = false;
+  unsigned _idle_poll_microseconds = 0;
   shard_stats _stats;
 };
 
@@ -210,6 +211,11 @@ class shard {
 struct system_options {
   unsigned shards = 0;       // 0: one per online core
   bool pin_threads = true;   // pin shard i to the i-th allowed CPU
+  // Poll this long for work before a shard blocks in io_uring_enter. It cuts the
+  // cross-shard round trip from tens of microseconds to a few, but where the shards
+  // share their cores with other busy processes (a load generator on a 2-core machine)
+  // the spinning costs more than it saves, so the default is off. perf/RESULTS.md.
+  unsigned idle_poll_microseconds = 0;
 };
 
 // All shards of the process. The thread that calls start() is not a shard: it waits
