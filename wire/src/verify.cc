@@ -10,6 +10,7 @@
 #include "keel/wire/echo_generated.h"
 #include "keel/wire/frame.h"
 #include "keel/wire/health_generated.h"
+#include "keel/wire/kv_generated.h"
 #include "text.h"
 
 namespace keel::wire {
@@ -46,6 +47,26 @@ constexpr type_kind kinds[] = {
      verify_root<EchoRequest>},
     {frame_type::echo_response, "echo_response", "keel.wire.EchoResponse",
      verify_root<EchoResponse>},
+    {frame_type::range_request, "range_request", "keel.wire.RangeRequest", verify_root<RangeRequest>},
+    {frame_type::range_response, "range_response", "keel.wire.RangeResponse", verify_root<RangeResponse>},
+    {frame_type::put_request, "put_request", "keel.wire.PutRequest", verify_root<PutRequest>},
+    {frame_type::put_response, "put_response", "keel.wire.PutResponse", verify_root<PutResponse>},
+    {frame_type::delete_range_request, "delete_range_request", "keel.wire.DeleteRangeRequest", verify_root<DeleteRangeRequest>},
+    {frame_type::delete_range_response, "delete_range_response", "keel.wire.DeleteRangeResponse", verify_root<DeleteRangeResponse>},
+    {frame_type::txn_request, "txn_request", "keel.wire.TxnRequest", verify_root<TxnRequest>},
+    {frame_type::txn_response, "txn_response", "keel.wire.TxnResponse", verify_root<TxnResponse>},
+    {frame_type::compaction_request, "compaction_request", "keel.wire.CompactionRequest", verify_root<CompactionRequest>},
+    {frame_type::compaction_response, "compaction_response", "keel.wire.CompactionResponse", verify_root<CompactionResponse>},
+    {frame_type::lease_grant_request, "lease_grant_request", "keel.wire.LeaseGrantRequest", verify_root<LeaseGrantRequest>},
+    {frame_type::lease_grant_response, "lease_grant_response", "keel.wire.LeaseGrantResponse", verify_root<LeaseGrantResponse>},
+    {frame_type::lease_revoke_request, "lease_revoke_request", "keel.wire.LeaseRevokeRequest", verify_root<LeaseRevokeRequest>},
+    {frame_type::lease_revoke_response, "lease_revoke_response", "keel.wire.LeaseRevokeResponse", verify_root<LeaseRevokeResponse>},
+    {frame_type::lease_keepalive_request, "lease_keepalive_request", "keel.wire.LeaseKeepAliveRequest", verify_root<LeaseKeepAliveRequest>},
+    {frame_type::lease_keepalive_response, "lease_keepalive_response", "keel.wire.LeaseKeepAliveResponse", verify_root<LeaseKeepAliveResponse>},
+    {frame_type::watch_create_request, "watch_create_request", "keel.wire.WatchCreateRequest", verify_root<WatchCreateRequest>},
+    {frame_type::watch_response, "watch_response", "keel.wire.WatchResponse", verify_root<WatchResponse>},
+    {frame_type::watch_cancel_request, "watch_cancel_request", "keel.wire.WatchCancelRequest", verify_root<WatchCancelRequest>},
+    {frame_type::watch_cancel_response, "watch_cancel_response", "keel.wire.WatchCancelResponse", verify_root<WatchCancelResponse>},
 };
 
 const type_kind* find_kind(frame_type type) noexcept {

@@ -69,6 +69,26 @@ enum class frame_type : std::uint16_t {
   health_response = 11,  // keel.wire.HealthResponse
   echo_request = 20,     // keel.wire.EchoRequest
   echo_response = 21,    // keel.wire.EchoResponse
+  range_request = 100,        // keel.wire.RangeRequest (kv.fbs)
+  range_response = 101,       // keel.wire.RangeResponse (kv.fbs)
+  put_request = 102,          // keel.wire.PutRequest (kv.fbs)
+  put_response = 103,         // keel.wire.PutResponse (kv.fbs)
+  delete_range_request = 104, // keel.wire.DeleteRangeRequest (kv.fbs)
+  delete_range_response = 105, // keel.wire.DeleteRangeResponse (kv.fbs)
+  txn_request = 106,          // keel.wire.TxnRequest (kv.fbs)
+  txn_response = 107,         // keel.wire.TxnResponse (kv.fbs)
+  compaction_request = 108,   // keel.wire.CompactionRequest (kv.fbs)
+  compaction_response = 109,  // keel.wire.CompactionResponse (kv.fbs)
+  lease_grant_request = 110,  // keel.wire.LeaseGrantRequest (kv.fbs)
+  lease_grant_response = 111, // keel.wire.LeaseGrantResponse (kv.fbs)
+  lease_revoke_request = 112, // keel.wire.LeaseRevokeRequest (kv.fbs)
+  lease_revoke_response = 113, // keel.wire.LeaseRevokeResponse (kv.fbs)
+  lease_keepalive_request = 114, // keel.wire.LeaseKeepAliveRequest (kv.fbs)
+  lease_keepalive_response = 115, // keel.wire.LeaseKeepAliveResponse (kv.fbs)
+  watch_create_request = 120, // keel.wire.WatchCreateRequest (kv.fbs)
+  watch_response = 121,       // keel.wire.WatchResponse (kv.fbs)
+  watch_cancel_request = 122, // keel.wire.WatchCancelRequest (kv.fbs)
+  watch_cancel_response = 123, // keel.wire.WatchCancelResponse (kv.fbs)
 };
 
 // "echo_request", or nullptr when `type` is not in the registry.
