@@ -69,9 +69,9 @@ void http_response::write_head(int status, std::string_view content_type,
                                std::size_t content_length, bool chunked) {
   KEEL_ASSERT(!_started);
   _started = true;
+  // Formatted straight into the connection's send queue: no string per response.
+  std::string& head = *_conn->send_queue();
   char number[24];
-  std::string head;
-  head.reserve(160 + _extra_headers.size());
   head.append(_version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
   auto end = std::to_chars(number, number + sizeof(number), status).ptr;
   head.append(number, end).append(" ").append(http_reason(status)).append("\r\n");
@@ -85,7 +85,6 @@ void http_response::write_head(int status, std::string_view content_type,
   if (!_keep_alive) head.append("Connection: close\r\n");
   else if (_version_minor == 0) head.append("Connection: keep-alive\r\n");
   head.append(_extra_headers).append("\r\n");
-  _conn->write(head);
 }
 
 void http_response::send(int status, std::string_view content_type, std::string_view body) {

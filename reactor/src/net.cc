@@ -306,6 +306,14 @@ void connection::write(std::string_view data) {
   }
 }
 
+std::string* connection::send_queue() noexcept {
+  if (!_in_flush_list && !_send_in_flight && _error == 0 && !_shut_down) {
+    _in_flush_list = true;
+    schedule_flush(this);
+  }
+  return &_out;
+}
+
 bool connection::drain_awaiter::await_ready() const noexcept {
   return self->_error != 0 || self->queued_bytes() < limits::connection_send_buffer_bytes_max;
 }

@@ -75,6 +75,10 @@ class connection final : public completion {
 
   // Queues bytes for the next batched send.
   void write(std::string_view data);
+  // The send queue itself, for writers that format in place (no intermediate string);
+  // what is appended goes out with the next batched send. Never null; REQUIRES: the
+  // caller appends only (no erasing what is queued).
+  std::string* send_queue() noexcept;
   std::size_t queued_bytes() const noexcept { return _out.size() + _sending.size(); }
   // Resumes when the queue has drained below the limit (or the connection broke).
   struct drain_awaiter {
