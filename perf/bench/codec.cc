@@ -168,7 +168,8 @@ void v2_get(std::string& out, std::string_view host, std::string_view key, bool 
   out.append("\r\n");
 }
 
-void v2_watch(std::string& out, std::string_view host, std::string_view key, std::uint64_t wait_index) {
+void v2_watch(std::string& out, std::string_view host, std::string_view key, std::uint64_t wait_index,
+              bool recursive) {
   append_request_line(out, "GET", host);
   append_v2_path(out, key);
   out.append("?wait=true");
@@ -176,6 +177,7 @@ void v2_watch(std::string& out, std::string_view host, std::string_view key, std
     out.append("&waitIndex=");
     out.append(std::to_string(wait_index));
   }
+  if (recursive) out.append("&recursive=true");
   append_headers(out, host);
   out.append("\r\n");
 }
@@ -205,6 +207,24 @@ std::optional<std::string> v2_node_value(std::string_view body) {
   auto value = node->value.FindMember("value");
   if (value == node->value.MemberEnd() || !value->value.IsString()) return std::nullopt;
   return std::string(value->value.GetString(), value->value.GetStringLength());
+}
+
+std::optional<v2_event> v2_parse_event(std::string_view body) {
+  rapidjson::Document doc;
+  if (!parse_json(doc, body)) return std::nullopt;
+  auto node = doc.FindMember("node");
+  if (node == doc.MemberEnd() || !node->value.IsObject()) return std::nullopt;
+  auto index = json_int64(node->value, "modifiedIndex");
+  if (!index || *index <= 0) return std::nullopt;
+  v2_event event;
+  event.modified_index = static_cast<std::uint64_t>(*index);
+  auto action = doc.FindMember("action");
+  if (action != doc.MemberEnd() && action->value.IsString()) event.action = action->value.GetString();
+  auto value = node->value.FindMember("value");
+  if (value != node->value.MemberEnd() && value->value.IsString()) {
+    event.value = std::string(value->value.GetString(), value->value.GetStringLength());
+  }
+  return event;
 }
 
 // ---- v3 JSON -----------------------------------------------------------------------------

@@ -51,11 +51,23 @@ struct outcome {
 void v2_put(std::string& out, std::string_view host, std::string_view key, std::string_view value,
             std::optional<bool> prev_exist = std::nullopt);
 void v2_get(std::string& out, std::string_view host, std::string_view key, bool quorum);
-void v2_watch(std::string& out, std::string_view host, std::string_view key, std::uint64_t wait_index);
+// A long-poll watch: GET ...?wait=true[&waitIndex=N][&recursive=true]. wait_index 0 = the
+// next event after the request is registered; otherwise the first event at or after N
+// (from the server's event history when N is in the past).
+void v2_watch(std::string& out, std::string_view host, std::string_view key, std::uint64_t wait_index,
+              bool recursive = false);
 // 200/201 are ok; anything else reads {"errorCode","message"} when present.
 outcome v2_classify(int http_status, std::string_view body);
 // "node.value" of an event or get answer; nullopt if absent.
 std::optional<std::string> v2_node_value(std::string_view body);
+// One long-poll watch answer: the event's action, node.value and node.modifiedIndex (the
+// next wait asks for modifiedIndex + 1). nullopt without a node or its modifiedIndex.
+struct v2_event {
+  std::string action;
+  std::optional<std::string> value;  // absent for delete/expire
+  std::uint64_t modified_index = 0;
+};
+std::optional<v2_event> v2_parse_event(std::string_view body);
 
 // ---- v3 JSON gateway -----------------------------------------------------------------------
 void v3_post(std::string& out, std::string_view host, std::string_view path, std::string_view body);

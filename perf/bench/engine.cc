@@ -435,7 +435,7 @@ task<void> run_shard(shard_runner* r, std::vector<unsigned> client_conns) {
   }
 }
 
-// ---- watch and watch-latency (v3json; one shard) -----------------------------------------
+// ---- watch and watch-latency (v3json and v2; one shard) -----------------------------------------
 
 struct watch_state {
   shard_runner* r;
@@ -510,6 +510,83 @@ task<void> watch_stream(watch_state* s, endpoint where, std::string host, std::s
   --s->streams_alive;
 }
 
+// v2: one long-poll watcher per connection (HTTP/1.1 has one request in flight per
+// connection that matters here: a wait occupies it until its event). The first
+// `GET ...?wait=true` waits for the next event after it is registered; etcd registers the
+// watcher, then sends the answer's headers at once (200, chunked) and the body when the
+// event comes — so "created" is the arrival of those headers (or of a whole answer).
+// After every event the watcher re-issues the wait with waitIndex = modifiedIndex + 1, as
+// etcd's v2 clients do, so events that happen between two waits come from the server's
+// history instead of being lost.
+task<void> v2_watcher(watch_state* s, endpoint where, std::string host, std::string key) {
+  ++s->streams_alive;
+  task<result<connection*>> connecting = connection::connect(where);
+  result<connection*> connected = co_await std::move(connecting);
+  if (!connected) {
+    s->r->results.record(0, false, connect_kind(connected.error().message()));
+    --s->streams_alive;
+    co_return;
+  }
+  connection* conn = connected.value();
+  s->stream_fds.push_back(conn->fd());
+  std::string out;
+  v2_watch(out, host, key, 0);
+  std::int64_t started = now_ns();
+  conn->write(out);
+  http_reader reader;
+  bool created = false;
+  bool failed = false;
+  auto mark_created = [&](std::int64_t now) {
+    created = true;
+    ++s->created;
+    s->r->results.watch_create.record(static_cast<std::uint64_t>(now - started));
+    if (!s->measure_events) s->r->results.record(static_cast<std::uint64_t>(now - started), true, "");
+  };
+  while (!failed) {
+    recv_buffer b = co_await conn->read();
+    if (b.size() == 0 || !reader.feed(b.data(), b.size())) break;
+    std::int64_t now = now_ns();
+    if (!created && reader.in_progress() && reader.in_progress_status() == 200) mark_created(now);
+    auto& answers = reader.responses();
+    while (!answers.empty()) {
+      http_response answer = std::move(answers.front());
+      answers.pop_front();
+      if (answer.status != 200) {
+        std::string kind = v2_classify(answer.status, answer.body).kind;
+        s->r->results.record(static_cast<std::uint64_t>(now - started), false, created ? "watch: " + kind : kind);
+        failed = true;
+        break;
+      }
+      if (!created) mark_created(now);
+      std::optional<v2_event> event = v2_parse_event(answer.body);
+      if (!event) {
+        s->r->results.record(static_cast<std::uint64_t>(now - started), false, "v2 watch answer without node.modifiedIndex");
+        failed = true;
+        break;
+      }
+      ++s->r->results.watch_events;
+      if (event->value) {
+        std::uint64_t sequence = std::strtoull(event->value->c_str(), nullptr, 10);
+        if (s->measure_events && sequence < s->put_started.size()) {
+          s->r->results.record(static_cast<std::uint64_t>(now - s->put_started[sequence]), true, "");
+        }
+      }
+      out.clear();
+      v2_watch(out, host, key, event->modified_index + 1);
+      conn->write(out);
+    }
+  }
+  if (!created && !failed && !s->r->finished) s->r->results.record(0, false, "watch stream ended");
+  ::shutdown(conn->fd(), SHUT_RDWR);
+  for (;;) {  // drain to EOF so the connection's buffers go back before release
+    recv_buffer b = co_await conn->read();
+    if (b.size() == 0) break;
+  }
+  std::erase(s->stream_fds, conn->fd());
+  conn->release();
+  --s->streams_alive;
+}
+
 task<void> run_watch(shard_runner* r) {
   const options& o = r->o;
   double start_cpu = thread_cpu_seconds();
@@ -519,9 +596,17 @@ task<void> run_watch(shard_runner* r) {
   s.wanted = std::uint64_t{o.streams} * o.watchers_per_stream;
   std::string key = o.prefix + "watched";
   s.measure_events = o.command == "watch-latency";
-  for (unsigned i = 0; i < o.streams; ++i) {
-    auto where = make_conn(o, i);
-    spawn(watch_stream(&s, where->where, where->host, key, o.watchers_per_stream));
+  if (o.target == target_kind::v2) {
+    // --streams x --watchers-per-stream connections, one wait each (see v2_watcher).
+    for (unsigned i = 0; i < o.streams * o.watchers_per_stream; ++i) {
+      auto where = make_conn(o, i);
+      spawn(v2_watcher(&s, where->where, where->host, key));
+    }
+  } else {
+    for (unsigned i = 0; i < o.streams; ++i) {
+      auto where = make_conn(o, i);
+      spawn(watch_stream(&s, where->where, where->host, key, o.watchers_per_stream));
+    }
   }
   // Wait (at most --timeout) until every watcher is created.
   std::int64_t give_up = now_ns() + static_cast<std::int64_t>(o.timeout_seconds * 1e9);
@@ -547,7 +632,8 @@ task<void> run_watch(shard_runner* r) {
     std::string value = std::to_string(s.put_started.size());
     if (value.size() < o.val_size) value.insert(0, o.val_size - value.size(), '0');
     out.clear();
-    v3_post(out, c->host, "/v3/kv/put", v3_put_body(key, value));
+    if (o.target == target_kind::v2) v2_put(out, c->host, key, value);
+    else v3_post(out, c->host, "/v3/kv/put", v3_put_body(key, value));
     waiter w;
     w.started_ns = now_ns();
     s.put_started.push_back(w.started_ns);
@@ -599,8 +685,8 @@ result<run_results> run_workload(const options& o) {
     auto parsed = parse_endpoint(url);
     if (!parsed) return status(errc::invalid_argument, "bad endpoint '" + url + "': " + parsed.error().message());
   }
-  if ((o.command == "watch" || o.command == "watch-latency") && o.target != target_kind::v3json) {
-    return status(errc::unsupported, o.command + " is implemented for --target v3json only so far");
+  if ((o.command == "watch" || o.command == "watch-latency") && o.target == target_kind::keel) {
+    return status(errc::unsupported, o.command + " is implemented for --target v3json and v2 only so far");
   }
   run_results results;
   for (unsigned i = 0; i < o.shards; ++i) results.shards.push_back(std::make_unique<shard_results>());

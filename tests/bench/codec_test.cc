@@ -56,6 +56,39 @@ BOOST_AUTO_TEST_CASE(v2_answers_are_classified) {
   BOOST_TEST(*v2_node_value(R"({"action":"get","node":{"key":"/a","value":"b","modifiedIndex":4}})") == "b");
 }
 
+BOOST_AUTO_TEST_CASE(v2_watch_requests_are_exact) {
+  std::string out;
+  v2_watch(out, "h:1", "keel-bench/watched", 0);  // the first wait: the next event
+  BOOST_TEST(out == "GET /v2/keys/keel-bench/watched?wait=true HTTP/1.1\r\nHost: h:1\r\n\r\n");
+  out.clear();
+  v2_watch(out, "h:1", "/dir", 1001, true);
+  BOOST_TEST(out == "GET /v2/keys/dir?wait=true&waitIndex=1001&recursive=true HTTP/1.1\r\nHost: h:1\r\n\r\n");
+  out.clear();
+  v2_watch(out, "h:1", "a b", 0, true);
+  BOOST_TEST(out == "GET /v2/keys/a%20b?wait=true&recursive=true HTTP/1.1\r\nHost: h:1\r\n\r\n");
+}
+
+BOOST_AUTO_TEST_CASE(v2_watch_answers_are_parsed) {
+  // As etcd 3.4 answers a wait: the event, then (set on an existing key) prevNode.
+  auto set = v2_parse_event(
+      R"({"action":"set","node":{"key":"/keel-bench/watched","value":"00000042","modifiedIndex":57,"createdIndex":57},)"
+      R"("prevNode":{"key":"/keel-bench/watched","value":"00000041","modifiedIndex":56,"createdIndex":56}})" "\n");
+  BOOST_TEST_REQUIRE(set.has_value());
+  BOOST_TEST(set->action == "set");
+  BOOST_TEST(*set->value == "00000042");  // the node's value, not prevNode's
+  BOOST_TEST(set->modified_index == 57u);
+  auto deleted = v2_parse_event(R"({"action":"delete","node":{"key":"/a","modifiedIndex":9,"createdIndex":3}})");
+  BOOST_TEST_REQUIRE(deleted.has_value());
+  BOOST_TEST(!deleted->value.has_value());
+  BOOST_TEST(deleted->modified_index == 9u);
+  BOOST_TEST(!v2_parse_event(R"({"errorCode":401,"message":"The event in requested index is outdated and cleared","index":2000})"));
+  BOOST_TEST(!v2_parse_event(R"({"action":"set","node":{"key":"/a","value":"b"}})"));  // no index
+  BOOST_TEST(!v2_parse_event("not json"));
+  // A cleared history is an error kind of its own.
+  BOOST_TEST(v2_classify(400, R"({"errorCode":401,"message":"The event in requested index is outdated and cleared","cause":"the requested history has been cleared [1/2]","index":2000})").kind ==
+             "HTTP 400 etcd error 401 (The event in requested index is outdated and cleared)");
+}
+
 BOOST_AUTO_TEST_CASE(v3json_requests_are_exact) {
   std::string out;
   v3_post(out, "h:1", "/v3/kv/put", v3_put_body("foo", "bar"));
