@@ -121,23 +121,14 @@ task<void> serve_native(connection* conn, recv_buffer first, const native_option
   recv_buffer chunk = std::move(first);
   bool open = true;
   while (open) {
-    const char* data = chunk.data();
-    std::size_t left = chunk.size();
-    while (open && left > 0) {
-      std::size_t taken = decoder.feed(data, left);
-      data += taken;
-      left -= taken;
-      for (;;) {
-        wire::decoded next = decoder.next();
-        if (next.is_need_more()) break;
-        if (next.is_error()) {
-          log_line(log_level::warn, "native", "closing connection: " + next.error().message());
-          write_error(conn, wire::frame_type::error, 0, next.error());
-          open = false;
-          break;
-        }
-        dispatch(session, options, next.frame());
-      }
+    status decoded = wire::decode_frames(decoder, chunk.data(), chunk.size(), [&](const wire::frame_view& frame) {
+      dispatch(session, options, frame);
+      return true;
+    });
+    if (!decoded) {
+      log_line(log_level::warn, "native", "closing connection: " + decoded.message());
+      write_error(conn, wire::frame_type::error, 0, decoded);
+      open = false;
     }
     if (!open) break;
     chunk = co_await conn->read();

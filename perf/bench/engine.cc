@@ -189,33 +189,23 @@ task<void> read_frames(bench_conn* c, connection* conn) {
       if (conn->error() != 0) why = std::string("connection error: ") + std::strerror(-conn->error());
       break;
     }
-    const char* data = b.data();
-    std::size_t left = b.size();
-    while (open && left > 0) {
-      std::size_t taken = decoder.feed(data, left);
-      data += taken;
-      left -= taken;
-      for (;;) {
-        wire::decoded next = decoder.next();
-        if (next.is_need_more()) break;
-        if (next.is_error()) {
-          why = "frame decode error: " + std::string(errc_name(next.error().code()));
-          open = false;
-          break;
-        }
-        const wire::frame_view& frame = next.frame();
-        if (frame.header.request_id == 0) {  // connection-level error from the server
-          why = "frame error on connection";
-          open = false;
-          break;
-        }
-        auto it = c->by_id.find(frame.header.request_id);
-        if (it == c->by_id.end()) continue;
-        waiter* w = it->second;
-        // Streams (watch) stay registered until end_of_stream.
-        if (frame.header.end_of_stream() || frame.header.is_error()) c->by_id.erase(it);
-        w->finish(keel_classify(frame, w->expected));
+    status decoded = wire::decode_frames(decoder, b.data(), b.size(), [&](const wire::frame_view& frame) {
+      if (frame.header.request_id == 0) {  // connection-level error from the server
+        why = "frame error on connection";
+        open = false;
+        return false;
       }
+      auto it = c->by_id.find(frame.header.request_id);
+      if (it == c->by_id.end()) return true;
+      waiter* w = it->second;
+      // Streams (watch) stay registered until end_of_stream.
+      if (frame.header.end_of_stream() || frame.header.is_error()) c->by_id.erase(it);
+      w->finish(keel_classify(frame, w->expected));
+      return true;
+    });
+    if (!decoded) {
+      why = "frame decode error: " + std::string(errc_name(decoded.code()));
+      open = false;
     }
   }
   if (!c->fail_kind.empty()) why = c->fail_kind;

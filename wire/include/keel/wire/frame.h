@@ -274,4 +274,26 @@ class frame_decoder {
   status _error;
 };
 
+// Feeds `size` received bytes to `decoder` and calls `on_frame(const frame_view&)` for
+// every complete, verified frame, in order. `on_frame` returns false to stop early
+// (returns ok). Returns the decoder's error, after the frames before it, when one fails.
+// The loop every frame reader needs: feed() may take only part of the bytes while a
+// whole frame is waiting, so feeding and taking frames alternate.
+template <typename OnFrame>
+status decode_frames(frame_decoder& decoder, const void* data, std::size_t size, OnFrame&& on_frame) {
+  const auto* bytes = static_cast<const std::uint8_t*>(data);
+  while (size > 0) {
+    std::size_t taken = decoder.feed(bytes, size);
+    bytes += taken;
+    size -= taken;
+    for (;;) {
+      decoded next = decoder.next();
+      if (next.is_need_more()) break;
+      if (next.is_error()) return next.error();
+      if (!on_frame(next.frame())) return status::ok();
+    }
+  }
+  return status::ok();
+}
+
 }  // namespace keel::wire
