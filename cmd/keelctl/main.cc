@@ -6,10 +6,11 @@
 //
 //   keelctl [global flags] endpoint health
 //   keelctl [global flags] version
+//   keelctl wal check DIR      (offline: what WAL recovery would do; changes nothing)
 //
 // Global flags may come before or after the command words, as with etcdctl (cobra).
 // Exit status: 0 on success, 1 on any failure (bad usage, an unhealthy endpoint, no
-// endpoint answering).
+// endpoint answering, a corrupt WAL).
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
 #include <rapidjson/stringbuffer.h>
@@ -28,7 +29,10 @@
 #include <variant>
 #include <vector>
 
+#include <sys/stat.h>
+
 #include "http_client.h"
+#include "keel/kv/wal_recovery.h"
 
 #ifndef KEELCTL_VERSION
 #define KEELCTL_VERSION "0.0.0"
@@ -66,6 +70,9 @@ void print_usage(std::FILE* out) {
       "Usage:\n"
       "  keelctl [flags] endpoint health   check that each endpoint answers GET /health\n"
       "  keelctl [flags] version           print the server's etcdserver/etcdcluster versions\n"
+      "  keelctl wal check DIR             report what WAL recovery would do in DIR (a WAL\n"
+      "                                    directory, or a data directory holding wal/);\n"
+      "                                    changes nothing; exit 1 on corruption\n"
       "\n"
       "Flags:\n"
       "      --endpoints=URLS         comma-separated endpoints (default http://127.0.0.1:2379;\n"
@@ -468,6 +475,53 @@ int handle_version(const options& opts) {
   return fail(last_error);
 }
 
+// ---- wal check -------------------------------------------------------------------
+
+bool is_directory(const std::string& path) {
+  struct stat info {};
+  return ::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode);
+}
+
+// Runs WAL recovery in check mode over DIR (or DIR/wal) and prints what it found and
+// what repair would change; the files are only read.
+int handle_wal_check(const std::string& argument) {
+  std::string directory = argument;
+  while (directory.size() > 1 && directory.back() == '/') directory.pop_back();
+  if (is_directory(directory + "/wal")) directory += "/wal";
+  if (!is_directory(directory)) return fail("not a directory: " + directory);
+  kv::posix_wal_directory files(directory);
+  auto recovered = kv::recover_wal(files, kv::wal_recovery_mode::check);
+  if (!recovered) {
+    std::printf("wal: %s\nresult: corrupt\n", directory.c_str());
+    return fail(recovered.error().to_string());
+  }
+  const kv::wal_recovery& found = recovered.value();
+  std::uint64_t counts[5] = {};
+  for (const auto& record : found.records) ++counts[static_cast<unsigned>(record.type)];
+  std::printf("wal: %s\n", directory.c_str());
+  std::printf("segments: %zu\n", found.segments.size());
+  for (const auto& segment : found.segments) {
+    std::printf("  %s  %llu records, %llu of %llu bytes used\n", segment.name.c_str(),
+                static_cast<unsigned long long>(segment.records),
+                static_cast<unsigned long long>(segment.end_offset),
+                static_cast<unsigned long long>(segment.file_bytes));
+  }
+  std::printf("records: %zu (entries %llu, hard states %llu, snapshots %llu)\n", found.records.size(),
+              static_cast<unsigned long long>(counts[2]), static_cast<unsigned long long>(counts[3]),
+              static_cast<unsigned long long>(counts[4]));
+  auto optional_number = [](const std::optional<std::uint64_t>& value) {
+    return value ? std::to_string(*value) : std::string("none");
+  };
+  std::printf("first index: %s\nlast index: %s\nlast term: %s\n", optional_number(found.first_index).c_str(),
+              optional_number(found.last_index).c_str(), optional_number(found.last_term).c_str());
+  std::printf("torn tail: %s\n", found.torn_tail ? found.torn_tail_text(true).c_str() : "none");
+  for (const auto& name : found.temporary_files) {
+    std::printf("would remove unfinished segment: %s\n", name.c_str());
+  }
+  std::printf("result: ok\n");
+  return exit_success;
+}
+
 // ---- dispatch --------------------------------------------------------------------
 
 int run(const options& opts) {
@@ -493,6 +547,11 @@ int run(const options& opts) {
     if (words[1] != "health") return usage_failure("unknown command \"" + words[1] + "\" for \"keelctl endpoint\"");
     if (words.size() > 2) return usage_failure("unexpected argument \"" + words[2] + "\" for \"endpoint health\"");
     return handle_endpoint_health(opts);
+  }
+  if (words[0] == "wal") {
+    if (words.size() < 2 || words[1] != "check") return usage_failure("\"wal\" needs a subcommand: check DIR");
+    if (words.size() != 3) return usage_failure("\"wal check\" needs exactly one directory");
+    return handle_wal_check(words[2]);
   }
   return usage_failure("unknown command \"" + words[0] + "\" for \"keelctl\"");
 }

@@ -37,10 +37,23 @@ inline constexpr unsigned modules_max = 32;
 inline constexpr unsigned bus_pending_requests_max = 65536;    // per shard
 inline constexpr unsigned bus_stream_items_max = 4096;          // undelivered, per stream
 
+// WAL (docs/formats/wal.md)
+inline constexpr std::uint64_t wal_segment_bytes_max = 64 * 1024 * 1024;  // preallocated
+inline constexpr std::uint32_t wal_batch_bytes_max = 8 * 1024 * 1024;     // one write+fdatasync
+inline constexpr std::uint32_t wal_entry_data_bytes_max = frame_bytes_max;
+// header 16 + term and index 16 + data + padding up to 7, rounded to 8
+inline constexpr std::uint32_t wal_record_bytes_max = wal_entry_data_bytes_max + 40;
+inline constexpr std::size_t wal_pending_bytes_max = 64 * 1024 * 1024;    // appended, not yet written
+
 static_assert((recv_buffer_count & (recv_buffer_count - 1)) == 0);
 static_assert((cross_shard_queue_items & (cross_shard_queue_items - 1)) == 0);
 static_assert(cross_shard_batch_items < cross_shard_queue_items);
 static_assert(uring_cq_entries >= 4 * uring_sq_entries);
 static_assert(http_body_bytes_max < frame_bytes_max);
+static_assert(wal_record_bytes_max % 8 == 0);
+static_assert(wal_record_bytes_max <= wal_batch_bytes_max);
+static_assert(wal_batch_bytes_max <= (1u << 30));  // one io_uring write
+static_assert(wal_segment_bytes_max >= 2ull * wal_batch_bytes_max);
+static_assert(wal_pending_bytes_max >= wal_batch_bytes_max);
 
 }  // namespace keel::limits

@@ -1,0 +1,186 @@
+// keel/kv/wal.h — the write-ahead log: group-committed appends on the owner shard.
+//
+// Format and recovery rules: docs/formats/wal.md. Reading back: keel/kv/wal_recovery.h.
+//
+// Life of a WAL:
+//   posix_wal_directory::create_directories(dir);
+//   uring_wal_storage storage(dir);                              // or memory_wal_storage
+//   auto recovered = recover_wal(storage, wal_recovery_mode::repair);   // before serving
+//   task<result<std::unique_ptr<wal_writer>>> opening = wal_writer::open(storage, *recovered, {});
+//   auto writer = co_await std::move(opening);                   // on the owner shard
+//   writer->append(wal_record::entry(term, index, data));       // any number, this turn
+//   task<status> committing = (*writer)->commit();
+//   status durable = co_await std::move(committing);            // then, and only then, reply
+//
+// Ownership and threads: one wal_writer per WAL directory, owned by and used only on the
+// shard that owns the Raft group. The storage outlives the writer.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <coroutine>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "keel/kv/wal_format.h"
+#include "keel/kv/wal_recovery.h"
+#include "keel/limits.h"
+#include "keel/reactor/task.h"
+#include "keel/status.h"
+
+namespace keel::kv {
+
+// The WAL's whole file interface: the synchronous directory operations plus the three
+// that sit on the data path. File handles are storage-specific ints.
+// Metadata operations (open, create, rename, directory fsync) are synchronous: they
+// happen once per segment (every wal_segment_bytes_max bytes) and io.h has no openat or
+// renameat. The data path — allocate, write+fdatasync — goes through the ring.
+class wal_storage : public wal_directory {
+ public:
+  // Opens an existing file for writing; returns its handle.
+  virtual result<int> open_file(const std::string& name) = 0;
+  // Creates a new, empty file (fails if it exists); returns its handle.
+  virtual result<int> create_file(const std::string& name) = 0;
+  virtual void close_file(int file) noexcept = 0;
+  // fallocate(file, 0, 0, bytes): >= 0 or -errno.
+  virtual task<int> allocate(int file, std::uint64_t bytes) = 0;
+  // One write linked to one fdatasync: the byte count once both completed, or -errno
+  // (a short count means the write was short and the fdatasync did not run).
+  virtual task<int> write_then_datasync(int file, const std::byte* data, std::size_t size,
+                                        std::uint64_t offset) = 0;
+  // Resumes after every task made ready in this reactor turn has run, so that a commit
+  // started in the turn collects all of the turn's appends.
+  virtual task<void> end_of_turn() = 0;
+};
+
+// The real storage: POSIX for metadata and recovery, the shard's io_uring for data.
+// REQUIRES: the task-returning functions are awaited on a shard thread.
+class uring_wal_storage final : public wal_storage {
+ public:
+  explicit uring_wal_storage(std::string path) : _directory(std::move(path)) {}
+
+  result<std::vector<std::string>> list() override { return _directory.list(); }
+  result<std::vector<std::byte>> read_all(const std::string& name) override { return _directory.read_all(name); }
+  status zero_and_sync(const std::string& name, std::uint64_t offset, std::uint64_t bytes) override {
+    return _directory.zero_and_sync(name, offset, bytes);
+  }
+  status remove(const std::string& name) override { return _directory.remove(name); }
+  status rename(const std::string& from, const std::string& to) override { return _directory.rename(from, to); }
+  status sync_directory() override { return _directory.sync_directory(); }
+  std::string describe(const std::string& name) const override { return _directory.describe(name); }
+
+  result<int> open_file(const std::string& name) override;
+  result<int> create_file(const std::string& name) override;
+  void close_file(int file) noexcept override;
+  task<int> allocate(int file, std::uint64_t bytes) override;
+  task<int> write_then_datasync(int file, const std::byte* data, std::size_t size,
+                                std::uint64_t offset) override;
+  task<void> end_of_turn() override;
+
+ private:
+  posix_wal_directory _directory;
+};
+
+struct wal_writer_options {
+  // Size of each new segment (preallocated). REQUIRES: >= 2 * batch_bytes_max and
+  // <= limits::wal_segment_bytes_max.
+  std::uint64_t segment_bytes = limits::wal_segment_bytes_max;
+  // Largest single write. REQUIRES: multiple of 8, within [wal_batch_bytes_min,
+  // limits::wal_batch_bytes_max]. Records larger than this are refused (too_large).
+  std::uint32_t batch_bytes_max = limits::wal_batch_bytes_max;
+  // The first segment's first index when the log is new.
+  std::uint64_t first_index = 1;
+};
+
+struct wal_writer_stats {
+  std::uint64_t batches = 0;          // write+fdatasync pairs for records
+  std::uint64_t records = 0;          // records made durable
+  std::uint64_t bytes = 0;            // record bytes made durable
+  std::uint64_t segments_created = 0;
+};
+
+// Appends records and makes them durable by group commit (docs/formats/wal.md,
+// "Writing"). Invariants:
+//   - at most one write+fdatasync is in flight;
+//   - commit() returns ok only once every record appended before the call is covered by
+//     a completed fdatasync — no reply may be sent before that;
+//   - after any write, fdatasync or segment-creation failure the writer is failed for
+//     good: append, commit and release_before return that failure (errc::io_error with
+//     the file and errno's text), and nothing more is written.
+class wal_writer {
+ public:
+  // Opens the writer at the end `recovered` found (or starts segment 0 of a new log).
+  // REQUIRES: `recovered` is what recover_wal(storage, repair) returned just before;
+  // on a shard thread; `storage` outlives the writer.
+  static task<result<std::unique_ptr<wal_writer>>> open(wal_storage& storage, const wal_recovery& recovered,
+                                                        wal_writer_options options);
+  ~wal_writer();
+  wal_writer(const wal_writer&) = delete;
+  wal_writer& operator=(const wal_writer&) = delete;
+
+  // Buffers a record for the next batch. Fails with too_large when the record exceeds
+  // the batch size or wal_pending_bytes_max bytes wait already; with the failure when
+  // the writer is failed. REQUIRES: record.type != segment_header.
+  status append(const wal_record& record);
+
+  // Completes when every record appended before the call is durable (ok), or the
+  // writer failed. Concurrent callers share batches: the first waits for the end of the
+  // turn, then writes everything appended so far; callers arriving while a batch is in
+  // flight are served by the next one.
+  task<status> commit();
+
+  // Removes whole segments whose entries are all below `index` (the segment after them
+  // starts at or below it), oldest first, then fsyncs the directory. Never removes the
+  // segment being written. REQUIRES: no commit in flight is rolling over (call it from
+  // the owner shard between commits, e.g. after a snapshot is durable).
+  status release_before(std::uint64_t index);
+
+  const status& failure() const noexcept { return _failure; }
+  const wal_writer_stats& stats() const noexcept { return _stats; }
+  std::uint64_t appended_records() const noexcept { return _appended; }
+  std::uint64_t durable_records() const noexcept { return _durable; }
+  // Segments currently in the directory, oldest first.
+  std::vector<std::string> segment_names() const;
+
+ private:
+  struct segment {
+    std::string name;
+    std::uint64_t sequence;
+    std::uint64_t first_index;
+  };
+  struct waiter;
+
+  wal_writer(wal_storage& storage, wal_writer_options options) : _storage(storage), _options(options) {}
+  task<status> start_segment();
+  task<status> write_batch();
+  void fail(status failure);
+  void wake_waiters();
+
+  wal_storage& _storage;
+  wal_writer_options _options;
+  status _failure;
+
+  std::vector<segment> _segments;  // oldest first; the last is being written
+  int _file = -1;                  // the last segment's handle
+  std::uint64_t _segment_file_bytes = 0;
+  std::uint64_t _offset = 0;       // where the next batch goes
+  std::uint32_t _last_crc = 0;     // crc chain: the last record written
+  std::uint64_t _next_index = 1;   // last entry index written + 1: a new segment's first index
+  std::uint32_t _segment_batch_bytes_max = 0;  // the last segment's declared batch limit
+
+  struct pending_record {
+    std::uint32_t bytes;
+    std::uint64_t next_index;  // an entry's index + 1; 0 for other records
+  };
+  std::vector<std::byte> _pending;              // encoded, crc not chained yet
+  std::vector<pending_record> _pending_records;  // one per pending record
+  std::vector<std::byte> _in_flight;            // the batch being written
+  std::uint64_t _appended = 0;                  // records appended, ever
+  std::uint64_t _durable = 0;                   // records durable, ever
+  bool _flushing = false;
+  std::vector<std::coroutine_handle<>> _waiters;
+  wal_writer_stats _stats;
+};
+
+}  // namespace keel::kv
