@@ -3,8 +3,11 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include <coroutine>
 #include <memory>
+#include <utility>
 
+#include "keel/limits.h"
 #include "keel/log.h"
 #include "keel/reactor/shard.h"
 #include "keel/wire/frame.h"
@@ -20,6 +23,12 @@ struct native_session {
   connection* conn;
   unsigned busy = 0;
   bool loop_done = false;
+  std::coroutine_handle<> reader;  // the connection loop, waiting for busy to fall
+  void request_done() {
+    --busy;
+    if (reader && busy < limits::native_requests_in_flight_max) shard::current()->schedule(std::exchange(reader, {}));
+    maybe_release();
+  }
   void maybe_release() {
     if (loop_done && busy == 0) {
       conn->release();
@@ -95,8 +104,7 @@ task<void> answer_request(native_session* session, const native_options& options
       }
     }
   }
-  --session->busy;
-  session->maybe_release();
+  session->request_done();
 }
 
 void dispatch(native_session* session, const native_options& options, const wire::frame_view& frame) {
@@ -131,6 +139,15 @@ task<void> serve_native(connection* conn, recv_buffer first, const native_option
       open = false;
     }
     if (!open) break;
+    // Back-pressure on the client: at most native_requests_in_flight_max requests of one
+    // connection run at once; until one ends, nothing more is read from it.
+    struct room_awaiter {
+      native_session* session;
+      bool await_ready() const noexcept { return session->busy < limits::native_requests_in_flight_max; }
+      void await_suspend(std::coroutine_handle<> handle) noexcept { session->reader = handle; }
+      void await_resume() const noexcept {}
+    };
+    co_await room_awaiter{session};
     chunk = co_await conn->read();
     if (chunk.size() == 0) {
       if (status truncated = decoder.finish(); !truncated && conn->error() == 0)

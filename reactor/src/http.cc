@@ -66,7 +66,7 @@ void http_response::add_header(std::string_view name, std::string_view value) {
 }
 
 void http_response::write_head(int status, std::string_view content_type,
-                               std::size_t content_length, bool chunked) {
+                               std::size_t content_length, framing how) {
   KEEL_ASSERT(!_started);
   _started = true;
   // Formatted straight into the connection's send queue: no string per response.
@@ -76,9 +76,9 @@ void http_response::write_head(int status, std::string_view content_type,
   auto end = std::to_chars(number, number + sizeof(number), status).ptr;
   head.append(number, end).append(" ").append(http_reason(status)).append("\r\n");
   if (!content_type.empty()) head.append("Content-Type: ").append(content_type).append("\r\n");
-  if (chunked) {
+  if (how == framing::chunked) {
     head.append("Transfer-Encoding: chunked\r\n");
-  } else {
+  } else if (how == framing::length) {
     end = std::to_chars(number, number + sizeof(number), content_length).ptr;
     head.append("Content-Length: ").append(number, end).append("\r\n");
   }
@@ -88,8 +88,8 @@ void http_response::write_head(int status, std::string_view content_type,
 }
 
 void http_response::send(int status, std::string_view content_type, std::string_view body) {
-  write_head(status, content_type, body.size(), false);
-  _conn->write(body);
+  write_head(status, content_type, body.size(), framing::length);
+  if (!_head_only) _conn->write(body);
 }
 
 void http_response::send_error(int status, std::string_view message) {
@@ -101,13 +101,13 @@ void http_response::send_error(int status, std::string_view message) {
 
 void http_response::start_stream(int status, std::string_view content_type) {
   if (_version_minor == 0) _keep_alive = false;  // HTTP/1.0 has no chunked coding
-  write_head(status, content_type, 0, _version_minor != 0);
+  write_head(status, content_type, 0, _version_minor != 0 ? framing::chunked : framing::until_close);
   _streaming = true;
 }
 
 void http_response::write_chunk(std::string_view data) {
   KEEL_ASSERT(_streaming);
-  if (data.empty()) return;  // an empty chunk would end the stream
+  if (data.empty() || _head_only) return;  // an empty chunk would end the stream
   if (_version_minor == 0) {
     _conn->write(data);
     return;
@@ -123,7 +123,7 @@ void http_response::write_chunk(std::string_view data) {
 void http_response::end_stream() {
   KEEL_ASSERT(_streaming);
   _streaming = false;
-  if (_version_minor != 0) _conn->write("0\r\n\r\n");
+  if (_version_minor != 0 && !_head_only) _conn->write("0\r\n\r\n");
 }
 
 // ---------------------------------------------------------------------------------

@@ -33,6 +33,10 @@ void io_request::await_suspend(std::coroutine_handle<> waiter) noexcept {
   KEEL_ASSERT_MSG(self != nullptr, "io_request awaited off a shard thread");
   _waiter = waiter;
   _in_flight = true;
+  // A linked pair must reach the kernel in one submission: if the SQ had room for only
+  // the write, get_sqe() would submit it alone and the link to the fsync would be lost
+  // (the fsync could then finish first, and both would post a completion).
+  if (_kind == kind::write_datasync && io_uring_sq_space_left(self->ring()) < 2) io_uring_submit(self->ring());
   io_uring_sqe* sqe = self->get_sqe();
   switch (_kind) {
     case kind::nop:
@@ -69,7 +73,8 @@ void io_request::await_suspend(std::coroutine_handle<> waiter) noexcept {
       // the failed head had SKIP_SUCCESS, skips the cancelled fsync's CQE.
       io_uring_prep_write(sqe, _fd, _buffer, static_cast<unsigned>(_size), _offset);
       sqe->flags |= IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS;
-      io_uring_sqe_set_data(sqe, this);
+      _write_part.owner = this;
+      io_uring_sqe_set_data(sqe, &_write_part);
       sqe = self->get_sqe();
       io_uring_prep_fsync(sqe, _fd, IORING_FSYNC_DATASYNC);
       break;
@@ -80,12 +85,22 @@ void io_request::await_suspend(std::coroutine_handle<> waiter) noexcept {
 
 void io_request::complete(int result, unsigned cqe_flags) noexcept {
   if (_kind == kind::write_datasync && result == 0) {
-    // Only the fsync's CQE can carry 0: the write was whole and the data is durable.
+    // The fsync's CQE (the write's own CQE goes to _write_part): the write was whole and
+    // the data is durable.
     result = static_cast<int>(_size);
   }
   _result = result;
   _in_flight = false;
   shard::current()->schedule(_waiter);
+}
+
+void io_request::write_part::complete(int result, unsigned) noexcept {
+  // Posted only when the write failed or was short (a short write breaks the link, and
+  // the kernel then skips the cancelled fsync's CQE): the caller sees -errno or the
+  // short count, never the size it asked for.
+  owner->_result = result;
+  owner->_in_flight = false;
+  shard::current()->schedule(owner->_waiter);
 }
 
 void io_request::cancel() noexcept {

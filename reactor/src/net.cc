@@ -28,18 +28,48 @@ struct flush_list {
 };
 thread_local flush_list t_flush;
 
+// Connections whose receive ended because the shard's buffer ring ran dry. They are
+// armed again once per loop turn in which buffers went back to the ring.
+struct starved_list {
+  std::vector<connection*> waiting;
+  std::uint64_t returned_at_park = 0;
+};
+thread_local starved_list t_starved;
+
+void rearm_starved();
+
+void schedule_flush(connection* conn);
+
+void park_starved(connection* conn) {
+  if (t_starved.waiting.empty()) t_starved.returned_at_park = shard::current()->recv_buffers_returned();
+  t_starved.waiting.push_back(conn);
+  schedule_flush(nullptr);  // installs the per-turn hook that re-arms them
+}
+
+void rearm_starved() {
+  if (t_starved.waiting.empty()) return;
+  if (shard::current()->recv_buffers_returned() == t_starved.returned_at_park) return;
+  std::vector<connection*> batch;
+  batch.swap(t_starved.waiting);
+  for (connection* c : batch) c->rearm_after_starvation();
+}
+
 void schedule_flush(connection* conn) {
   if (!t_flush.hooked) {
     t_flush.hooked = true;
     shard::current()->add_pre_submit_hook([] {
+      rearm_starved();
       if (t_flush.pending.empty()) return;
       std::vector<connection*> batch;
       batch.swap(t_flush.pending);
       for (connection* c : batch) c->flush();
     });
-    shard::current()->at_stop([] { t_flush.hooked = false; });
+    shard::current()->at_stop([] {
+      t_flush.hooked = false;
+      t_starved.waiting.clear();
+    });
   }
-  t_flush.pending.push_back(conn);
+  if (conn) t_flush.pending.push_back(conn);
 }
 
 status errno_status(const std::string& what, int error) {
@@ -251,7 +281,7 @@ void connection::on_recv(int result, unsigned cqe_flags) noexcept {
     } else {
       _queue[(_queue_head + _queue_size) % queue_capacity] = {id, static_cast<unsigned>(result)};
       ++_queue_size;
-      if (_queue_size == queue_pause_items && more && !_recv_paused) pause_recv();
+      if (_queue_size >= queue_pause_items && more && !_recv_paused) pause_recv();
     }
   } else if (result == -ENOBUFS) {
     // The shard's buffer ring ran dry; buffers return as readers consume them.
@@ -266,8 +296,20 @@ void connection::on_recv(int result, unsigned cqe_flags) noexcept {
   if (!more) {
     _recv_armed = false;
     if (_recv_paused && _queue_size <= queue_resume_items) _recv_paused = false;  // drained meanwhile
-    if (!_eof && !_released && !_recv_paused) arm_recv();
+    if (result == -ENOBUFS && !_eof && !_released) {
+      // Re-arming now would fail again at once (a busy loop): wait until the shard has
+      // buffers back, then every starved connection is armed again (see starved_list).
+      park_starved(this);
+    } else if (!_eof && !_released && !_recv_paused) {
+      arm_recv();
+    }
   }
+  wake_reader();
+  maybe_free();
+}
+
+void connection::rearm_after_starvation() noexcept {
+  if (!_recv_armed && !_eof && !_released && !_recv_paused) arm_recv();
   wake_reader();
   maybe_free();
 }
@@ -356,9 +398,15 @@ void connection::on_send(int result) noexcept {
       schedule_flush(this);
     }
   }
-  if (_drain_waiter && (_error != 0 || queued_bytes() < limits::connection_send_buffer_bytes_max))
-    _shard->schedule(std::exchange(_drain_waiter, {}));
+  wake_drain_waiters();
   maybe_free();
+}
+
+void connection::wake_drain_waiters() noexcept {
+  if (_drain_waiters.empty()) return;
+  if (_error == 0 && queued_bytes() >= limits::connection_send_buffer_bytes_max) return;
+  for (auto waiter : _drain_waiters) _shard->schedule(waiter);
+  _drain_waiters.clear();
 }
 
 void connection::release() noexcept {
@@ -381,6 +429,7 @@ void connection::maybe_free() noexcept {
     }
     return;
   }
+  std::erase(t_starved.waiting, this);
   delete this;
 }
 

@@ -174,6 +174,7 @@ void shard::return_recv_buffer(unsigned id) noexcept {
                         limits::recv_buffer_bytes, static_cast<unsigned short>(id),
                         limits::recv_buffer_count - 1, 0);
   io_uring_buf_ring_advance(_buf_ring, 1);
+  ++_recv_buffers_returned;
 }
 
 recv_buffer shard::lend_recv_buffer(unsigned id, std::size_t size) noexcept {
@@ -276,6 +277,7 @@ bool shard::run_ready_tasks() noexcept {
   using clock = std::chrono::steady_clock;
   const auto deadline = clock::now() + std::chrono::microseconds(limits::task_quota_microseconds);
   std::uint64_t ran = 0;
+  std::uint64_t checked_at = 0;
   while (!_ready.empty()) {
     _running.swap(_ready);
     for (std::size_t i = 0; i < _running.size(); ++i) {
@@ -283,7 +285,7 @@ bool shard::run_ready_tasks() noexcept {
       ++ran;
     }
     _running.clear();
-    if ((ran & 63) == 0 && clock::now() > deadline) {
+    if (ran - checked_at >= 64 && (checked_at = ran, clock::now() > deadline)) {
       bump(_stats.quota_exceeded);
       break;
     }

@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <liburing.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -178,6 +179,36 @@ BOOST_AUTO_TEST_CASE(write_to_bad_descriptor_reports_the_error) {
     result = co_await keel::write_then_datasync(-5, &byte, 1, 0);
   });
   BOOST_TEST(result == -EBADF);
+}
+
+BOOST_AUTO_TEST_CASE(linked_write_and_datasync_stay_linked_when_the_sq_is_nearly_full) {
+  // The write and its fsync must reach the kernel in one submission; with one free SQ
+  // slot the pair used to be split, the link lost, and the waiter resumed twice.
+  char path[] = "/tmp/keel-reactor-XXXXXX";
+  int fd = mkstemp(path);
+  BOOST_REQUIRE(fd >= 0);
+  int read_only = open(path, O_RDONLY);
+  int linked = 0, slept = 0;
+  std::chrono::steady_clock::duration took{};
+  run_system(1, [&](keel::system&) -> task<void> {
+    keel::shard* self = keel::shard::current();
+    while (io_uring_sq_space_left(self->ring()) > 1) {
+      io_uring_sqe* sqe = self->get_sqe();
+      io_uring_prep_nop(sqe);
+      io_uring_sqe_set_data64(sqe, keel::user_data_ignore);
+    }
+    char byte = 'x';
+    linked = co_await keel::write_then_datasync(read_only, &byte, 1, 0);
+    auto begin = std::chrono::steady_clock::now();
+    slept = co_await keel::sleep_for(50ms);
+    took = std::chrono::steady_clock::now() - begin;
+  });
+  BOOST_TEST(linked == -EBADF);
+  BOOST_TEST(slept == -ETIME);  // not resumed early by a second completion of the pair
+  BOOST_TEST((took >= 50ms));
+  close(read_only);
+  close(fd);
+  unlink(path);
 }
 
 namespace {
@@ -361,6 +392,16 @@ BOOST_AUTO_TEST_CASE(unknown_path_is_404_with_json_and_keeps_connection) {
   BOOST_TEST(out.starts_with("HTTP/1.1 404 Not Found\r\n"));
   BOOST_TEST(out.find("{\"message\":\"no such path: /nope\"}") != std::string::npos);
   BOOST_TEST(out.find("HTTP/1.1 200 OK") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(head_gets_headers_without_a_body) {
+  // The 404 for HEAD carries its Content-Length but no body, so the next pipelined
+  // response starts right after the blank line.
+  std::string out = exchange("HEAD /nope HTTP/1.1\r\n\r\nGET /version HTTP/1.1\r\n\r\n");
+  auto blank = out.find("\r\n\r\n");
+  BOOST_REQUIRE(blank != std::string::npos);
+  BOOST_TEST(out.starts_with("HTTP/1.1 404 Not Found\r\n"));
+  BOOST_TEST(out.substr(blank + 4).starts_with("HTTP/1.1 200 OK\r\n"));
 }
 
 BOOST_AUTO_TEST_CASE(wrong_method_is_405_with_allow) {

@@ -25,9 +25,9 @@ inline constexpr unsigned listen_backlog = 4096;
 // HTTP
 inline constexpr std::size_t http_header_bytes_max = 64 * 1024;
 inline constexpr std::size_t http_body_bytes_max = 1536 * 1024;  // etcd's 1.5 MiB
-inline constexpr unsigned http_pipelined_requests_max = 1024;
 
 // Wire
+inline constexpr unsigned native_requests_in_flight_max = 1024;   // per connection; then reading stops
 inline constexpr std::uint32_t frame_bytes_max = 4 * 1024 * 1024;
 inline constexpr unsigned flatbuffers_depth_max = 64;
 inline constexpr unsigned flatbuffers_tables_max = 1000000;

@@ -52,7 +52,8 @@ struct http_request {
 class http_response {
  public:
   http_response(connection* conn, const http_request& request) noexcept
-      : _conn(conn), _keep_alive(request.keep_alive), _version_minor(request.version_minor) {}
+      : _conn(conn), _keep_alive(request.keep_alive), _head_only(request.method == "HEAD"),
+        _version_minor(request.version_minor) {}
 
   // Adds a header to the response not yet sent. REQUIRES: !started().
   void add_header(std::string_view name, std::string_view value);
@@ -74,11 +75,15 @@ class http_response {
   void close_after() noexcept { _keep_alive = false; }
 
  private:
+  // How the body's end is marked: Content-Length, chunked coding, or (HTTP/1.0 streams)
+  // the connection closing.
+  enum class framing { length, chunked, until_close };
   void write_head(int status, std::string_view content_type, std::size_t content_length,
-                  bool chunked);
+                  framing how);
   connection* _conn;
   std::string _extra_headers;
   bool _keep_alive;
+  bool _head_only;  // a HEAD request: headers as for GET, no body
   bool _started = false;
   bool _streaming = false;
   unsigned _version_minor;

@@ -58,6 +58,11 @@ class io_request final : public completion {
   long long _timeout_nanoseconds = 0;
   int _result = 0;
   std::coroutine_handle<> _waiter;
+  // The write half of write_then_datasync reports here (only when it failed or was short).
+  struct write_part final : completion {
+    io_request* owner = nullptr;
+    void complete(int result, unsigned cqe_flags) noexcept override;
+  } _write_part;
 };
 
 // Resumes after `delay`; returns -ETIME when it expired, -ECANCELED when cancelled.

@@ -16,6 +16,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "keel/reactor/shard.h"
 
@@ -84,7 +85,7 @@ class connection final : public completion {
   struct drain_awaiter {
     connection* self;
     bool await_ready() const noexcept;
-    void await_suspend(std::coroutine_handle<> waiter) noexcept { self->_drain_waiter = waiter; }
+    void await_suspend(std::coroutine_handle<> waiter) { self->_drain_waiters.push_back(waiter); }
     bool await_resume() const noexcept { return self->_error == 0; }
   };
   drain_awaiter drained() noexcept { return {this}; }
@@ -95,6 +96,9 @@ class connection final : public completion {
 
   void complete(int result, unsigned cqe_flags) noexcept override;
   void flush() noexcept;  // called by the shard's pre-submit hook
+  // Arms the receive again after the shard's buffer ring ran dry (called once buffers
+  // have come back).
+  void rearm_after_starvation() noexcept;
 
  private:
   explicit connection(int fd);
@@ -106,6 +110,7 @@ class connection final : public completion {
   void on_send(int result) noexcept;
   void maybe_free() noexcept;
   void wake_reader() noexcept;
+  void wake_drain_waiters() noexcept;
 
   // The send's completion is a separate object so a recv and a send can be in flight.
   struct send_completion final : completion {
@@ -136,7 +141,7 @@ class connection final : public completion {
     unsigned size;
   } _queue[queue_capacity];
   std::coroutine_handle<> _reader;
-  std::coroutine_handle<> _drain_waiter;
+  std::vector<std::coroutine_handle<>> _drain_waiters;  // every writer waiting for room
   std::string _out;
   std::string _sending;
   std::size_t _sent = 0;

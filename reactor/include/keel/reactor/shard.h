@@ -150,6 +150,8 @@ class shard {
   // The provided-buffer group for multishot receives.
   static constexpr unsigned short recv_buffer_group = 0;
   void return_recv_buffer(unsigned id) noexcept;
+  // How many buffers have gone back to the ring so far (to re-arm starved receives).
+  std::uint64_t recv_buffers_returned() const noexcept { return _recv_buffers_returned; }
   recv_buffer lend_recv_buffer(unsigned id, std::size_t size) noexcept;
 
   // Yields to other ready tasks and pending I/O.
@@ -204,6 +206,7 @@ class shard {
   std::vector<std::function<void()>> _external;
   bool _stop_requested = false;
   unsigned _idle_poll_microseconds = 0;
+  std::uint64_t _recv_buffers_returned = 0;
   shard_stats _stats;
 };
 
