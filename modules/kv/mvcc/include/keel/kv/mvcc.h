@@ -1,0 +1,274 @@
+// keel/kv/mvcc.h — the multi-version key-value store behind every kv surface.
+//
+// What it is for: the one keyspace that etcd v2, the v3 gateway and the native protocol
+// read and write. It keeps one revision counter and, for every key, the history of its
+// versions, so a range can be answered at a past revision, a transaction can compare on
+// version / create / mod / value / lease, and a watcher can be caught up from history.
+// Semantics follow etcd 3.4's mvcc package and its applier (v3 apply.go), see
+// ../shared/reference/etcd-api.md §2.3 and modules/kv/mvcc/README.md.
+//
+// Pure and deterministic: no I/O, no clock, no reactor, no randomness. The same sequence
+// of calls gives the same revisions and results on every member. Not thread-safe: one
+// mvcc_store belongs to the shard that applies the Raft group's committed entries.
+//
+// Revisions (as etcd): a fresh store is at revision 1 and its first write gets revision 2.
+// A write that changes nothing (a delete that matches no key, a transaction whose chosen
+// branch only reads) does not advance the revision. All changes of one put, delete_range
+// or txn share one revision; their events are ordered as the operations were.
+//
+// Errors come back as keel::status values, never exceptions. The messages of the
+// conditions a client can see are etcd's, exactly (mvcc_messages below); mvcc_error_of()
+// names the condition of a failed status without comparing strings by hand.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "keel/status.h"
+
+namespace keel::kv {
+
+namespace detail {
+struct mvcc_state;  // src/state.h
+}
+
+// etcd's --max-txn-ops default. (Belongs in keel/limits.h once the lead moves it there.)
+inline constexpr std::size_t mvcc_txn_operations_max = 128;
+
+namespace mvcc_messages {
+inline constexpr std::string_view compacted = "mvcc: required revision has been compacted";
+inline constexpr std::string_view future_revision = "mvcc: required revision is a future revision";
+inline constexpr std::string_view duplicate_key = "etcdserver: duplicate key given in txn request";
+inline constexpr std::string_view too_many_operations =
+    "etcdserver: too many operations in txn request";
+inline constexpr std::string_view empty_key = "etcdserver: key is not provided";
+inline constexpr std::string_view key_not_found = "etcdserver: key not found";
+}  // namespace mvcc_messages
+
+// The conditions a caller maps to etcd error codes / HTTP statuses.
+enum class mvcc_error : std::uint8_t {
+  none,
+  compacted,            // errc::not_found, mvcc_messages::compacted
+  future_revision,      // errc::invalid_argument, mvcc_messages::future_revision
+  duplicate_key,        // errc::invalid_argument
+  too_many_operations,  // errc::too_large
+  empty_key,            // errc::invalid_argument
+  key_not_found,        // errc::not_found (put with ignore_value / ignore_lease)
+  other,
+};
+mvcc_error mvcc_error_of(const status& failure) noexcept;
+
+// etcd's mvccpb.KeyValue. A tombstone (delete event's kv) has only key and mod_revision.
+struct key_value {
+  std::string key;
+  std::int64_t create_revision = 0;
+  std::int64_t mod_revision = 0;
+  std::int64_t version = 0;  // 1 at creation, +1 per put; a delete ends the generation
+  std::string value;
+  std::int64_t lease = 0;
+
+  bool operator==(const key_value&) const = default;
+};
+
+enum class event_type : std::uint8_t { put, remove };
+
+// One change, as a watcher receives it. kv.mod_revision is the revision of the change.
+// prev_kv is the version the change replaced (none for a creation).
+struct event {
+  event_type type = event_type::put;
+  key_value kv;
+  std::optional<key_value> prev_kv;
+
+  bool operator==(const event&) const = default;
+};
+
+// ---- put ----------------------------------------------------------------------------
+
+struct put_request {
+  std::string key;  // REQUIRES (else empty_key): not empty
+  std::string value;
+  std::int64_t lease = 0;  // not checked against the lease table: the caller does that
+  bool prev_kv = false;
+  bool ignore_value = false;  // keep the current value; key_not_found if there is none
+  bool ignore_lease = false;  // keep the current lease; key_not_found if there is none
+};
+
+struct put_result {
+  std::int64_t revision = 0;         // the revision of the put (the header revision)
+  std::optional<key_value> prev_kv;  // only when asked for and the key existed
+  std::vector<event> events;         // exactly one
+};
+
+// ---- delete_range -------------------------------------------------------------------
+
+// Range ends as etcd: empty = the single key; "\0" = every key >= key; otherwise
+// [key, range_end). key "\0" with range_end "\0" is every key.
+struct delete_range_request {
+  std::string key;  // REQUIRES (else empty_key): not empty
+  std::string range_end;
+  bool prev_kv = false;
+};
+
+struct delete_range_result {
+  std::int64_t revision = 0;  // the new revision, or the current one if nothing matched
+  std::int64_t deleted = 0;
+  std::vector<key_value> prev_kvs;  // only when asked for
+  std::vector<event> events;        // one per deleted key, in key order
+};
+
+// ---- range --------------------------------------------------------------------------
+
+enum class sort_order : std::uint8_t { none, ascend, descend };
+enum class sort_target : std::uint8_t { key, version, create, mod, value };
+
+struct range_request {
+  std::string key;  // REQUIRES (else empty_key): not empty
+  std::string range_end;
+  std::int64_t limit = 0;     // 0 = no limit
+  std::int64_t revision = 0;  // <= 0 = the current revision
+  sort_order order = sort_order::none;
+  sort_target target = sort_target::key;
+  bool keys_only = false;
+  bool count_only = false;
+  std::int64_t min_mod_revision = 0;  // 0 = no bound (as all four)
+  std::int64_t max_mod_revision = 0;
+  std::int64_t min_create_revision = 0;
+  std::int64_t max_create_revision = 0;
+};
+
+struct range_result {
+  std::vector<key_value> kvs;
+  bool more = false;          // limit cut the result short
+  std::int64_t count = 0;     // keys in the range at the revision, before limit and filters
+  std::int64_t revision = 0;  // header revision: the store's current revision
+};
+
+// ---- txn ----------------------------------------------------------------------------
+
+enum class compare_result : std::uint8_t { equal, not_equal, less, greater };
+enum class compare_target : std::uint8_t { version, create, mod, value, lease };
+
+// Holds for every key of [key, range_end) (etcd). A missing key compares as version 0,
+// create 0, mod 0, lease 0; a value compare on a missing key is false.
+struct compare {
+  compare_result result = compare_result::equal;
+  compare_target target = compare_target::version;
+  std::string key;
+  std::string range_end;
+  std::int64_t number = 0;  // version / create / mod / lease
+  std::string value;        // value
+};
+
+struct request_op {
+  enum class kind : std::uint8_t { range, put, delete_range };
+  kind type = kind::range;
+  range_request range;
+  put_request put;
+  delete_range_request delete_range;
+
+  static request_op of(range_request r) {
+    request_op op;
+    op.type = kind::range;
+    op.range = std::move(r);
+    return op;
+  }
+  static request_op of(put_request r) {
+    request_op op;
+    op.type = kind::put;
+    op.put = std::move(r);
+    return op;
+  }
+  static request_op of(delete_range_request r) {
+    request_op op;
+    op.type = kind::delete_range;
+    op.delete_range = std::move(r);
+    return op;
+  }
+};
+
+struct response_op {
+  request_op::kind type = request_op::kind::range;
+  range_result range;
+  put_result put;  // events are in txn_result::events, not here
+  delete_range_result delete_range;
+};
+
+struct txn_request {
+  std::vector<compare> compares;
+  std::vector<request_op> success;
+  std::vector<request_op> failure;
+};
+
+struct txn_result {
+  bool succeeded = false;
+  std::int64_t revision = 0;  // new revision if the branch changed anything, else current
+  std::vector<response_op> responses;
+  std::vector<event> events;  // every change of the branch, in operation order
+};
+
+// ---- history ------------------------------------------------------------------------
+
+struct events_result {
+  std::vector<event> events;  // revision order, then operation order within a revision
+  // The revision to ask from next: every event below it has been returned.
+  std::int64_t next_revision = 0;
+};
+
+// ---- the store ----------------------------------------------------------------------
+
+class mvcc_store {
+ public:
+  mvcc_store();
+  ~mvcc_store();
+  mvcc_store(mvcc_store&&) noexcept;
+  mvcc_store& operator=(mvcc_store&&) noexcept;
+  mvcc_store(const mvcc_store&) = delete;
+  mvcc_store& operator=(const mvcc_store&) = delete;
+
+  std::int64_t current_revision() const noexcept;
+  // -1 until the first compact (as etcd's compactMainRev).
+  std::int64_t compact_revision() const noexcept;
+
+  result<put_result> put(const put_request& request);
+  result<delete_range_result> delete_range(const delete_range_request& request);
+  // Errors: empty_key; future_revision if request.revision > current; compacted if
+  // request.revision < compact_revision() (reading at the compact revision works).
+  result<range_result> range(const range_request& request) const;
+  // Compares are evaluated at the current revision; the chosen branch is checked first
+  // (range revisions) and then applied whole at one new revision, or not at all.
+  // Errors: too_many_operations (> mvcc_txn_operations_max compares or ops in a branch),
+  // duplicate_key (a branch puts a key twice, or deletes a key it puts), and the errors
+  // of the chosen branch's requests.
+  result<txn_result> txn(const txn_request& request);
+  // Keeps, for each key, the latest version at or before `revision` unless it is a
+  // tombstone, and drops everything older. Errors: future_revision if revision > current,
+  // compacted if revision <= compact_revision().
+  status compact(std::int64_t revision);
+
+  // The changes to keys of [key, range_end) at revisions >= start_revision, at most
+  // `limit` events (0 = no limit; a revision's events are never split). start_revision
+  // <= 0 means "from the next write" (nothing yet). Error: compacted if start_revision
+  // <= compact_revision() — stricter than etcd (which accepts == ) because a tombstone
+  // at the compact revision is gone, and a watcher must never be given a silent gap; the
+  // watcher is told compact_revision() and restarts after it.
+  result<events_result> events_since(std::int64_t start_revision, std::string_view key,
+                                     std::string_view range_end, std::size_t limit) const;
+
+  // The invariant checker (README "Invariants"). Returns the first violation found.
+  // Tests run it after every step; it walks the whole store (O(versions)).
+  status check_invariants() const;
+
+  // Number of keys with any history and of stored versions (tests, stats).
+  std::size_t key_count() const noexcept;
+  std::size_t version_count() const noexcept;
+
+ private:
+  std::unique_ptr<detail::mvcc_state> _state;
+};
+
+}  // namespace keel::kv

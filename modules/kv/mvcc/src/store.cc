@@ -1,0 +1,486 @@
+// mvcc_store: puts, deletes, ranges, transactions, compaction and history. The rules are
+// etcd 3.4's (mvcc/kvstore_txn.go, mvcc/key_index.go, etcdserver/apply.go); where keel
+// differs the comment says why.
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include "keel/assert.h"
+#include "keel/kv/mvcc.h"
+#include "state.h"
+
+namespace keel::kv {
+
+using detail::in_range;
+using detail::key_history;
+using detail::range_to_infinity;
+using detail::version_entry;
+
+namespace {
+
+status error(errc code, std::string_view message) { return status(code, std::string(message)); }
+status empty_key_error() { return error(errc::invalid_argument, mvcc_messages::empty_key); }
+status compacted_error() { return error(errc::not_found, mvcc_messages::compacted); }
+status future_error() { return error(errc::invalid_argument, mvcc_messages::future_revision); }
+
+// The version live at `revision` (the latest with mod_revision <= revision), or null if
+// there is none or it is a tombstone.
+const version_entry* live_at(const key_history& history, std::int64_t revision) {
+  const auto& versions = history.versions;
+  auto after = std::upper_bound(
+      versions.begin(), versions.end(), revision,
+      [](std::int64_t rev, const version_entry& entry) { return rev < entry.mod_revision; });
+  if (after == versions.begin()) return nullptr;
+  const version_entry& entry = *std::prev(after);
+  return entry.tombstone ? nullptr : &entry;
+}
+
+const version_entry* live_latest(const key_history& history) {
+  KEEL_ASSERT(!history.versions.empty());
+  const version_entry& last = history.versions.back();
+  return last.tombstone ? nullptr : &last;
+}
+
+key_value to_key_value(const std::string& key, const version_entry& entry) {
+  return key_value{key,           entry.create_revision, entry.mod_revision,
+                   entry.version, entry.value,           entry.lease};
+}
+
+// Calls fn(key, history) for every key of the index in [key, range_end), in key order.
+template <typename Index, typename Fn>
+void for_each_in_range(Index& index, std::string_view key, std::string_view range_end, Fn fn) {
+  if (range_end.empty()) {
+    auto it = index.find(detail::as_absl(key));
+    if (it != index.end()) fn(it->first, it->second);
+    return;
+  }
+  bool to_end = range_to_infinity(range_end);
+  for (auto it = index.lower_bound(detail::as_absl(key)); it != index.end(); ++it) {
+    if (!to_end && std::string_view(it->first) >= range_end) break;
+    if (!fn(it->first, it->second)) break;
+  }
+}
+
+// ---- range ----------------------------------------------------------------------------
+
+bool passes_filters(const range_request& r, const key_value& kv) {
+  if (r.min_mod_revision != 0 && kv.mod_revision < r.min_mod_revision) return false;
+  if (r.max_mod_revision != 0 && kv.mod_revision > r.max_mod_revision) return false;
+  if (r.min_create_revision != 0 && kv.create_revision < r.min_create_revision) return false;
+  if (r.max_create_revision != 0 && kv.create_revision > r.max_create_revision) return false;
+  return true;
+}
+
+bool has_filters(const range_request& r) {
+  return r.min_mod_revision != 0 || r.max_mod_revision != 0 || r.min_create_revision != 0 ||
+         r.max_create_revision != 0;
+}
+
+// Negative, zero or positive as a is before, with or after b on the target.
+int compare_on(sort_target target, const key_value& a, const key_value& b) {
+  auto three_way = [](auto x, auto y) { return x < y ? -1 : (y < x ? 1 : 0); };
+  switch (target) {
+    case sort_target::key: return a.key.compare(b.key) < 0 ? -1 : (a.key == b.key ? 0 : 1);
+    case sort_target::version: return three_way(a.version, b.version);
+    case sort_target::create: return three_way(a.create_revision, b.create_revision);
+    case sort_target::mod: return three_way(a.mod_revision, b.mod_revision);
+    case sort_target::value:
+      return a.value.compare(b.value) < 0 ? -1 : (a.value == b.value ? 0 : 1);
+  }
+  KEEL_PANIC("unknown sort target");
+}
+
+void sort_kvs(const range_request& r, std::vector<key_value>& kvs) {
+  sort_order order = r.order;
+  // etcd: results come in ascending key order; any other target with no order is ascend.
+  if (r.target != sort_target::key && order == sort_order::none) order = sort_order::ascend;
+  if (order == sort_order::none) return;
+  // Stable, so ties keep ascending key order (etcd's sort.Sort leaves ties unspecified).
+  if (order == sort_order::ascend) {
+    std::stable_sort(kvs.begin(), kvs.end(), [&](const key_value& a, const key_value& b) {
+      return compare_on(r.target, a, b) < 0;
+    });
+  } else {
+    std::stable_sort(kvs.begin(), kvs.end(), [&](const key_value& a, const key_value& b) {
+      return compare_on(r.target, a, b) > 0;
+    });
+  }
+}
+
+// `current` is the revision of the read view: the store's, or inside a transaction that
+// has written, the transaction's own.
+result<range_result> do_range(const detail::mvcc_state& s, const range_request& r,
+                              std::int64_t current) {
+  if (r.key.empty()) return empty_key_error();
+  std::int64_t revision = r.revision <= 0 ? current : r.revision;
+  if (revision > current) return future_error();
+  if (revision < s.compacted) return compacted_error();
+
+  range_result out;
+  out.revision = current;
+  // Without sorting or filters only limit kvs are copied; count is always every key.
+  bool fetch_all = r.order != sort_order::none || r.target != sort_target::key || has_filters(r);
+  std::size_t copy_max = (r.count_only)                ? 0
+                         : (fetch_all || r.limit <= 0) ? SIZE_MAX
+                                                       : static_cast<std::size_t>(r.limit) + 1;
+  for_each_in_range(s.index, r.key, r.range_end,
+                    [&](const std::string& key, const key_history& history) {
+                      const version_entry* entry = live_at(history, revision);
+                      if (entry == nullptr) return true;
+                      ++out.count;
+                      if (out.kvs.size() < copy_max) {
+                        out.kvs.push_back(to_key_value(key, *entry));
+                        if (r.keys_only) out.kvs.back().value.clear();
+                      }
+                      return true;
+                    });
+  if (r.count_only) return out;
+  if (has_filters(r)) {
+    std::erase_if(out.kvs, [&](const key_value& kv) { return !passes_filters(r, kv); });
+  }
+  sort_kvs(r, out.kvs);
+  if (r.limit > 0 && out.kvs.size() > static_cast<std::size_t>(r.limit)) {
+    out.kvs.resize(static_cast<std::size_t>(r.limit));
+    out.more = true;
+  }
+  return out;
+}
+
+// ---- writes ---------------------------------------------------------------------------
+
+// The changes of one put, delete_range or txn, all at revision `revision`. Nothing is
+// visible to other callers before finish(); the store is single-threaded, so "atomic"
+// means the revision advances once, after every change is in.
+class write_batch {
+ public:
+  explicit write_batch(detail::mvcc_state& s) : _state(s), _revision(s.current + 1) {}
+
+  std::int64_t read_revision() const { return _changed ? _revision : _state.current; }
+  std::vector<event>& events() { return _events; }
+
+  void put(const put_request& request, put_result& out) {
+    key_history& history = _state.index[request.key];
+    const version_entry* previous = history.versions.empty() ? nullptr : live_latest(history);
+    KEEL_ASSERT(previous == nullptr || previous->mod_revision < _revision);
+    version_entry entry;
+    entry.mod_revision = _revision;
+    entry.create_revision = previous ? previous->create_revision : _revision;
+    entry.version = previous ? previous->version + 1 : 1;
+    entry.value = request.ignore_value && previous ? previous->value : request.value;
+    entry.lease = request.ignore_lease && previous ? previous->lease : request.lease;
+    event change{event_type::put, to_key_value(request.key, entry), std::nullopt};
+    if (previous) change.prev_kv = to_key_value(request.key, *previous);
+    if (request.prev_kv) out.prev_kv = change.prev_kv;
+    history.versions.push_back(std::move(entry));
+    record(request.key, std::move(change));
+    out.revision = _revision;
+  }
+
+  void remove(const delete_range_request& request, delete_range_result& out) {
+    for_each_in_range(_state.index, request.key, request.range_end,
+                      [&](const std::string& key, key_history& history) {
+                        const version_entry* previous = live_latest(history);
+                        if (previous == nullptr) return true;
+                        event change{event_type::remove, key_value{}, to_key_value(key, *previous)};
+                        change.kv.key = key;
+                        change.kv.mod_revision = _revision;
+                        if (request.prev_kv) out.prev_kvs.push_back(*change.prev_kv);
+                        version_entry tombstone;
+                        tombstone.mod_revision = _revision;
+                        tombstone.tombstone = true;
+                        history.versions.push_back(std::move(tombstone));
+                        ++out.deleted;
+                        record(key, std::move(change));
+                        return true;
+                      });
+    out.revision = out.deleted > 0 ? _revision : read_revision();
+  }
+
+  // Advances the store's revision if anything changed; returns the header revision.
+  std::int64_t finish() {
+    if (!_changed) return _state.current;
+    KEEL_ASSERT(_state.current + 1 == _revision);
+    _state.current = _revision;
+    return _revision;
+  }
+
+ private:
+  void record(const std::string& key, event change) {
+    _changed = true;
+    _state.changes[_revision].push_back(key);
+    _events.push_back(std::move(change));
+  }
+
+  detail::mvcc_state& _state;
+  std::int64_t _revision;
+  bool _changed = false;
+  std::vector<event> _events;
+};
+
+status check_put(const detail::mvcc_state& s, const put_request& r) {
+  if (r.key.empty()) return empty_key_error();
+  if (r.ignore_value || r.ignore_lease) {
+    auto it = s.index.find(detail::as_absl(r.key));
+    if (it == s.index.end() || live_latest(it->second) == nullptr) {
+      return error(errc::not_found, mvcc_messages::key_not_found);
+    }
+  }
+  return status::ok();
+}
+
+// ---- txn ------------------------------------------------------------------------------
+
+template <typename T>
+bool holds(compare_result want, T a, T b) {
+  switch (want) {
+    case compare_result::equal: return a == b;
+    case compare_result::not_equal: return a != b;
+    case compare_result::less: return a < b;
+    case compare_result::greater: return a > b;
+  }
+  KEEL_PANIC("unknown compare result");
+}
+
+bool compare_holds(const compare& c, const key_value& kv) {
+  switch (c.target) {
+    case compare_target::version: return holds(c.result, kv.version, c.number);
+    case compare_target::create: return holds(c.result, kv.create_revision, c.number);
+    case compare_target::mod: return holds(c.result, kv.mod_revision, c.number);
+    case compare_target::lease: return holds(c.result, kv.lease, c.number);
+    case compare_target::value:
+      return holds(c.result, std::string_view(kv.value), std::string_view(c.value));
+  }
+  KEEL_PANIC("unknown compare target");
+}
+
+// etcd applyCompare: every live key of the range must satisfy it; with no key, a value
+// compare fails and the others compare against zeros.
+bool evaluate(const detail::mvcc_state& s, const compare& c) {
+  bool any = false;
+  bool all = true;
+  if (!c.key.empty()) {
+    for_each_in_range(s.index, c.key, c.range_end,
+                      [&](const std::string& key, const key_history& history) {
+                        const version_entry* entry = live_latest(history);
+                        if (entry == nullptr) return true;
+                        any = true;
+                        all = compare_holds(c, to_key_value(key, *entry));
+                        return all;
+                      });
+  }
+  if (!any) return c.target != compare_target::value && compare_holds(c, key_value{});
+  return all;
+}
+
+// etcd checkIntervals: within one branch no key is put twice, and no delete covers a
+// key the branch puts.
+status check_duplicates(const std::vector<request_op>& ops) {
+  std::vector<std::string_view> puts;
+  for (const request_op& op : ops) {
+    if (op.type == request_op::kind::put) puts.push_back(op.put.key);
+  }
+  std::sort(puts.begin(), puts.end());
+  bool duplicate = std::adjacent_find(puts.begin(), puts.end()) != puts.end();
+  for (const request_op& op : ops) {
+    if (duplicate) break;
+    if (op.type != request_op::kind::delete_range) continue;
+    for (std::string_view key : puts) {
+      if (in_range(op.delete_range.key, op.delete_range.range_end, key)) duplicate = true;
+    }
+  }
+  if (duplicate) return error(errc::invalid_argument, mvcc_messages::duplicate_key);
+  return status::ok();
+}
+
+status check_ops(const detail::mvcc_state& s, const std::vector<request_op>& ops) {
+  for (const request_op& op : ops) {
+    switch (op.type) {
+      case request_op::kind::range: {
+        if (op.range.key.empty()) return empty_key_error();
+        if (op.range.revision > s.current) return future_error();
+        if (op.range.revision > 0 && op.range.revision < s.compacted) return compacted_error();
+        break;
+      }
+      case request_op::kind::put: {
+        status checked = check_put(s, op.put);
+        if (!checked) return checked;
+        break;
+      }
+      case request_op::kind::delete_range:
+        if (op.delete_range.key.empty()) return empty_key_error();
+        break;
+    }
+  }
+  return status::ok();
+}
+
+}  // namespace
+
+// ---- mvcc_store -----------------------------------------------------------------------
+
+mvcc_store::mvcc_store() : _state(std::make_unique<detail::mvcc_state>()) {}
+mvcc_store::~mvcc_store() = default;
+mvcc_store::mvcc_store(mvcc_store&&) noexcept = default;
+mvcc_store& mvcc_store::operator=(mvcc_store&&) noexcept = default;
+
+std::int64_t mvcc_store::current_revision() const noexcept { return _state->current; }
+std::int64_t mvcc_store::compact_revision() const noexcept { return _state->compacted; }
+
+std::size_t mvcc_store::key_count() const noexcept { return _state->index.size(); }
+std::size_t mvcc_store::version_count() const noexcept {
+  std::size_t n = 0;
+  for (const auto& [key, history] : _state->index) n += history.versions.size();
+  return n;
+}
+
+result<put_result> mvcc_store::put(const put_request& request) {
+  status checked = check_put(*_state, request);
+  if (!checked) return checked;
+  write_batch batch(*_state);
+  put_result out;
+  batch.put(request, out);
+  out.events = std::move(batch.events());
+  out.revision = batch.finish();
+  return out;
+}
+
+result<delete_range_result> mvcc_store::delete_range(const delete_range_request& request) {
+  if (request.key.empty()) return empty_key_error();
+  write_batch batch(*_state);
+  delete_range_result out;
+  batch.remove(request, out);
+  out.events = std::move(batch.events());
+  out.revision = batch.finish();
+  return out;
+}
+
+result<range_result> mvcc_store::range(const range_request& request) const {
+  return do_range(*_state, request, _state->current);
+}
+
+result<txn_result> mvcc_store::txn(const txn_request& request) {
+  if (request.compares.size() > mvcc_txn_operations_max ||
+      request.success.size() > mvcc_txn_operations_max ||
+      request.failure.size() > mvcc_txn_operations_max) {
+    return error(errc::too_large, mvcc_messages::too_many_operations);
+  }
+  for (const auto* branch : {&request.success, &request.failure}) {
+    status checked = check_duplicates(*branch);
+    if (!checked) return checked;
+  }
+  txn_result out;
+  out.succeeded = std::all_of(request.compares.begin(), request.compares.end(),
+                              [&](const compare& c) { return evaluate(*_state, c); });
+  const std::vector<request_op>& ops = out.succeeded ? request.success : request.failure;
+  // Everything that can fail is checked before the first change: all or nothing.
+  status checked = check_ops(*_state, ops);
+  if (!checked) return checked;
+
+  write_batch batch(*_state);
+  for (const request_op& op : ops) {
+    response_op response;
+    response.type = op.type;
+    switch (op.type) {
+      case request_op::kind::range: {
+        auto ranged = do_range(*_state, op.range, batch.read_revision());
+        KEEL_ASSERT_MSG(ranged.is_ok(), "txn range failed after check_ops");
+        response.range = std::move(ranged.value());
+        break;
+      }
+      case request_op::kind::put: batch.put(op.put, response.put); break;
+      case request_op::kind::delete_range:
+        batch.remove(op.delete_range, response.delete_range);
+        break;
+    }
+    out.responses.push_back(std::move(response));
+  }
+  out.events = std::move(batch.events());
+  out.revision = batch.finish();
+  // Header revisions of the write responses are the txn's (etcd: one header per txn).
+  for (response_op& response : out.responses) {
+    if (response.type == request_op::kind::put) response.put.revision = out.revision;
+    if (response.type == request_op::kind::delete_range)
+      response.delete_range.revision = out.revision;
+  }
+  return out;
+}
+
+status mvcc_store::compact(std::int64_t revision) {
+  detail::mvcc_state& s = *_state;
+  if (revision > s.current) return future_error();
+  if (revision <= s.compacted) return compacted_error();
+  for (auto it = s.index.begin(); it != s.index.end();) {
+    auto& versions = it->second.versions;
+    auto after = std::upper_bound(
+        versions.begin(), versions.end(), revision,
+        [](std::int64_t rev, const version_entry& entry) { return rev < entry.mod_revision; });
+    if (after != versions.begin()) {
+      auto kept = std::prev(after);
+      // The latest version at or before the compact revision stays unless it is a
+      // tombstone: a tombstone only ends a generation nobody can read any more.
+      versions.erase(versions.begin(), kept->tombstone ? after : kept);
+    }
+    if (versions.empty()) {
+      it = s.index.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  s.changes.erase(s.changes.begin(), s.changes.upper_bound(revision));
+  s.compacted = revision;
+  return status::ok();
+}
+
+result<events_result> mvcc_store::events_since(std::int64_t start_revision, std::string_view key,
+                                               std::string_view range_end,
+                                               std::size_t limit) const {
+  const detail::mvcc_state& s = *_state;
+  events_result out;
+  out.next_revision = s.current + 1;
+  if (start_revision <= 0) return out;
+  if (start_revision <= s.compacted) return compacted_error();
+  for (auto it = s.changes.lower_bound(start_revision); it != s.changes.end(); ++it) {
+    const std::int64_t revision = it->first;
+    if (limit > 0 && out.events.size() >= limit) {
+      out.next_revision = revision;
+      break;
+    }
+    for (const std::string& changed : it->second) {
+      if (!in_range(key, range_end, changed)) continue;
+      const auto& versions = s.index.find(detail::as_absl(changed))->second.versions;
+      auto at = std::lower_bound(
+          versions.begin(), versions.end(), revision,
+          [](const version_entry& entry, std::int64_t rev) { return entry.mod_revision < rev; });
+      KEEL_ASSERT(at != versions.end() && at->mod_revision == revision);
+      const version_entry* previous = at == versions.begin() ? nullptr : &*std::prev(at);
+      if (previous != nullptr && previous->tombstone) previous = nullptr;
+      event change;
+      if (at->tombstone) {
+        KEEL_ASSERT(previous != nullptr);
+        change.type = event_type::remove;
+        change.kv.key = changed;
+        change.kv.mod_revision = revision;
+      } else {
+        change.type = event_type::put;
+        change.kv = to_key_value(changed, *at);
+      }
+      if (previous != nullptr) change.prev_kv = to_key_value(changed, *previous);
+      out.events.push_back(std::move(change));
+    }
+  }
+  return out;
+}
+
+mvcc_error mvcc_error_of(const status& failure) noexcept {
+  if (failure.is_ok()) return mvcc_error::none;
+  std::string_view message = failure.message();
+  if (message == mvcc_messages::compacted) return mvcc_error::compacted;
+  if (message == mvcc_messages::future_revision) return mvcc_error::future_revision;
+  if (message == mvcc_messages::duplicate_key) return mvcc_error::duplicate_key;
+  if (message == mvcc_messages::too_many_operations) return mvcc_error::too_many_operations;
+  if (message == mvcc_messages::empty_key) return mvcc_error::empty_key;
+  if (message == mvcc_messages::key_not_found) return mvcc_error::key_not_found;
+  return mvcc_error::other;
+}
+
+}  // namespace keel::kv
