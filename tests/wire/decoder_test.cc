@@ -75,6 +75,10 @@ void check_contents(frame_type type, const std::vector<std::uint8_t>& payload) {
       BOOST_TEST(flatbuffers::GetRoot<EchoResponse>(data)->text()->str() ==
                  "hello, keelhello, keelhello, keel");
       break;
+    default:
+      // one_of_each_type() builds only the types above; the kv types' round trips are
+      // tested with their builders in tests/bench/codec_test.cc.
+      BOOST_FAIL("no content check for frame type " << static_cast<unsigned>(type));
   }
 }
 
