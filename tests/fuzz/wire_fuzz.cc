@@ -71,9 +71,13 @@ std::size_t touch(frame_type type, const std::uint8_t* data, int depth = 0) {
     }
     case frame_type::echo_response:
       return string_bytes(flatbuffers::GetRoot<EchoResponse>(data)->text());
+    default:
+      // The kv types (100-199): verified like every other type; their fields are read
+      // by keel-bench's codec tests. A type the registry does not know must never get
+      // here, since the decoder refuses it before verification.
+      require(frame_type_name(type) != nullptr, "verified frame of an unknown type");
+      return 0;
   }
-  require(false, "verified frame of an unknown type");
-  return 0;
 }
 
 struct outcome {
