@@ -45,6 +45,16 @@ class spsc_queue {
   unsigned staged() const noexcept { return _tail_staged - _tail.load(std::memory_order_relaxed); }
   void publish() noexcept { _tail.store(_tail_staged, std::memory_order_release); }
 
+  // After every shard has stopped: frees what was published but never run (a message
+  // sent to a shard that had already left its loop) and what was staged but never
+  // published. The work they carried is dropped; the process is shutting down.
+  void discard() noexcept {
+    for (unsigned at = _head.load(std::memory_order_relaxed); at != _tail_staged; ++at)
+      delete _slots[at & (capacity - 1)];
+    _head.store(_tail_staged, std::memory_order_relaxed);
+    _tail.store(_tail_staged, std::memory_order_relaxed);
+  }
+
   // Consumer side.
   bool empty() const noexcept {
     return _head.load(std::memory_order_relaxed) == _tail.load(std::memory_order_acquire);
@@ -405,6 +415,7 @@ system::system() = default;
 system::~system() {
   stop();
   wait();
+  for (auto& queue : _queues) queue->discard();
   for (shard* s : _shards) delete s;
   if (_outside_ring) io_uring_queue_exit(_outside_ring.get());
 }

@@ -16,6 +16,10 @@ if [[ ! -x $etcd_bin ]]; then echo "skip: no $etcd_bin"; echo "0 passed, 0 faile
 
 work=$(mktemp -d /tmp/compare_test.XXXXXX)
 trap 'rm -rf "$work"' EXIT
+# perf/compare makes its temporary dirs under TMPDIR: this run's own, so another
+# perf/compare on the machine at the same time cannot disturb the checks below.
+export TMPDIR=$work/tmp
+mkdir -p "$TMPDIR"
 
 passed=0
 failed=0
@@ -23,7 +27,7 @@ check() {  # check NAME CONDITION-OUTPUT ("ok" passes, anything else is the fail
   if [[ $2 == ok ]]; then echo "PASS $1"; passed=$((passed + 1)); else echo "FAIL $1: $2"; failed=$((failed + 1)); fi
 }
 # etcd processes whose data dir is one of compare's temp dirs.
-ours() { pgrep -af "$etcd_bin" | grep -c -- '--data-dir /tmp/compare-' ; }
+ours() { pgrep -af "$etcd_bin" | grep -c -- "--data-dir $TMPDIR/compare-" ; }
 
 before=$(ours)
 "$repo/perf/compare" --self-check --rounds 2 --out "$work/out" --etcd "$etcd_bin" --keel-bench "$bench" \
@@ -66,8 +70,8 @@ check "ratios printed" "$([[ $? == 0 ]] && echo ok || echo 'no ratio row in the 
 sleep 0.5
 after=$(ours)
 check "no etcd left behind" "$([[ $after -le $before ]] && echo ok || echo "$after etcd processes with compare data dirs")"
-left=$(ls -d /tmp/compare-etcd* /tmp/compare-runs.* 2>/dev/null | wc -l)
-check "temporary dirs removed" "$([[ $left == 0 ]] && echo ok || echo "$left left in /tmp")"
+left=$(ls -d "$TMPDIR"/compare-etcd* "$TMPDIR"/compare-runs.* 2>/dev/null | wc -l)
+check "temporary dirs removed" "$([[ $left == 0 ]] && echo ok || echo "$left left in $TMPDIR")"
 
 "$repo/perf/compare" --members 3 --keel-bench "$bench" -- put --duration 1s >"$work/m3.txt" 2>&1
 code=$?

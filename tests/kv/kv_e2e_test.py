@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""End-to-end test of the kv module through keeld: etcd's v3 JSON gateway put / range,
+durability across a clean restart and across kill -9 after acknowledged puts.
+
+Usage: kv_e2e_test.py <path to keeld>
+"""
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+KEELD = sys.argv[1] if len(sys.argv) > 1 else "build/bin/keeld"
+passed = 0
+failed = 0
+
+
+def check(name, condition, detail=""):
+    global passed, failed
+    if condition:
+        passed += 1
+        print("ok   " + name)
+    else:
+        failed += 1
+        print("FAIL " + name + (": " + str(detail) if detail else ""))
+
+
+def b64(text):
+    return base64.b64encode(text.encode()).decode()
+
+
+def unb64(text):
+    return base64.b64decode(text).decode()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Keeld:
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.log = open(os.path.join(os.path.dirname(data_dir), "keeld-%d.log" % self.port), "w")
+        self.proc = subprocess.Popen(
+            [KEELD, "--modules", "kv", "--kv.dir", data_dir, "--shards", "2",
+             "--listen-client-urls", "http://127.0.0.1:%d" % self.port,
+             "--data-dir", os.path.join(os.path.dirname(data_dir), "core.keel")],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("keeld exited with %d" % self.proc.returncode)
+            try:
+                status, _ = self.post("/v3/kv/range", {"key": b64("\0probe")})
+                if status == 200:
+                    return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("keeld did not become ready")
+
+    def post(self, path, body, raw=None):
+        data = raw if raw is not None else json.dumps(body).encode()
+        request = urllib.request.Request("http://127.0.0.1:%d%s" % (self.port, path), data=data, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+    def put(self, key, value, prefix="/v3"):
+        return self.post(prefix + "/kv/put", {"key": b64(key), "value": b64(value)})
+
+    def range(self, key, range_end=None, prefix="/v3"):
+        body = {"key": b64(key)}
+        if range_end is not None:
+            body["range_end"] = b64(range_end)
+        return self.post(prefix + "/kv/range", body)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+    def kill(self):
+        self.proc.kill()  # SIGKILL
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def kv_map(answer):
+    return {unb64(kv["key"]): kv for kv in answer.get("kvs", [])}
+
+
+def main():
+    root = tempfile.mkdtemp(prefix="kv_e2e_")
+    data_dir = os.path.join(root, "kv")
+    try:
+        server = Keeld(data_dir)
+        # Puts: the first write gets revision 2.
+        revisions = []
+        for key, value in (("a/1", "one"), ("a/2", "two"), ("b/1", "three")):
+            status, answer = server.put(key, value)
+            check("put %s answers 200" % key, status == 200, answer)
+            revisions.append(int(answer.get("header", {}).get("revision", "0")))
+        check("put revisions are 2, 3, 4", revisions == [2, 3, 4], revisions)
+        header = answer.get("header", {})
+        check("header has cluster_id, member_id, raft_term as strings",
+              all(isinstance(header.get(f), str) for f in ("cluster_id", "member_id", "revision", "raft_term")), header)
+
+        # Range of one key.
+        status, answer = server.range("a/2")
+        kvs = answer.get("kvs", [])
+        check("range one key: 200, one kv", status == 200 and len(kvs) == 1, answer)
+        if kvs:
+            kv = kvs[0]
+            check("range one key: value and revisions",
+                  unb64(kv["key"]) == "a/2" and unb64(kv["value"]) == "two" and kv["create_revision"] == "3"
+                  and kv["mod_revision"] == "3" and kv["version"] == "1", kv)
+        check("range one key: count 1, header revision 4",
+              answer.get("count") == "1" and answer["header"]["revision"] == "4", answer)
+
+        # Prefix range: [a/, a0).
+        status, answer = server.range("a/", "a0")
+        found = kv_map(answer)
+        check("prefix range: a/1 and a/2", status == 200 and sorted(found) == ["a/1", "a/2"], answer)
+        check("prefix range: count 2", answer.get("count") == "2", answer)
+        check("prefix range: values",
+              unb64(found.get("a/1", {}).get("value", "")) == "one" and unb64(found.get("a/2", {}).get("value", "")) == "two",
+              found)
+
+        # A missing key: no kvs, no count (grpc-gateway omits zero fields).
+        status, answer = server.range("nope")
+        check("missing key: no kvs and no count", status == 200 and "kvs" not in answer and "count" not in answer, answer)
+
+        # The /v3beta alias, both ways.
+        status, answer = server.put("beta", "x", prefix="/v3beta")
+        check("/v3beta put", status == 200 and answer["header"]["revision"] == "5", answer)
+        status, answer = server.range("beta", prefix="/v3beta")
+        check("/v3beta range", status == 200 and unb64(answer["kvs"][0]["value"]) == "x", answer)
+
+        # prev_kv.
+        status, answer = server.post("/v3/kv/put", {"key": b64("beta"), "value": b64("y"), "prev_kv": True})
+        check("put prev_kv", status == 200 and unb64(answer.get("prev_kv", {}).get("value", "")) == "x", answer)
+
+        # Bad input: etcd's gateway error shape.
+        status, answer = server.post("/v3/kv/put", None, raw=b'{"key": ')
+        check("bad JSON is 400 {error, message, code 3}",
+              status == 400 and answer.get("code") == 3 and "error" in answer and "message" in answer, (status, answer))
+        status, answer = server.post("/v3/kv/put", {"key": "!!not base64", "value": b64("v")})
+        check("bad base64 is 400 code 3", status == 400 and answer.get("code") == 3, (status, answer))
+        status, answer = server.post("/v3/kv/put", {"value": b64("v")})
+        check("empty key is 400 'key is not provided'",
+              status == 400 and answer.get("error") == "etcdserver: key is not provided", (status, answer))
+
+        before = {}
+        for key in ("a/1", "a/2", "b/1", "beta"):
+            before[key] = server.range(key)[1]["kvs"][0]
+        server.stop()
+
+        # Clean restart: the same data at the same revisions.
+        server = Keeld(data_dir)
+        after = {}
+        for key in before:
+            status, answer = server.range(key)
+            after[key] = answer.get("kvs", [{}])[0]
+        check("restart: every key with the same value and revisions", after == before, (before, after))
+        status, answer = server.put("after-restart", "z")
+        check("restart: the next put continues at revision 7", answer["header"]["revision"] == "7", answer)
+
+        # kill -9 right after 200 acknowledged puts from 8 threads.
+        acknowledged = []
+        errors = []
+        lock = threading.Lock()
+
+        def writer(thread):
+            for i in range(25):
+                key = "crash/%d/%02d" % (thread, i)
+                try:
+                    status, answer = server.put(key, "value-%d-%d" % (thread, i))
+                except Exception as error:  # noqa: BLE001
+                    with lock:
+                        errors.append(str(error))
+                    return
+                with lock:
+                    if status == 200:
+                        acknowledged.append((key, int(answer["header"]["revision"])))
+                    else:
+                        errors.append((status, answer))
+
+        threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        server.kill()
+        check("200 puts acknowledged from 8 threads", len(acknowledged) == 200 and not errors, (len(acknowledged), errors[:3]))
+        check("acknowledged revisions are distinct",
+              len({r for _, r in acknowledged}) == len(acknowledged), sorted(r for _, r in acknowledged)[:10])
+
+        server = Keeld(data_dir)
+        status, answer = server.range("crash/", "crash0")
+        found = kv_map(answer)
+        missing = [key for key, _ in acknowledged if key not in found]
+        wrong = [key for key, rev in acknowledged if key in found and int(found[key]["mod_revision"]) != rev]
+        check("after kill -9: all acknowledged puts present", status == 200 and not missing, missing[:5])
+        check("after kill -9: with the acknowledged revisions", not wrong, wrong[:5])
+        check("after kill -9: count 200", answer.get("count") == "200", answer.get("count"))
+        status, answer = server.range("after-restart")
+        check("after kill -9: earlier data still there", unb64(answer["kvs"][0]["value"]) == "z", answer)
+        server.stop()
+    except Exception as error:  # noqa: BLE001
+        check("no exception", False, repr(error))
+    finally:
+        for name in os.listdir(root) if os.path.isdir(root) else []:
+            if name.endswith(".log") and failed:
+                with open(os.path.join(root, name)) as f:
+                    print("---- " + name + "\n" + f.read()[-3000:])
+        shutil.rmtree(root, ignore_errors=True)
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
