@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""End-to-end test of the kv module through keeld: etcd's v3 JSON gateway put / range,
-durability across a clean restart and across kill -9 after acknowledged puts.
+"""End-to-end test of the kv module through keeld: etcd's v3 JSON gateway put / range /
+deleterange / txn / compaction, durability across a clean restart and across kill -9
+after acknowledged puts, and replay of deletes, txns and compactions.
 
 Usage: kv_e2e_test.py <path to keeld>
 """
@@ -101,6 +102,155 @@ class Keeld:
 
 def kv_map(answer):
     return {unb64(kv["key"]): kv for kv in answer.get("kvs", [])}
+
+
+def rev(answer):
+    return int(answer.get("header", {}).get("revision", "0"))
+
+
+def deleterange_txn_compaction(server, data_dir):
+    """deleterange, txn and compaction, then a clean restart that must reproduce them."""
+    for key, value in (("d/1", "x1"), ("d/2", "x2"), ("d/3", "x3"), ("single", "s")):
+        server.put(key, value)
+    status, answer = server.range("single")
+    base = rev(answer)
+
+    # Delete one key with prev_kv.
+    status, answer = server.post("/v3/kv/deleterange", {"key": b64("single"), "prev_kv": True})
+    prev = answer.get("prev_kvs", [])
+    check("deleterange one key: 200, deleted 1, revision +1",
+          status == 200 and answer.get("deleted") == "1" and rev(answer) == base + 1, answer)
+    check("deleterange one key: prev_kv has the old value",
+          len(prev) == 1 and unb64(prev[0]["key"]) == "single" and unb64(prev[0]["value"]) == "s", prev)
+    status, answer = server.range("single")
+    check("deleterange one key: the key is gone", status == 200 and "kvs" not in answer, answer)
+
+    # Deleting nothing: no deleted, no prev_kvs, the revision does not move.
+    status, answer = server.post("/v3/kv/deleterange", {"key": b64("single")})
+    check("deleterange of a missing key: 200, zero fields omitted, same revision",
+          status == 200 and "deleted" not in answer and "prev_kvs" not in answer and rev(answer) == base + 1, answer)
+
+    # Delete a prefix with prev_kv (through /v3beta).
+    status, answer = server.post("/v3beta/kv/deleterange",
+                                 {"key": b64("d/"), "range_end": b64("d0"), "prev_kv": True})
+    prev = answer.get("prev_kvs", [])
+    check("deleterange prefix (/v3beta): deleted 3 at one revision",
+          status == 200 and answer.get("deleted") == "3" and rev(answer) == base + 2, answer)
+    check("deleterange prefix: prev_kvs in key order with values",
+          [(unb64(kv["key"]), unb64(kv["value"])) for kv in prev] == [("d/1", "x1"), ("d/2", "x2"), ("d/3", "x3")], prev)
+    status, answer = server.range("d/", "d0")
+    check("deleterange prefix: nothing left", "kvs" not in answer and "count" not in answer, answer)
+    status, answer = server.post("/v3/kv/deleterange", {"range_end": b64("z")})
+    check("deleterange without key is 400 'key is not provided'",
+          status == 400 and answer.get("error") == "etcdserver: key is not provided" and answer.get("code") == 3,
+          (status, answer))
+
+    # Txn on value: success branch.
+    status, answer = server.put("t", "v1")
+    t_rev = rev(answer)
+    txn = {"compare": [{"result": "EQUAL", "target": "VALUE", "key": b64("t"), "value": b64("v1")}],
+           "success": [{"request_put": {"key": b64("t"), "value": b64("v2"), "prev_kv": True}},
+                       {"request_range": {"key": b64("t")}}],
+           "failure": [{"request_range": {"key": b64("t")}}]}
+    status, answer = server.post("/v3/kv/txn", txn)
+    responses = answer.get("responses", [])
+    check("txn value compare: succeeded, revision +1",
+          status == 200 and answer.get("succeeded") is True and rev(answer) == t_rev + 1, answer)
+    check("txn success: response_put with nested header and prev_kv, then response_range",
+          len(responses) == 2 and responses[0].get("response_put", {}).get("header") == {"revision": str(t_rev + 1)}
+          and unb64(responses[0]["response_put"]["prev_kv"]["value"]) == "v1"
+          and unb64(responses[1].get("response_range", {}).get("kvs", [{}])[0].get("value", "")) == "v2", responses)
+
+    # The same txn again: the value is now v2, so the failure branch runs; "succeeded" is absent.
+    status, answer = server.post("/v3/kv/txn", txn)
+    responses = answer.get("responses", [])
+    check("txn value compare fails: no 'succeeded', revision unchanged",
+          status == 200 and "succeeded" not in answer and rev(answer) == t_rev + 1, answer)
+    check("txn failure branch: one response_range with v2",
+          len(responses) == 1 and unb64(responses[0].get("response_range", {}).get("kvs", [{}])[0].get("value", "")) == "v2",
+          responses)
+
+    # Txn on mod_revision (lowerCamel input): success then failure.
+    guarded = lambda mod, value: {
+        "compare": [{"result": "EQUAL", "target": "MOD", "key": b64("t"), "modRevision": str(mod)}],
+        "success": [{"requestPut": {"key": b64("t"), "value": b64(value)}}],
+        "failure": [{"request_delete_range": {"key": b64("t"), "prev_kv": True}}]}
+    status, answer = server.post("/v3/kv/txn", guarded(t_rev + 1, "v3"))
+    check("txn mod_revision compare: succeeded, put at revision +1",
+          status == 200 and answer.get("succeeded") is True and rev(answer) == t_rev + 2
+          and answer["responses"][0]["response_put"]["header"]["revision"] == str(t_rev + 2), answer)
+    status, answer = server.post("/v3/kv/txn", {
+        "compare": [{"result": "GREATER", "target": "MOD", "key": b64("t"), "mod_revision": str(t_rev + 5)}],
+        "success": [{"request_put": {"key": b64("t"), "value": b64("never")}}],
+        "failure": [{"request_put": {"key": b64("t2"), "value": b64("fallback")}}]})
+    check("txn mod_revision compare false: failure branch writes, no 'succeeded'",
+          status == 200 and "succeeded" not in answer and rev(answer) == t_rev + 3
+          and "response_put" in answer.get("responses", [{}])[0], answer)
+    status, answer = server.range("t")
+    check("txn: t is v3", unb64(answer.get("kvs", [{}])[0].get("value", "")) == "v3", answer)
+
+    # Duplicate key in a branch: 400 with etcd's message, nothing applied.
+    status, answer = server.post("/v3/kv/txn", {"success": [
+        {"request_put": {"key": b64("t"), "value": b64("x")}},
+        {"request_put": {"key": b64("t"), "value": b64("y")}}]})
+    check("txn duplicate key is 400 code 3 with etcd's message",
+          status == 400 and answer.get("code") == 3
+          and answer.get("error") == "etcdserver: duplicate key given in txn request"
+          and answer.get("message") == answer.get("error"), (status, answer))
+    status, answer = server.range("t")
+    check("txn duplicate key: nothing applied", unb64(answer.get("kvs", [{}])[0].get("value", "")) == "v3"
+          and rev(answer) == t_rev + 3, answer)
+    status, answer = server.post("/v3/kv/txn", {"success": [{"request_put": {"key": b64("k%d" % i)}} for i in range(129)]})
+    check("txn with 129 ops is 400 'too many operations'",
+          status == 400 and answer.get("error") == "etcdserver: too many operations in txn request", (status, answer))
+    status, answer = server.post("/v3beta/kv/txn", {"compare": [{"result": "EQUAL", "target": "VERSION",
+                                                                  "key": b64("t"), "version": "3"}]})
+    check("/v3beta txn with no ops: succeeded, no responses",
+          status == 200 and answer.get("succeeded") is True and "responses" not in answer, answer)
+
+    # Compaction.
+    status, answer = server.range("t")
+    current = rev(answer)
+    status, answer = server.post("/v3/kv/compaction", {"revision": str(t_rev + 1)})
+    check("compaction: 200 with only a header at the current revision",
+          status == 200 and list(answer) == ["header"] and rev(answer) == current, answer)
+    status, answer = server.post("/v3/kv/range", {"key": b64("t"), "revision": str(t_rev)})
+    check("range at a compacted revision is 400 code 11",
+          status == 400 and answer.get("code") == 11
+          and answer.get("error") == "mvcc: required revision has been compacted", (status, answer))
+    status, answer = server.post("/v3/kv/range", {"key": b64("t"), "revision": str(t_rev + 1)})
+    check("range at the compact revision works",
+          status == 200 and unb64(answer.get("kvs", [{}])[0].get("value", "")) == "v2", answer)
+    status, answer = server.post("/v3/kv/compaction", {"revision": str(t_rev)})
+    check("compaction at a compacted revision is 400 code 11",
+          status == 400 and answer.get("code") == 11
+          and answer.get("error") == "mvcc: required revision has been compacted", (status, answer))
+    status, answer = server.post("/v3beta/kv/compaction", {"revision": str(current + 10), "physical": True})
+    check("/v3beta compaction at a future revision is 400 code 11",
+          status == 400 and answer.get("code") == 11
+          and answer.get("error") == "mvcc: required revision is a future revision", (status, answer))
+
+    # Restart: the same keys, versions and revisions, the same compaction.
+    everything = {"key": b64("\0"), "range_end": b64("\0")}
+    status, before = server.post("/v3/kv/range", everything)
+    server.stop()
+    server = Keeld(data_dir)
+    status, after = server.post("/v3/kv/range", everything)
+    check("restart after deleterange/txn/compaction: same revision",
+          rev(after) == rev(before) == current, (rev(before), rev(after), current))
+    check("restart after deleterange/txn/compaction: same keys and versions",
+          after.get("kvs") == before.get("kvs") and after.get("count") == before.get("count"),
+          (len(before.get("kvs", [])), len(after.get("kvs", []))))
+    status, answer = server.post("/v3/kv/range", {"key": b64("t"), "revision": str(t_rev)})
+    check("restart: the compaction is replayed", status == 400 and answer.get("code") == 11, (status, answer))
+    status, answer = server.post("/v3/kv/range", {"key": b64("t"), "revision": str(t_rev + 1)})
+    check("restart: history after the compact revision kept",
+          status == 200 and unb64(answer.get("kvs", [{}])[0].get("value", "")) == "v2", answer)
+    status, answer = server.range("d/", "d0")
+    check("restart: deleted keys stay deleted", "kvs" not in answer, answer)
+    status, answer = server.put("after-replay", "w")
+    check("restart: the next write continues at revision +1", rev(answer) == current + 1, answer)
+    return server
 
 
 def main():
@@ -219,6 +369,8 @@ def main():
         check("after kill -9: count 200", answer.get("count") == "200", answer.get("count"))
         status, answer = server.range("after-restart")
         check("after kill -9: earlier data still there", unb64(answer["kvs"][0]["value"]) == "z", answer)
+
+        server = deleterange_txn_compaction(server, data_dir)
         server.stop()
     except Exception as error:  # noqa: BLE001
         check("no exception", False, repr(error))

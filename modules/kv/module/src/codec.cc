@@ -128,4 +128,220 @@ std::optional<put_entry> decode_put_entry(std::string_view data) {
   return put;
 }
 
+namespace {
+
+void put_string(std::string& out, std::string_view s) {
+  put_u32(out, static_cast<std::uint32_t>(s.size()));
+  out += s;
+}
+
+// Bounds-checked little-endian reader; `ok` turns false at the first overrun.
+struct reader {
+  std::string_view data;
+  std::size_t at = 0;
+  bool ok = true;
+
+  std::uint64_t le(int bytes) {
+    if (!ok || data.size() - at < static_cast<std::size_t>(bytes)) {
+      ok = false;
+      return 0;
+    }
+    std::uint64_t v = get_le(data, at, bytes);
+    at += bytes;
+    return v;
+  }
+  std::uint8_t u8() { return static_cast<std::uint8_t>(le(1)); }
+  std::int64_t i64() { return static_cast<std::int64_t>(le(8)); }
+  std::string str() {
+    std::uint64_t n = le(4);
+    if (!ok || data.size() - at < n) {
+      ok = false;
+      return {};
+    }
+    std::string s(data.substr(at, n));
+    at += n;
+    return s;
+  }
+  bool done() const { return ok && at == data.size(); }
+};
+
+void put_op(std::string& out, const kv::request_op& op) {
+  switch (op.type) {
+    case kv::request_op::kind::range: {
+      const auto& r = op.range;
+      out.push_back(0);
+      put_string(out, r.key);
+      put_string(out, r.range_end);
+      put_u64(out, static_cast<std::uint64_t>(r.limit));
+      put_u64(out, static_cast<std::uint64_t>(r.revision));
+      out.push_back(static_cast<char>(r.order));
+      out.push_back(static_cast<char>(r.target));
+      out.push_back(static_cast<char>((r.keys_only ? 1 : 0) | (r.count_only ? 2 : 0)));
+      put_u64(out, static_cast<std::uint64_t>(r.min_mod_revision));
+      put_u64(out, static_cast<std::uint64_t>(r.max_mod_revision));
+      put_u64(out, static_cast<std::uint64_t>(r.min_create_revision));
+      put_u64(out, static_cast<std::uint64_t>(r.max_create_revision));
+      break;
+    }
+    case kv::request_op::kind::put: {
+      const auto& p = op.put;
+      out.push_back(1);
+      out.push_back(static_cast<char>((p.prev_kv ? 1 : 0) | (p.ignore_value ? 2 : 0) | (p.ignore_lease ? 4 : 0)));
+      put_u64(out, static_cast<std::uint64_t>(p.lease));
+      put_string(out, p.key);
+      put_string(out, p.value);
+      break;
+    }
+    case kv::request_op::kind::delete_range: {
+      const auto& d = op.delete_range;
+      out.push_back(2);
+      out.push_back(static_cast<char>(d.prev_kv ? 1 : 0));
+      put_string(out, d.key);
+      put_string(out, d.range_end);
+      break;
+    }
+  }
+}
+
+bool get_op(reader& in, kv::request_op& op) {
+  std::uint8_t kind = in.u8();
+  if (kind == 0) {
+    kv::range_request r;
+    r.key = in.str();
+    r.range_end = in.str();
+    r.limit = in.i64();
+    r.revision = in.i64();
+    std::uint8_t order = in.u8(), target = in.u8(), flags = in.u8();
+    if (order > 2 || target > 4 || (flags & ~3u)) return false;
+    r.order = static_cast<kv::sort_order>(order);
+    r.target = static_cast<kv::sort_target>(target);
+    r.keys_only = flags & 1;
+    r.count_only = flags & 2;
+    r.min_mod_revision = in.i64();
+    r.max_mod_revision = in.i64();
+    r.min_create_revision = in.i64();
+    r.max_create_revision = in.i64();
+    op = kv::request_op::of(std::move(r));
+  } else if (kind == 1) {
+    kv::put_request p;
+    std::uint8_t flags = in.u8();
+    if (flags & ~7u) return false;
+    p.prev_kv = flags & 1;
+    p.ignore_value = flags & 2;
+    p.ignore_lease = flags & 4;
+    p.lease = in.i64();
+    p.key = in.str();
+    p.value = in.str();
+    op = kv::request_op::of(std::move(p));
+  } else if (kind == 2) {
+    kv::delete_range_request d;
+    std::uint8_t flags = in.u8();
+    if (flags & ~1u) return false;
+    d.prev_kv = flags & 1;
+    d.key = in.str();
+    d.range_end = in.str();
+    op = kv::request_op::of(std::move(d));
+  } else {
+    return false;
+  }
+  return in.ok;
+}
+
+bool get_ops(reader& in, std::vector<kv::request_op>& ops) {
+  std::uint64_t n = in.le(4);
+  if (!in.ok || n > in.data.size()) return false;  // each op takes at least one byte
+  ops.resize(n);
+  for (auto& op : ops)
+    if (!get_op(in, op)) return false;
+  return true;
+}
+
+}  // namespace
+
+std::string encode_delete_entry(const kv::delete_range_request& request) {
+  std::string out;
+  out.push_back(static_cast<char>(entry_kind_delete));
+  out.push_back(static_cast<char>(request.prev_kv ? 1 : 0));
+  put_string(out, request.key);
+  put_string(out, request.range_end);
+  return out;
+}
+
+std::string encode_txn_entry(const kv::txn_request& request) {
+  std::string out;
+  out.push_back(static_cast<char>(entry_kind_txn));
+  put_u32(out, static_cast<std::uint32_t>(request.compares.size()));
+  for (const auto& c : request.compares) {
+    out.push_back(static_cast<char>(c.result));
+    out.push_back(static_cast<char>(c.target));
+    put_string(out, c.key);
+    put_string(out, c.range_end);
+    put_u64(out, static_cast<std::uint64_t>(c.number));
+    put_string(out, c.value);
+  }
+  for (const auto* ops : {&request.success, &request.failure}) {
+    put_u32(out, static_cast<std::uint32_t>(ops->size()));
+    for (const auto& op : *ops) put_op(out, op);
+  }
+  return out;
+}
+
+std::string encode_compact_entry(std::int64_t revision, bool physical) {
+  std::string out;
+  out.push_back(static_cast<char>(entry_kind_compact));
+  out.push_back(static_cast<char>(physical ? 1 : 0));
+  put_u64(out, static_cast<std::uint64_t>(revision));
+  return out;
+}
+
+std::optional<wal_entry> decode_entry(std::string_view data) {
+  if (data.empty()) return std::nullopt;
+  wal_entry entry;
+  entry.kind = static_cast<std::uint8_t>(data[0]);
+  reader in{data, 1};
+  switch (entry.kind) {
+    case entry_kind_put: {
+      auto put = decode_put_entry(data);
+      if (!put) return std::nullopt;
+      entry.put = std::move(*put);
+      return entry;
+    }
+    case entry_kind_delete: {
+      std::uint8_t flags = in.u8();
+      if (flags & ~1u) return std::nullopt;
+      entry.delete_range.prev_kv = flags & 1;
+      entry.delete_range.key = in.str();
+      entry.delete_range.range_end = in.str();
+      break;
+    }
+    case entry_kind_txn: {
+      std::uint64_t n = in.le(4);
+      if (!in.ok || n > data.size()) return std::nullopt;
+      entry.txn.compares.resize(n);
+      for (auto& c : entry.txn.compares) {
+        std::uint8_t result = in.u8(), target = in.u8();
+        if (result > 3 || target > 4) return std::nullopt;
+        c.result = static_cast<kv::compare_result>(result);
+        c.target = static_cast<kv::compare_target>(target);
+        c.key = in.str();
+        c.range_end = in.str();
+        c.number = in.i64();
+        c.value = in.str();
+      }
+      if (!get_ops(in, entry.txn.success) || !get_ops(in, entry.txn.failure)) return std::nullopt;
+      break;
+    }
+    case entry_kind_compact: {
+      std::uint8_t flags = in.u8();
+      if (flags & ~1u) return std::nullopt;
+      entry.physical = flags & 1;
+      entry.compact_revision = in.i64();
+      break;
+    }
+    default: return std::nullopt;
+  }
+  if (!in.done()) return std::nullopt;
+  return entry;
+}
+
 }  // namespace keel::kv_module

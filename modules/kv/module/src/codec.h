@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "keel/kv/mvcc.h"
+
 namespace keel::kv_module {
 
 // Standard base64 with padding (Go's encoding/json for []byte).
@@ -32,5 +34,39 @@ inline constexpr std::uint8_t entry_kind_put = 1;
 std::string encode_put_entry(const put_entry& put);
 // nullopt when the bytes are not a well-formed put entry.
 std::optional<put_entry> decode_put_entry(std::string_view data);
+
+// A delete_range as a WAL entry (little-endian, strings are u32 length + bytes):
+//   u8 kind = 2 | u8 flags (1 prev_kv) | key | range_end
+inline constexpr std::uint8_t entry_kind_delete = 2;
+std::string encode_delete_entry(const kv::delete_range_request& request);
+
+// A whole txn request (so replay recomputes the same compare outcome and applies the
+// same branch):
+//   u8 kind = 3 | u32 compares | compare... | u32 success ops | op... | u32 failure ops | op...
+//   compare = u8 result | u8 target | key | range_end | i64 number | value
+//   op      = u8 0 (range) | key | range_end | i64 limit | i64 revision | u8 sort_order
+//               | u8 sort_target | u8 flags (1 keys_only, 2 count_only)
+//               | i64 min_mod | i64 max_mod | i64 min_create | i64 max_create
+//           | u8 1 (put) | u8 flags (as a put entry) | i64 lease | key | value
+//           | u8 2 (delete) | u8 flags (1 prev_kv) | key | range_end
+// (mvcc's own enum numbers for result / target / order.)
+inline constexpr std::uint8_t entry_kind_txn = 3;
+std::string encode_txn_entry(const kv::txn_request& request);
+
+// A compaction: u8 kind = 4 | u8 flags (1 physical) | i64 revision
+inline constexpr std::uint8_t entry_kind_compact = 4;
+std::string encode_compact_entry(std::int64_t revision, bool physical);
+
+// Any entry, decoded; `kind` says which member is meaningful.
+struct wal_entry {
+  std::uint8_t kind = 0;
+  put_entry put;
+  kv::delete_range_request delete_range;
+  kv::txn_request txn;
+  std::int64_t compact_revision = 0;
+  bool physical = false;
+};
+// nullopt when the bytes are not a well-formed entry of a known kind.
+std::optional<wal_entry> decode_entry(std::string_view data);
 
 }  // namespace keel::kv_module

@@ -14,6 +14,7 @@
 #include <coroutine>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -67,6 +68,9 @@ struct kv_state {
   // Metrics (written on shard 0, read by /metrics from anywhere).
   std::atomic<std::uint64_t> puts{0};
   std::atomic<std::uint64_t> ranges{0};
+  std::atomic<std::uint64_t> deletes{0};
+  std::atomic<std::uint64_t> txns{0};
+  std::atomic<std::uint64_t> compactions{0};
   std::atomic<std::int64_t> revision{1};
   std::atomic<std::uint64_t> replayed{0};
 };
@@ -111,6 +115,39 @@ void append_key_value(std::string& out, const kv::key_value& kv) {
   if (!kv.value.empty()) append_bytes(out, "value", kv.value, first);
   if (kv.lease != 0) append_int_string(out, "lease", kv.lease, first);
   out += '}';
+}
+
+// The fields after the header of each response (zero and empty ones omitted).
+void append_put_fields(std::string& out, const kv::put_result& put) {
+  if (put.prev_kv) {
+    out += ",\"prev_kv\":";
+    append_key_value(out, *put.prev_kv);
+  }
+}
+
+void append_range_fields(std::string& out, const kv::range_result& found) {
+  if (!found.kvs.empty()) {
+    out += ",\"kvs\":[";
+    for (std::size_t i = 0; i < found.kvs.size(); ++i) {
+      if (i) out += ',';
+      append_key_value(out, found.kvs[i]);
+    }
+    out += ']';
+  }
+  if (found.more) out += ",\"more\":true";
+  if (found.count != 0) out += ",\"count\":\"" + std::to_string(found.count) + "\"";
+}
+
+void append_delete_fields(std::string& out, const kv::delete_range_result& deleted) {
+  if (deleted.deleted != 0) out += ",\"deleted\":\"" + std::to_string(deleted.deleted) + "\"";
+  if (!deleted.prev_kvs.empty()) {
+    out += ",\"prev_kvs\":[";
+    for (std::size_t i = 0; i < deleted.prev_kvs.size(); ++i) {
+      if (i) out += ',';
+      append_key_value(out, deleted.prev_kvs[i]);
+    }
+    out += ']';
+  }
 }
 
 // grpc-gateway's error body; the HTTP status follows the gRPC code.
@@ -239,14 +276,9 @@ bool read_enum(const rapidjson::Value& object, const char* name, const char* cam
   return false;
 }
 
-// Parses the body as a JSON object whose members are all known.
-std::optional<parse_error> parse_object(const std::string& body, rapidjson::Document& doc, const char* message,
+// Checks that `object` is a JSON object whose members are all known.
+std::optional<parse_error> check_object(const rapidjson::Value& doc, const char* message,
                                         std::initializer_list<const char*> known) {
-  doc.Parse(body.c_str(), body.size());
-  if (doc.HasParseError()) {
-    return parse_error{std::string("invalid JSON at offset ") + std::to_string(doc.GetErrorOffset()) + ": " +
-                       rapidjson::GetParseError_En(doc.GetParseError())};
-  }
   if (!doc.IsObject()) return parse_error{std::string("request body is not a JSON object for ") + message};
   for (auto it = doc.MemberBegin(); it != doc.MemberEnd(); ++it) {
     bool found = false;
@@ -261,9 +293,17 @@ std::optional<parse_error> parse_object(const std::string& body, rapidjson::Docu
   return std::nullopt;
 }
 
-std::optional<parse_error> parse_put(const std::string& body, put_entry& put) {
-  rapidjson::Document doc;
-  auto error = parse_object(body, doc, "etcdserverpb.PutRequest",
+std::optional<parse_error> parse_json(const std::string& body, rapidjson::Document& doc) {
+  doc.Parse(body.c_str(), body.size());
+  if (doc.HasParseError()) {
+    return parse_error{std::string("invalid JSON at offset ") + std::to_string(doc.GetErrorOffset()) + ": " +
+                       rapidjson::GetParseError_En(doc.GetParseError())};
+  }
+  return std::nullopt;
+}
+
+std::optional<parse_error> parse_put(const rapidjson::Value& doc, put_entry& put) {
+  auto error = check_object(doc, "etcdserverpb.PutRequest",
                             {"key", "value", "lease", "prev_kv", "prevKv", "ignore_value", "ignoreValue",
                              "ignore_lease", "ignoreLease"});
   if (error) return error;
@@ -275,10 +315,9 @@ std::optional<parse_error> parse_put(const std::string& body, put_entry& put) {
   return std::nullopt;
 }
 
-std::optional<parse_error> parse_range(const std::string& body, kv::range_request& range) {
-  rapidjson::Document doc;
-  auto error = parse_object(
-      body, doc, "etcdserverpb.RangeRequest",
+std::optional<parse_error> parse_range(const rapidjson::Value& doc, kv::range_request& range) {
+  auto error = check_object(
+      doc, "etcdserverpb.RangeRequest",
       {"key", "range_end", "rangeEnd", "limit", "revision", "sort_order", "sortOrder", "sort_target", "sortTarget",
        "serializable", "keys_only", "keysOnly", "count_only", "countOnly", "min_mod_revision", "minModRevision",
        "max_mod_revision", "maxModRevision", "min_create_revision", "minCreateRevision", "max_create_revision",
@@ -302,6 +341,110 @@ std::optional<parse_error> parse_range(const std::string& body, kv::range_reques
     return error;
   range.order = static_cast<kv::sort_order>(order);
   range.target = static_cast<kv::sort_target>(target);
+  return std::nullopt;
+}
+
+std::optional<parse_error> parse_delete_range(const rapidjson::Value& doc, kv::delete_range_request& request) {
+  auto error = check_object(doc, "etcdserverpb.DeleteRangeRequest",
+                            {"key", "range_end", "rangeEnd", "prev_kv", "prevKv"});
+  if (error) return error;
+  if (!read_bytes(doc, "key", nullptr, request.key, error) ||
+      !read_bytes(doc, "range_end", "rangeEnd", request.range_end, error) ||
+      !read_bool(doc, "prev_kv", "prevKv", request.prev_kv, error))
+    return error;
+  return std::nullopt;
+}
+
+std::optional<parse_error> parse_compaction(const rapidjson::Value& doc, std::int64_t& revision, bool& physical) {
+  auto error = check_object(doc, "etcdserverpb.CompactionRequest", {"revision", "physical"});
+  if (error) return error;
+  if (!read_int64(doc, "revision", nullptr, revision, error) || !read_bool(doc, "physical", nullptr, physical, error))
+    return error;
+  return std::nullopt;
+}
+
+kv::put_request to_request(const put_entry& put);
+
+std::optional<parse_error> parse_compare(const rapidjson::Value& doc, kv::compare& compare) {
+  auto error = check_object(doc, "etcdserverpb.Compare",
+                            {"result", "target", "key", "range_end", "rangeEnd", "version", "create_revision",
+                             "createRevision", "mod_revision", "modRevision", "value", "lease"});
+  if (error) return error;
+  // etcd's enum numbers: EQUAL 0, GREATER 1, LESS 2, NOT_EQUAL 3; VERSION 0, CREATE 1,
+  // MOD 2, VALUE 3, LEASE 4.
+  int result = 0, target = 0;
+  if (!read_enum(doc, "result", nullptr, {"EQUAL", "GREATER", "LESS", "NOT_EQUAL"}, result, error) ||
+      !read_enum(doc, "target", nullptr, {"VERSION", "CREATE", "MOD", "VALUE", "LEASE"}, target, error) ||
+      !read_bytes(doc, "key", nullptr, compare.key, error) ||
+      !read_bytes(doc, "range_end", "rangeEnd", compare.range_end, error))
+    return error;
+  static constexpr kv::compare_result results[] = {kv::compare_result::equal, kv::compare_result::greater,
+                                                   kv::compare_result::less, kv::compare_result::not_equal};
+  static constexpr kv::compare_target targets[] = {kv::compare_target::version, kv::compare_target::create,
+                                                   kv::compare_target::mod, kv::compare_target::value,
+                                                   kv::compare_target::lease};
+  compare.result = results[result];
+  compare.target = targets[target];
+  // The oneof member that matches the target (another member leaves it 0, as etcd).
+  bool ok = true;
+  switch (compare.target) {
+    case kv::compare_target::version: ok = read_int64(doc, "version", nullptr, compare.number, error); break;
+    case kv::compare_target::create:
+      ok = read_int64(doc, "create_revision", "createRevision", compare.number, error);
+      break;
+    case kv::compare_target::mod: ok = read_int64(doc, "mod_revision", "modRevision", compare.number, error); break;
+    case kv::compare_target::value: ok = read_bytes(doc, "value", nullptr, compare.value, error); break;
+    case kv::compare_target::lease: ok = read_int64(doc, "lease", nullptr, compare.number, error); break;
+  }
+  if (!ok) return error;
+  return std::nullopt;
+}
+
+std::optional<parse_error> parse_request_op(const rapidjson::Value& doc, kv::request_op& op) {
+  auto error = check_object(doc, "etcdserverpb.RequestOp",
+                            {"request_range", "requestRange", "request_put", "requestPut", "request_delete_range",
+                             "requestDeleteRange", "request_txn", "requestTxn"});
+  if (error) return error;
+  if (doc.MemberCount() != 1) return parse_error{"a txn operation must have exactly one request"};
+  if (const auto* v = field(doc, "request_range", "requestRange")) {
+    kv::range_request range;
+    if ((error = parse_range(*v, range))) return error;
+    op = kv::request_op::of(std::move(range));
+  } else if (const auto* v = field(doc, "request_put", "requestPut")) {
+    put_entry put;
+    if ((error = parse_put(*v, put))) return error;
+    op = kv::request_op::of(to_request(put));
+  } else if (const auto* v = field(doc, "request_delete_range", "requestDeleteRange")) {
+    kv::delete_range_request request;
+    if ((error = parse_delete_range(*v, request))) return error;
+    op = kv::request_op::of(std::move(request));
+  } else {
+    return parse_error{"nested txn (request_txn) is not supported"};
+  }
+  return std::nullopt;
+}
+
+std::optional<parse_error> parse_txn(const rapidjson::Value& doc, kv::txn_request& txn) {
+  auto error = check_object(doc, "etcdserverpb.TxnRequest", {"compare", "success", "failure"});
+  if (error) return error;
+  if (const auto* v = field(doc, "compare", nullptr); v && !v->IsNull()) {
+    if (!v->IsArray()) return parse_error{"bad input: field \"compare\" must be an array"};
+    for (const auto& item : v->GetArray()) {
+      kv::compare compare;
+      if ((error = parse_compare(item, compare))) return error;
+      txn.compares.push_back(std::move(compare));
+    }
+  }
+  for (auto [name, ops] : {std::pair{"success", &txn.success}, std::pair{"failure", &txn.failure}}) {
+    const auto* v = field(doc, name, nullptr);
+    if (!v || v->IsNull()) continue;
+    if (!v->IsArray()) return parse_error{std::string("bad input: field \"") + name + "\" must be an array"};
+    for (const auto& item : v->GetArray()) {
+      kv::request_op op;
+      if ((error = parse_request_op(item, op))) return error;
+      ops->push_back(std::move(op));
+    }
+  }
   return std::nullopt;
 }
 
@@ -379,10 +522,7 @@ task<reply> do_put(put_entry put) {
   reply r;
   r.body = "{";
   append_header(r.body, applied->revision);
-  if (applied->prev_kv) {
-    r.body += ",\"prev_kv\":";
-    append_key_value(r.body, *applied->prev_kv);
-  }
+  append_put_fields(r.body, *applied);
   r.body += "}";
   co_return r;
 }
@@ -403,18 +543,117 @@ task<reply> do_range(kv::range_request range) {
   reply r;
   r.body = "{";
   append_header(r.body, found->revision);
-  if (!found->kvs.empty()) {
-    r.body += ",\"kvs\":[";
-    for (std::size_t i = 0; i < found->kvs.size(); ++i) {
-      if (i) r.body += ',';
-      append_key_value(r.body, found->kvs[i]);
-    }
-    r.body += ']';
-  }
-  if (found->more) r.body += ",\"more\":true";
-  if (found->count != 0) r.body += ",\"count\":\"" + std::to_string(found->count) + "\"";
+  append_range_fields(r.body, *found);
   r.body += "}";
   co_return r;
+}
+
+// Every other write has put's life: append the encoded request to the WAL, apply it
+// (`apply` builds the answer from the store's result), wait for the fdatasync that
+// covers it, answer. A request the store refuses is logged and refused again on replay.
+task<reply> do_write(std::string data, std::function<reply()> apply, std::atomic<std::uint64_t>* counter) {
+  if (!g->opened) co_await open_awaiter{};
+  if (auto bad = writer_unusable()) co_return std::move(*bad);
+  if (data.size() > keel::limits::wal_entry_data_bytes_max) co_return error_reply(3, "etcdserver: request is too large");
+  status appended = g->writer->append(kv::wal_record::entry(raft_term, g->next_index, std::move(data)));
+  if (!appended) {
+    if (appended.code() == errc::too_large) co_return error_reply(8, "etcdserver: too many requests: " + appended.message());
+    co_return error_reply(14, "etcdserver: WAL failed: " + appended.message());
+  }
+  ++g->next_index;
+  reply answer = apply();
+  g->revision.store(g->store.current_revision(), std::memory_order_relaxed);
+  task<status> committing = g->writer->commit();
+  ++g->commits_in_flight;
+  status durable = co_await std::move(committing);
+  --g->commits_in_flight;
+  if (!durable) co_return error_reply(14, "etcdserver: WAL failed: " + durable.message());
+  counter->fetch_add(1, std::memory_order_relaxed);
+  co_return answer;
+}
+
+task<reply> do_delete_range(kv::delete_range_request request) {
+  if (request.key.empty()) co_return error_reply(3, kv::mvcc_messages::empty_key);
+  std::string data = encode_delete_entry(request);
+  task<reply> work = do_write(
+      std::move(data),
+      [request = std::move(request)]() -> reply {
+        auto deleted = g->store.delete_range(request);
+        if (!deleted) return mvcc_error_reply(deleted.error());
+        reply r;
+        r.body = "{";
+        append_header(r.body, deleted->revision);
+        append_delete_fields(r.body, *deleted);
+        r.body += "}";
+        return r;
+      },
+      &g->deletes);
+  co_return co_await std::move(work);
+}
+
+// A response inside a txn carries a header with the revision only (etcd 3.4).
+void append_nested_header(std::string& out, std::int64_t revision) {
+  out += "{\"header\":{\"revision\":\"" + std::to_string(revision) + "\"}";
+}
+
+task<reply> do_txn(kv::txn_request request) {
+  std::string data = encode_txn_entry(request);
+  task<reply> work = do_write(
+      std::move(data),
+      [request = std::move(request)]() -> reply {
+        auto done = g->store.txn(request);
+        if (!done) return mvcc_error_reply(done.error());
+        reply r;
+        r.body = "{";
+        append_header(r.body, done->revision);
+        if (done->succeeded) r.body += ",\"succeeded\":true";  // grpc-gateway omits false
+        if (!done->responses.empty()) {
+          r.body += ",\"responses\":[";
+          for (std::size_t i = 0; i < done->responses.size(); ++i) {
+            const kv::response_op& op = done->responses[i];
+            if (i) r.body += ',';
+            switch (op.type) {
+              case kv::request_op::kind::range:
+                r.body += "{\"response_range\":";
+                append_nested_header(r.body, op.range.revision);
+                append_range_fields(r.body, op.range);
+                break;
+              case kv::request_op::kind::put:
+                r.body += "{\"response_put\":";
+                append_nested_header(r.body, op.put.revision);
+                append_put_fields(r.body, op.put);
+                break;
+              case kv::request_op::kind::delete_range:
+                r.body += "{\"response_delete_range\":";
+                append_nested_header(r.body, op.delete_range.revision);
+                append_delete_fields(r.body, op.delete_range);
+                break;
+            }
+            r.body += "}}";
+          }
+          r.body += ']';
+        }
+        r.body += "}";
+        return r;
+      },
+      &g->txns);
+  co_return co_await std::move(work);
+}
+
+task<reply> do_compaction(std::int64_t revision, bool physical) {
+  task<reply> work = do_write(
+      encode_compact_entry(revision, physical),
+      [revision]() -> reply {
+        status compacted = g->store.compact(revision);
+        if (!compacted) return mvcc_error_reply(compacted);
+        reply r;
+        r.body = "{";
+        append_header(r.body, g->store.current_revision());
+        r.body += "}";
+        return r;
+      },
+      &g->compactions);
+  co_return co_await std::move(work);
 }
 
 // ---- HTTP handlers (any shard) -------------------------------------------------------------
@@ -435,7 +674,10 @@ task<reply> on_owner(F fn) {
 
 task<void> http_put(const keel::http_request& request, keel::http_response& response) {
   put_entry put;
-  if (auto error = parse_put(request.body, put)) {
+  rapidjson::Document doc;
+  auto error = parse_json(request.body, doc);
+  if (!error) error = parse_put(doc, put);
+  if (error) {
     send_reply(response, error_reply(3, error->message));
     co_return;
   }
@@ -446,11 +688,57 @@ task<void> http_put(const keel::http_request& request, keel::http_response& resp
 
 task<void> http_range(const keel::http_request& request, keel::http_response& response) {
   kv::range_request range;
-  if (auto error = parse_range(request.body, range)) {
+  rapidjson::Document doc;
+  auto error = parse_json(request.body, doc);
+  if (!error) error = parse_range(doc, range);
+  if (error) {
     send_reply(response, error_reply(3, error->message));
     co_return;
   }
   task<reply> work = on_owner([range = std::move(range)]() mutable { return do_range(std::move(range)); });
+  reply r = co_await std::move(work);
+  send_reply(response, r);
+}
+
+task<void> http_delete_range(const keel::http_request& request, keel::http_response& response) {
+  kv::delete_range_request del;
+  rapidjson::Document doc;
+  auto error = parse_json(request.body, doc);
+  if (!error) error = parse_delete_range(doc, del);
+  if (error) {
+    send_reply(response, error_reply(3, error->message));
+    co_return;
+  }
+  task<reply> work = on_owner([del = std::move(del)]() mutable { return do_delete_range(std::move(del)); });
+  reply r = co_await std::move(work);
+  send_reply(response, r);
+}
+
+task<void> http_txn(const keel::http_request& request, keel::http_response& response) {
+  kv::txn_request txn;
+  rapidjson::Document doc;
+  auto error = parse_json(request.body, doc);
+  if (!error) error = parse_txn(doc, txn);
+  if (error) {
+    send_reply(response, error_reply(3, error->message));
+    co_return;
+  }
+  task<reply> work = on_owner([txn = std::move(txn)]() mutable { return do_txn(std::move(txn)); });
+  reply r = co_await std::move(work);
+  send_reply(response, r);
+}
+
+task<void> http_compaction(const keel::http_request& request, keel::http_response& response) {
+  std::int64_t revision = 0;
+  bool physical = false;
+  rapidjson::Document doc;
+  auto error = parse_json(request.body, doc);
+  if (!error) error = parse_compaction(doc, revision, physical);
+  if (error) {
+    send_reply(response, error_reply(3, error->message));
+    co_return;
+  }
+  task<reply> work = on_owner([revision, physical]() { return do_compaction(revision, physical); });
   reply r = co_await std::move(work);
   send_reply(response, r);
 }
@@ -478,12 +766,18 @@ status recover(kv_state& s) {
   std::uint64_t entries = 0;
   for (const kv::wal_record& record : s.recovered.records) {
     if (record.type != kv::wal_record_type::entry) continue;
-    auto put = decode_put_entry(record.data);
-    if (!put) {
+    auto entry = decode_entry(record.data);
+    if (!entry) {
       return {errc::corruption, s.wal_dir + ": entry " + std::to_string(record.index) +
-                                    " is not a kv put (" + std::to_string(record.data.size()) + " bytes)"};
+                                    " is not a kv request (" + std::to_string(record.data.size()) + " bytes)"};
     }
-    (void)s.store.put(to_request(*put));  // a refused put was refused when served too
+    // A request the store refused when it was served is refused identically here.
+    switch (entry->kind) {
+      case entry_kind_put: (void)s.store.put(to_request(entry->put)); break;
+      case entry_kind_delete: (void)s.store.delete_range(entry->delete_range); break;
+      case entry_kind_txn: (void)s.store.txn(entry->txn); break;
+      case entry_kind_compact: (void)s.store.compact(entry->compact_revision); break;
+    }
     ++entries;
   }
   s.next_index = s.recovered.last_index ? *s.recovered.last_index + 1 : 1;
@@ -526,12 +820,21 @@ int start(keel::module_context* context, char* error, std::size_t error_bytes) {
   for (const char* prefix : {"/v3", "/v3beta"}) {
     router.add_async("POST", std::string(prefix) + "/kv/put", http_put);
     router.add_async("POST", std::string(prefix) + "/kv/range", http_range);
+    router.add_async("POST", std::string(prefix) + "/kv/deleterange", http_delete_range);
+    router.add_async("POST", std::string(prefix) + "/kv/txn", http_txn);
+    router.add_async("POST", std::string(prefix) + "/kv/compaction", http_compaction);
   }
   context->add_metrics([](std::string& out) {
     out += "# HELP keel_kv_puts_total Puts answered by the kv module.\n# TYPE keel_kv_puts_total counter\n";
     out += "keel_kv_puts_total " + std::to_string(g->puts.load(std::memory_order_relaxed)) + "\n";
     out += "# HELP keel_kv_ranges_total Ranges answered by the kv module.\n# TYPE keel_kv_ranges_total counter\n";
     out += "keel_kv_ranges_total " + std::to_string(g->ranges.load(std::memory_order_relaxed)) + "\n";
+    out += "# HELP keel_kv_deletes_total Delete ranges answered by the kv module.\n# TYPE keel_kv_deletes_total counter\n";
+    out += "keel_kv_deletes_total " + std::to_string(g->deletes.load(std::memory_order_relaxed)) + "\n";
+    out += "# HELP keel_kv_txns_total Txns answered by the kv module.\n# TYPE keel_kv_txns_total counter\n";
+    out += "keel_kv_txns_total " + std::to_string(g->txns.load(std::memory_order_relaxed)) + "\n";
+    out += "# HELP keel_kv_compactions_total Compactions answered by the kv module.\n# TYPE keel_kv_compactions_total counter\n";
+    out += "keel_kv_compactions_total " + std::to_string(g->compactions.load(std::memory_order_relaxed)) + "\n";
     out += "# HELP keel_kv_revision The store's current revision.\n# TYPE keel_kv_revision gauge\n";
     out += "keel_kv_revision " + std::to_string(g->revision.load(std::memory_order_relaxed)) + "\n";
   });
