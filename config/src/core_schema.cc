@@ -56,11 +56,11 @@ constexpr std::string_view schema_text = R"json({
       "default": 0
     },
     "modules": {
-      "description": "Modules to load, by name (libkeel-<name>.so).",
+      "description": "Modules to load, by name (libkeel-<name>.so). The default is the key-value store; --modules= (empty) loads none.",
       "type": "array",
       "uniqueItems": true,
       "items": {"type": "string", "pattern": "^[a-z][a-z0-9_-]*$"},
-      "default": []
+      "default": ["kv"]
     },
     "module-path": {
       "description": "Directories searched for modules before the built-in module directory.",

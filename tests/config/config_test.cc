@@ -123,7 +123,7 @@ BOOST_AUTO_TEST_CASE(uses_embedded_defaults_without_any_source) {
   BOOST_TEST(c.get_strings("/advertise-client-urls") == std::vector<std::string>{"http://127.0.0.1:2379"});
   BOOST_TEST(c.get_strings("/listen-peer-urls") == std::vector<std::string>{"http://127.0.0.1:2380"});
   BOOST_TEST(c.get_int("/shards") == 0);
-  BOOST_TEST(c.get_strings("/modules").empty());
+  BOOST_TEST(c.get_strings("/modules") == std::vector<std::string>{"kv"});  // the store by default
   BOOST_TEST(c.get_strings("/module-path").empty());
   BOOST_TEST(c.get_string("/log-level") == "info");
   BOOST_TEST(c.get_int("/max-request-bytes") == 1572864);
@@ -381,7 +381,8 @@ BOOST_AUTO_TEST_CASE(modules_list_follows_precedence_and_checks_names) {
     BOOST_REQUIRE(sources.collect(static_cast<int>(line.arguments.size()), line.argv.data(), line.envp.data()).is_ok());
     return sources.modules();
   };
-  BOOST_TEST(modules_of({}, {}).value().empty());
+  BOOST_TEST(modules_of({}, {}).value() == std::vector<std::string>{"kv"});
+  BOOST_TEST(modules_of({"--modules="}, {}).value().empty());  // how an operator loads none
   BOOST_TEST(modules_of({"--config", file.path()}, {}).value() == (std::vector<std::string>{"a", "b"}));
   BOOST_TEST(modules_of({"--config", file.path()}, {"ETCD_MODULES=c"}).value() == std::vector<std::string>{"c"});
   BOOST_TEST(modules_of({"--config", file.path(), "--modules=d,e"}, {"ETCD_MODULES=c"}).value() ==

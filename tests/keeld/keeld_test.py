@@ -397,12 +397,13 @@ class CommandLineTest(KeeldTestCase):
             "advertise-client-urls": ["http://127.0.0.1:2379"],
             "listen-peer-urls": ["http://127.0.0.1:2380"],
             "shards": 0,
-            "modules": [],
+            "modules": ["kv"],
             "module-path": [],
             "log-level": "info",
             "max-request-bytes": 1572864,
             "enable-v2": True,
             "native-port-enabled": True,
+            "kv": {"dir": "", "snapshot-count": 100000},
         })
 
     def test_print_config_output_is_a_config_file_giving_the_same_config(self):
