@@ -672,75 +672,59 @@ task<reply> on_owner(F fn) {
   co_return co_await std::move(remote);
 }
 
-task<void> http_put(const keel::http_request& request, keel::http_response& response) {
-  put_entry put;
+struct compaction_request {
+  std::int64_t revision = 0;
+  bool physical = false;
+};
+
+// Every v3 kv route: parse the JSON body into a Request (a bad body is answered 400 here,
+// on the connection's shard), run `execute` on the owner shard, send its reply.
+template <typename Request, typename Parse, typename Execute>
+task<void> serve_json(const keel::http_request& request, keel::http_response& response, Parse parse,
+                      Execute execute) {
+  Request parsed{};
   rapidjson::Document doc;
   auto error = parse_json(request.body, doc);
-  if (!error) error = parse_put(doc, put);
+  if (!error) error = parse(doc, parsed);
   if (error) {
     send_reply(response, error_reply(3, error->message));
     co_return;
   }
-  task<reply> work = on_owner([put = std::move(put)]() mutable { return do_put(std::move(put)); });
+  task<reply> work = on_owner([parsed = std::move(parsed), execute]() mutable { return execute(std::move(parsed)); });
   reply r = co_await std::move(work);
   send_reply(response, r);
+}
+
+task<void> http_put(const keel::http_request& request, keel::http_response& response) {
+  return serve_json<put_entry>(
+      request, response, [](const rapidjson::Value& doc, put_entry& put) { return parse_put(doc, put); },
+      [](put_entry put) { return do_put(std::move(put)); });
 }
 
 task<void> http_range(const keel::http_request& request, keel::http_response& response) {
-  kv::range_request range;
-  rapidjson::Document doc;
-  auto error = parse_json(request.body, doc);
-  if (!error) error = parse_range(doc, range);
-  if (error) {
-    send_reply(response, error_reply(3, error->message));
-    co_return;
-  }
-  task<reply> work = on_owner([range = std::move(range)]() mutable { return do_range(std::move(range)); });
-  reply r = co_await std::move(work);
-  send_reply(response, r);
+  return serve_json<kv::range_request>(
+      request, response, [](const rapidjson::Value& doc, kv::range_request& range) { return parse_range(doc, range); },
+      [](kv::range_request range) { return do_range(std::move(range)); });
 }
 
 task<void> http_delete_range(const keel::http_request& request, keel::http_response& response) {
-  kv::delete_range_request del;
-  rapidjson::Document doc;
-  auto error = parse_json(request.body, doc);
-  if (!error) error = parse_delete_range(doc, del);
-  if (error) {
-    send_reply(response, error_reply(3, error->message));
-    co_return;
-  }
-  task<reply> work = on_owner([del = std::move(del)]() mutable { return do_delete_range(std::move(del)); });
-  reply r = co_await std::move(work);
-  send_reply(response, r);
+  return serve_json<kv::delete_range_request>(
+      request, response,
+      [](const rapidjson::Value& doc, kv::delete_range_request& del) { return parse_delete_range(doc, del); },
+      [](kv::delete_range_request del) { return do_delete_range(std::move(del)); });
 }
 
 task<void> http_txn(const keel::http_request& request, keel::http_response& response) {
-  kv::txn_request txn;
-  rapidjson::Document doc;
-  auto error = parse_json(request.body, doc);
-  if (!error) error = parse_txn(doc, txn);
-  if (error) {
-    send_reply(response, error_reply(3, error->message));
-    co_return;
-  }
-  task<reply> work = on_owner([txn = std::move(txn)]() mutable { return do_txn(std::move(txn)); });
-  reply r = co_await std::move(work);
-  send_reply(response, r);
+  return serve_json<kv::txn_request>(
+      request, response, [](const rapidjson::Value& doc, kv::txn_request& txn) { return parse_txn(doc, txn); },
+      [](kv::txn_request txn) { return do_txn(std::move(txn)); });
 }
 
 task<void> http_compaction(const keel::http_request& request, keel::http_response& response) {
-  std::int64_t revision = 0;
-  bool physical = false;
-  rapidjson::Document doc;
-  auto error = parse_json(request.body, doc);
-  if (!error) error = parse_compaction(doc, revision, physical);
-  if (error) {
-    send_reply(response, error_reply(3, error->message));
-    co_return;
-  }
-  task<reply> work = on_owner([revision, physical]() { return do_compaction(revision, physical); });
-  reply r = co_await std::move(work);
-  send_reply(response, r);
+  return serve_json<compaction_request>(
+      request, response,
+      [](const rapidjson::Value& doc, compaction_request& c) { return parse_compaction(doc, c.revision, c.physical); },
+      [](compaction_request c) { return do_compaction(c.revision, c.physical); });
 }
 
 // ---- start / stop ---------------------------------------------------------------------------
