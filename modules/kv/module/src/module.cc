@@ -495,62 +495,20 @@ std::optional<reply> writer_unusable() {
   return std::nullopt;
 }
 
-// put = append the request to the WAL, apply it to the store, wait for the fdatasync
-// that covers it, answer. The log holds requests, applied in log order, so a put the
-// store refuses is refused again on replay and revisions replay identically.
-task<reply> do_put(put_entry put) {
-  if (!g->opened) co_await open_awaiter{};
-  if (auto bad = writer_unusable()) co_return std::move(*bad);
-  if (put.key.empty()) co_return error_reply(3, kv::mvcc_messages::empty_key);
-  std::string data = encode_put_entry(put);
-  if (data.size() > keel::limits::wal_entry_data_bytes_max) co_return error_reply(3, "etcdserver: request is too large");
-  status appended = g->writer->append(kv::wal_record::entry(raft_term, g->next_index, std::move(data)));
-  if (!appended) {
-    if (appended.code() == errc::too_large) co_return error_reply(8, "etcdserver: too many requests: " + appended.message());
-    co_return error_reply(14, "etcdserver: WAL failed: " + appended.message());
-  }
-  ++g->next_index;
-  auto applied = g->store.put(to_request(put));
-  g->revision.store(g->store.current_revision(), std::memory_order_relaxed);
+// Waits until everything appended so far is durable (a commit with nothing new to
+// write returns at once).
+task<status> durable_now() {
   task<status> committing = g->writer->commit();
   ++g->commits_in_flight;
   status durable = co_await std::move(committing);
   --g->commits_in_flight;
-  if (!durable) co_return error_reply(14, "etcdserver: WAL failed: " + durable.message());
-  g->puts.fetch_add(1, std::memory_order_relaxed);
-  if (!applied) co_return mvcc_error_reply(applied.error());
-  reply r;
-  r.body = "{";
-  append_header(r.body, applied->revision);
-  append_put_fields(r.body, *applied);
-  r.body += "}";
-  co_return r;
+  co_return durable;
 }
 
-// range = read the store, then wait until every put it may have seen is durable (a
-// commit with nothing new to write returns at once), answer.
-task<reply> do_range(kv::range_request range) {
-  if (!g->opened) co_await open_awaiter{};
-  if (auto bad = writer_unusable()) co_return std::move(*bad);
-  auto found = g->store.range(range);
-  task<status> committing = g->writer->commit();
-  ++g->commits_in_flight;
-  status durable = co_await std::move(committing);
-  --g->commits_in_flight;
-  if (!durable) co_return error_reply(14, "etcdserver: WAL failed: " + durable.message());
-  g->ranges.fetch_add(1, std::memory_order_relaxed);
-  if (!found) co_return mvcc_error_reply(found.error());
-  reply r;
-  r.body = "{";
-  append_header(r.body, found->revision);
-  append_range_fields(r.body, *found);
-  r.body += "}";
-  co_return r;
-}
-
-// Every other write has put's life: append the encoded request to the WAL, apply it
-// (`apply` builds the answer from the store's result), wait for the fdatasync that
-// covers it, answer. A request the store refuses is logged and refused again on replay.
+// Every write: append the encoded request to the WAL, apply it (`apply` builds the
+// answer from the store's result), wait for the fdatasync that covers it, answer. The
+// log holds requests, applied in log order, so a request the store refuses is refused
+// again on replay and revisions replay identically.
 task<reply> do_write(std::string data, std::function<reply()> apply, std::atomic<std::uint64_t>* counter) {
   if (!g->opened) co_await open_awaiter{};
   if (auto bad = writer_unusable()) co_return std::move(*bad);
@@ -563,13 +521,46 @@ task<reply> do_write(std::string data, std::function<reply()> apply, std::atomic
   ++g->next_index;
   reply answer = apply();
   g->revision.store(g->store.current_revision(), std::memory_order_relaxed);
-  task<status> committing = g->writer->commit();
-  ++g->commits_in_flight;
+  task<status> committing = durable_now();
   status durable = co_await std::move(committing);
-  --g->commits_in_flight;
   if (!durable) co_return error_reply(14, "etcdserver: WAL failed: " + durable.message());
   counter->fetch_add(1, std::memory_order_relaxed);
   co_return answer;
+}
+
+task<reply> do_put(put_entry put) {
+  if (put.key.empty()) co_return error_reply(3, kv::mvcc_messages::empty_key);
+  std::string data = encode_put_entry(put);
+  auto apply = [put = std::move(put)]() -> reply {
+    auto applied = g->store.put(to_request(put));
+    if (!applied) return mvcc_error_reply(applied.error());
+    reply r;
+    r.body = "{";
+    append_header(r.body, applied->revision);
+    append_put_fields(r.body, *applied);
+    r.body += "}";
+    return r;
+  };
+  task<reply> writing = do_write(std::move(data), std::move(apply), &g->puts);
+  co_return co_await std::move(writing);
+}
+
+// range = read the store, then wait until every write it may have seen is durable, answer.
+task<reply> do_range(kv::range_request range) {
+  if (!g->opened) co_await open_awaiter{};
+  if (auto bad = writer_unusable()) co_return std::move(*bad);
+  auto found = g->store.range(range);
+  task<status> committing = durable_now();
+  status durable = co_await std::move(committing);
+  if (!durable) co_return error_reply(14, "etcdserver: WAL failed: " + durable.message());
+  g->ranges.fetch_add(1, std::memory_order_relaxed);
+  if (!found) co_return mvcc_error_reply(found.error());
+  reply r;
+  r.body = "{";
+  append_header(r.body, found->revision);
+  append_range_fields(r.body, *found);
+  r.body += "}";
+  co_return r;
 }
 
 task<reply> do_delete_range(kv::delete_range_request request) {
