@@ -45,6 +45,11 @@ inline constexpr std::uint32_t wal_entry_data_bytes_max = frame_bytes_max;
 inline constexpr std::uint32_t wal_record_bytes_max = wal_entry_data_bytes_max + 40;
 inline constexpr std::size_t wal_pending_bytes_max = 64 * 1024 * 1024;    // appended, not yet written
 
+// Watches (modules/kv): undelivered events one watcher may hold before it drops them and
+// catches up from the store's history; events read from history per catch-up step.
+inline constexpr std::size_t watch_pending_events_max = 1024;
+inline constexpr std::size_t watch_history_events_per_step = 1000;
+
 static_assert((recv_buffer_count & (recv_buffer_count - 1)) == 0);
 static_assert((cross_shard_queue_items & (cross_shard_queue_items - 1)) == 0);
 static_assert(cross_shard_batch_items < cross_shard_queue_items);

@@ -338,10 +338,37 @@ std::optional<wal_entry> decode_entry(std::string_view data) {
       entry.compact_revision = in.i64();
       break;
     }
+    case entry_kind_lease_grant:
+      entry.lease_id = in.i64();
+      entry.lease_ttl = in.i64();
+      break;
+    case entry_kind_lease_revoke: {
+      std::uint8_t flags = in.u8();
+      if (flags & ~1u) return std::nullopt;
+      entry.lease_expired = flags & 1;
+      entry.lease_id = in.i64();
+      break;
+    }
     default: return std::nullopt;
   }
   if (!in.done()) return std::nullopt;
   return entry;
+}
+
+std::string encode_lease_grant_entry(std::int64_t id, std::int64_t ttl) {
+  std::string out;
+  out.push_back(static_cast<char>(entry_kind_lease_grant));
+  put_u64(out, static_cast<std::uint64_t>(id));
+  put_u64(out, static_cast<std::uint64_t>(ttl));
+  return out;
+}
+
+std::string encode_lease_revoke_entry(std::int64_t id, bool expired) {
+  std::string out;
+  out.push_back(static_cast<char>(entry_kind_lease_revoke));
+  out.push_back(static_cast<char>(expired ? 1 : 0));
+  put_u64(out, static_cast<std::uint64_t>(id));
+  return out;
 }
 
 }  // namespace keel::kv_module

@@ -57,6 +57,14 @@ std::string encode_txn_entry(const kv::txn_request& request);
 inline constexpr std::uint8_t entry_kind_compact = 4;
 std::string encode_compact_entry(std::int64_t revision, bool physical);
 
+// A lease grant: u8 kind = 5 | i64 id | i64 ttl (seconds, already clamped to the minimum)
+inline constexpr std::uint8_t entry_kind_lease_grant = 5;
+std::string encode_lease_grant_entry(std::int64_t id, std::int64_t ttl);
+
+// A lease revoke: u8 kind = 6 | u8 flags (1 expired: the owner's timer, not a client) | i64 id
+inline constexpr std::uint8_t entry_kind_lease_revoke = 6;
+std::string encode_lease_revoke_entry(std::int64_t id, bool expired);
+
 // Any entry, decoded; `kind` says which member is meaningful.
 struct wal_entry {
   std::uint8_t kind = 0;
@@ -65,6 +73,9 @@ struct wal_entry {
   kv::txn_request txn;
   std::int64_t compact_revision = 0;
   bool physical = false;
+  std::int64_t lease_id = 0;   // lease grant / revoke
+  std::int64_t lease_ttl = 0;  // lease grant
+  bool lease_expired = false;  // lease revoke
 };
 // nullopt when the bytes are not a well-formed entry of a known kind.
 std::optional<wal_entry> decode_entry(std::string_view data);

@@ -70,6 +70,8 @@ class http_response {
   connection::drain_awaiter drained() noexcept { return _conn->drained(); }
 
   bool started() const noexcept { return _started; }
+  // The client went away (long-lived streams poll this: see connection::peer_closed).
+  bool peer_closed() const noexcept { return _conn->peer_closed(); }
   bool keep_alive() const noexcept { return _keep_alive; }
   // The handler may ask for the connection to close after this response.
   void close_after() noexcept { _keep_alive = false; }

@@ -73,6 +73,9 @@ class connection final : public completion {
   read_awaiter read() noexcept { return {this}; }
   // 0 or the -errno that ended receiving.
   int error() const noexcept { return _error; }
+  // The peer closed its side (EOF was received) or the connection failed. Valid whether
+  // or not anyone is reading: the receive stays armed while a handler runs.
+  bool peer_closed() const noexcept { return _eof || _error != 0; }
 
   // Queues bytes for the next batched send.
   void write(std::string_view data);

@@ -1,0 +1,855 @@
+// core.cc — the kv engine: log + apply on the owner shard, leases, watch fan-out. See core.h
+// and ../README.md.
+#include "core.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <coroutine>
+#include <map>
+#include <set>
+
+#include "codec.h"
+#include "keel/kv/wal.h"
+#include "keel/kv/wal_recovery.h"
+#include "keel/limits.h"
+#include "keel/module.h"
+#include "keel/reactor/io.h"
+
+namespace keel::kv_module {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+struct lease_entry {
+  std::int64_t granted_ttl = 0;
+  clock::time_point expiry;
+  std::set<std::string> keys;
+  bool expiring = false;  // the owner logged its expiry revoke
+};
+
+// Events made durable by one group commit, shared read-only by every shard's watchers.
+struct event_batch {
+  std::vector<kv::event> events;
+  std::vector<std::int64_t> expiry_revisions;  // sorted
+  std::int64_t revision = 0;                   // the newest published revision after it
+};
+
+// One shard's watchers (touched only on that shard).
+struct shard_watchers {
+  std::vector<watcher::state*> list;
+  std::int64_t last_revision = 0;  // the newest batch revision this shard received
+};
+
+struct core_state {
+  module_context* context = nullptr;
+  std::string dir, wal_dir;
+  identity ids;
+
+  // Owner shard only once the shards run.
+  std::unique_ptr<kv::uring_wal_storage> storage;
+  kv::wal_recovery recovered;
+  kv::mvcc_store store;
+  std::unique_ptr<kv::wal_writer> writer;
+  status open_failure;
+  bool opened = false;
+  std::vector<std::coroutine_handle<>> open_waiters;
+  std::uint64_t next_index = 1;
+  std::uint64_t commits_in_flight = 0;
+  std::map<std::int64_t, lease_entry> leases;
+  std::set<std::int64_t> expiry_revisions;
+  std::vector<kv::event> pending_events;         // applied, not yet durable
+  std::vector<std::int64_t> pending_expiry;      // revisions among them made by expiry
+  std::int64_t published_local = 1;              // owner's copy of `published`
+  std::uint64_t lease_id_state = 0;
+  bool replaying = false;
+
+  std::vector<std::unique_ptr<shard_watchers>> shards;
+
+  std::atomic<std::int64_t> published{1};
+  std::atomic<std::int64_t> revision{1};
+  std::atomic<std::uint64_t> watchers{0};
+  std::atomic<std::uint64_t> replayed{0};
+  std::atomic<std::uint64_t> leases_live{0};
+  std::atomic<std::uint64_t> leases_expired{0};
+  std::atomic<std::uint64_t> events_published{0};
+  std::atomic<std::uint64_t> watch_catchups{0};
+  std::atomic<bool> stopping{false};
+};
+core_state* g = nullptr;
+
+status fail(errc code, std::string_view message) { return {code, std::string(message)}; }
+
+// ---- the WAL ----------------------------------------------------------------------------
+
+struct open_awaiter {
+  bool await_ready() const noexcept { return g->opened; }
+  void await_suspend(std::coroutine_handle<> handle) { g->open_waiters.push_back(handle); }
+  void await_resume() const noexcept {}
+};
+
+task<void> open_writer() {
+  task<result<std::unique_ptr<kv::wal_writer>>> opening =
+      kv::wal_writer::open(*g->storage, g->recovered, kv::wal_writer_options{});
+  auto opened = co_await std::move(opening);
+  if (opened) {
+    g->writer = std::move(opened.value());
+    g->context->log(log_level::info, "WAL open in " + g->wal_dir + ", next index " + std::to_string(g->next_index) +
+                                         ", revision " + std::to_string(g->store.current_revision()));
+  } else {
+    g->open_failure = opened.error();
+    g->context->log(log_level::error, "cannot open the WAL writer: " + opened.error().to_string());
+  }
+  g->opened = true;
+  auto waiters = std::move(g->open_waiters);
+  g->open_waiters.clear();
+  for (auto handle : waiters) shard::current()->schedule(handle);
+}
+
+status writer_unusable() {
+  if (!g->open_failure.is_ok())
+    return fail(errc::unavailable, std::string(kv_messages::wal_unavailable) + g->open_failure.message());
+  if (!g->writer->failure().is_ok())
+    return fail(errc::unavailable, std::string(kv_messages::wal_unavailable) + g->writer->failure().message());
+  return status::ok();
+}
+
+// Appends one entry. Nothing is applied here; the caller applies right after.
+status log_entry(std::string data) {
+  if (g->replaying) return status::ok();
+  if (!g->opened || !g->writer) return fail(errc::unavailable, std::string(kv_messages::wal_unavailable) + "not open yet");
+  if (status bad = writer_unusable(); !bad) return bad;
+  if (data.size() > limits::wal_entry_data_bytes_max) return fail(errc::too_large, kv_messages::request_too_large);
+  status appended = g->writer->append(kv::wal_record::entry(g->ids.raft_term, g->next_index, std::move(data)));
+  if (!appended) {
+    if (appended.code() == errc::too_large)
+      return fail(errc::unavailable, std::string(kv_messages::too_many_requests) + ": " + appended.message());
+    return fail(errc::unavailable, std::string(kv_messages::wal_unavailable) + appended.message());
+  }
+  ++g->next_index;
+  return status::ok();
+}
+
+// ---- applying -----------------------------------------------------------------------------
+
+void track_lease_attachments(const kv::event& e) {
+  if (e.prev_kv && e.prev_kv->lease != 0) {
+    auto it = g->leases.find(e.prev_kv->lease);
+    if (it != g->leases.end()) it->second.keys.erase(e.kv.key);
+  }
+  if (e.type == kv::event_type::put && e.kv.lease != 0) {
+    auto it = g->leases.find(e.kv.lease);
+    if (it != g->leases.end()) it->second.keys.insert(e.kv.key);
+  }
+}
+
+void collect(std::vector<kv::event>& events, bool expiry) {
+  for (kv::event& e : events) {
+    track_lease_attachments(e);
+    if (expiry) {
+      if (g->pending_expiry.empty() || g->pending_expiry.back() != e.kv.mod_revision)
+        g->pending_expiry.push_back(e.kv.mod_revision);
+      g->expiry_revisions.insert(e.kv.mod_revision);
+    }
+    if (!g->replaying) g->pending_events.push_back(std::move(e));
+  }
+  events.clear();
+  g->revision.store(g->store.current_revision(), std::memory_order_relaxed);
+}
+
+status check_lease(std::int64_t lease) {
+  if (lease != 0 && !g->leases.contains(lease)) return fail(errc::not_found, kv_messages::lease_not_found);
+  return status::ok();
+}
+
+status check_txn_leases(const kv::txn_request& request) {
+  for (const auto* ops : {&request.success, &request.failure})
+    for (const kv::request_op& op : *ops)
+      if (op.type == kv::request_op::kind::put)
+        if (status bad = check_lease(op.put.lease); !bad) return bad;
+  return status::ok();
+}
+
+std::int64_t pick_lease_id() {
+  // Positive, non-zero, unused; the id is logged, so replay does not need this sequence.
+  for (;;) {
+    g->lease_id_state += 0x9E3779B97F4A7C15ull;
+    std::uint64_t z = g->lease_id_state;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    auto id = static_cast<std::int64_t>(z & 0x7fffffffffffffffull);
+    if (id != 0 && !g->leases.contains(id)) return id;
+  }
+}
+
+void apply_lease_grant(std::int64_t id, std::int64_t ttl) {
+  lease_entry& lease = g->leases[id];
+  lease.granted_ttl = ttl;
+  lease.expiry = clock::now() + std::chrono::seconds(ttl);
+  g->leases_live.store(g->leases.size(), std::memory_order_relaxed);
+}
+
+// Deletes the lease's keys, in one revision per mvcc_txn_operations_max keys.
+std::int64_t apply_lease_revoke(std::int64_t id, bool expired) {
+  auto it = g->leases.find(id);
+  std::vector<std::string> keys(it->second.keys.begin(), it->second.keys.end());
+  g->leases.erase(it);
+  g->leases_live.store(g->leases.size(), std::memory_order_relaxed);
+  if (expired) g->leases_expired.fetch_add(1, std::memory_order_relaxed);
+  for (std::size_t at = 0; at < keys.size(); at += kv::mvcc_txn_operations_max) {
+    kv::txn_request deletes;
+    for (std::size_t i = at; i < std::min(keys.size(), at + kv::mvcc_txn_operations_max); ++i) {
+      kv::delete_range_request one;
+      one.key = keys[i];
+      deletes.success.push_back(kv::request_op::of(std::move(one)));
+    }
+    auto done = g->store.txn(deletes);
+    if (done) collect(done->events, expired);
+  }
+  return g->store.current_revision();
+}
+
+// ---- publishing ------------------------------------------------------------------------------
+
+void deliver(const std::shared_ptr<const event_batch>& batch);
+
+// Publishes the pending events of revisions <= through (they are durable).
+void publish_through(std::int64_t through) {
+  if (through <= g->published_local) return;
+  auto batch = std::make_shared<event_batch>();
+  std::size_t n = 0;
+  while (n < g->pending_events.size() && g->pending_events[n].kv.mod_revision <= through) ++n;
+  batch->events.assign(std::make_move_iterator(g->pending_events.begin()),
+                       std::make_move_iterator(g->pending_events.begin() + static_cast<std::ptrdiff_t>(n)));
+  g->pending_events.erase(g->pending_events.begin(), g->pending_events.begin() + static_cast<std::ptrdiff_t>(n));
+  std::size_t m = 0;
+  while (m < g->pending_expiry.size() && g->pending_expiry[m] <= through) ++m;
+  batch->expiry_revisions.assign(g->pending_expiry.begin(), g->pending_expiry.begin() + static_cast<std::ptrdiff_t>(m));
+  g->pending_expiry.erase(g->pending_expiry.begin(), g->pending_expiry.begin() + static_cast<std::ptrdiff_t>(m));
+  batch->revision = through;
+  g->published_local = through;
+  g->published.store(through, std::memory_order_release);
+  g->events_published.fetch_add(n, std::memory_order_relaxed);
+  // A watcher registers (and counts itself) before asking the owner for its history, so
+  // when nobody watches, no batch is needed by anyone.
+  if (g->watchers.load(std::memory_order_acquire) == 0) return;
+  std::shared_ptr<const event_batch> shared = std::move(batch);
+  unsigned self = shard::current()->id();
+  for (unsigned s = 0; s < g->shards.size(); ++s) {
+    if (s == self) continue;
+    post_to(s, [shared] { deliver(shared); });
+  }
+  deliver(shared);
+}
+
+task<status> durable_now() {
+  task<status> committing = g->writer->commit();
+  ++g->commits_in_flight;
+  status durable = co_await std::move(committing);
+  --g->commits_in_flight;
+  co_return durable;
+}
+
+// ---- the lease expiry loop (owner shard) ------------------------------------------------------
+
+task<void> expire_leases() {
+  keel::timer tick;
+  while (!g->stopping.load(std::memory_order_relaxed)) {
+    task<bool> sleeping = tick.sleep(std::chrono::milliseconds(250));
+    bool elapsed = co_await std::move(sleeping);
+    if (!elapsed || g->stopping.load(std::memory_order_relaxed)) break;
+    if (!g->opened || !g->writer || !writer_unusable()) continue;
+    auto now = clock::now();
+    std::vector<std::int64_t> due;
+    for (auto& [id, lease] : g->leases)
+      if (!lease.expiring && lease.expiry <= now) due.push_back(id);
+    if (due.empty()) continue;
+    for (std::int64_t id : due) {
+      if (!log_entry(encode_lease_revoke_entry(id, true))) break;
+      apply_lease_revoke(id, true);
+    }
+    task<status> committing = owner_commit();
+    status durable = co_await std::move(committing);
+    if (!durable) g->context->log(log_level::error, "lease expiry not durable: " + durable.to_string());
+  }
+}
+
+}  // namespace
+
+// ---- identity and errors ------------------------------------------------------------------
+
+const identity& ids() noexcept { return g->ids; }
+std::int64_t published_revision() noexcept { return g->published.load(std::memory_order_acquire); }
+
+kv_error kv_error_of(const status& failure) noexcept {
+  if (failure.is_ok()) return kv_error::none;
+  std::string_view m = failure.message();
+  if (kv::mvcc_error_of(failure) != kv::mvcc_error::other && kv::mvcc_error_of(failure) != kv::mvcc_error::none)
+    return kv_error::mvcc;
+  if (m == kv_messages::request_too_large) return kv_error::request_too_large;
+  if (m.starts_with(kv_messages::too_many_requests)) return kv_error::too_many_requests;
+  if (m.starts_with(kv_messages::wal_unavailable)) return kv_error::wal_unavailable;
+  if (m == kv_messages::lease_not_found) return kv_error::lease_not_found;
+  if (m == kv_messages::lease_exists) return kv_error::lease_exists;
+  if (m == kv_messages::lease_ttl_too_large) return kv_error::lease_ttl_too_large;
+  return kv_error::other;
+}
+
+int grpc_code_of(const status& failure) noexcept {
+  switch (kv_error_of(failure)) {
+    case kv_error::none: return 0;
+    case kv_error::mvcc:
+      switch (kv::mvcc_error_of(failure)) {
+        case kv::mvcc_error::compacted:
+        case kv::mvcc_error::future_revision: return 11;
+        default: return 3;
+      }
+    case kv_error::request_too_large: return 3;
+    case kv_error::too_many_requests: return 8;
+    case kv_error::wal_unavailable: return 14;
+    case kv_error::lease_not_found: return 5;
+    case kv_error::lease_exists: return 9;
+    case kv_error::lease_ttl_too_large: return 11;
+    case kv_error::other: break;
+  }
+  if (failure.code() == errc::invalid_argument) return 3;
+  if (failure.code() == errc::unavailable) return 14;
+  return 13;
+}
+
+// ---- owner primitives ---------------------------------------------------------------------------
+
+task<status> owner_ready() {
+  if (!g->opened) co_await open_awaiter{};
+  co_return writer_unusable();
+}
+
+const kv::mvcc_store& owner_store() { return g->store; }
+
+result<kv::put_result> owner_put(const kv::put_request& request) {
+  if (request.key.empty()) return fail(errc::invalid_argument, kv::mvcc_messages::empty_key);
+  if (status bad = check_lease(request.lease); !bad) return bad;
+  if (status logged = log_entry(encode_put_entry(put_entry{request.key, request.value, request.lease, request.prev_kv,
+                                                           request.ignore_value, request.ignore_lease}));
+      !logged)
+    return logged;
+  auto applied = g->store.put(request);
+  if (applied) collect(applied->events, false);
+  return applied;
+}
+
+result<kv::delete_range_result> owner_delete_range(const kv::delete_range_request& request) {
+  if (request.key.empty()) return fail(errc::invalid_argument, kv::mvcc_messages::empty_key);
+  if (status logged = log_entry(encode_delete_entry(request)); !logged) return logged;
+  auto applied = g->store.delete_range(request);
+  if (applied) collect(applied->events, false);
+  return applied;
+}
+
+result<kv::txn_result> owner_txn(const kv::txn_request& request) {
+  if (status bad = check_txn_leases(request); !bad) return bad;
+  if (status logged = log_entry(encode_txn_entry(request)); !logged) return logged;
+  auto applied = g->store.txn(request);
+  if (applied) collect(applied->events, false);
+  return applied;
+}
+
+result<lease_status> owner_lease_grant(std::int64_t ttl, std::int64_t id) {
+  if (ttl > lease_ttl_max_seconds) return fail(errc::invalid_argument, kv_messages::lease_ttl_too_large);
+  if (id < 0) return fail(errc::invalid_argument, "etcdserver: lease ID must be positive");
+  if (id != 0 && g->leases.contains(id)) return fail(errc::already_exists, kv_messages::lease_exists);
+  if (id == 0) id = pick_lease_id();
+  ttl = std::max(ttl, lease_ttl_min_seconds);
+  if (status logged = log_entry(encode_lease_grant_entry(id, ttl)); !logged) return logged;
+  apply_lease_grant(id, ttl);
+  lease_status granted;
+  granted.id = id;
+  granted.ttl = ttl;
+  granted.granted_ttl = ttl;
+  granted.revision = g->store.current_revision();
+  return granted;
+}
+
+result<std::int64_t> owner_lease_revoke(std::int64_t id) {
+  if (!g->leases.contains(id)) return fail(errc::not_found, kv_messages::lease_not_found);
+  if (status logged = log_entry(encode_lease_revoke_entry(id, false)); !logged) return logged;
+  return apply_lease_revoke(id, false);
+}
+
+std::optional<lease_status> owner_lease(std::int64_t id, bool keys) {
+  auto it = g->leases.find(id);
+  if (it == g->leases.end()) return std::nullopt;
+  lease_status s;
+  s.id = id;
+  s.granted_ttl = it->second.granted_ttl;
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(it->second.expiry - clock::now()).count();
+  s.ttl = left <= 0 ? 0 : (left + 999) / 1000;
+  if (keys) s.keys.assign(it->second.keys.begin(), it->second.keys.end());
+  s.revision = g->store.current_revision();
+  return s;
+}
+
+task<status> owner_commit() {
+  std::int64_t through = g->store.current_revision();
+  if (!g->writer) co_return writer_unusable();
+  task<status> committing = durable_now();
+  status durable = co_await std::move(committing);
+  if (!durable) co_return fail(errc::unavailable, std::string(kv_messages::wal_unavailable) + durable.message());
+  publish_through(through);
+  co_return status::ok();
+}
+
+bool owner_revision_is_expiry(std::int64_t revision) { return g->expiry_revisions.contains(revision); }
+
+// ---- operations -----------------------------------------------------------------------------
+
+namespace {
+
+// Runs the owner primitive `write` once the WAL is open, then waits for durability.
+template <typename T, typename F>
+task<result<T>> write_on_owner(F write) {
+  task<result<T>> work = run_on_owner<result<T>>([write = std::move(write)]() mutable -> task<result<T>> {
+    return [](F write) -> task<result<T>> {
+      task<status> waiting = owner_ready();
+      if (status ready = co_await std::move(waiting); !ready) co_return ready;
+      result<T> done = write();
+      if (!done) co_return done;
+      task<status> committing = owner_commit();
+      if (status durable = co_await std::move(committing); !durable) co_return durable;
+      co_return done;
+    }(std::move(write));
+  });
+  co_return co_await std::move(work);
+}
+
+}  // namespace
+
+task<result<kv::put_result>> put(kv::put_request request) {
+  return write_on_owner<kv::put_result>([request = std::move(request)] { return owner_put(request); });
+}
+
+task<result<kv::delete_range_result>> delete_range(kv::delete_range_request request) {
+  return write_on_owner<kv::delete_range_result>([request = std::move(request)] { return owner_delete_range(request); });
+}
+
+task<result<kv::txn_result>> txn(kv::txn_request request) {
+  return write_on_owner<kv::txn_result>([request = std::move(request)] { return owner_txn(request); });
+}
+
+task<result<std::int64_t>> compact(std::int64_t revision, bool physical) {
+  return write_on_owner<std::int64_t>([revision, physical]() -> result<std::int64_t> {
+    // Refused before logging: a compaction the store would refuse changes nothing.
+    if (revision > g->store.current_revision()) return fail(errc::invalid_argument, kv::mvcc_messages::future_revision);
+    if (revision <= g->store.compact_revision()) return fail(errc::invalid_argument, kv::mvcc_messages::compacted);
+    if (status logged = log_entry(encode_compact_entry(revision, physical)); !logged) return logged;
+    status compacted = g->store.compact(revision);
+    if (!compacted) return compacted;
+    return g->store.current_revision();
+  });
+}
+
+task<result<kv::range_result>> range(kv::range_request request) {
+  return run_on_owner<result<kv::range_result>>([request = std::move(request)]() -> task<result<kv::range_result>> {
+    return [](kv::range_request request) -> task<result<kv::range_result>> {
+      task<status> waiting = owner_ready();
+      if (status ready = co_await std::move(waiting); !ready) co_return ready;
+      auto found = g->store.range(request);
+      // Everything the read saw must be durable before it is shown.
+      task<status> committing = owner_commit();
+      if (status durable = co_await std::move(committing); !durable) co_return durable;
+      co_return found;
+    }(std::move(request));
+  });
+}
+
+task<result<lease_status>> lease_grant(std::int64_t ttl, std::int64_t id) {
+  return write_on_owner<lease_status>([ttl, id] { return owner_lease_grant(ttl, id); });
+}
+
+task<result<std::int64_t>> lease_revoke(std::int64_t id) {
+  return write_on_owner<std::int64_t>([id] { return owner_lease_revoke(id); });
+}
+
+task<result<lease_status>> lease_keep_alive(std::int64_t id) {
+  return run_on_owner<result<lease_status>>([id]() -> task<result<lease_status>> {
+    return [](std::int64_t id) -> task<result<lease_status>> {
+      task<status> waiting = owner_ready();
+      if (status ready = co_await std::move(waiting); !ready) co_return ready;
+      auto it = g->leases.find(id);
+      if (it == g->leases.end() || it->second.expiring) co_return fail(errc::not_found, kv_messages::lease_not_found);
+      it->second.expiry = clock::now() + std::chrono::seconds(it->second.granted_ttl);
+      lease_status s;
+      s.id = id;
+      s.ttl = s.granted_ttl = it->second.granted_ttl;
+      s.revision = g->published_local;
+      co_return s;
+    }(id);
+  });
+}
+
+task<result<lease_status>> lease_time_to_live(std::int64_t id, bool keys) {
+  return run_on_owner<result<lease_status>>([id, keys]() -> task<result<lease_status>> {
+    return [](std::int64_t id, bool keys) -> task<result<lease_status>> {
+      task<status> waiting = owner_ready();
+      if (status ready = co_await std::move(waiting); !ready) co_return ready;
+      auto found = owner_lease(id, keys);
+      if (!found) co_return fail(errc::not_found, kv_messages::lease_not_found);
+      found->revision = g->published_local;
+      co_return std::move(*found);
+    }(id, keys);
+  });
+}
+
+task<result<std::vector<std::int64_t>>> lease_list() {
+  return run_on_owner<result<std::vector<std::int64_t>>>([]() -> task<result<std::vector<std::int64_t>>> {
+    return []() -> task<result<std::vector<std::int64_t>>> {
+      task<status> waiting = owner_ready();
+      if (status ready = co_await std::move(waiting); !ready) co_return ready;
+      std::vector<std::int64_t> ids;
+      for (auto& [id, lease] : g->leases) ids.push_back(id);
+      co_return ids;
+    }();
+  });
+}
+
+task<result<member_status>> status_now() {
+  return run_on_owner<result<member_status>>([]() -> task<result<member_status>> {
+    return []() -> task<result<member_status>> {
+      task<status> waiting = owner_ready();
+      if (status ready = co_await std::move(waiting); !ready) co_return ready;
+      member_status s;
+      s.revision = g->published_local;
+      s.raft_index = g->next_index - 1;
+      co_return s;
+    }();
+  });
+}
+
+// ---- watches -----------------------------------------------------------------------------------
+
+struct watcher::state {
+  watch_request request;
+  std::int64_t next_rev = 0;  // <= 0 until the first history step says where "now" is
+  bool synced = false;
+  bool finished = false;
+  std::int64_t compact_revision = 0;
+  std::vector<const kv::event*> pending;
+  std::vector<std::shared_ptr<const void>> keep;
+  std::vector<std::int64_t> expiry;
+  keel::timer wake;
+  bool waiting = false;
+  shard_watchers* home = nullptr;
+  std::size_t slot = 0;  // index in home->list
+};
+
+namespace {
+
+bool in_range(const watch_request& w, std::string_view key) {
+  if (w.range_end.empty()) return key == w.key;
+  if (key < std::string_view(w.key)) return false;
+  if (w.range_end == std::string_view("\0", 1)) return true;
+  return key < std::string_view(w.range_end);
+}
+
+bool wanted(const watch_request& w, const kv::event& e) {
+  if (e.type == kv::event_type::put && w.no_put) return false;
+  if (e.type == kv::event_type::remove && w.no_delete) return false;
+  return in_range(w, e.kv.key);
+}
+
+void wake(watcher::state& w) {
+  if (!w.waiting) return;
+  w.waiting = false;  // one cancel is enough
+  w.wake.cancel();
+}
+
+// Takes `batch`'s matching events into the watcher; drops to catch-up when over its bound.
+void offer(watcher::state& w, const std::shared_ptr<const event_batch>& batch) {
+  bool took = false;
+  for (const kv::event& e : batch->events) {
+    if (e.kv.mod_revision < w.next_rev || !wanted(w.request, e)) continue;
+    w.pending.push_back(&e);
+    took = true;
+  }
+  if (took) {
+    w.keep.push_back(batch);
+    for (std::int64_t r : batch->expiry_revisions)
+      if (r >= w.next_rev) w.expiry.push_back(r);
+  }
+  w.next_rev = std::max(w.next_rev, batch->revision + 1);
+  if (w.pending.size() > limits::watch_pending_events_max) {
+    // Too far behind: forget what is queued and read it again from history.
+    w.next_rev = w.pending.front()->kv.mod_revision;
+    w.pending.clear();
+    w.keep.clear();
+    w.expiry.clear();
+    w.synced = false;
+    g->watch_catchups.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (took || !w.synced) wake(w);
+}
+
+void deliver(const std::shared_ptr<const event_batch>& batch) {
+  shard_watchers& here = *g->shards[shard::current()->id()];
+  here.last_revision = std::max(here.last_revision, batch->revision);
+  for (watcher::state* w : here.list)
+    if (w->synced && !w->finished) offer(*w, batch);
+}
+
+// One step of catch-up, run on the owner: durable events from `start` on, and where the
+// published log ends.
+struct history_step {
+  status failure;
+  std::shared_ptr<event_batch> batch;  // revision = published revision at the time
+  std::int64_t next_revision = 0;
+  std::int64_t compact_revision = 0;
+};
+
+history_step read_history(const watch_request& w, std::int64_t start) {
+  history_step step;
+  std::int64_t published = g->published_local;
+  step.batch = std::make_shared<event_batch>();
+  step.batch->revision = published;
+  if (start <= 0 || start > published) {
+    step.next_revision = start <= 0 ? published + 1 : start;
+    return step;
+  }
+  auto found = g->store.events_since(start, w.key, w.range_end, limits::watch_history_events_per_step);
+  if (!found) {
+    step.failure = found.error();
+    step.compact_revision = g->store.compact_revision() + 1;
+    return step;
+  }
+  for (kv::event& e : found->events) {
+    if (e.kv.mod_revision > published) break;
+    if (g->expiry_revisions.contains(e.kv.mod_revision) &&
+        (step.batch->expiry_revisions.empty() || step.batch->expiry_revisions.back() != e.kv.mod_revision))
+      step.batch->expiry_revisions.push_back(e.kv.mod_revision);
+    step.batch->events.push_back(std::move(e));
+  }
+  step.next_revision = std::min(found->next_revision, published + 1);
+  return step;
+}
+
+}  // namespace
+
+watcher::watcher(std::unique_ptr<state> s) noexcept : _state(std::move(s)) {}
+
+watcher::~watcher() {
+  if (!_state || !_state->home) return;
+  auto& list = _state->home->list;
+  std::size_t slot = _state->slot;
+  list[slot] = list.back();
+  list[slot]->slot = slot;
+  list.pop_back();
+  g->watchers.fetch_sub(1, std::memory_order_release);
+}
+
+std::unique_ptr<watcher> watcher::create(watch_request request) {
+  auto s = std::make_unique<state>();
+  s->request = std::move(request);
+  s->next_rev = s->request.start_revision;
+  s->home = g->shards[shard::current()->id()].get();
+  s->slot = s->home->list.size();
+  s->home->list.push_back(s.get());
+  g->watchers.fetch_add(1, std::memory_order_release);
+  return std::make_unique<watcher>(std::move(s));
+}
+
+std::int64_t watcher::next_revision() const noexcept { return _state->next_rev; }
+
+task<std::optional<watch_update>> watcher::next(std::chrono::milliseconds timeout) {
+  state& w = *_state;
+  for (;;) {
+    if (!w.pending.empty()) {
+      watch_update update;
+      update.events = std::move(w.pending);
+      update.keep = std::move(w.keep);
+      std::sort(w.expiry.begin(), w.expiry.end());
+      w.expiry.erase(std::unique(w.expiry.begin(), w.expiry.end()), w.expiry.end());
+      update.expiry_revisions = std::move(w.expiry);
+      w.pending.clear();
+      w.keep.clear();
+      w.expiry.clear();
+      update.revision = std::max(w.home->last_revision, update.events.back()->kv.mod_revision);
+      co_return update;
+    }
+    if (w.finished) {
+      watch_update update;
+      update.canceled = true;
+      update.compact_revision = w.compact_revision;
+      update.cancel_reason = std::string(kv::mvcc_messages::compacted);
+      update.revision = w.home->last_revision;
+      w.compact_revision = 0;
+      if (update.compact_revision == 0) co_return std::nullopt;  // already reported
+      co_return update;
+    }
+    if (!w.synced) {
+      watch_request request = w.request;
+      std::int64_t start = w.next_rev;
+      history_step step;
+      if (shard::current()->id() == owner_shard) {
+        step = read_history(request, start);
+      } else {
+        auto asking = run_on(owner_shard, [request, start] { return read_history(request, start); });
+        step = co_await asking;  // a named awaiter: see the GCC 12 rule in reactor/README.md
+      }
+      w.home->last_revision = std::max(w.home->last_revision, step.batch->revision);
+      if (!step.failure.is_ok()) {
+        w.finished = true;
+        w.compact_revision = step.compact_revision;
+        continue;
+      }
+      std::shared_ptr<const event_batch> batch = std::move(step.batch);
+      for (const kv::event& e : batch->events)
+        if (wanted(w.request, e)) w.pending.push_back(&e);
+      if (!w.pending.empty()) {
+        w.keep.push_back(batch);
+        w.expiry = batch->expiry_revisions;
+      }
+      w.next_rev = step.next_revision;
+      if (w.next_rev > batch->revision) w.synced = true;
+      continue;
+    }
+    w.waiting = true;
+    task<bool> sleeping = w.wake.sleep(timeout);
+    bool elapsed = co_await std::move(sleeping);
+    w.waiting = false;
+    if (elapsed && w.pending.empty() && w.synced && !w.finished) co_return std::nullopt;
+  }
+}
+
+std::uint64_t watchers_total() noexcept { return g ? g->watchers.load(std::memory_order_relaxed) : 0; }
+
+// ---- lifecycle ------------------------------------------------------------------------------------
+
+namespace {
+
+std::uint64_t fnv1a(std::string_view text) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (char c : text) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+status replay_entry(const wal_entry& entry) {
+  switch (entry.kind) {
+    case entry_kind_put: (void)owner_put(kv::put_request{entry.put.key, entry.put.value, entry.put.lease,
+                                                         entry.put.prev_kv, entry.put.ignore_value,
+                                                         entry.put.ignore_lease});
+      break;
+    case entry_kind_delete: (void)owner_delete_range(entry.delete_range); break;
+    case entry_kind_txn: (void)owner_txn(entry.txn); break;
+    case entry_kind_compact: (void)g->store.compact(entry.compact_revision); break;
+    case entry_kind_lease_grant:
+      if (!g->leases.contains(entry.lease_id)) apply_lease_grant(entry.lease_id, entry.lease_ttl);
+      break;
+    case entry_kind_lease_revoke:
+      if (g->leases.contains(entry.lease_id)) apply_lease_revoke(entry.lease_id, entry.lease_expired);
+      break;
+  }
+  return status::ok();
+}
+
+status recover(core_state& s) {
+  status made = kv::posix_wal_directory::create_directories(s.wal_dir);
+  if (!made) return made;
+  s.storage = std::make_unique<kv::uring_wal_storage>(s.wal_dir);
+  auto recovered = kv::recover_wal(*s.storage, kv::wal_recovery_mode::repair);
+  if (!recovered) return recovered.error();
+  s.recovered = std::move(recovered.value());
+  if (!s.recovered.torn_tail_text(false).empty()) s.context->log(log_level::warn, s.recovered.torn_tail_text(false));
+  std::uint64_t entries = 0;
+  s.replaying = true;
+  for (const kv::wal_record& record : s.recovered.records) {
+    if (record.type != kv::wal_record_type::entry) continue;
+    auto entry = decode_entry(record.data);
+    if (!entry) {
+      s.replaying = false;
+      return {errc::corruption, s.wal_dir + ": entry " + std::to_string(record.index) + " is not a kv request (" +
+                                    std::to_string(record.data.size()) + " bytes)"};
+    }
+    (void)replay_entry(*entry);  // a request refused when served is refused identically
+    ++entries;
+  }
+  s.replaying = false;
+  s.next_index = s.recovered.last_index ? *s.recovered.last_index + 1 : 1;
+  s.recovered.records.clear();
+  s.recovered.records.shrink_to_fit();
+  s.replayed = entries;
+  s.revision = s.store.current_revision();
+  s.published = s.store.current_revision();
+  s.published_local = s.store.current_revision();
+  return status::ok();
+}
+
+}  // namespace
+
+status core_start(module_context* context, const core_options& options) {
+  auto state = std::make_unique<core_state>();
+  state->context = context;
+  state->dir = options.dir.empty() ? "./default.keel" : options.dir;
+  state->wal_dir = state->dir + "/wal";
+  state->ids.cluster_id = fnv1a("keel-kv cluster " + state->dir);
+  state->ids.member_id = fnv1a("keel-kv member " + state->dir);
+  state->lease_id_state = static_cast<std::uint64_t>(clock::now().time_since_epoch().count()) ^ state->ids.member_id;
+  for (unsigned i = 0; i < context->shard_count(); ++i) state->shards.push_back(std::make_unique<shard_watchers>());
+  g = state.get();
+  status recovered = recover(*state);
+  if (!recovered) {
+    g = nullptr;
+    return {recovered.code(), "recovering " + state->wal_dir + ": " + recovered.message()};
+  }
+  for (auto& sw : state->shards) sw->last_revision = state->store.current_revision();
+  context->log(log_level::info, "recovered " + std::to_string(state->replayed.load()) + " entries from " +
+                                    state->wal_dir + ", revision " + std::to_string(state->store.current_revision()) +
+                                    ", " + std::to_string(state->leases.size()) + " leases");
+  (void)state.release();
+  return status::ok();
+}
+
+void core_on_shard_start(shard& s) {
+  if (s.id() != owner_shard) return;
+  spawn(open_writer());
+  spawn(expire_leases());
+}
+
+void core_on_shard_stop(shard& s) {
+  if (s.id() == owner_shard) g->stopping.store(true, std::memory_order_relaxed);
+}
+
+void core_stop() {
+  if (!g) return;
+  // The writer's destructor asserts no commit is in flight; a coroutine cancelled at stop
+  // may still be suspended in one, so then the writer is left to the process exit.
+  if (g->writer && g->commits_in_flight != 0) {
+    (void)g->writer.release();
+    (void)g->storage.release();
+  }
+  g->writer.reset();
+  delete g;
+  g = nullptr;
+}
+
+void core_metrics(std::string& out) {
+  auto line = [&out](const char* name, const char* type, const char* help, std::uint64_t value) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " +
+           std::to_string(value) + "\n";
+  };
+  line("keel_kv_revision", "gauge", "The store's current revision.",
+       static_cast<std::uint64_t>(g->revision.load(std::memory_order_relaxed)));
+  line("keel_kv_watchers", "gauge", "Watchers registered on every shard.", g->watchers.load(std::memory_order_relaxed));
+  line("keel_kv_leases", "gauge", "Live leases.", g->leases_live.load(std::memory_order_relaxed));
+  line("keel_kv_leases_expired_total", "counter", "Leases revoked by expiry.",
+       g->leases_expired.load(std::memory_order_relaxed));
+  line("keel_kv_events_published_total", "counter", "Events made durable and published to watchers.",
+       g->events_published.load(std::memory_order_relaxed));
+  line("keel_kv_watch_catchups_total", "counter", "Times a slow watcher dropped its queue and caught up from history.",
+       g->watch_catchups.load(std::memory_order_relaxed));
+}
+
+}  // namespace keel::kv_module

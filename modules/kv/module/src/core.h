@@ -1,0 +1,234 @@
+// core.h — the kv module's engine, shared by every client surface (v3 JSON gateway, etcd
+// v2 keys, native frames): the MVCC store, the WAL, leases and the watch fan-out.
+//
+// Ownership. The store, the WAL writer, the lease table and the next entry index belong
+// to the owner shard (shard 0). Every write is logged and applied there, in one order.
+// Watchers belong to the shard that created them (the client's connection shard); the
+// owner publishes committed events to every shard in one batch per group commit.
+//
+// Two levels of API:
+//   - Operations (put, range, ...): callable from any shard; they hop to the owner, log,
+//     apply, wait for durability, and come back with the store's result. Surfaces format
+//     the result in their own protocol.
+//   - Owner primitives (owner_*): synchronous, on the owner shard only, for surfaces that
+//     must read and then write with nothing in between (etcd v2's directory rules and
+//     compare-and-swap). Run them inside run_on_owner(). A write primitive logs and
+//     applies at once and returns the final result, which is NOT durable: co_await
+//     owner_commit() and answer only if it returns ok.
+//
+// Durability and visibility: no operation answers before the fdatasync covering its entry;
+// a read waits for every write it may have seen to be durable; watchers receive only
+// durable events.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "keel/kv/mvcc.h"
+#include "keel/reactor/cross.h"
+#include "keel/reactor/shard.h"
+#include "keel/reactor/task.h"
+#include "keel/status.h"
+
+namespace keel {
+class bus;
+class http_router;
+class module_context;
+}  // namespace keel
+
+namespace keel::kv_module {
+
+inline constexpr unsigned owner_shard = 0;
+
+// ---- identity ---------------------------------------------------------------------------
+
+struct identity {
+  std::uint64_t cluster_id = 0;
+  std::uint64_t member_id = 0;
+  std::uint64_t raft_term = 1;
+};
+const identity& ids() noexcept;
+
+// The newest revision whose events have been published (durable). Any shard, any time.
+std::int64_t published_revision() noexcept;
+
+// ---- errors -------------------------------------------------------------------------------
+
+// etcd's messages for the conditions the engine adds to the store's (mvcc_messages).
+namespace kv_messages {
+inline constexpr std::string_view request_too_large = "etcdserver: request is too large";
+inline constexpr std::string_view too_many_requests = "etcdserver: too many requests";
+inline constexpr std::string_view lease_not_found = "etcdserver: requested lease not found";
+inline constexpr std::string_view lease_exists = "etcdserver: lease already exists";
+inline constexpr std::string_view lease_ttl_too_large = "etcdserver: too large lease TTL";
+// Prefix of every "the WAL cannot take writes" message (open failed, fdatasync failed,
+// disk full); the rest of the message says why.
+inline constexpr std::string_view wal_unavailable = "etcdserver: WAL unavailable: ";
+}  // namespace kv_messages
+
+enum class kv_error : std::uint8_t {
+  none,
+  mvcc,                 // see kv::mvcc_error_of
+  request_too_large,    // entry over limits::wal_entry_data_bytes_max
+  too_many_requests,    // the WAL's pending buffer is full
+  wal_unavailable,      // the WAL failed or never opened: no write is accepted
+  lease_not_found,
+  lease_exists,
+  lease_ttl_too_large,
+  other,
+};
+kv_error kv_error_of(const status& failure) noexcept;
+
+// etcd's gRPC code for any failure of this API (3 InvalidArgument, 5 NotFound, 8
+// ResourceExhausted, 9 FailedPrecondition, 11 OutOfRange, 13 Internal, 14 Unavailable).
+int grpc_code_of(const status& failure) noexcept;
+
+// ---- operations (any shard) ----------------------------------------------------------------
+
+// put: errc::not_found lease_not_found when request.lease names no lease.
+task<result<kv::put_result>> put(kv::put_request request);
+// Linearizable on one node: waits until everything it saw is durable.
+task<result<kv::range_result>> range(kv::range_request request);
+task<result<kv::delete_range_result>> delete_range(kv::delete_range_request request);
+task<result<kv::txn_result>> txn(kv::txn_request request);
+// Returns the store's revision after the compaction (the header revision).
+task<result<std::int64_t>> compact(std::int64_t revision, bool physical);
+
+// Leases (etcd's semantics). TTLs are seconds. Expiry is decided by the owner (the member
+// that leads) and applied through the log as a revoke, so it is the same on replay.
+// After a restart every lease's remaining TTL starts again from its granted TTL (as etcd).
+struct lease_status {
+  std::int64_t id = 0;
+  std::int64_t ttl = 0;          // remaining seconds (rounded up), or the granted TTL
+  std::int64_t granted_ttl = 0;
+  std::vector<std::string> keys; // only when asked for
+  std::int64_t revision = 0;     // header revision
+};
+// A grant below the minimum gets the minimum (etcd: 3/2 election timeout, 1.5 s -> 2 s).
+inline constexpr std::int64_t lease_ttl_min_seconds = 2;
+inline constexpr std::int64_t lease_ttl_max_seconds = 9000000000;  // etcd: MaxLeaseTTL
+// id 0: the owner picks an unused id. Errors: lease_exists, lease_ttl_too_large.
+task<result<lease_status>> lease_grant(std::int64_t ttl, std::int64_t id);
+// Deletes every key attached, at one revision. Returns the header revision.
+task<result<std::int64_t>> lease_revoke(std::int64_t id);
+// Renews; ttl = granted TTL. lease_not_found if it does not exist (any more).
+task<result<lease_status>> lease_keep_alive(std::int64_t id);
+task<result<lease_status>> lease_time_to_live(std::int64_t id, bool keys);
+task<result<std::vector<std::int64_t>>> lease_list();
+
+// What /v3/maintenance/status and `endpoint status` show of this member.
+struct member_status {
+  std::int64_t revision = 0;
+  std::uint64_t raft_index = 0;  // the last logged entry (applied too: one node applies at once)
+  std::uint64_t db_size = 0;     // bytes of keys and values held, every version (0 if unknown)
+};
+task<result<member_status>> status_now();
+
+// Runs the task-returning `fn` on the owner shard (directly when already there).
+template <typename T, typename F>
+task<T> run_on_owner(F fn) {
+  if (shard::current()->id() == owner_shard) {
+    task<T> work = fn();
+    co_return co_await std::move(work);
+  }
+  task<T> remote = run_task_on<T>(owner_shard, std::move(fn));
+  co_return co_await std::move(remote);
+}
+
+// ---- owner primitives (owner shard only) ------------------------------------------------------
+
+// Waits until the WAL is open; errc::unavailable (wal_unavailable) if it cannot take writes.
+task<status> owner_ready();
+const kv::mvcc_store& owner_store();
+// Log + apply now; the result is final but not durable (see the top of this file).
+result<kv::put_result> owner_put(const kv::put_request& request);
+result<kv::delete_range_result> owner_delete_range(const kv::delete_range_request& request);
+result<kv::txn_result> owner_txn(const kv::txn_request& request);
+result<lease_status> owner_lease_grant(std::int64_t ttl, std::int64_t id);
+result<std::int64_t> owner_lease_revoke(std::int64_t id);
+// The lease's state now (remaining TTL rounded up), nullopt if there is none.
+std::optional<lease_status> owner_lease(std::int64_t id, bool keys);
+// Waits for the fdatasync covering everything logged so far, then publishes its events.
+task<status> owner_commit();
+// True when the changes at `revision` were made by a lease expiring (etcd v2's "expire").
+bool owner_revision_is_expiry(std::int64_t revision);
+
+// ---- watches (any shard; a watcher stays on the shard that created it) ---------------------
+
+struct watch_request {
+  std::string key;        // REQUIRES: not empty
+  std::string range_end;  // as kv::range_request
+  std::int64_t start_revision = 0;  // <= 0: from the next write
+  bool prev_kv = false;   // keep prev_kv in the events (else the surface drops it)
+  bool no_put = false;    // etcd's NOPUT filter
+  bool no_delete = false; // etcd's NODELETE filter
+};
+
+// One delivery. `events` point into shared, immutable batches kept alive by `keep`.
+struct watch_update {
+  std::vector<const kv::event*> events;  // revision order, filtered for this watcher
+  std::int64_t revision = 0;             // header revision (newest published when sent)
+  // > 0: the watcher's next revision was compacted away; it is finished (canceled).
+  std::int64_t compact_revision = 0;
+  bool canceled = false;
+  std::string cancel_reason;
+  // Revisions among the events that were lease expiries (sorted), for etcd v2.
+  std::vector<std::int64_t> expiry_revisions;
+  std::vector<std::shared_ptr<const void>> keep;
+};
+
+// Bounded memory: a watcher holds at most limits::watch_pending_events_max undelivered
+// events; beyond that it drops them and catches up from the store's history (which the
+// compaction bounds), so a slow reader never grows memory and never misses an event.
+class watcher {
+ public:
+  struct state;
+  explicit watcher(std::unique_ptr<state> s) noexcept;
+  ~watcher();  // unregisters
+  watcher(const watcher&) = delete;
+  watcher& operator=(const watcher&) = delete;
+
+  // Registers on the current shard. From start_revision (or the next write).
+  static std::unique_ptr<watcher> create(watch_request request);
+
+  // The next update, or nullopt after `timeout` with nothing to deliver (surfaces use
+  // the timeout to send progress notifications and to notice a closed client).
+  task<std::optional<watch_update>> next(std::chrono::milliseconds timeout);
+  // The revision the watcher delivers next.
+  std::int64_t next_revision() const noexcept;
+
+ private:
+  std::unique_ptr<state> _state;
+};
+
+// Counts for /metrics (any shard).
+std::uint64_t watchers_total() noexcept;
+
+// ---- lifecycle (module.cc) ------------------------------------------------------------------------
+
+struct core_options {
+  std::string dir;  // "" = ./default.keel; the WAL is <dir>/wal
+};
+// Main thread, before the shards run: recovers the WAL and replays it. Corruption is an
+// error naming the file and offset; keeld refuses to start.
+status core_start(module_context* context, const core_options& options);
+// Every shard's start / stop hook (the owner opens the WAL writer and runs lease expiry).
+void core_on_shard_start(shard& s);
+void core_on_shard_stop(shard& s);
+// After every shard stopped.
+void core_stop();
+void core_metrics(std::string& out);
+
+// ---- surfaces -----------------------------------------------------------------------------------
+
+// Each surface registers its routes / handlers while the module starts.
+void register_v3_routes(http_router& router);  // v3_gateway.cc
+void register_v2_routes(http_router& router);  // v2.cc
+void register_native_handlers(bus& bus);       // native.cc
+
+}  // namespace keel::kv_module

@@ -1,0 +1,886 @@
+// v3_gateway.cc — etcd 3.4's v3 JSON gateway (grpc-gateway 1.9): /v3/kv/*, /v3/watch,
+// /v3/lease/*, /v3/maintenance/status, and the /v3beta aliases. Parsing and formatting
+// run on the connection's shard; the operations run through the engine (core.h).
+#include <rapidjson/document.h>
+#include <rapidjson/error/en.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "codec.h"
+#include "core.h"
+#include "keel/reactor/http.h"
+
+namespace keel::kv_module {
+
+namespace {
+
+// What an operation hands back to the HTTP handler: a status and the JSON body.
+struct reply {
+  int http_status = 200;
+  std::string body;
+};
+
+// ---- JSON output ----------------------------------------------------------------------
+
+void append_int_string(std::string& out, const char* name, std::int64_t value, bool& first) {
+  if (!first) out += ',';
+  first = false;
+  out += '"';
+  out += name;
+  out += "\":\"";
+  out += std::to_string(value);
+  out += '"';
+}
+
+void append_bytes(std::string& out, const char* name, const std::string& bytes, bool& first) {
+  if (!first) out += ',';
+  first = false;
+  out += '"';
+  out += name;
+  out += "\":\"";
+  out += base64_encode(bytes);  // the base64 alphabet needs no JSON escaping
+  out += '"';
+}
+
+void append_header(std::string& out, std::int64_t revision) {
+  const identity& id = ids();
+  out += "\"header\":{\"cluster_id\":\"" + std::to_string(id.cluster_id) + "\",\"member_id\":\"" +
+         std::to_string(id.member_id) + "\",\"revision\":\"" + std::to_string(revision) +
+         "\",\"raft_term\":\"" + std::to_string(id.raft_term) + "\"}";
+}
+
+// mvccpb.KeyValue as grpc-gateway prints it: zero and empty fields omitted.
+void append_key_value(std::string& out, const kv::key_value& kv) {
+  out += '{';
+  bool first = true;
+  if (!kv.key.empty()) append_bytes(out, "key", kv.key, first);
+  if (kv.create_revision != 0) append_int_string(out, "create_revision", kv.create_revision, first);
+  if (kv.mod_revision != 0) append_int_string(out, "mod_revision", kv.mod_revision, first);
+  if (kv.version != 0) append_int_string(out, "version", kv.version, first);
+  if (!kv.value.empty()) append_bytes(out, "value", kv.value, first);
+  if (kv.lease != 0) append_int_string(out, "lease", kv.lease, first);
+  out += '}';
+}
+
+// The fields after the header of each response (zero and empty ones omitted).
+void append_put_fields(std::string& out, const kv::put_result& put) {
+  if (put.prev_kv) {
+    out += ",\"prev_kv\":";
+    append_key_value(out, *put.prev_kv);
+  }
+}
+
+void append_range_fields(std::string& out, const kv::range_result& found) {
+  if (!found.kvs.empty()) {
+    out += ",\"kvs\":[";
+    for (std::size_t i = 0; i < found.kvs.size(); ++i) {
+      if (i) out += ',';
+      append_key_value(out, found.kvs[i]);
+    }
+    out += ']';
+  }
+  if (found.more) out += ",\"more\":true";
+  if (found.count != 0) out += ",\"count\":\"" + std::to_string(found.count) + "\"";
+}
+
+void append_delete_fields(std::string& out, const kv::delete_range_result& deleted) {
+  if (deleted.deleted != 0) out += ",\"deleted\":\"" + std::to_string(deleted.deleted) + "\"";
+  if (!deleted.prev_kvs.empty()) {
+    out += ",\"prev_kvs\":[";
+    for (std::size_t i = 0; i < deleted.prev_kvs.size(); ++i) {
+      if (i) out += ',';
+      append_key_value(out, deleted.prev_kvs[i]);
+    }
+    out += ']';
+  }
+}
+
+// grpc-gateway's error body; the HTTP status follows the gRPC code.
+reply error_reply(int grpc_code, std::string_view message) {
+  int http = 500;
+  switch (grpc_code) {
+    case 3: http = 400; break;   // InvalidArgument
+    case 5: http = 404; break;   // NotFound
+    case 8: http = 429; break;   // ResourceExhausted
+    case 9: http = 400; break;   // FailedPrecondition
+    case 11: http = 400; break;  // OutOfRange
+    case 14: http = 503; break;  // Unavailable
+    default: http = 500; break;
+  }
+  reply r;
+  r.http_status = http;
+  r.body = "{\"error\":";
+  keel::append_json_string(r.body, message);
+  r.body += ",\"message\":";
+  keel::append_json_string(r.body, message);
+  r.body += ",\"code\":" + std::to_string(grpc_code) + "}";
+  return r;
+}
+
+// Any failure of the engine, with etcd's gRPC code.
+reply failure_reply(const status& failure) { return error_reply(grpc_code_of(failure), failure.message()); }
+
+// ---- JSON input -------------------------------------------------------------------------
+
+// Finds a field by its proto name or its lowerCamel JSON name (grpc-gateway accepts both).
+const rapidjson::Value* field(const rapidjson::Value& object, const char* proto_name, const char* camel_name) {
+  auto it = object.FindMember(proto_name);
+  if (it != object.MemberEnd()) return &it->value;
+  if (camel_name) {
+    it = object.FindMember(camel_name);
+    if (it != object.MemberEnd()) return &it->value;
+  }
+  return nullptr;
+}
+
+struct parse_error {
+  std::string message;
+};
+
+bool read_bytes(const rapidjson::Value& object, const char* name, const char* camel, std::string& out,
+                std::optional<parse_error>& error) {
+  const rapidjson::Value* v = field(object, name, camel);
+  if (!v || v->IsNull()) return true;
+  if (!v->IsString()) {
+    error = parse_error{std::string("bad input: field \"") + name + "\" must be a base64 string"};
+    return false;
+  }
+  auto decoded = base64_decode(std::string_view(v->GetString(), v->GetStringLength()));
+  if (!decoded) {
+    error = parse_error{std::string("illegal base64 data in field \"") + name + "\""};
+    return false;
+  }
+  out = std::move(*decoded);
+  return true;
+}
+
+bool read_int64(const rapidjson::Value& object, const char* name, const char* camel, std::int64_t& out,
+                std::optional<parse_error>& error) {
+  const rapidjson::Value* v = field(object, name, camel);
+  if (!v || v->IsNull()) return true;
+  if (v->IsInt64()) {
+    out = v->GetInt64();
+    return true;
+  }
+  if (v->IsString()) {
+    const char* s = v->GetString();
+    char* end = nullptr;
+    errno = 0;
+    long long parsed = std::strtoll(s, &end, 10);
+    if (*s != '\0' && end && *end == '\0' && errno == 0) {
+      out = parsed;
+      return true;
+    }
+  }
+  error = parse_error{std::string("bad input: field \"") + name + "\" must be an int64 (number or decimal string)"};
+  return false;
+}
+
+bool read_bool(const rapidjson::Value& object, const char* name, const char* camel, bool& out,
+               std::optional<parse_error>& error) {
+  const rapidjson::Value* v = field(object, name, camel);
+  if (!v || v->IsNull()) return true;
+  if (v->IsBool()) {
+    out = v->GetBool();
+    return true;
+  }
+  error = parse_error{std::string("bad input: field \"") + name + "\" must be a boolean"};
+  return false;
+}
+
+// An enum given by name or number; `names` is indexed by the enum's number.
+bool read_enum(const rapidjson::Value& object, const char* name, const char* camel,
+               std::initializer_list<const char*> names, int& out, std::optional<parse_error>& error) {
+  const rapidjson::Value* v = field(object, name, camel);
+  if (!v || v->IsNull()) return true;
+  if (v->IsInt() && v->GetInt() >= 0 && v->GetInt() < static_cast<int>(names.size())) {
+    out = v->GetInt();
+    return true;
+  }
+  if (v->IsString()) {
+    int i = 0;
+    for (const char* candidate : names) {
+      if (std::strcmp(candidate, v->GetString()) == 0) {
+        out = i;
+        return true;
+      }
+      ++i;
+    }
+  }
+  error = parse_error{std::string("bad input: unknown value for enum field \"") + name + "\""};
+  return false;
+}
+
+// Checks that `object` is a JSON object whose members are all known.
+std::optional<parse_error> check_object(const rapidjson::Value& doc, const char* message,
+                                        std::initializer_list<const char*> known) {
+  if (!doc.IsObject()) return parse_error{std::string("request body is not a JSON object for ") + message};
+  for (auto it = doc.MemberBegin(); it != doc.MemberEnd(); ++it) {
+    bool found = false;
+    for (const char* name : known) {
+      if (std::strcmp(name, it->name.GetString()) == 0) {
+        found = true;
+        break;
+      }
+    }
+    if (!found) return parse_error{std::string("unknown field \"") + it->name.GetString() + "\" in " + message};
+  }
+  return std::nullopt;
+}
+
+std::optional<parse_error> parse_json(const std::string& body, rapidjson::Document& doc) {
+  doc.Parse(body.c_str(), body.size());
+  if (doc.HasParseError()) {
+    return parse_error{std::string("invalid JSON at offset ") + std::to_string(doc.GetErrorOffset()) + ": " +
+                       rapidjson::GetParseError_En(doc.GetParseError())};
+  }
+  return std::nullopt;
+}
+
+std::optional<parse_error> parse_put(const rapidjson::Value& doc, kv::put_request& put) {
+  auto error = check_object(doc, "etcdserverpb.PutRequest",
+                            {"key", "value", "lease", "prev_kv", "prevKv", "ignore_value", "ignoreValue",
+                             "ignore_lease", "ignoreLease"});
+  if (error) return error;
+  if (!read_bytes(doc, "key", nullptr, put.key, error) || !read_bytes(doc, "value", nullptr, put.value, error) ||
+      !read_int64(doc, "lease", nullptr, put.lease, error) || !read_bool(doc, "prev_kv", "prevKv", put.prev_kv, error) ||
+      !read_bool(doc, "ignore_value", "ignoreValue", put.ignore_value, error) ||
+      !read_bool(doc, "ignore_lease", "ignoreLease", put.ignore_lease, error))
+    return error;
+  return std::nullopt;
+}
+
+std::optional<parse_error> parse_range(const rapidjson::Value& doc, kv::range_request& range) {
+  auto error = check_object(
+      doc, "etcdserverpb.RangeRequest",
+      {"key", "range_end", "rangeEnd", "limit", "revision", "sort_order", "sortOrder", "sort_target", "sortTarget",
+       "serializable", "keys_only", "keysOnly", "count_only", "countOnly", "min_mod_revision", "minModRevision",
+       "max_mod_revision", "maxModRevision", "min_create_revision", "minCreateRevision", "max_create_revision",
+       "maxCreateRevision"});
+  if (error) return error;
+  bool serializable = false;  // one node: serializable and linearizable reads are the same
+  int order = 0, target = 0;
+  if (!read_bytes(doc, "key", nullptr, range.key, error) ||
+      !read_bytes(doc, "range_end", "rangeEnd", range.range_end, error) ||
+      !read_int64(doc, "limit", nullptr, range.limit, error) ||
+      !read_int64(doc, "revision", nullptr, range.revision, error) ||
+      !read_enum(doc, "sort_order", "sortOrder", {"NONE", "ASCEND", "DESCEND"}, order, error) ||
+      !read_enum(doc, "sort_target", "sortTarget", {"KEY", "VERSION", "CREATE", "MOD", "VALUE"}, target, error) ||
+      !read_bool(doc, "serializable", nullptr, serializable, error) ||
+      !read_bool(doc, "keys_only", "keysOnly", range.keys_only, error) ||
+      !read_bool(doc, "count_only", "countOnly", range.count_only, error) ||
+      !read_int64(doc, "min_mod_revision", "minModRevision", range.min_mod_revision, error) ||
+      !read_int64(doc, "max_mod_revision", "maxModRevision", range.max_mod_revision, error) ||
+      !read_int64(doc, "min_create_revision", "minCreateRevision", range.min_create_revision, error) ||
+      !read_int64(doc, "max_create_revision", "maxCreateRevision", range.max_create_revision, error))
+    return error;
+  range.order = static_cast<kv::sort_order>(order);
+  range.target = static_cast<kv::sort_target>(target);
+  return std::nullopt;
+}
+
+std::optional<parse_error> parse_delete_range(const rapidjson::Value& doc, kv::delete_range_request& request) {
+  auto error = check_object(doc, "etcdserverpb.DeleteRangeRequest",
+                            {"key", "range_end", "rangeEnd", "prev_kv", "prevKv"});
+  if (error) return error;
+  if (!read_bytes(doc, "key", nullptr, request.key, error) ||
+      !read_bytes(doc, "range_end", "rangeEnd", request.range_end, error) ||
+      !read_bool(doc, "prev_kv", "prevKv", request.prev_kv, error))
+    return error;
+  return std::nullopt;
+}
+
+std::optional<parse_error> parse_compaction(const rapidjson::Value& doc, std::int64_t& revision, bool& physical) {
+  auto error = check_object(doc, "etcdserverpb.CompactionRequest", {"revision", "physical"});
+  if (error) return error;
+  if (!read_int64(doc, "revision", nullptr, revision, error) || !read_bool(doc, "physical", nullptr, physical, error))
+    return error;
+  return std::nullopt;
+}
+
+std::optional<parse_error> parse_compare(const rapidjson::Value& doc, kv::compare& compare) {
+  auto error = check_object(doc, "etcdserverpb.Compare",
+                            {"result", "target", "key", "range_end", "rangeEnd", "version", "create_revision",
+                             "createRevision", "mod_revision", "modRevision", "value", "lease"});
+  if (error) return error;
+  // etcd's enum numbers: EQUAL 0, GREATER 1, LESS 2, NOT_EQUAL 3; VERSION 0, CREATE 1,
+  // MOD 2, VALUE 3, LEASE 4.
+  int result = 0, target = 0;
+  if (!read_enum(doc, "result", nullptr, {"EQUAL", "GREATER", "LESS", "NOT_EQUAL"}, result, error) ||
+      !read_enum(doc, "target", nullptr, {"VERSION", "CREATE", "MOD", "VALUE", "LEASE"}, target, error) ||
+      !read_bytes(doc, "key", nullptr, compare.key, error) ||
+      !read_bytes(doc, "range_end", "rangeEnd", compare.range_end, error))
+    return error;
+  static constexpr kv::compare_result results[] = {kv::compare_result::equal, kv::compare_result::greater,
+                                                   kv::compare_result::less, kv::compare_result::not_equal};
+  static constexpr kv::compare_target targets[] = {kv::compare_target::version, kv::compare_target::create,
+                                                   kv::compare_target::mod, kv::compare_target::value,
+                                                   kv::compare_target::lease};
+  compare.result = results[result];
+  compare.target = targets[target];
+  // The oneof member that matches the target (another member leaves it 0, as etcd).
+  bool ok = true;
+  switch (compare.target) {
+    case kv::compare_target::version: ok = read_int64(doc, "version", nullptr, compare.number, error); break;
+    case kv::compare_target::create:
+      ok = read_int64(doc, "create_revision", "createRevision", compare.number, error);
+      break;
+    case kv::compare_target::mod: ok = read_int64(doc, "mod_revision", "modRevision", compare.number, error); break;
+    case kv::compare_target::value: ok = read_bytes(doc, "value", nullptr, compare.value, error); break;
+    case kv::compare_target::lease: ok = read_int64(doc, "lease", nullptr, compare.number, error); break;
+  }
+  if (!ok) return error;
+  return std::nullopt;
+}
+
+std::optional<parse_error> parse_request_op(const rapidjson::Value& doc, kv::request_op& op) {
+  auto error = check_object(doc, "etcdserverpb.RequestOp",
+                            {"request_range", "requestRange", "request_put", "requestPut", "request_delete_range",
+                             "requestDeleteRange", "request_txn", "requestTxn"});
+  if (error) return error;
+  if (doc.MemberCount() != 1) return parse_error{"a txn operation must have exactly one request"};
+  if (const auto* v = field(doc, "request_range", "requestRange")) {
+    kv::range_request range;
+    if ((error = parse_range(*v, range))) return error;
+    op = kv::request_op::of(std::move(range));
+  } else if (const auto* v = field(doc, "request_put", "requestPut")) {
+    kv::put_request put;
+    if ((error = parse_put(*v, put))) return error;
+    op = kv::request_op::of(std::move(put));
+  } else if (const auto* v = field(doc, "request_delete_range", "requestDeleteRange")) {
+    kv::delete_range_request request;
+    if ((error = parse_delete_range(*v, request))) return error;
+    op = kv::request_op::of(std::move(request));
+  } else {
+    return parse_error{"nested txn (request_txn) is not supported"};
+  }
+  return std::nullopt;
+}
+
+std::optional<parse_error> parse_txn(const rapidjson::Value& doc, kv::txn_request& txn) {
+  auto error = check_object(doc, "etcdserverpb.TxnRequest", {"compare", "success", "failure"});
+  if (error) return error;
+  if (const auto* v = field(doc, "compare", nullptr); v && !v->IsNull()) {
+    if (!v->IsArray()) return parse_error{"bad input: field \"compare\" must be an array"};
+    for (const auto& item : v->GetArray()) {
+      kv::compare compare;
+      if ((error = parse_compare(item, compare))) return error;
+      txn.compares.push_back(std::move(compare));
+    }
+  }
+  for (auto [name, ops] : {std::pair{"success", &txn.success}, std::pair{"failure", &txn.failure}}) {
+    const auto* v = field(doc, name, nullptr);
+    if (!v || v->IsNull()) continue;
+    if (!v->IsArray()) return parse_error{std::string("bad input: field \"") + name + "\" must be an array"};
+    for (const auto& item : v->GetArray()) {
+      kv::request_op op;
+      if ((error = parse_request_op(item, op))) return error;
+      ops->push_back(std::move(op));
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<parse_error> parse_lease_grant(const rapidjson::Value& doc, std::int64_t& ttl, std::int64_t& id) {
+  auto error = check_object(doc, "etcdserverpb.LeaseGrantRequest", {"TTL", "ID"});
+  if (error) return error;
+  if (!read_int64(doc, "TTL", nullptr, ttl, error) || !read_int64(doc, "ID", nullptr, id, error)) return error;
+  return std::nullopt;
+}
+
+std::optional<parse_error> parse_lease_id(const rapidjson::Value& doc, const char* message, std::int64_t& id,
+                                          bool* keys) {
+  auto error = keys ? check_object(doc, message, {"ID", "keys"}) : check_object(doc, message, {"ID"});
+  if (error) return error;
+  if (!read_int64(doc, "ID", nullptr, id, error)) return error;
+  if (keys && !read_bool(doc, "keys", nullptr, *keys, error)) return error;
+  return std::nullopt;
+}
+
+// ---- formatting results ----------------------------------------------------------------------
+
+std::string put_body(const kv::put_result& put) {
+  std::string out = "{";
+  append_header(out, put.revision);
+  append_put_fields(out, put);
+  out += "}";
+  return out;
+}
+
+std::string range_body(const kv::range_result& found) {
+  std::string out = "{";
+  append_header(out, found.revision);
+  append_range_fields(out, found);
+  out += "}";
+  return out;
+}
+
+std::string delete_body(const kv::delete_range_result& deleted) {
+  std::string out = "{";
+  append_header(out, deleted.revision);
+  append_delete_fields(out, deleted);
+  out += "}";
+  return out;
+}
+
+// A response inside a txn carries a header with the revision only (etcd 3.4).
+void append_nested_header(std::string& out, std::int64_t revision) {
+  out += "{\"header\":{\"revision\":\"" + std::to_string(revision) + "\"}";
+}
+
+std::string txn_body(const kv::txn_result& done) {
+  std::string out = "{";
+  append_header(out, done.revision);
+  if (done.succeeded) out += ",\"succeeded\":true";  // grpc-gateway omits false
+  if (!done.responses.empty()) {
+    out += ",\"responses\":[";
+    for (std::size_t i = 0; i < done.responses.size(); ++i) {
+      const kv::response_op& op = done.responses[i];
+      if (i) out += ',';
+      switch (op.type) {
+        case kv::request_op::kind::range:
+          out += "{\"response_range\":";
+          append_nested_header(out, op.range.revision);
+          append_range_fields(out, op.range);
+          break;
+        case kv::request_op::kind::put:
+          out += "{\"response_put\":";
+          append_nested_header(out, op.put.revision);
+          append_put_fields(out, op.put);
+          break;
+        case kv::request_op::kind::delete_range:
+          out += "{\"response_delete_range\":";
+          append_nested_header(out, op.delete_range.revision);
+          append_delete_fields(out, op.delete_range);
+          break;
+      }
+      out += "}}";
+    }
+    out += ']';
+  }
+  out += "}";
+  return out;
+}
+
+std::string header_only_body(std::int64_t revision) {
+  std::string out = "{";
+  append_header(out, revision);
+  out += "}";
+  return out;
+}
+
+// LeaseGrantResponse / KeepAlive / TimeToLive: ID, TTL, grantedTTL, keys (zero omitted).
+std::string lease_body(const lease_status& lease, bool granted_ttl, bool keys) {
+  std::string out = "{";
+  append_header(out, lease.revision);
+  if (lease.id != 0) out += ",\"ID\":\"" + std::to_string(lease.id) + "\"";
+  if (lease.ttl != 0) out += ",\"TTL\":\"" + std::to_string(lease.ttl) + "\"";
+  if (granted_ttl && lease.granted_ttl != 0) out += ",\"grantedTTL\":\"" + std::to_string(lease.granted_ttl) + "\"";
+  if (keys && !lease.keys.empty()) {
+    out += ",\"keys\":[";
+    for (std::size_t i = 0; i < lease.keys.size(); ++i) {
+      if (i) out += ',';
+      out += '"' + base64_encode(lease.keys[i]) + '"';
+    }
+    out += ']';
+  }
+  out += "}";
+  return out;
+}
+
+// ---- HTTP handlers ---------------------------------------------------------------------------------
+
+void send_reply(http_response& response, const reply& r) { response.send(r.http_status, "application/json", r.body); }
+
+// Parses the body with `parse` into a Request (a bad body is answered 400 with gRPC code 3),
+// runs `execute` (which returns task<reply>) and sends the reply.
+template <typename Request, typename Parse, typename Execute>
+task<void> serve_json(const http_request& request, http_response& response, Parse parse, Execute execute) {
+  Request parsed{};
+  rapidjson::Document doc;
+  auto error = parse_json(request.body, doc);
+  if (!error) error = parse(doc, parsed);
+  if (error) {
+    send_reply(response, error_reply(3, error->message));
+    co_return;
+  }
+  task<reply> work = execute(std::move(parsed));
+  reply r = co_await std::move(work);
+  send_reply(response, r);
+}
+
+// Awaits `operation` (a task<result<T>>) and formats its value with `format`.
+template <typename T, typename Format>
+task<reply> answer(task<result<T>> operation, Format format) {
+  result<T> done = co_await std::move(operation);
+  if (!done) co_return failure_reply(done.error());
+  co_return reply{200, format(done.value())};
+}
+
+task<void> http_put(const http_request& request, http_response& response) {
+  return serve_json<kv::put_request>(
+      request, response, [](const rapidjson::Value& doc, kv::put_request& put) { return parse_put(doc, put); },
+      [](kv::put_request put) { return answer(kv_module::put(std::move(put)), put_body); });
+}
+
+task<void> http_range(const http_request& request, http_response& response) {
+  return serve_json<kv::range_request>(
+      request, response, [](const rapidjson::Value& doc, kv::range_request& r) { return parse_range(doc, r); },
+      [](kv::range_request r) { return answer(kv_module::range(std::move(r)), range_body); });
+}
+
+task<void> http_delete_range(const http_request& request, http_response& response) {
+  return serve_json<kv::delete_range_request>(
+      request, response,
+      [](const rapidjson::Value& doc, kv::delete_range_request& d) { return parse_delete_range(doc, d); },
+      [](kv::delete_range_request d) { return answer(kv_module::delete_range(std::move(d)), delete_body); });
+}
+
+task<void> http_txn(const http_request& request, http_response& response) {
+  return serve_json<kv::txn_request>(
+      request, response, [](const rapidjson::Value& doc, kv::txn_request& t) { return parse_txn(doc, t); },
+      [](kv::txn_request t) { return answer(kv_module::txn(std::move(t)), txn_body); });
+}
+
+struct compaction_request {
+  std::int64_t revision = 0;
+  bool physical = false;
+};
+
+task<void> http_compaction(const http_request& request, http_response& response) {
+  return serve_json<compaction_request>(
+      request, response,
+      [](const rapidjson::Value& doc, compaction_request& c) { return parse_compaction(doc, c.revision, c.physical); },
+      [](compaction_request c) { return answer(kv_module::compact(c.revision, c.physical), header_only_body); });
+}
+
+struct lease_request {
+  std::int64_t ttl = 0;
+  std::int64_t id = 0;
+  bool keys = false;
+};
+
+task<void> http_lease_grant(const http_request& request, http_response& response) {
+  return serve_json<lease_request>(
+      request, response,
+      [](const rapidjson::Value& doc, lease_request& l) { return parse_lease_grant(doc, l.ttl, l.id); },
+      [](lease_request l) {
+        return answer(kv_module::lease_grant(l.ttl, l.id),
+                      [](const lease_status& s) { return lease_body(s, false, false); });
+      });
+}
+
+task<void> http_lease_revoke(const http_request& request, http_response& response) {
+  return serve_json<lease_request>(
+      request, response,
+      [](const rapidjson::Value& doc, lease_request& l) {
+        return parse_lease_id(doc, "etcdserverpb.LeaseRevokeRequest", l.id, nullptr);
+      },
+      [](lease_request l) { return answer(kv_module::lease_revoke(l.id), header_only_body); });
+}
+
+// etcd 3.4 answers an unknown lease with TTL -1, not an error.
+task<reply> time_to_live(lease_request l) {
+  task<result<lease_status>> asking = kv_module::lease_time_to_live(l.id, l.keys);
+  result<lease_status> found = co_await std::move(asking);
+  if (!found && kv_error_of(found.error()) == kv_error::lease_not_found) {
+    lease_status missing;
+    missing.id = l.id;
+    missing.ttl = -1;
+    missing.revision = published_revision();
+    co_return reply{200, lease_body(missing, true, false)};
+  }
+  if (!found) co_return failure_reply(found.error());
+  co_return reply{200, lease_body(found.value(), true, l.keys)};
+}
+
+task<void> http_lease_time_to_live(const http_request& request, http_response& response) {
+  return serve_json<lease_request>(
+      request, response,
+      [](const rapidjson::Value& doc, lease_request& l) {
+        return parse_lease_id(doc, "etcdserverpb.LeaseTimeToLiveRequest", l.id, &l.keys);
+      },
+      time_to_live);
+}
+
+task<void> http_lease_leases(const http_request& request, http_response& response) {
+  return serve_json<lease_request>(
+      request, response,
+      [](const rapidjson::Value& doc, lease_request&) {
+        return check_object(doc, "etcdserverpb.LeaseLeasesRequest", {});
+      },
+      [](lease_request) {
+        return answer(kv_module::lease_list(), [](const std::vector<std::int64_t>& leases) {
+          std::string out = "{";
+          append_header(out, published_revision());
+          if (!leases.empty()) {
+            out += ",\"leases\":[";
+            for (std::size_t i = 0; i < leases.size(); ++i) {
+              if (i) out += ',';
+              out += "{\"ID\":\"" + std::to_string(leases[i]) + "\"}";
+            }
+            out += ']';
+          }
+          out += "}";
+          return out;
+        });
+      });
+}
+
+// The request body is a stream of LeaseKeepAliveRequest objects; each is answered with one
+// {"result":...} line, and the stream ends with the body (grpc-gateway's bidi streaming).
+// etcd answers an unknown lease with TTL 0 (omitted), not an error.
+// /v3/watch: the body holds WatchRequest objects; each create_request opens a watcher on
+// this shard; every WatchResponse is one {"result":...} line of a chunked stream that
+// lasts until the client goes away.
+// Parses a body that holds zero or more JSON objects one after another (a request
+// stream, as grpc-gateway reads it). Each object is handed to `each`; an error stops.
+template <typename Each>
+std::optional<parse_error> for_each_json_object(const std::string& body, Each each) {
+  rapidjson::StringStream in(body.c_str());
+  for (;;) {
+    while (in.Peek() == ' ' || in.Peek() == '\n' || in.Peek() == '\r' || in.Peek() == '\t') in.Take();
+    if (in.Tell() >= body.size()) return std::nullopt;
+    rapidjson::Document doc;
+    std::size_t start = in.Tell();
+    doc.ParseStream<rapidjson::kParseStopWhenDoneFlag>(in);
+    if (doc.HasParseError())
+      return parse_error{"invalid JSON at offset " + std::to_string(start + doc.GetErrorOffset()) + ": " +
+                         rapidjson::GetParseError_En(doc.GetParseError())};
+    if (auto error = each(doc)) return error;
+  }
+}
+
+void write_result_line(http_response& response, const std::string& message) {
+  std::string line;
+  line.reserve(message.size() + 12);
+  line += "{\"result\":";
+  line += message;
+  line += "}\n";
+  response.write_chunk(line);
+}
+
+task<void> http_lease_keep_alive(const http_request& request, http_response& response) {
+  std::vector<std::int64_t> ids;
+  auto error = for_each_json_object(request.body, [&ids](const rapidjson::Value& doc) -> std::optional<parse_error> {
+    std::int64_t id = 0;
+    if (auto bad = parse_lease_id(doc, "etcdserverpb.LeaseKeepAliveRequest", id, nullptr)) return bad;
+    ids.push_back(id);
+    return std::nullopt;
+  });
+  if (error) {
+    send_reply(response, error_reply(3, error->message));
+    co_return;
+  }
+  response.start_stream(200, "application/json");
+  for (std::int64_t id : ids) {
+    task<result<lease_status>> renewing = kv_module::lease_keep_alive(id);
+    result<lease_status> renewed = co_await std::move(renewing);
+    lease_status s;
+    if (renewed) {
+      s = std::move(renewed.value());
+    } else if (kv_error_of(renewed.error()) == kv_error::lease_not_found) {
+      s.id = id;  // TTL 0: gone
+      s.revision = published_revision();
+    } else {
+      std::string failure = "{\"error\":";
+      append_json_string(failure, renewed.error().message());
+      failure += ",\"code\":" + std::to_string(grpc_code_of(renewed.error())) + "}";
+      response.write_chunk(failure + "\n");
+      break;
+    }
+    write_result_line(response, lease_body(s, false, false));
+  }
+  response.end_stream();
+}
+
+// ---- watch --------------------------------------------------------------------------------------
+
+struct watch_create {
+  watch_request request;
+  std::int64_t watch_id = 0;
+  bool progress_notify = false;
+};
+
+std::optional<parse_error> parse_watch_create(const rapidjson::Value& doc, watch_create& create) {
+  auto error = check_object(doc, "etcdserverpb.WatchCreateRequest",
+                            {"key", "range_end", "rangeEnd", "start_revision", "startRevision", "progress_notify",
+                             "progressNotify", "filters", "prev_kv", "prevKv", "watch_id", "watchId", "fragment"});
+  if (error) return error;
+  bool fragment = false;
+  watch_request& w = create.request;
+  if (!read_bytes(doc, "key", nullptr, w.key, error) || !read_bytes(doc, "range_end", "rangeEnd", w.range_end, error) ||
+      !read_int64(doc, "start_revision", "startRevision", w.start_revision, error) ||
+      !read_bool(doc, "progress_notify", "progressNotify", create.progress_notify, error) ||
+      !read_bool(doc, "prev_kv", "prevKv", w.prev_kv, error) ||
+      !read_int64(doc, "watch_id", "watchId", create.watch_id, error) || !read_bool(doc, "fragment", nullptr, fragment, error))
+    return error;
+  if (const auto* filters = field(doc, "filters", nullptr); filters && !filters->IsNull()) {
+    if (!filters->IsArray()) return parse_error{"bad input: field \"filters\" must be an array"};
+    for (const auto& f : filters->GetArray()) {
+      bool no_put = (f.IsString() && std::strcmp(f.GetString(), "NOPUT") == 0) || (f.IsInt() && f.GetInt() == 0);
+      bool no_delete = (f.IsString() && std::strcmp(f.GetString(), "NODELETE") == 0) || (f.IsInt() && f.GetInt() == 1);
+      if (!no_put && !no_delete) return parse_error{"bad input: unknown value for enum field \"filters\""};
+      w.no_put |= no_put;
+      w.no_delete |= no_delete;
+    }
+  }
+  if (w.key.empty() && w.range_end.empty()) return parse_error{std::string(kv::mvcc_messages::empty_key)};
+  return std::nullopt;
+}
+
+// WatchResponse fields after the header: watch_id, created, canceled, compact_revision,
+// cancel_reason, events (zero values omitted).
+std::string watch_message(std::int64_t revision, std::int64_t watch_id) {
+  std::string out = "{";
+  append_header(out, revision);
+  if (watch_id != 0) out += ",\"watch_id\":\"" + std::to_string(watch_id) + "\"";
+  return out;
+}
+
+void append_event(std::string& out, const kv::event& e, bool prev_kv) {
+  out += '{';
+  if (e.type == kv::event_type::remove) out += "\"type\":\"DELETE\",";
+  out += "\"kv\":";
+  append_key_value(out, e.kv);
+  if (prev_kv && e.prev_kv) {
+    out += ",\"prev_kv\":";
+    append_key_value(out, *e.prev_kv);
+  }
+  out += '}';
+}
+
+// etcd's progress-notify interval (v3rpc/watch.go).
+constexpr auto progress_interval = std::chrono::minutes(10);
+// How often a quiet stream checks whether its client went away.
+constexpr auto liveness_interval = std::chrono::milliseconds(1000);
+
+task<void> serve_watcher(http_response& response, watch_create create) {
+  std::unique_ptr<watcher> w = watcher::create(create.request);
+  write_result_line(response, watch_message(published_revision(), create.watch_id) + ",\"created\":true}");
+  auto last_sent = std::chrono::steady_clock::now();
+  for (;;) {
+    if (!co_await response.drained()) break;
+    task<std::optional<watch_update>> waiting = w->next(liveness_interval);
+    std::optional<watch_update> update = co_await std::move(waiting);
+    if (response.peer_closed()) break;
+    auto now = std::chrono::steady_clock::now();
+    if (!update) {
+      if (create.progress_notify && now - last_sent >= progress_interval) {
+        write_result_line(response, watch_message(published_revision(), create.watch_id) + "}");
+        last_sent = now;
+      }
+      continue;
+    }
+    std::string message = watch_message(update->revision, create.watch_id);
+    if (update->canceled) {
+      message += ",\"canceled\":true";
+      if (update->compact_revision > 0)
+        message += ",\"compact_revision\":\"" + std::to_string(update->compact_revision) + "\"";
+      if (!update->cancel_reason.empty()) {
+        message += ",\"cancel_reason\":";
+        append_json_string(message, update->cancel_reason);
+      }
+      message += "}";
+      write_result_line(response, message);
+      break;
+    }
+    message += ",\"events\":[";
+    for (std::size_t i = 0; i < update->events.size(); ++i) {
+      if (i) message += ',';
+      append_event(message, *update->events[i], create.request.prev_kv);
+    }
+    message += "]}";
+    write_result_line(response, message);
+    last_sent = now;
+  }
+}
+
+task<void> http_watch(const http_request& request, http_response& response) {
+  std::vector<watch_create> creates;
+  std::int64_t next_id = 0;
+  auto error = for_each_json_object(request.body, [&](const rapidjson::Value& doc) -> std::optional<parse_error> {
+    if (auto bad = check_object(doc, "etcdserverpb.WatchRequest",
+                                {"create_request", "createRequest", "cancel_request", "cancelRequest",
+                                 "progress_request", "progressRequest"}))
+      return bad;
+    if (const auto* c = field(doc, "create_request", "createRequest")) {
+      watch_create create;
+      if (auto bad = parse_watch_create(*c, create)) return bad;
+      if (create.watch_id == 0) create.watch_id = next_id;
+      next_id = std::max(next_id, create.watch_id + 1);
+      creates.push_back(std::move(create));
+    }
+    return std::nullopt;  // a cancel or progress request in the same body changes nothing here
+  });
+  if (error) {
+    send_reply(response, error_reply(3, error->message));
+    co_return;
+  }
+  response.start_stream(200, "application/json");
+  std::vector<task<void>> watchers;
+  for (watch_create& create : creates) watchers.push_back(serve_watcher(response, std::move(create)));
+  if (!watchers.empty()) {
+    task<void> all = when_all(std::move(watchers));
+    co_await std::move(all);
+  }
+  response.end_stream();
+}
+
+// ---- maintenance ----------------------------------------------------------------------------------
+
+task<void> http_status(const http_request& request, http_response& response) {
+  return serve_json<lease_request>(
+      request, response,
+      [](const rapidjson::Value& doc, lease_request&) { return check_object(doc, "etcdserverpb.StatusRequest", {}); },
+      [](lease_request) -> task<reply> {
+        task<result<member_status>> asking = kv_module::status_now();
+        result<member_status> now = co_await std::move(asking);
+        if (!now) co_return failure_reply(now.error());
+        const member_status& s = now.value();
+        std::string out = "{";
+        append_header(out, s.revision);
+        out += ",\"version\":\"3.4.23\"";
+        if (s.db_size) out += ",\"dbSize\":\"" + std::to_string(s.db_size) + "\"";
+        out += ",\"leader\":\"" + std::to_string(ids().member_id) + "\"";
+        out += ",\"raftIndex\":\"" + std::to_string(s.raft_index) + "\"";
+        out += ",\"raftTerm\":\"" + std::to_string(ids().raft_term) + "\"";
+        out += ",\"raftAppliedIndex\":\"" + std::to_string(s.raft_index) + "\"";
+        if (s.db_size) out += ",\"dbSizeInUse\":\"" + std::to_string(s.db_size) + "\"";
+        out += "}";
+        co_return reply{200, out};
+      });
+}
+
+
+}  // namespace
+
+void register_v3_routes(http_router& router) {
+  for (const char* prefix : {"/v3", "/v3beta"}) {
+    std::string p(prefix);
+    router.add_async("POST", p + "/kv/put", http_put);
+    router.add_async("POST", p + "/kv/range", http_range);
+    router.add_async("POST", p + "/kv/deleterange", http_delete_range);
+    router.add_async("POST", p + "/kv/txn", http_txn);
+    router.add_async("POST", p + "/kv/compaction", http_compaction);
+    router.add_async("POST", p + "/watch", http_watch);
+    router.add_async("POST", p + "/lease/grant", http_lease_grant);
+    router.add_async("POST", p + "/lease/revoke", http_lease_revoke);
+    router.add_async("POST", p + "/kv/lease/revoke", http_lease_revoke);
+    router.add_async("POST", p + "/lease/keepalive", http_lease_keep_alive);
+    router.add_async("POST", p + "/lease/timetolive", http_lease_time_to_live);
+    router.add_async("POST", p + "/kv/lease/timetolive", http_lease_time_to_live);
+    router.add_async("POST", p + "/lease/leases", http_lease_leases);
+    router.add_async("POST", p + "/kv/lease/leases", http_lease_leases);
+    router.add_async("POST", p + "/maintenance/status", http_status);
+  }
+}
+
+}  // namespace keel::kv_module
