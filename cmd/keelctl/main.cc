@@ -32,6 +32,7 @@
 #include <sys/stat.h>
 
 #include "http_client.h"
+#include "keel/kv/snapshot.h"
 #include "keel/kv/wal_recovery.h"
 
 #ifndef KEELCTL_VERSION
@@ -71,8 +72,10 @@ void print_usage(std::FILE* out) {
       "  keelctl [flags] endpoint health   check that each endpoint answers GET /health\n"
       "  keelctl [flags] version           print the server's etcdserver/etcdcluster versions\n"
       "  keelctl wal check DIR             report what WAL recovery would do in DIR (a WAL\n"
-      "                                    directory, or a data directory holding wal/);\n"
-      "                                    changes nothing; exit 1 on corruption\n"
+      "                                    directory, or a data directory holding wal/),\n"
+      "                                    and the newest snapshot that verifies in the\n"
+      "                                    snap/ beside it; changes nothing; exit 1 on\n"
+      "                                    corruption\n"
       "\n"
       "Flags:\n"
       "      --endpoints=URLS         comma-separated endpoints (default http://127.0.0.1:2379;\n"
@@ -482,6 +485,39 @@ bool is_directory(const std::string& path) {
   return ::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode);
 }
 
+// The snap/ directory next to a WAL: DIR/snap when DIR is a data directory or holds one,
+// else WAL/../snap. "" when there is none.
+std::string snapshot_directory_of(const std::string& argument, const std::string& wal_directory) {
+  for (const std::string& candidate : {argument + "/snap", wal_directory + "/../snap"}) {
+    if (is_directory(candidate)) return candidate;
+  }
+  return "";
+}
+
+// Prints the snapshot that start-up would load (docs/formats/snapshot.md, "Loading") and
+// the newer ones it would skip; reads only.
+void print_newest_snapshot(const std::string& argument, const std::string& wal_directory) {
+  std::string snap = snapshot_directory_of(argument, wal_directory);
+  if (snap.empty()) return;
+  auto names = kv::list_snapshots(snap);
+  if (!names) {
+    std::printf("snapshot: %s\n", names.error().to_string().c_str());
+    return;
+  }
+  for (const std::string& name : *names) {
+    auto snapshot = kv::read_snapshot(snap, name);
+    if (!snapshot) {
+      std::printf("snapshot would be skipped: %s\n", snapshot.error().message().c_str());
+      continue;
+    }
+    std::printf("snapshot: %s (term %llu, index %llu, %zu payload bytes)\n", snapshot->file.c_str(),
+                static_cast<unsigned long long>(snapshot->term),
+                static_cast<unsigned long long>(snapshot->index), snapshot->payload.size());
+    return;
+  }
+  std::printf("snapshot: none in %s\n", snap.c_str());
+}
+
 // Runs WAL recovery in check mode over DIR (or DIR/wal) and prints what it found and
 // what repair would change; the files are only read.
 int handle_wal_check(const std::string& argument) {
@@ -518,6 +554,7 @@ int handle_wal_check(const std::string& argument) {
   for (const auto& name : found.temporary_files) {
     std::printf("would remove unfinished segment: %s\n", name.c_str());
   }
+  print_newest_snapshot(argument, directory);
   std::printf("result: ok\n");
   return exit_success;
 }

@@ -879,3 +879,308 @@ BOOST_AUTO_TEST_CASE(randomized_ops_match_a_naive_snapshot_model) {
     BOOST_TEST(run.seen["past ranges"] > 0);
   }
 }
+
+// ---- snapshots: save / load ---------------------------------------------------------------
+
+namespace {
+
+std::string saved(const mvcc_store& store) {
+  std::string bytes;
+  store.save(bytes);
+  return bytes;
+}
+
+mvcc_store loaded(std::string_view bytes) {
+  auto out = mvcc_store::load(bytes);
+  BOOST_REQUIRE_MESSAGE(out.is_ok(), out.error().to_string());
+  require_invariants(*out);
+  return std::move(out).value();
+}
+
+template <typename T>
+void require_same_failure(const result<T>& a, const result<T>& b) {
+  BOOST_REQUIRE(a.is_ok() == b.is_ok());
+  BOOST_REQUIRE(a.error().code() == b.error().code());
+  BOOST_REQUIRE(a.error().message() == b.error().message());
+}
+
+void require_same_range(const mvcc_store& a, const mvcc_store& b, const range_request& request) {
+  auto x = a.range(request);
+  auto y = b.range(request);
+  require_same_failure(x, y);
+  if (!x) return;
+  BOOST_REQUIRE(x->kvs == y->kvs);
+  BOOST_REQUIRE(x->count == y->count);
+  BOOST_REQUIRE(x->more == y->more);
+  BOOST_REQUIRE(x->revision == y->revision);
+}
+
+void require_same_events(const mvcc_store& a, const mvcc_store& b, std::int64_t start,
+                         const std::string& key, const std::string& end, std::size_t limit) {
+  auto x = a.events_since(start, key, end, limit);
+  auto y = b.events_since(start, key, end, limit);
+  require_same_failure(x, y);
+  if (!x) return;
+  BOOST_REQUIRE(x->events == y->events);  // operation order within a revision included
+  BOOST_REQUIRE(x->next_revision == y->next_revision);
+}
+
+// Every read a client can make gives the same answer on both stores: ranges at every
+// revision from below the compact revision to beyond the current one, and history from
+// every start revision.
+void require_same_reads(const mvcc_store& a, const mvcc_store& b) {
+  BOOST_REQUIRE(a.current_revision() == b.current_revision());
+  BOOST_REQUIRE(a.compact_revision() == b.compact_revision());
+  BOOST_REQUIRE(a.key_count() == b.key_count());
+  BOOST_REQUIRE(a.version_count() == b.version_count());
+  for (std::int64_t rev = a.compact_revision() - 1; rev <= a.current_revision() + 1; ++rev) {
+    require_same_range(a, b, ranged(all_from, all_from, rev));
+    range_request sorted = ranged("b", "g", rev);
+    sorted.order = sort_order::descend;
+    sorted.target = sort_target::mod;
+    sorted.limit = 3;
+    require_same_range(a, b, sorted);
+    require_same_events(a, b, rev, all_from, all_from, 0);
+    require_same_events(a, b, rev, "a", "c", 3);
+  }
+}
+
+// What a write returned, in a form that compares.
+struct write_outcome {
+  errc code = errc::ok;
+  std::string message;
+  std::int64_t revision = 0;
+  bool succeeded = false;
+  std::vector<event> events;
+  std::vector<std::vector<key_value>> reads;
+  bool operator==(const write_outcome&) const = default;
+};
+
+template <typename T>
+write_outcome outcome_of(const result<T>& done) {
+  write_outcome out;
+  out.code = done.error().code();
+  out.message = done.error().message();
+  return out;
+}
+
+// One random write (put, delete, txn or compact) applied to both stores; the outcomes
+// must be equal.
+void apply_same_write(random_run& gen, mvcc_store& a, mvcc_store& b) {
+  write_outcome x;
+  write_outcome y;
+  switch (gen.pick(0, 5)) {
+    case 0:
+    case 1: {
+      put_request request = put_of(gen.key(), "w" + std::to_string(gen.pick(0, 9)));
+      request.lease = gen.pick(0, 2);
+      request.prev_kv = true;
+      request.ignore_lease = gen.pick(0, 5) == 0;
+      for (auto [store, out] : {std::pair{&a, &x}, std::pair{&b, &y}}) {
+        auto done = store->put(request);
+        *out = outcome_of(done);
+        if (done) *out = {errc::ok, "", done->revision, true, done->events, {}};
+      }
+      break;
+    }
+    case 2: {
+      delete_range_request request;
+      request.key = gen.key();
+      request.range_end = gen.range_end(request.key);
+      request.prev_kv = true;
+      for (auto [store, out] : {std::pair{&a, &x}, std::pair{&b, &y}}) {
+        auto done = store->delete_range(request);
+        *out = outcome_of(done);
+        if (done) *out = {errc::ok, "", done->revision, true, done->events, {done->prev_kvs}};
+      }
+      break;
+    }
+    case 3:
+    case 4: {
+      txn_request request;
+      for (std::int64_t i = gen.pick(0, 2); i > 0; --i)
+        request.compares.push_back(gen.random_compare());
+      request.success = gen.random_branch();
+      request.failure = gen.random_branch();
+      for (auto [store, out] : {std::pair{&a, &x}, std::pair{&b, &y}}) {
+        auto done = store->txn(request);
+        *out = outcome_of(done);
+        if (!done) continue;
+        *out = {errc::ok, "", done->revision, done->succeeded, done->events, {}};
+        for (const auto& response : done->responses) out->reads.push_back(response.range.kvs);
+      }
+      break;
+    }
+    default: {
+      std::int64_t rev = gen.pick(a.compact_revision() - 1, a.current_revision() + 1);
+      x.code = a.compact(rev).code();
+      y.code = b.compact(rev).code();
+      break;
+    }
+  }
+  BOOST_REQUIRE(x == y);
+  require_invariants(b);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(snapshot_of_a_fresh_store_round_trips) {
+  mvcc_store store;
+  std::string bytes = saved(store);
+  BOOST_TEST(bytes.size() == 40u);  // the 32-byte head and an empty change log
+  mvcc_store copy = loaded(bytes);
+  BOOST_TEST(copy.current_revision() == 1);
+  BOOST_TEST(copy.compact_revision() == -1);
+  BOOST_TEST(copy.key_count() == 0u);
+  BOOST_TEST(saved(copy) == bytes);
+  BOOST_TEST(put(copy, "k", "v").revision == 2);
+}
+
+BOOST_AUTO_TEST_CASE(snapshot_keeps_tombstones_generations_and_operation_order) {
+  mvcc_store store;
+  put(store, "a", "1");  // 2
+  put(store, "a", "2");  // 3
+  remove(store, "a");    // 4
+  put(store, "a", "3");  // 5: a new generation
+  txn_request request;   // 6: puts "c" then "b": events come in that order, not key order
+  request.success.push_back(request_op::of(put_of("c", "x")));
+  request.success.push_back(request_op::of(put_of("b", "y")));
+  request.success.push_back(request_op::of(delete_range_request{"a", "", false}));
+  BOOST_REQUIRE(store.txn(request).is_ok());
+  BOOST_REQUIRE(store.compact(3).is_ok());
+  mvcc_store copy = loaded(saved(store));
+  require_same_reads(store, copy);
+  auto events = copy.events_since(6, all_from, all_from, 0);
+  BOOST_REQUIRE(events.is_ok());
+  BOOST_REQUIRE(events->events.size() == 3u);
+  BOOST_TEST(events->events[0].kv.key == "c");
+  BOOST_TEST(events->events[1].kv.key == "b");
+  BOOST_TEST((events->events[2].type == event_type::remove));
+  BOOST_TEST((get(copy, ranged("a", "", 5)).kvs.at(0) == key_value{"a", 5, 5, 1, "3", 0}));
+  BOOST_TEST((get(copy, ranged("a", "", 3)).kvs.at(0) == key_value{"a", 2, 3, 2, "2", 0}));
+  BOOST_TEST((mvcc_error_of(copy.range(ranged("a", "", 2)).error()) == mvcc_error::compacted));
+  BOOST_TEST(!put(copy, "a", "4").events.at(0).prev_kv.has_value());  // the txn deleted it
+}
+
+BOOST_AUTO_TEST_CASE(snapshot_after_random_operations_reads_and_writes_like_the_original) {
+  for (std::uint64_t seed : {11, 12, 13}) {
+    BOOST_TEST_MESSAGE("seed " << seed);
+    random_run run(seed);
+    for (int i = 1; i <= 1600; ++i) {
+      // Writes only at first, so that the first snapshot holds a long uncompacted history.
+      if (i <= 400) {
+        switch (run.pick(0, 3)) {
+          case 0: run.step_delete(); break;
+          case 1: run.step_txn(); break;
+          default: run.step_put(); break;
+        }
+      } else {
+        run.step();
+      }
+      if (i % 400 != 0) continue;
+      std::string bytes = saved(run.store);
+      BOOST_TEST_MESSAGE("  step " << i << ": revisions " << run.store.compact_revision() << " to "
+                                   << run.store.current_revision() << ", " << bytes.size()
+                                   << " bytes");
+      mvcc_store copy = loaded(bytes);
+      require_same_reads(run.store, copy);
+      BOOST_REQUIRE(saved(copy) == bytes);  // canonical
+    }
+    BOOST_TEST(run.seen["compactions"] > 0);
+    // The same writes on the original and on the loaded copy give the same results.
+    mvcc_store copy = loaded(saved(run.store));
+    for (int i = 0; i < 1000; ++i) apply_same_write(run, run.store, copy);
+    require_same_reads(run.store, copy);
+    BOOST_REQUIRE(saved(copy) == saved(run.store));
+  }
+}
+
+namespace {
+
+// A small store with every kind of version: live, tombstone, a new generation, a kept
+// version at the compact revision, a multi-key revision.
+std::string small_snapshot() {
+  mvcc_store store;
+  put(store, "a", "one");  // 2
+  put(store, "b", "two", 7);
+  put(store, "a", "three");  // 4
+  remove(store, "a");        // 5
+  put(store, "a", "four");   // 6
+  BOOST_REQUIRE(store.compact(3).is_ok());
+  txn_request request;  // 7
+  request.success.push_back(request_op::of(put_of("d", "x")));
+  request.success.push_back(request_op::of(put_of("c", "y")));
+  BOOST_REQUIRE(store.txn(request).is_ok());
+  return saved(store);
+}
+
+bool is_snapshot_corruption(const status& failure) {
+  return failure.code() == errc::corruption &&
+         failure.message().rfind("mvcc snapshot: byte ", 0) == 0;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(loading_a_truncated_snapshot_fails_at_every_length) {
+  std::string bytes = small_snapshot();
+  for (std::size_t length = 0; length < bytes.size(); ++length) {
+    auto out = mvcc_store::load(std::string_view(bytes).substr(0, length));
+    BOOST_REQUIRE_MESSAGE(!out.is_ok(), "a prefix of " << length << " bytes loaded");
+    BOOST_REQUIRE_MESSAGE(is_snapshot_corruption(out.error()), out.error().to_string());
+  }
+  auto longer = mvcc_store::load(bytes + '\0');
+  BOOST_REQUIRE(!longer.is_ok());
+  BOOST_TEST(longer.error().message() == "mvcc snapshot: byte " + std::to_string(bytes.size()) +
+                                             ": 1 bytes after the change log");
+  BOOST_TEST(mvcc_store::load("").error().message() ==
+             "mvcc snapshot: byte 0: magic needs 4 bytes, 0 left");
+}
+
+BOOST_AUTO_TEST_CASE(loading_flipped_bytes_fails_cleanly_or_gives_a_valid_store) {
+  std::string bytes = small_snapshot();
+  std::mt19937_64 rng(5);
+  int failed = 0;
+  int decoded = 0;
+  for (std::size_t at = 0; at < bytes.size(); ++at) {
+    for (int trial = 0; trial < 8; ++trial) {
+      std::string damaged = bytes;
+      damaged[at] = static_cast<char>(damaged[at] ^ static_cast<char>(1 + rng() % 255));
+      auto out = mvcc_store::load(damaged);
+      if (!out.is_ok()) {
+        BOOST_REQUIRE_MESSAGE(is_snapshot_corruption(out.error()), out.error().to_string());
+        ++failed;
+        continue;
+      }
+      // A value or lease byte: a different but valid store, which saves back the same.
+      require_invariants(*out);
+      BOOST_REQUIRE(saved(*out) == damaged);
+      ++decoded;
+    }
+  }
+  BOOST_TEST_MESSAGE(failed << " damaged inputs refused, " << decoded << " decoded");
+  BOOST_TEST(failed > 0);
+  BOOST_TEST(decoded > 0);
+}
+
+BOOST_AUTO_TEST_CASE(loading_names_the_byte_and_what_is_wrong) {
+  std::string bytes = small_snapshot();
+  auto message_of = [](std::string damaged) { return mvcc_store::load(damaged).error().message(); };
+  std::string wrong = bytes;
+  wrong[0] = 'X';
+  BOOST_TEST(message_of(wrong) == "mvcc snapshot: byte 0: not an MVCC snapshot (bad magic)");
+  wrong = bytes;
+  wrong[4] = 2;
+  BOOST_TEST(message_of(wrong) == "mvcc snapshot: byte 4: unsupported format version 2");
+  wrong = bytes;
+  wrong[16] = 9;  // compact revision 9 > current 7
+  BOOST_TEST(message_of(wrong) ==
+             "mvcc snapshot: byte 16: compact revision 9 outside [-1, current 7]");
+  // The first key is "a" at byte 32: make it "c", which is not before "b".
+  wrong = bytes;
+  BOOST_REQUIRE(wrong[36] == 'a');
+  wrong[36] = 'c';
+  // "a" has 4 versions after compaction (2, 4, 5 tombstone, 6): "b" starts at byte
+  // 32 + 4 + 1 + 4 + (37 + 3) + (37 + 5) + 9 + (37 + 4) = 173.
+  BOOST_TEST(message_of(wrong) ==
+             "mvcc snapshot: byte 173: key 'b' not after the previous key 'c'");
+}

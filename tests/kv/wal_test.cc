@@ -445,6 +445,74 @@ BOOST_AUTO_TEST_CASE(release_before_removes_whole_segments_below_the_index) {
   BOOST_TEST(*recovered.first_index == written[written.size() - recovered.records.size()].index);
 }
 
+// After a snapshot the log is released up to it: the first remaining segment has a
+// sequence above 0 and a first index above 1. Recovery, re-opening and further rollovers
+// must take that as the start of the log (docs/formats/snapshot.md, "Recovery").
+BOOST_AUTO_TEST_CASE(a_released_log_reopens_and_recovers_from_the_released_point) {
+  memory_wal_storage storage;
+  std::vector<wal_record> written;
+  auto append_entries = [&](wal_writer& writer, std::uint64_t from, std::uint64_t to) {
+    for (std::uint64_t i = from; i <= to; ++i) {
+      written.push_back(
+          wal_record::entry(1 + i / 500, i, std::string(300, static_cast<char>('a' + i % 26))));
+      BOOST_REQUIRE(writer.append(written.back()).is_ok());
+      if (i % 10 == 0 || i == to) BOOST_REQUIRE(run_now(writer.commit()).is_ok());
+    }
+  };
+  // The records recovery must return: everything from the first entry of `segment` on.
+  auto from_segment = [&](const std::string& segment) {
+    std::uint64_t first = parse_wal_segment_name(segment)->second;
+    return std::vector<wal_record>(written.begin() + static_cast<std::ptrdiff_t>(first - 1),
+                                   written.end());
+  };
+
+  auto writer = open_writer(storage);
+  append_entries(*writer, 1, 700);
+  std::vector<std::string> segments = writer->segment_names();
+  BOOST_REQUIRE(segments.size() >= 3u);
+  std::uint64_t released_point = parse_wal_segment_name(segments[2])->second;
+  BOOST_REQUIRE(released_point > 1u);
+  BOOST_REQUIRE(writer->release_before(released_point).is_ok());
+  writer.reset();
+  storage.crash();
+
+  wal_recovery recovered = recover_ok(storage);
+  BOOST_TEST(recovered.segments.front().sequence == 2u);
+  BOOST_TEST(recovered.segments.front().first_index == released_point);
+  BOOST_TEST(*recovered.first_index == released_point);
+  BOOST_TEST(*recovered.last_index == 700u);
+  BOOST_TEST((recovered.records == from_segment(segments[2])));
+
+  // Re-open at the released log and write across more rollovers.
+  writer = open_writer(storage);
+  append_entries(*writer, 701, 1400);
+  segments = writer->segment_names();
+  BOOST_TEST(parse_wal_segment_name(segments.front())->first == 2u);
+  for (std::size_t i = 1; i < segments.size(); ++i) {
+    BOOST_TEST(parse_wal_segment_name(segments[i])->first ==
+               parse_wal_segment_name(segments[i - 1])->first + 1);
+  }
+  writer.reset();
+  storage.crash();
+  recovered = recover_ok(storage);
+  BOOST_TEST((recovered.records == from_segment(segments.front())));
+  BOOST_TEST(*recovered.last_index == 1400u);
+
+  // Release all but the segment being written; re-open; append; recover.
+  writer = open_writer(storage);
+  BOOST_REQUIRE(writer->release_before(1000000).is_ok());
+  segments = writer->segment_names();
+  BOOST_REQUIRE(segments.size() == 1u);
+  append_entries(*writer, 1401, 1410);
+  writer.reset();
+  storage.crash();
+  recovered = recover_ok(storage);
+  BOOST_TEST(recovered.segments.size() >= 1u);
+  BOOST_TEST(recovered.segments.front().name == segments.front());
+  BOOST_TEST((recovered.records == from_segment(segments.front())));
+  BOOST_TEST(*recovered.last_index == 1410u);
+}
+
 BOOST_AUTO_TEST_CASE(a_missing_middle_segment_is_corruption) {
   memory_wal_storage storage;
   auto writer = open_writer(storage);

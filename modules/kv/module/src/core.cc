@@ -8,8 +8,10 @@
 #include <coroutine>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "codec.h"
+#include "keel/kv/snapshot.h"
 #include "keel/kv/wal.h"
 #include "keel/kv/wal_recovery.h"
 #include "keel/limits.h"
@@ -64,8 +66,25 @@ struct core_state {
   std::int64_t published_local = 1;              // owner's copy of `published`
   std::uint64_t lease_id_state = 0;
   bool replaying = false;
+  bool wal_failure_logged = false;
 
   std::vector<std::unique_ptr<shard_watchers>> shards;
+
+  // Snapshots (owner shard; the file is written on `snapshot_thread`).
+  std::string snap_dir;
+  std::uint64_t snapshot_count = 100000;
+  std::uint64_t wal_segment_bytes = 0;
+  std::uint64_t snapshot_index = 0;           // the newest durable snapshot
+  std::uint64_t snapshot_previous_index = 0;  // the one before: the WAL is kept from here
+  std::uint64_t snapshot_pending_index = 0;   // being written
+  bool snapshot_busy = false;
+  std::thread snapshot_thread;
+  std::atomic<bool> snapshot_written{false};
+  status snapshot_result;  // written by the thread before snapshot_written (release)
+  std::atomic<std::uint64_t> snapshots_taken{0};
+  std::atomic<std::uint64_t> snapshot_last_bytes{0};
+  std::atomic<std::uint64_t> snapshot_last_save_microseconds{0};
+  std::atomic<std::uint64_t> wal_segments_released{0};
 
   std::atomic<std::int64_t> published{1};
   std::atomic<std::int64_t> revision{1};
@@ -90,8 +109,10 @@ struct open_awaiter {
 };
 
 task<void> open_writer() {
-  task<result<std::unique_ptr<kv::wal_writer>>> opening =
-      kv::wal_writer::open(*g->storage, g->recovered, kv::wal_writer_options{});
+  kv::wal_writer_options options;
+  options.first_index = g->next_index;  // used only when the log is new (after a snapshot)
+  if (g->wal_segment_bytes) options.segment_bytes = g->wal_segment_bytes;
+  task<result<std::unique_ptr<kv::wal_writer>>> opening = kv::wal_writer::open(*g->storage, g->recovered, options);
   auto opened = co_await std::move(opening);
   if (opened) {
     g->writer = std::move(opened.value());
@@ -107,11 +128,21 @@ task<void> open_writer() {
   for (auto handle : waiters) shard::current()->schedule(handle);
 }
 
+// Says once, in the log, that the WAL stopped taking writes and why.
+void note_wal_failure(const status& failure) {
+  if (g->wal_failure_logged) return;
+  g->wal_failure_logged = true;
+  g->context->log(log_level::error, "the WAL failed, no more writes are accepted (reads go on at revision " +
+                                        std::to_string(g->published_local) + "): " + failure.to_string());
+}
+
 status writer_unusable() {
   if (!g->open_failure.is_ok())
     return fail(errc::unavailable, std::string(kv_messages::wal_unavailable) + g->open_failure.message());
-  if (!g->writer->failure().is_ok())
+  if (!g->writer->failure().is_ok()) {
+    note_wal_failure(g->writer->failure());
     return fail(errc::unavailable, std::string(kv_messages::wal_unavailable) + g->writer->failure().message());
+  }
   return status::ok();
 }
 
@@ -252,6 +283,150 @@ task<status> durable_now() {
   co_return durable;
 }
 
+// ---- snapshots (owner shard; docs/formats/snapshot.md) ----------------------------------------
+
+void put_u64(std::string& out, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+// The payload: u32 version 1 | u64 bytes | mvcc_store::save | u64 leases | (i64 id, i64
+// granted ttl, u64 keys, (u64 bytes, key)*)* | u64 expiry revisions | i64*.
+std::string encode_state() {
+  std::string out;
+  out += std::string("\x01\x00\x00\x00", 4);
+  std::string store;
+  g->store.save(store);
+  put_u64(out, store.size());
+  out += store;
+  put_u64(out, g->leases.size());
+  for (const auto& [id, lease] : g->leases) {
+    put_u64(out, static_cast<std::uint64_t>(id));
+    put_u64(out, static_cast<std::uint64_t>(lease.granted_ttl));
+    put_u64(out, lease.keys.size());
+    for (const std::string& key : lease.keys) {
+      put_u64(out, key.size());
+      out += key;
+    }
+  }
+  put_u64(out, g->expiry_revisions.size());
+  for (std::int64_t r : g->expiry_revisions) put_u64(out, static_cast<std::uint64_t>(r));
+  return out;
+}
+
+struct payload_reader {
+  std::string_view data;
+  std::size_t at = 0;
+  bool ok = true;
+  std::uint64_t u64() {
+    if (data.size() - at < 8) {
+      ok = false;
+      return 0;
+    }
+    std::uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v |= std::uint64_t(static_cast<unsigned char>(data[at + i])) << (8 * i);
+    at += 8;
+    return v;
+  }
+  std::string_view bytes(std::uint64_t n) {
+    if (data.size() - at < n) {
+      ok = false;
+      return {};
+    }
+    std::string_view v = data.substr(at, n);
+    at += n;
+    return v;
+  }
+};
+
+status decode_state(std::string_view payload, const std::string& file) {
+  auto bad = [&file](const std::string& what) { return status{errc::corruption, file + ": " + what}; };
+  if (payload.size() < 4 || payload.substr(0, 4) != std::string_view("\x01\x00\x00\x00", 4))
+    return bad("unknown kv snapshot payload version");
+  payload_reader in{payload, 4};
+  std::uint64_t store_bytes = in.u64();
+  std::string_view store = in.bytes(store_bytes);
+  if (!in.ok) return bad("payload shorter than its store");
+  auto loaded = kv::mvcc_store::load(store);
+  if (!loaded) return bad(loaded.error().message());
+  g->store = std::move(loaded.value());
+  std::uint64_t leases = in.u64();
+  for (std::uint64_t i = 0; in.ok && i < leases; ++i) {
+    auto id = static_cast<std::int64_t>(in.u64());
+    auto ttl = static_cast<std::int64_t>(in.u64());
+    std::uint64_t keys = in.u64();
+    apply_lease_grant(id, ttl);
+    for (std::uint64_t k = 0; in.ok && k < keys; ++k) g->leases[id].keys.emplace(in.bytes(in.u64()));
+  }
+  std::uint64_t expiries = in.u64();
+  for (std::uint64_t i = 0; in.ok && i < expiries; ++i) g->expiry_revisions.insert(static_cast<std::int64_t>(in.u64()));
+  if (!in.ok || in.at != payload.size()) return bad("kv snapshot payload is truncated or has trailing bytes");
+  return status::ok();
+}
+
+// Takes the state now (entry `index`), waits until the WAL holds it durably, then writes
+// the file on the snapshot thread. The owner finishes it in finish_snapshot().
+task<void> take_snapshot() {
+  g->snapshot_busy = true;
+  std::uint64_t index = g->next_index - 1;
+  auto started = clock::now();
+  auto payload = std::make_shared<std::string>(encode_state());
+  g->snapshot_last_save_microseconds.store(
+      std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started).count(), std::memory_order_relaxed);
+  g->snapshot_last_bytes.store(payload->size(), std::memory_order_relaxed);
+  // A snapshot must never get ahead of the log it replaces.
+  task<status> committing = durable_now();
+  status durable = co_await std::move(committing);
+  if (!durable) {
+    g->snapshot_busy = false;
+    co_return;
+  }
+  g->snapshot_pending_index = index;
+  g->snapshot_written.store(false, std::memory_order_relaxed);
+  std::string dir = g->snap_dir;
+  std::uint64_t term = g->ids.raft_term;
+  g->snapshot_thread = std::thread([dir, term, index, payload] {
+    status written = kv::write_snapshot(dir, term, index, *payload);
+    if (written) written = kv::remove_old_snapshots(dir, kv::snapshots_kept_default);
+    g->snapshot_result = std::move(written);
+    g->snapshot_written.store(true, std::memory_order_release);
+  });
+}
+
+// On the owner, once the snapshot thread is done: the WAL is released up to the snapshot
+// before this one (so a broken newest snapshot can still fall back, see the format doc).
+void finish_snapshot() {
+  if (!g->snapshot_busy || !g->snapshot_written.load(std::memory_order_acquire)) return;
+  g->snapshot_thread.join();
+  g->snapshot_busy = false;
+  if (!g->snapshot_result) {
+    g->context->log(log_level::error, "snapshot at entry " + std::to_string(g->snapshot_pending_index) +
+                                          " failed (the WAL is kept): " + g->snapshot_result.to_string());
+    return;
+  }
+  g->snapshot_previous_index = g->snapshot_index;
+  g->snapshot_index = g->snapshot_pending_index;
+  g->snapshots_taken.fetch_add(1, std::memory_order_relaxed);
+  if (g->writer && g->writer->failure().is_ok()) {
+    (void)g->writer->append(kv::wal_record::snapshot(g->snapshot_index, g->ids.raft_term));
+    std::size_t before = g->writer->segment_names().size();
+    if (g->snapshot_previous_index > 0) {
+      status released = g->writer->release_before(g->snapshot_previous_index + 1);
+      if (!released) g->context->log(log_level::error, "releasing WAL segments: " + released.to_string());
+    }
+    std::size_t after = g->writer->segment_names().size();
+    g->wal_segments_released.fetch_add(before - after, std::memory_order_relaxed);
+  }
+  g->context->log(log_level::info, "snapshot at entry " + std::to_string(g->snapshot_index) + " (" +
+                                       std::to_string(g->snapshot_last_bytes.load()) + " bytes)");
+}
+
+void maybe_snapshot() {
+  finish_snapshot();  // a cheap check when nothing is done
+  if (g->snapshot_busy || g->replaying) return;
+  if (g->next_index - 1 < g->snapshot_index + g->snapshot_count) return;
+  spawn(take_snapshot());
+}
+
 // ---- the lease expiry loop (owner shard) ------------------------------------------------------
 
 task<void> expire_leases() {
@@ -260,6 +435,7 @@ task<void> expire_leases() {
     task<bool> sleeping = tick.sleep(std::chrono::milliseconds(250));
     bool elapsed = co_await std::move(sleeping);
     if (!elapsed || g->stopping.load(std::memory_order_relaxed)) break;
+    finish_snapshot();
     if (!g->opened || !g->writer || !writer_unusable()) continue;
     auto now = clock::now();
     std::vector<std::int64_t> due;
@@ -396,8 +572,12 @@ task<status> owner_commit() {
   if (!g->writer) co_return writer_unusable();
   task<status> committing = durable_now();
   status durable = co_await std::move(committing);
-  if (!durable) co_return fail(errc::unavailable, std::string(kv_messages::wal_unavailable) + durable.message());
+  if (!durable) {
+    note_wal_failure(durable);
+    co_return fail(errc::unavailable, std::string(kv_messages::wal_unavailable) + durable.message());
+  }
   publish_through(through);
+  maybe_snapshot();
   co_return status::ok();
 }
 
@@ -454,7 +634,16 @@ task<result<kv::range_result>> range(kv::range_request request) {
   return run_on_owner<result<kv::range_result>>([request = std::move(request)]() -> task<result<kv::range_result>> {
     return [](kv::range_request request) -> task<result<kv::range_result>> {
       task<status> waiting = owner_ready();
-      if (status ready = co_await std::move(waiting); !ready) co_return ready;
+      if (status ready = co_await std::move(waiting); !ready) {
+        // The WAL failed (disk full, fdatasync error): writes stop, reads go on at the
+        // last durable revision (the store may hold applied entries that never became
+        // durable, and those must not be shown).
+        if (!g->writer || !g->open_failure.is_ok()) co_return ready;
+        if (request.revision <= 0 || request.revision > g->published_local) request.revision = g->published_local;
+        auto found = g->store.range(request);
+        if (found) found->revision = g->published_local;
+        co_return found;
+      }
       auto found = g->store.range(request);
       // Everything the read saw must be durable before it is shown.
       task<status> committing = owner_commit();
@@ -755,18 +944,40 @@ status replay_entry(const wal_entry& entry) {
   return status::ok();
 }
 
+// Loads the newest snapshot that verifies into the store and leases; its index, or 0.
+result<std::uint64_t> load_snapshot(core_state& s) {
+  std::vector<std::string> warnings;
+  auto newest = kv::load_newest_snapshot(s.snap_dir, &warnings);
+  for (const std::string& w : warnings) s.context->log(log_level::warn, w);
+  if (!newest) return newest.error();
+  if (!newest.value()) return std::uint64_t{0};
+  const kv::loaded_snapshot& snap = *newest.value();
+  if (status decoded = decode_state(snap.payload, snap.file); !decoded) return decoded;
+  s.context->log(log_level::info, "loaded snapshot " + snap.file + " (entry " + std::to_string(snap.index) +
+                                      ", revision " + std::to_string(s.store.current_revision()) + ")");
+  return snap.index;
+}
+
 status recover(core_state& s) {
   status made = kv::posix_wal_directory::create_directories(s.wal_dir);
   if (!made) return made;
+  auto snapshot = load_snapshot(s);
+  if (!snapshot) return snapshot.error();
+  std::uint64_t snapshot_index = snapshot.value();
+  s.snapshot_index = snapshot_index;
   s.storage = std::make_unique<kv::uring_wal_storage>(s.wal_dir);
   auto recovered = kv::recover_wal(*s.storage, kv::wal_recovery_mode::repair);
   if (!recovered) return recovered.error();
   s.recovered = std::move(recovered.value());
   if (!s.recovered.torn_tail_text(false).empty()) s.context->log(log_level::warn, s.recovered.torn_tail_text(false));
+  if (s.recovered.first_index && *s.recovered.first_index > snapshot_index + 1) {
+    return {errc::corruption, s.wal_dir + ": the WAL starts at entry " + std::to_string(*s.recovered.first_index) +
+                                  " but the newest snapshot covers only up to entry " + std::to_string(snapshot_index)};
+  }
   std::uint64_t entries = 0;
   s.replaying = true;
   for (const kv::wal_record& record : s.recovered.records) {
-    if (record.type != kv::wal_record_type::entry) continue;
+    if (record.type != kv::wal_record_type::entry || record.index <= snapshot_index) continue;
     auto entry = decode_entry(record.data);
     if (!entry) {
       s.replaying = false;
@@ -777,7 +988,8 @@ status recover(core_state& s) {
     ++entries;
   }
   s.replaying = false;
-  s.next_index = s.recovered.last_index ? *s.recovered.last_index + 1 : 1;
+  std::uint64_t last = s.recovered.last_index ? *s.recovered.last_index : 0;
+  s.next_index = std::max(last, snapshot_index) + 1;
   s.recovered.records.clear();
   s.recovered.records.shrink_to_fit();
   s.replayed = entries;
@@ -794,6 +1006,9 @@ status core_start(module_context* context, const core_options& options) {
   state->context = context;
   state->dir = options.dir.empty() ? "./default.keel" : options.dir;
   state->wal_dir = state->dir + "/wal";
+  state->snap_dir = state->dir + "/snap";
+  state->snapshot_count = options.snapshot_count;
+  state->wal_segment_bytes = options.wal_segment_bytes;
   state->ids.cluster_id = fnv1a("keel-kv cluster " + state->dir);
   state->ids.member_id = fnv1a("keel-kv member " + state->dir);
   state->lease_id_state = static_cast<std::uint64_t>(clock::now().time_since_epoch().count()) ^ state->ids.member_id;
@@ -824,6 +1039,7 @@ void core_on_shard_stop(shard& s) {
 
 void core_stop() {
   if (!g) return;
+  if (g->snapshot_thread.joinable()) g->snapshot_thread.join();
   // The writer's destructor asserts no commit is in flight; a coroutine cancelled at stop
   // may still be suspended in one, so then the writer is left to the process exit.
   if (g->writer && g->commits_in_flight != 0) {
@@ -848,6 +1064,14 @@ void core_metrics(std::string& out) {
        g->leases_expired.load(std::memory_order_relaxed));
   line("keel_kv_events_published_total", "counter", "Events made durable and published to watchers.",
        g->events_published.load(std::memory_order_relaxed));
+  line("keel_kv_snapshots_total", "counter", "Snapshots written.", g->snapshots_taken.load(std::memory_order_relaxed));
+  line("keel_kv_snapshot_bytes", "gauge", "Size of the last snapshot's payload.",
+       g->snapshot_last_bytes.load(std::memory_order_relaxed));
+  line("keel_kv_snapshot_save_microseconds", "gauge",
+       "Time the owner shard spent encoding the last snapshot (it serves nothing meanwhile).",
+       g->snapshot_last_save_microseconds.load(std::memory_order_relaxed));
+  line("keel_kv_wal_segments_released_total", "counter", "WAL segments removed after snapshots.",
+       g->wal_segments_released.load(std::memory_order_relaxed));
   line("keel_kv_watch_catchups_total", "counter", "Times a slow watcher dropped its queue and caught up from history.",
        g->watch_catchups.load(std::memory_order_relaxed));
 }

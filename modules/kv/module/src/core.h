@@ -212,7 +212,9 @@ std::uint64_t watchers_total() noexcept;
 // ---- lifecycle (module.cc) ------------------------------------------------------------------------
 
 struct core_options {
-  std::string dir;  // "" = ./default.keel; the WAL is <dir>/wal
+  std::string dir;  // "" = ./default.keel; the WAL is <dir>/wal, snapshots <dir>/snap
+  std::uint64_t snapshot_count = 100000;  // entries between snapshots (etcd's --snapshot-count)
+  std::uint64_t wal_segment_bytes = 0;    // 0: limits::wal_segment_bytes_max
 };
 // Main thread, before the shards run: recovers the WAL and replays it. Corruption is an
 // error naming the file and offset; keeld refuses to start.

@@ -27,6 +27,10 @@ int start(keel::module_context* context, char* error, std::size_t error_bytes) {
   }
   kvm::core_options options;
   options.dir = config["dir"].GetString();
+  if (config.HasMember("snapshot-count") && config["snapshot-count"].IsUint64())
+    options.snapshot_count = config["snapshot-count"].GetUint64();
+  if (config.HasMember("wal-segment-bytes") && config["wal-segment-bytes"].IsUint64())
+    options.wal_segment_bytes = config["wal-segment-bytes"].GetUint64();
   keel::status started = kvm::core_start(context, options);
   if (!started) {
     std::snprintf(error, error_bytes, "%s", started.to_string().c_str());
@@ -48,7 +52,8 @@ constexpr const char* schema = R"({
   "additionalProperties": false,
   "properties": {
     "dir": {"type": "string", "default": "", "description": "Directory of the kv store (its WAL is <dir>/wal); \"\" means \"./default.keel\". The module cannot see --data-dir, so set this."},
-    "snapshot-count": {"type": "integer", "default": 100000, "minimum": 1, "description": "Committed entries between snapshots (etcd's --snapshot-count). Accepted, not used yet."}
+    "snapshot-count": {"type": "integer", "default": 100000, "minimum": 1, "description": "Committed entries between snapshots (etcd's --snapshot-count); the WAL before the snapshot preceding the newest is released."},
+    "wal-segment-bytes": {"type": "integer", "default": 67108864, "minimum": 16777216, "maximum": 67108864, "description": "Size of each preallocated WAL segment (16 MiB to 64 MiB); smaller suits small disks and tests."}
   }
 })";
 

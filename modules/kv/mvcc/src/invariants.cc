@@ -1,5 +1,7 @@
 // mvcc_store::check_invariants — the version-chain rules of README.md "Invariants",
-// checked over the whole store. Tests run it after every step.
+// checked over the whole store. Tests run it after every step; load() runs
+// history_violation() on every decoded key.
+#include <algorithm>
 #include <set>
 #include <string>
 
@@ -14,7 +16,69 @@ status violation(const std::string& key, const std::string& what) {
   return status(errc::corruption, "mvcc invariant: key '" + key + "': " + what);
 }
 
+// Rules 3 and 4 for one live or tombstone version, given the one before it (or null).
+std::string version_violation(const detail::version_entry& v, const detail::version_entry* previous,
+                              std::int64_t compacted) {
+  if (v.tombstone) {
+    if (previous == nullptr || previous->tombstone)
+      return "tombstone does not end a live generation";
+    if (v.version != 0 || v.create_revision != 0 || v.lease != 0 || !v.value.empty()) {
+      return "tombstone carries data";
+    }
+    return "";
+  }
+  if (v.create_revision < 2 || v.create_revision > v.mod_revision) {
+    return "create_revision outside [2, mod]";
+  }
+  // A generation gains at most one version per revision.
+  if (v.version < 1 || v.version - 1 > v.mod_revision - v.create_revision) {
+    return "version outside [1, mod - create + 1]";
+  }
+  bool starts_generation = previous == nullptr ? v.mod_revision > compacted : previous->tombstone;
+  if (starts_generation) {
+    if (v.version != 1 || v.create_revision != v.mod_revision) {
+      return "generation does not start at version 1, create == mod";
+    }
+  } else if (previous != nullptr) {
+    if (v.version != previous->version + 1) return "version gap";
+    if (v.create_revision != previous->create_revision) {
+      return "create_revision changed within a generation";
+    }
+  }
+  return "";
+}
+
 }  // namespace
+
+namespace detail {
+
+std::string history_violation(const key_history& history, std::int64_t current,
+                              std::int64_t compacted) {
+  const auto& versions = history.versions;
+  if (versions.empty()) return "empty history";
+  if (versions.front().tombstone) return "history starts with a tombstone";
+  std::size_t at_or_below_compaction = 0;
+  for (std::size_t i = 0; i < versions.size(); ++i) {
+    const version_entry& v = versions[i];
+    const version_entry* previous = i == 0 ? nullptr : &versions[i - 1];
+    std::string at = " at revision " + std::to_string(v.mod_revision);
+    if (v.mod_revision < 2 || v.mod_revision > current) {
+      return "mod_revision outside [2, current]" + at;
+    }
+    if (previous && previous->mod_revision >= v.mod_revision) {
+      return "mod_revisions not strictly increasing" + at;
+    }
+    if (v.mod_revision <= compacted) ++at_or_below_compaction;
+    std::string wrong = version_violation(v, previous, compacted);
+    if (!wrong.empty()) return wrong + at;
+  }
+  if (at_or_below_compaction > 1) {
+    return "more than the one kept version at or below the compact revision";
+  }
+  return "";
+}
+
+}  // namespace detail
 
 status mvcc_store::check_invariants() const {
   const detail::mvcc_state& s = *_state;
@@ -24,54 +88,11 @@ status mvcc_store::check_invariants() const {
   }
   std::size_t versions_above_compaction = 0;
   for (const auto& [key, history] : s.index) {
-    const auto& versions = history.versions;
     if (key.empty()) return violation(key, "empty key in the index");
-    if (versions.empty()) return violation(key, "empty history in the index");
-    if (versions.front().tombstone) return violation(key, "history starts with a tombstone");
-    std::size_t at_or_below_compaction = 0;
-    for (std::size_t i = 0; i < versions.size(); ++i) {
-      const auto& v = versions[i];
-      const auto* previous = i == 0 ? nullptr : &versions[i - 1];
-      std::string at = " at revision " + std::to_string(v.mod_revision);
-      if (v.mod_revision < 2 || v.mod_revision > s.current) {
-        return violation(key, "mod_revision outside [2, current]" + at);
-      }
-      if (previous && previous->mod_revision >= v.mod_revision) {
-        return violation(key, "mod_revisions not strictly increasing" + at);
-      }
-      if (v.mod_revision <= s.compacted) {
-        ++at_or_below_compaction;
-      } else {
-        ++versions_above_compaction;
-      }
-      if (v.tombstone) {
-        if (previous == nullptr || previous->tombstone) {
-          return violation(key, "tombstone does not end a live generation" + at);
-        }
-        if (v.version != 0 || v.create_revision != 0 || v.lease != 0 || !v.value.empty()) {
-          return violation(key, "tombstone carries data" + at);
-        }
-        continue;
-      }
-      if (v.create_revision > v.mod_revision) return violation(key, "create > mod" + at);
-      bool starts_generation =
-          previous == nullptr ? v.mod_revision > s.compacted : previous->tombstone;
-      if (starts_generation) {
-        if (v.version != 1 || v.create_revision != v.mod_revision) {
-          return violation(key, "generation does not start at version 1, create == mod" + at);
-        }
-      } else if (previous != nullptr) {
-        if (v.version != previous->version + 1) return violation(key, "version gap" + at);
-        if (v.create_revision != previous->create_revision) {
-          return violation(key, "create_revision changed within a generation" + at);
-        }
-      } else if (v.version < 1 || v.create_revision < 2) {
-        return violation(key, "kept version has no version or create_revision" + at);
-      }
-    }
-    if (at_or_below_compaction > 1) {
-      return violation(key, "more than the one kept version at or below the compact revision");
-    }
+    std::string wrong = detail::history_violation(history, s.current, s.compacted);
+    if (!wrong.empty()) return violation(key, wrong);
+    for (const auto& v : history.versions)
+      versions_above_compaction += v.mod_revision > s.compacted;
   }
   // The change log names exactly the versions above the compact revision, once each.
   std::size_t logged = 0;
@@ -95,9 +116,15 @@ status mvcc_store::check_invariants() const {
   if (logged != versions_above_compaction) {
     return status(errc::corruption, "mvcc invariant: change log and histories disagree");
   }
-  if (!s.changes.empty() && s.changes.rbegin()->first != s.current) {
-    // The newest change is the current revision, unless compaction removed it all.
-    return status(errc::corruption, "mvcc invariant: newest change is not the current revision");
+  // Every write advanced the revision by one and changed something, and compaction drops
+  // exactly the revisions at or below it: the log holds each of (max(compacted, 1), current].
+  std::int64_t first_logged = std::max<std::int64_t>(s.compacted, 1) + 1;
+  if (static_cast<std::int64_t>(s.changes.size()) != s.current - first_logged + 1 ||
+      (!s.changes.empty() &&
+       (s.changes.begin()->first != first_logged || s.changes.rbegin()->first != s.current))) {
+    return status(errc::corruption,
+                  "mvcc invariant: the change log does not hold every revision in (" +
+                      std::to_string(first_logged - 1) + ", " + std::to_string(s.current) + "]");
   }
   return status::ok();
 }

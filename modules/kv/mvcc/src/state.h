@@ -50,4 +50,9 @@ struct mvcc_state {
   absl::btree_map<std::int64_t, std::vector<std::string>> changes;
 };
 
+// Rules 2 to 5 of README.md "Invariants" for one key's history: "" when it keeps them,
+// else what is wrong (and at which revision). check_invariants() and load() use it.
+std::string history_violation(const key_history& history, std::int64_t current,
+                              std::int64_t compacted);
+
 }  // namespace keel::kv::detail

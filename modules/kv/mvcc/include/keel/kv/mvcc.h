@@ -219,6 +219,13 @@ struct events_result {
   std::int64_t next_revision = 0;
 };
 
+// ---- snapshots ----------------------------------------------------------------------
+
+// The head of mvcc_store::save()'s encoding (modules/kv/mvcc/README.md, "Snapshot
+// encoding"): "KMVC" in file order, then the format version.
+inline constexpr std::uint32_t mvcc_snapshot_magic = 0x43564D4B;
+inline constexpr std::uint16_t mvcc_snapshot_version = 1;
+
 // ---- the store ----------------------------------------------------------------------
 
 class mvcc_store {
@@ -258,6 +265,23 @@ class mvcc_store {
   // watcher is told compact_revision() and restarts after it.
   result<events_result> events_since(std::int64_t start_revision, std::string_view key,
                                      std::string_view range_end, std::size_t limit) const;
+
+  // Appends the whole store to `out` (README "Snapshot encoding"): the current and
+  // compact revisions, every key's retained history with its tombstones, and the change
+  // log in operation order — everything a range at any retained revision, events_since,
+  // a txn compare or a later write reads. A store load()ed from it gives the same answers
+  // and takes the same writes to the same results. The encoding is canonical (equal
+  // stores give equal bytes; save() of a loaded store gives the input back), has no
+  // checksum of its own (the snapshot file carries one) and does not say where it ends:
+  // a caller that stores more after it frames it. O(versions); does not change the store.
+  void save(std::string& out) const;
+
+  // Rebuilds a store from exactly the bytes save() appended. Errors: errc::corruption
+  // "mvcc snapshot: byte N: what was wrong" for a truncated or unknown encoding, keys out
+  // of order, trailing bytes, or a history or change log that breaks the invariants
+  // (README). Never crashes or reads outside `bytes`, whatever they hold (fuzzed by
+  // fuzz_mvcc); a store it returns passes check_invariants(). O(versions · log versions).
+  static result<mvcc_store> load(std::string_view bytes);
 
   // The invariant checker (README "Invariants"). Returns the first violation found.
   // Tests run it after every step; it walks the whole store (O(versions)).

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""A full disk through keeld: the kv directory on a 20 MiB tmpfs with 16 MiB WAL segments.
+Puts of 64 KiB fill the first segment; creating the second fails with ENOSPC. From then on
+every write is refused with 503 / gRPC 14 and a message that says the WAL is unavailable
+and why (No space left on device); no write is acknowledged that is not durable; reads
+still answer, at the last durable revision; every acknowledged put is readable; and after
+a restart on a disk with room again, every acknowledged put is still there.
+
+Needs root and tmpfs (mount -t tmpfs). Usage: disk_full_e2e_test.py <path to keeld>
+"""
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+KEELD = sys.argv[1] if len(sys.argv) > 1 else "build/bin/keeld"
+passed = 0
+failed = 0
+
+
+def check(name, condition, detail=""):
+    global passed, failed
+    if condition:
+        passed += 1
+        print("ok   " + name)
+    else:
+        failed += 1
+        print("FAIL " + name + (": " + str(detail)[:1500] if detail else ""))
+
+
+def b64(data):
+    return base64.b64encode(data if isinstance(data, bytes) else data.encode()).decode()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(kv_dir, core_dir, log_path):
+    port = free_port()
+    log = open(log_path, "a")
+    proc = subprocess.Popen([KEELD, "--kv.dir", kv_dir, "--kv.wal-segment-bytes", str(16 << 20),
+                             "--listen-client-urls", "http://127.0.0.1:%d" % port, "--data-dir", core_dir],
+                            stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("keeld exited with %d" % proc.returncode)
+        try:
+            status, _ = post(port, "/v3/kv/range", {"key": b64("probe")})
+            if status == 200:
+                return proc, port
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("keeld did not become ready")
+
+
+def post(port, path, body):
+    request = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=json.dumps(body).encode(),
+                                     method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def main():
+    root = tempfile.mkdtemp(prefix="keel-diskfull.")
+    mnt = os.path.join(root, "small")
+    os.makedirs(mnt)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", mnt]).returncode == 0
+    if not mounted:
+        print("FAIL cannot mount a tmpfs (this test needs root and mount)")
+        sys.exit(1)
+    proc = None
+    try:
+        kv_dir = os.path.join(mnt, "kv")
+        log_path = os.path.join(root, "keeld.log")
+        proc, port = start(kv_dir, os.path.join(root, "core"), log_path)
+        value = os.urandom(64 << 10)
+        acknowledged = []
+        refusal = None
+        for i in range(400):
+            status, answer = post(port, "/v3/kv/put", {"key": b64("big/%04d" % i), "value": b64(value)})
+            if status == 200:
+                acknowledged.append(i)
+            else:
+                refusal = (status, answer)
+                break
+        check("the disk fills: a put is refused", refusal is not None, len(acknowledged))
+        check("some puts were acknowledged before", len(acknowledged) > 100, len(acknowledged))
+        if refusal:
+            status, answer = refusal
+            message = answer.get("message", "")
+            check("refused with 503 and gRPC code 14", status == 503 and answer.get("code") == 14, refusal)
+            check("the message says the WAL is unavailable and why",
+                  "WAL unavailable" in message and "No space left on device" in message, message)
+        status, answer = post(port, "/v3/kv/put", {"key": b64("small"), "value": b64("x")})
+        check("every later write is refused too (even a small one)", status == 503, (status, answer))
+        status, answer = post(port, "/v3/lease/grant", {"TTL": 60})
+        check("a lease grant is refused", status == 503, (status, answer))
+        status, answer = post(port, "/v3/kv/range", {"key": b64("big/"), "range_end": b64("big0"),
+                                                      "keys_only": True})
+        keys = [base64.b64decode(kv["key"]).decode() for kv in answer.get("kvs", [])]
+        check("reads still answer", status == 200, (status, answer))
+        check("every acknowledged put is readable",
+              set("big/%04d" % i for i in acknowledged) <= set(keys), (len(acknowledged), len(keys)))
+        check("nothing that was refused is shown", len(keys) == len(acknowledged), (len(keys), len(acknowledged)))
+        with open(log_path) as f:
+            text = f.read()
+        check("the log says why", "No space left on device" in text, text[-600:])
+        proc.kill()
+        proc.wait()
+        proc = None
+        # Room again: move the data to a roomy disk and restart.
+        roomy = os.path.join(root, "kv-roomy")
+        shutil.copytree(kv_dir, roomy)
+        proc, port = start(roomy, os.path.join(root, "core"), log_path)
+        status, answer = post(port, "/v3/kv/range", {"key": b64("big/"), "range_end": b64("big0"),
+                                                      "keys_only": True})
+        keys = [base64.b64decode(kv["key"]).decode() for kv in answer.get("kvs", [])]
+        check("after a restart with room: every acknowledged put is there",
+              set("big/%04d" % i for i in acknowledged) <= set(keys), (len(acknowledged), len(keys)))
+        status, answer = post(port, "/v3/kv/put", {"key": b64("after"), "value": b64("ok")})
+        check("... and writes are accepted again", status == 200, (status, answer))
+    finally:
+        if proc:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["umount", mnt])
+        shutil.rmtree(root, ignore_errors=True)
+    print("%d passed, %d failed" % (passed, failed))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
