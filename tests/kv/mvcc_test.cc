@@ -123,6 +123,28 @@ BOOST_AUTO_TEST_CASE(delete_matching_nothing_does_not_advance_revision) {
   BOOST_TEST(store.current_revision() == 2);
 }
 
+BOOST_AUTO_TEST_CASE(delete_keys_removes_hundreds_of_keys_at_one_revision) {
+  mvcc_store store;
+  std::vector<std::string> keys;
+  for (int i = 0; i < 300; ++i) {
+    keys.push_back("lease/" + std::to_string(i));
+    put(store, keys.back(), "v");
+  }
+  keys.push_back("never-written");
+  std::int64_t before = store.current_revision();
+  auto out = store.delete_keys(keys);
+  BOOST_TEST(out.deleted == 300);
+  BOOST_TEST(out.revision == before + 1);
+  BOOST_TEST(store.current_revision() == before + 1);
+  BOOST_REQUIRE(out.events.size() == 300);
+  for (const auto& e : out.events) BOOST_TEST(e.kv.mod_revision == before + 1);
+  BOOST_TEST(get(store, ranged("lease/", "lease0")).kvs.empty());
+  require_invariants(store);
+  auto nothing = store.delete_keys({"lease/1", "missing"});
+  BOOST_TEST(nothing.deleted == 0);
+  BOOST_TEST(store.current_revision() == before + 1);
+}
+
 BOOST_AUTO_TEST_CASE(empty_key_is_rejected) {
   mvcc_store store;
   auto out = store.put(put_request{});

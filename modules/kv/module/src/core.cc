@@ -222,23 +222,15 @@ void apply_lease_grant(std::int64_t id, std::int64_t ttl) {
   g->leases_live.store(g->leases.size(), std::memory_order_relaxed);
 }
 
-// Deletes the lease's keys, in one revision per mvcc_txn_operations_max keys.
+// Deletes every key attached to the lease, at one revision (as etcd).
 std::int64_t apply_lease_revoke(std::int64_t id, bool expired) {
   auto it = g->leases.find(id);
   std::vector<std::string> keys(it->second.keys.begin(), it->second.keys.end());
   g->leases.erase(it);
   g->leases_live.store(g->leases.size(), std::memory_order_relaxed);
   if (expired) g->leases_expired.fetch_add(1, std::memory_order_relaxed);
-  for (std::size_t at = 0; at < keys.size(); at += kv::mvcc_txn_operations_max) {
-    kv::txn_request deletes;
-    for (std::size_t i = at; i < std::min(keys.size(), at + kv::mvcc_txn_operations_max); ++i) {
-      kv::delete_range_request one;
-      one.key = keys[i];
-      deletes.success.push_back(kv::request_op::of(std::move(one)));
-    }
-    auto done = g->store.txn(deletes);
-    if (done) collect(done->events, expired);
-  }
+  kv::delete_range_result deleted = g->store.delete_keys(keys);
+  collect(deleted.events, expired);
   return g->store.current_revision();
 }
 

@@ -354,6 +354,22 @@ result<delete_range_result> mvcc_store::delete_range(const delete_range_request&
   return out;
 }
 
+delete_range_result mvcc_store::delete_keys(const std::vector<std::string>& keys) {
+  write_batch batch(*_state);
+  delete_range_result out;
+  for (const std::string& key : keys) {
+    if (key.empty()) continue;
+    delete_range_request one;
+    one.key = key;
+    delete_range_result part;
+    batch.remove(one, part);
+    out.deleted += part.deleted;
+  }
+  out.events = std::move(batch.events());
+  out.revision = batch.finish();
+  return out;
+}
+
 result<range_result> mvcc_store::range(const range_request& request) const {
   return do_range(*_state, request, _state->current);
 }

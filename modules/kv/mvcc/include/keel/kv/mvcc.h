@@ -243,6 +243,11 @@ class mvcc_store {
 
   result<put_result> put(const put_request& request);
   result<delete_range_result> delete_range(const delete_range_request& request);
+  // Deletes each of `keys` that exists, all at one new revision (nothing changes, and the
+  // revision stays, when none exists); events in the order of `keys`. No operation limit:
+  // a lease revoke deletes every key attached to the lease at once, as etcd. Empty keys
+  // are skipped. REQUIRES: no key twice.
+  delete_range_result delete_keys(const std::vector<std::string>& keys);
   // Errors: empty_key; future_revision if request.revision > current; compacted if
   // request.revision < compact_revision() (reading at the compact revision works).
   result<range_result> range(const range_request& request) const;
