@@ -403,7 +403,7 @@ class CommandLineTest(KeeldTestCase):
             "max-request-bytes": 1572864,
             "enable-v2": True,
             "native-port-enabled": True,
-            "kv": {"dir": "", "snapshot-count": 100000},
+            "kv": {"dir": "", "snapshot-count": 100000, "wal-segment-bytes": 67108864},
         })
 
     def test_print_config_output_is_a_config_file_giving_the_same_config(self):
