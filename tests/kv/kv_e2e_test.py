@@ -217,18 +217,18 @@ def deleterange_txn_compaction(server, data_dir):
     status, answer = server.post("/v3/kv/range", {"key": b64("t"), "revision": str(t_rev)})
     check("range at a compacted revision is 400 code 11",
           status == 400 and answer.get("code") == 11
-          and answer.get("error") == "mvcc: required revision has been compacted", (status, answer))
+          and answer.get("error") == "etcdserver: mvcc: required revision has been compacted", (status, answer))
     status, answer = server.post("/v3/kv/range", {"key": b64("t"), "revision": str(t_rev + 1)})
     check("range at the compact revision works",
           status == 200 and unb64(answer.get("kvs", [{}])[0].get("value", "")) == "v2", answer)
     status, answer = server.post("/v3/kv/compaction", {"revision": str(t_rev)})
     check("compaction at a compacted revision is 400 code 11",
           status == 400 and answer.get("code") == 11
-          and answer.get("error") == "mvcc: required revision has been compacted", (status, answer))
+          and answer.get("error") == "etcdserver: mvcc: required revision has been compacted", (status, answer))
     status, answer = server.post("/v3beta/kv/compaction", {"revision": str(current + 10), "physical": True})
     check("/v3beta compaction at a future revision is 400 code 11",
           status == 400 and answer.get("code") == 11
-          and answer.get("error") == "mvcc: required revision is a future revision", (status, answer))
+          and answer.get("error") == "etcdserver: mvcc: required revision is a future revision", (status, answer))
 
     # Restart: the same keys, versions and revisions, the same compaction.
     everything = {"key": b64("\0"), "range_end": b64("\0")}

@@ -553,7 +553,7 @@ std::optional<lease_status> owner_lease(std::int64_t id, bool keys) {
   s.id = id;
   s.granted_ttl = it->second.granted_ttl;
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(it->second.expiry - clock::now()).count();
-  s.ttl = left <= 0 ? 0 : (left + 999) / 1000;
+  s.ttl = left <= 0 ? 0 : left / 1000;  // whole seconds left, truncated (etcd: int64(Remaining().Seconds()))
   if (keys) s.keys.assign(it->second.keys.begin(), it->second.keys.end());
   s.revision = g->store.current_revision();
   return s;

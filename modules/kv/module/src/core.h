@@ -104,7 +104,7 @@ task<result<std::int64_t>> compact(std::int64_t revision, bool physical);
 // After a restart every lease's remaining TTL starts again from its granted TTL (as etcd).
 struct lease_status {
   std::int64_t id = 0;
-  std::int64_t ttl = 0;          // remaining seconds (rounded up), or the granted TTL
+  std::int64_t ttl = 0;          // remaining whole seconds (truncated), or the granted TTL
   std::int64_t granted_ttl = 0;
   std::vector<std::string> keys; // only when asked for
   std::int64_t revision = 0;     // header revision
@@ -151,7 +151,7 @@ result<kv::delete_range_result> owner_delete_range(const kv::delete_range_reques
 result<kv::txn_result> owner_txn(const kv::txn_request& request);
 result<lease_status> owner_lease_grant(std::int64_t ttl, std::int64_t id);
 result<std::int64_t> owner_lease_revoke(std::int64_t id);
-// The lease's state now (remaining TTL rounded up), nullopt if there is none.
+// The lease's state now (remaining whole seconds, truncated as etcd), nullopt if there is none.
 std::optional<lease_status> owner_lease(std::int64_t id, bool keys);
 // Waits for the fdatasync covering everything logged so far, then publishes its events.
 task<status> owner_commit();

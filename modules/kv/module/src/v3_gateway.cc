@@ -4,12 +4,14 @@
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
 
-#include <cerrno>
+#include <array>
+#include <cctype>
+#include <cstdio>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -49,11 +51,13 @@ void append_bytes(std::string& out, const char* name, const std::string& bytes, 
   out += '"';
 }
 
+// A zero revision is omitted, as every zero field (etcd's compacted-watch response has none).
 void append_header(std::string& out, std::int64_t revision) {
   const identity& id = ids();
   out += "\"header\":{\"cluster_id\":\"" + std::to_string(id.cluster_id) + "\",\"member_id\":\"" +
-         std::to_string(id.member_id) + "\",\"revision\":\"" + std::to_string(revision) +
-         "\",\"raft_term\":\"" + std::to_string(id.raft_term) + "\"}";
+         std::to_string(id.member_id) + "\"";
+  if (revision != 0) out += ",\"revision\":\"" + std::to_string(revision) + "\"";
+  out += ",\"raft_term\":\"" + std::to_string(id.raft_term) + "\"}";
 }
 
 // mvccpb.KeyValue as grpc-gateway prints it: zero and empty fields omitted.
@@ -102,14 +106,15 @@ void append_delete_fields(std::string& out, const kv::delete_range_result& delet
   }
 }
 
-// grpc-gateway's error body; the HTTP status follows the gRPC code.
+// grpc-gateway's error body; the HTTP status follows the gRPC code (grpc-gateway 1.9's
+// HTTPStatusFromCode: FailedPrecondition is 412 there, checked against etcd 3.4.23).
 reply error_reply(int grpc_code, std::string_view message) {
   int http = 500;
   switch (grpc_code) {
     case 3: http = 400; break;   // InvalidArgument
     case 5: http = 404; break;   // NotFound
     case 8: http = 429; break;   // ResourceExhausted
-    case 9: http = 400; break;   // FailedPrecondition
+    case 9: http = 412; break;   // FailedPrecondition
     case 11: http = 400; break;  // OutOfRange
     case 14: http = 503; break;  // Unavailable
     default: http = 500; break;
@@ -124,10 +129,183 @@ reply error_reply(int grpc_code, std::string_view message) {
   return r;
 }
 
-// Any failure of the engine, with etcd's gRPC code.
-reply failure_reply(const status& failure) { return error_reply(grpc_code_of(failure), failure.message()); }
+// Any failure of the engine, with etcd's gRPC code. etcd's gRPC layer words the store's
+// compacted / future-revision errors "etcdserver: mvcc: ..." (rpctypes.ErrGRPCCompacted,
+// ErrGRPCFutureRev); the store's messages lack the "etcdserver: " prefix.
+reply failure_reply(const status& failure) {
+  kv::mvcc_error mvcc = kv::mvcc_error_of(failure);
+  if (mvcc == kv::mvcc_error::compacted || mvcc == kv::mvcc_error::future_revision)
+    return error_reply(grpc_code_of(failure), "etcdserver: " + failure.message());
+  return error_reply(grpc_code_of(failure), failure.message());
+}
 
 // ---- JSON input -------------------------------------------------------------------------
+//
+// etcd 3.4's gateway decodes a body with Go's encoding/json (one value: an empty body is an
+// empty request, bytes after the value are not read) and golang/protobuf's jsonpb with
+// AllowUnknownFields (unknown fields are ignored). Its error texts are Go's; the helpers
+// below give the same texts for the common mistakes.
+
+// Go's quoteChar (encoding/json) for the byte named in a syntax error.
+std::string go_quote_char(unsigned char c) {
+  if (c == '\'') return "'\\''";
+  if (c == '"') return "'\"'";
+  if (c == '\\') return "'\\\\'";
+  if (c >= 0x20 && c < 0x7f) return std::string("'") + static_cast<char>(c) + "'";
+  switch (c) {
+    case '\a': return "'\\a'";
+    case '\b': return "'\\b'";
+    case '\f': return "'\\f'";
+    case '\n': return "'\\n'";
+    case '\r': return "'\\r'";
+    case '\t': return "'\\t'";
+    case '\v': return "'\\v'";
+    default: break;
+  }
+  char text[16];
+  if (c < 0x80) {
+    std::snprintf(text, sizeof text, "'\\x%02x'", c);
+  } else if (c <= 0xa0 || c == 0xad) {  // not printable as a rune
+    std::snprintf(text, sizeof text, "'\\u%04x'", c);
+  } else {  // the rune U+00XX in UTF-8
+    std::snprintf(text, sizeof text, "'%c%c'", static_cast<char>(0xc0 | (c >> 6)),
+                  static_cast<char>(0x80 | (c & 0x3f)));
+  }
+  return text;
+}
+
+// Go's json.Decoder message for a syntax error rapidjson found at `offset` of `body`.
+std::string go_syntax_error(std::string_view body, rapidjson::ParseErrorCode code, std::size_t offset) {
+  if (offset >= body.size()) return "unexpected EOF";
+  const std::string c = go_quote_char(static_cast<unsigned char>(body[offset]));
+  switch (code) {
+    case rapidjson::kParseErrorObjectMissName:
+      return "invalid character " + c + " looking for beginning of object key string";
+    case rapidjson::kParseErrorObjectMissColon: return "invalid character " + c + " after object key";
+    case rapidjson::kParseErrorObjectMissCommaOrCurlyBracket:
+      return "invalid character " + c + " after object key:value pair";
+    case rapidjson::kParseErrorArrayMissCommaOrSquareBracket: return "invalid character " + c + " after array element";
+    case rapidjson::kParseErrorNumberMissFraction:
+      return "invalid character " + c + " after decimal point in numeric literal";
+    case rapidjson::kParseErrorNumberMissExponent: return "invalid character " + c + " in exponent of numeric literal";
+    case rapidjson::kParseErrorStringEscapeInvalid:  // at a bad escape's backslash, or a control byte
+      if (body[offset] != '\\') return "invalid character " + c + " in string literal";
+      if (offset + 1 >= body.size()) return "unexpected EOF";
+      return "invalid character " + go_quote_char(static_cast<unsigned char>(body[offset + 1])) +
+             " in string escape code";
+    case rapidjson::kParseErrorStringUnicodeEscapeInvalidHex:  // the backslash of \uXXXX
+      for (std::size_t at = offset + 2; at < offset + 6; ++at) {
+        if (at >= body.size()) return "unexpected EOF";
+        if (!std::isxdigit(static_cast<unsigned char>(body[at])))
+          return "invalid character " + go_quote_char(static_cast<unsigned char>(body[at])) +
+                 " in \\u hexadecimal character escape";
+      }
+      break;
+    case rapidjson::kParseErrorStringMissQuotationMark:  // a NUL byte in a string
+      if (body[offset] == '\0') return "invalid character " + c + " in string literal";
+      break;
+    case rapidjson::kParseErrorDocumentEmpty:  // a NUL byte where the value starts
+      return "invalid character " + c + " looking for beginning of value";
+    case rapidjson::kParseErrorValueInvalid: {
+      // Inside a literal (rapidjson stops at the first byte that does not match) or a number?
+      std::size_t start = offset;
+      while (start > 0 && ((body[start - 1] >= 'a' && body[start - 1] <= 'z') || body[start - 1] == '-')) --start;
+      std::string_view word = body.substr(start, offset - start);
+      if (word == "-") return "invalid character " + c + " in numeric literal";
+      for (std::string_view literal : {std::string_view("true"), std::string_view("false"), std::string_view("null")})
+        if (!word.empty() && word.size() < literal.size() && literal.starts_with(word))
+          return "invalid character " + c + " in literal " + std::string(literal) + " (expecting " +
+                 go_quote_char(static_cast<unsigned char>(literal[word.size()])) + ")";
+      return "invalid character " + c + " looking for beginning of value";
+    }
+    default: break;
+  }
+  return "invalid JSON at offset " + std::to_string(offset) + ": " + rapidjson::GetParseError_En(code);
+}
+
+// How Go names a JSON value's kind in an UnmarshalTypeError.
+const char* go_kind(const rapidjson::Value& v) {
+  if (v.IsString()) return "string";
+  if (v.IsNumber()) return "number";
+  if (v.IsBool()) return "bool";
+  if (v.IsArray()) return "array";
+  if (v.IsObject()) return "object";
+  return "null";
+}
+
+std::string go_type_error(const rapidjson::Value& v, const char* go_type) {
+  return std::string("json: cannot unmarshal ") + go_kind(v) + " into Go value of type " + go_type;
+}
+
+// Go's base64.StdEncoding.DecodeString, which encoding/json uses for []byte: padding is
+// required, '\r' and '\n' are skipped, the unused low bits of the last quantum are ignored.
+// On failure `bad_at` is the offset Go's CorruptInputError names.
+std::optional<std::string> go_base64_decode(std::string_view src, std::size_t& bad_at) {
+  static constexpr auto table = [] {
+    std::array<std::int8_t, 256> t{};
+    t.fill(-1);
+    const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (int i = 0; i < 64; ++i) t[static_cast<unsigned char>(alphabet[i])] = static_cast<std::int8_t>(i);
+    return t;
+  }();
+  auto skip_newlines = [&src](std::size_t at) {
+    while (at < src.size() && (src[at] == '\n' || src[at] == '\r')) ++at;
+    return at;
+  };
+  std::string out;
+  out.reserve(src.size() / 4 * 3);
+  std::size_t si = 0;
+  bool ended = false;
+  while (si < src.size() && !ended) {
+    std::uint32_t quantum[4] = {0, 0, 0, 0};
+    int length = 4;
+    for (int j = 0; j < 4; ++j) {
+      if (si == src.size()) {
+        if (j == 0) return out;  // only newlines after the last quantum
+        bad_at = si - static_cast<std::size_t>(j);
+        return std::nullopt;
+      }
+      auto in = static_cast<unsigned char>(src[si++]);
+      if (table[in] >= 0) {
+        quantum[j] = static_cast<std::uint32_t>(table[in]);
+        continue;
+      }
+      if (in == '\n' || in == '\r') {
+        --j;
+        continue;
+      }
+      if (in != '=' || j < 2) {
+        bad_at = si - 1;
+        return std::nullopt;
+      }
+      if (j == 2) {  // "==" expected
+        si = skip_newlines(si);
+        if (si == src.size()) {
+          bad_at = src.size();
+          return std::nullopt;
+        }
+        if (src[si] != '=') {
+          bad_at = si - 1;
+          return std::nullopt;
+        }
+        ++si;
+      }
+      si = skip_newlines(si);
+      if (si < src.size()) {  // bytes after the padding
+        bad_at = si;
+        return std::nullopt;
+      }
+      length = j;
+      ended = true;
+      break;
+    }
+    std::uint32_t v = quantum[0] << 18 | quantum[1] << 12 | quantum[2] << 6 | quantum[3];
+    out.push_back(static_cast<char>(v >> 16));
+    if (length >= 3) out.push_back(static_cast<char>(v >> 8));
+    if (length == 4) out.push_back(static_cast<char>(v));
+  }
+  return out;
+}
 
 // Finds a field by its proto name or its lowerCamel JSON name (grpc-gateway accepts both).
 const rapidjson::Value* field(const rapidjson::Value& object, const char* proto_name, const char* camel_name) {
@@ -149,12 +327,13 @@ bool read_bytes(const rapidjson::Value& object, const char* name, const char* ca
   const rapidjson::Value* v = field(object, name, camel);
   if (!v || v->IsNull()) return true;
   if (!v->IsString()) {
-    error = parse_error{std::string("bad input: field \"") + name + "\" must be a base64 string"};
+    error = parse_error{go_type_error(*v, "[]uint8")};
     return false;
   }
-  auto decoded = base64_decode(std::string_view(v->GetString(), v->GetStringLength()));
+  std::size_t bad_at = 0;
+  auto decoded = go_base64_decode(std::string_view(v->GetString(), v->GetStringLength()), bad_at);
   if (!decoded) {
-    error = parse_error{std::string("illegal base64 data in field \"") + name + "\""};
+    error = parse_error{"illegal base64 data at input byte " + std::to_string(bad_at)};
     return false;
   }
   out = std::move(*decoded);
@@ -170,15 +349,43 @@ bool read_int64(const rapidjson::Value& object, const char* name, const char* ca
     return true;
   }
   if (v->IsString()) {
-    const char* s = v->GetString();
-    char* end = nullptr;
-    errno = 0;
-    long long parsed = std::strtoll(s, &end, 10);
-    if (*s != '\0' && end && *end == '\0' && errno == 0) {
-      out = parsed;
+    // jsonpb takes the string's text as a JSON value (json.Unmarshal into an int64): a
+    // number, surrounding whitespace allowed; null leaves the field 0.
+    std::string_view text(v->GetString(), v->GetStringLength());
+    rapidjson::Document inner;
+    inner.Parse(text.data(), text.size());
+    if (inner.HasParseError()) {
+      std::size_t at = inner.GetErrorOffset();
+      if (at >= text.size()) {
+        error = parse_error{"unexpected end of JSON input"};
+      } else if (inner.GetParseError() == rapidjson::kParseErrorDocumentRootNotSingular) {
+        error = parse_error{"invalid character " + go_quote_char(static_cast<unsigned char>(text[at])) +
+                            " after top-level value"};
+      } else {
+        error = parse_error{go_syntax_error(text, inner.GetParseError(), at)};
+      }
+      return false;
+    }
+    if (inner.IsNull()) return true;
+    if (inner.IsInt64()) {
+      out = inner.GetInt64();
       return true;
     }
+    if (inner.IsNumber()) {  // a fraction, an exponent or out of range: Go names the literal
+      std::size_t first = text.find_first_not_of(" \t\r\n"), last = text.find_last_not_of(" \t\r\n");
+      error = parse_error{"json: cannot unmarshal number " + std::string(text.substr(first, last - first + 1)) +
+                          " into Go value of type int64"};
+      return false;
+    }
+    error = parse_error{go_type_error(inner, "int64")};
+    return false;
   }
+  if (v->IsBool() || v->IsObject() || v->IsArray()) {
+    error = parse_error{go_type_error(*v, "int64")};
+    return false;
+  }
+  // A number that is not an int64 (fraction, exponent, out of range): Go's message names
+  // the literal, which the parsed document no longer has.
   error = parse_error{std::string("bad input: field \"") + name + "\" must be an int64 (number or decimal string)"};
   return false;
 }
@@ -191,12 +398,13 @@ bool read_bool(const rapidjson::Value& object, const char* name, const char* cam
     out = v->GetBool();
     return true;
   }
-  error = parse_error{std::string("bad input: field \"") + name + "\" must be a boolean"};
+  error = parse_error{go_type_error(*v, "bool")};
   return false;
 }
 
-// An enum given by name or number; `names` is indexed by the enum's number.
-bool read_enum(const rapidjson::Value& object, const char* name, const char* camel,
+// An enum given by name or number; `names` is indexed by the enum's number; `go_type` is
+// the enum's Go name, for jsonpb's message about an unknown name.
+bool read_enum(const rapidjson::Value& object, const char* name, const char* camel, const char* go_type,
                std::initializer_list<const char*> names, int& out, std::optional<parse_error>& error) {
   const rapidjson::Value* v = field(object, name, camel);
   if (!v || v->IsNull()) return true;
@@ -213,41 +421,40 @@ bool read_enum(const rapidjson::Value& object, const char* name, const char* cam
       }
       ++i;
     }
+    error = parse_error{std::string("unknown value \"") + v->GetString() + "\" for enum " + go_type};
+    return false;
   }
+  if (v->IsBool() || v->IsObject() || v->IsArray()) {
+    error = parse_error{go_type_error(*v, go_type)};
+    return false;
+  }
+  // A number that is not one of the enum's (etcd 3.4 takes any int32: proto3 enums are open).
   error = parse_error{std::string("bad input: unknown value for enum field \"") + name + "\""};
   return false;
 }
 
-// Checks that `object` is a JSON object whose members are all known.
-std::optional<parse_error> check_object(const rapidjson::Value& doc, const char* message,
-                                        std::initializer_list<const char*> known) {
-  if (!doc.IsObject()) return parse_error{std::string("request body is not a JSON object for ") + message};
-  for (auto it = doc.MemberBegin(); it != doc.MemberEnd(); ++it) {
-    bool found = false;
-    for (const char* name : known) {
-      if (std::strcmp(name, it->name.GetString()) == 0) {
-        found = true;
-        break;
-      }
-    }
-    if (!found) return parse_error{std::string("unknown field \"") + it->name.GetString() + "\" in " + message};
-  }
+// Checks that `doc` is a JSON object. Members the gateway does not know are ignored, as
+// etcd's gateway does (jsonpb AllowUnknownFields).
+std::optional<parse_error> check_object(const rapidjson::Value& doc) {
+  if (!doc.IsObject()) return parse_error{go_type_error(doc, "map[string]json.RawMessage")};
   return std::nullopt;
 }
 
+// One request body: an empty body or null is an empty request; bytes after the first value
+// are not read (Go's json.Decoder, as grpc-gateway uses it).
 std::optional<parse_error> parse_json(const std::string& body, rapidjson::Document& doc) {
-  doc.Parse(body.c_str(), body.size());
-  if (doc.HasParseError()) {
-    return parse_error{std::string("invalid JSON at offset ") + std::to_string(doc.GetErrorOffset()) + ": " +
-                       rapidjson::GetParseError_En(doc.GetParseError())};
+  if (body.find_first_not_of(" \t\r\n") == std::string::npos) {
+    doc.SetObject();
+    return std::nullopt;
   }
+  doc.Parse<rapidjson::kParseStopWhenDoneFlag>(body.c_str(), body.size());
+  if (doc.HasParseError()) return parse_error{go_syntax_error(body, doc.GetParseError(), doc.GetErrorOffset())};
+  if (doc.IsNull()) doc.SetObject();
   return std::nullopt;
 }
 
 std::optional<parse_error> parse_put(const rapidjson::Value& doc, kv::put_request& put) {
-  auto error = check_object(doc, "etcdserverpb.PutRequest",
-                            {"key", "value", "lease", "prev_kv", "prevKv", "ignore_value", "ignoreValue",
-                             "ignore_lease", "ignoreLease"});
+  auto error = check_object(doc);
   if (error) return error;
   if (!read_bytes(doc, "key", nullptr, put.key, error) || !read_bytes(doc, "value", nullptr, put.value, error) ||
       !read_int64(doc, "lease", nullptr, put.lease, error) || !read_bool(doc, "prev_kv", "prevKv", put.prev_kv, error) ||
@@ -258,12 +465,7 @@ std::optional<parse_error> parse_put(const rapidjson::Value& doc, kv::put_reques
 }
 
 std::optional<parse_error> parse_range(const rapidjson::Value& doc, kv::range_request& range) {
-  auto error = check_object(
-      doc, "etcdserverpb.RangeRequest",
-      {"key", "range_end", "rangeEnd", "limit", "revision", "sort_order", "sortOrder", "sort_target", "sortTarget",
-       "serializable", "keys_only", "keysOnly", "count_only", "countOnly", "min_mod_revision", "minModRevision",
-       "max_mod_revision", "maxModRevision", "min_create_revision", "minCreateRevision", "max_create_revision",
-       "maxCreateRevision"});
+  auto error = check_object(doc);
   if (error) return error;
   bool serializable = false;  // one node: serializable and linearizable reads are the same
   int order = 0, target = 0;
@@ -271,8 +473,10 @@ std::optional<parse_error> parse_range(const rapidjson::Value& doc, kv::range_re
       !read_bytes(doc, "range_end", "rangeEnd", range.range_end, error) ||
       !read_int64(doc, "limit", nullptr, range.limit, error) ||
       !read_int64(doc, "revision", nullptr, range.revision, error) ||
-      !read_enum(doc, "sort_order", "sortOrder", {"NONE", "ASCEND", "DESCEND"}, order, error) ||
-      !read_enum(doc, "sort_target", "sortTarget", {"KEY", "VERSION", "CREATE", "MOD", "VALUE"}, target, error) ||
+      !read_enum(doc, "sort_order", "sortOrder", "etcdserverpb.RangeRequest_SortOrder",
+                 {"NONE", "ASCEND", "DESCEND"}, order, error) ||
+      !read_enum(doc, "sort_target", "sortTarget", "etcdserverpb.RangeRequest_SortTarget",
+                 {"KEY", "VERSION", "CREATE", "MOD", "VALUE"}, target, error) ||
       !read_bool(doc, "serializable", nullptr, serializable, error) ||
       !read_bool(doc, "keys_only", "keysOnly", range.keys_only, error) ||
       !read_bool(doc, "count_only", "countOnly", range.count_only, error) ||
@@ -287,8 +491,7 @@ std::optional<parse_error> parse_range(const rapidjson::Value& doc, kv::range_re
 }
 
 std::optional<parse_error> parse_delete_range(const rapidjson::Value& doc, kv::delete_range_request& request) {
-  auto error = check_object(doc, "etcdserverpb.DeleteRangeRequest",
-                            {"key", "range_end", "rangeEnd", "prev_kv", "prevKv"});
+  auto error = check_object(doc);
   if (error) return error;
   if (!read_bytes(doc, "key", nullptr, request.key, error) ||
       !read_bytes(doc, "range_end", "rangeEnd", request.range_end, error) ||
@@ -298,7 +501,7 @@ std::optional<parse_error> parse_delete_range(const rapidjson::Value& doc, kv::d
 }
 
 std::optional<parse_error> parse_compaction(const rapidjson::Value& doc, std::int64_t& revision, bool& physical) {
-  auto error = check_object(doc, "etcdserverpb.CompactionRequest", {"revision", "physical"});
+  auto error = check_object(doc);
   if (error) return error;
   if (!read_int64(doc, "revision", nullptr, revision, error) || !read_bool(doc, "physical", nullptr, physical, error))
     return error;
@@ -306,15 +509,15 @@ std::optional<parse_error> parse_compaction(const rapidjson::Value& doc, std::in
 }
 
 std::optional<parse_error> parse_compare(const rapidjson::Value& doc, kv::compare& compare) {
-  auto error = check_object(doc, "etcdserverpb.Compare",
-                            {"result", "target", "key", "range_end", "rangeEnd", "version", "create_revision",
-                             "createRevision", "mod_revision", "modRevision", "value", "lease"});
+  auto error = check_object(doc);
   if (error) return error;
   // etcd's enum numbers: EQUAL 0, GREATER 1, LESS 2, NOT_EQUAL 3; VERSION 0, CREATE 1,
   // MOD 2, VALUE 3, LEASE 4.
   int result = 0, target = 0;
-  if (!read_enum(doc, "result", nullptr, {"EQUAL", "GREATER", "LESS", "NOT_EQUAL"}, result, error) ||
-      !read_enum(doc, "target", nullptr, {"VERSION", "CREATE", "MOD", "VALUE", "LEASE"}, target, error) ||
+  if (!read_enum(doc, "result", nullptr, "etcdserverpb.Compare_CompareResult",
+                 {"EQUAL", "GREATER", "LESS", "NOT_EQUAL"}, result, error) ||
+      !read_enum(doc, "target", nullptr, "etcdserverpb.Compare_CompareTarget",
+                 {"VERSION", "CREATE", "MOD", "VALUE", "LEASE"}, target, error) ||
       !read_bytes(doc, "key", nullptr, compare.key, error) ||
       !read_bytes(doc, "range_end", "rangeEnd", compare.range_end, error))
     return error;
@@ -341,11 +544,13 @@ std::optional<parse_error> parse_compare(const rapidjson::Value& doc, kv::compar
 }
 
 std::optional<parse_error> parse_request_op(const rapidjson::Value& doc, kv::request_op& op) {
-  auto error = check_object(doc, "etcdserverpb.RequestOp",
-                            {"request_range", "requestRange", "request_put", "requestPut", "request_delete_range",
-                             "requestDeleteRange", "request_txn", "requestTxn"});
+  auto error = check_object(doc);
   if (error) return error;
-  if (doc.MemberCount() != 1) return parse_error{"a txn operation must have exactly one request"};
+  int requests = 0;
+  for (const char* name : {"request_range", "requestRange", "request_put", "requestPut", "request_delete_range",
+                           "requestDeleteRange", "request_txn", "requestTxn"})
+    requests += doc.HasMember(name) ? 1 : 0;
+  if (requests != 1) return parse_error{"a txn operation must have exactly one request"};
   if (const auto* v = field(doc, "request_range", "requestRange")) {
     kv::range_request range;
     if ((error = parse_range(*v, range))) return error;
@@ -365,7 +570,7 @@ std::optional<parse_error> parse_request_op(const rapidjson::Value& doc, kv::req
 }
 
 std::optional<parse_error> parse_txn(const rapidjson::Value& doc, kv::txn_request& txn) {
-  auto error = check_object(doc, "etcdserverpb.TxnRequest", {"compare", "success", "failure"});
+  auto error = check_object(doc);
   if (error) return error;
   if (const auto* v = field(doc, "compare", nullptr); v && !v->IsNull()) {
     if (!v->IsArray()) return parse_error{"bad input: field \"compare\" must be an array"};
@@ -389,15 +594,14 @@ std::optional<parse_error> parse_txn(const rapidjson::Value& doc, kv::txn_reques
 }
 
 std::optional<parse_error> parse_lease_grant(const rapidjson::Value& doc, std::int64_t& ttl, std::int64_t& id) {
-  auto error = check_object(doc, "etcdserverpb.LeaseGrantRequest", {"TTL", "ID"});
+  auto error = check_object(doc);
   if (error) return error;
   if (!read_int64(doc, "TTL", nullptr, ttl, error) || !read_int64(doc, "ID", nullptr, id, error)) return error;
   return std::nullopt;
 }
 
-std::optional<parse_error> parse_lease_id(const rapidjson::Value& doc, const char* message, std::int64_t& id,
-                                          bool* keys) {
-  auto error = keys ? check_object(doc, message, {"ID", "keys"}) : check_object(doc, message, {"ID"});
+std::optional<parse_error> parse_lease_id(const rapidjson::Value& doc, std::int64_t& id, bool* keys) {
+  auto error = check_object(doc);
   if (error) return error;
   if (!read_int64(doc, "ID", nullptr, id, error)) return error;
   if (keys && !read_bool(doc, "keys", nullptr, *keys, error)) return error;
@@ -581,7 +785,7 @@ task<void> http_lease_revoke(const http_request& request, http_response& respons
   return serve_json<lease_request>(
       request, response,
       [](const rapidjson::Value& doc, lease_request& l) {
-        return parse_lease_id(doc, "etcdserverpb.LeaseRevokeRequest", l.id, nullptr);
+        return parse_lease_id(doc, l.id, nullptr);
       },
       [](lease_request l) { return answer(kv_module::lease_revoke(l.id), header_only_body); });
 }
@@ -605,7 +809,7 @@ task<void> http_lease_time_to_live(const http_request& request, http_response& r
   return serve_json<lease_request>(
       request, response,
       [](const rapidjson::Value& doc, lease_request& l) {
-        return parse_lease_id(doc, "etcdserverpb.LeaseTimeToLiveRequest", l.id, &l.keys);
+        return parse_lease_id(doc, l.id, &l.keys);
       },
       time_to_live);
 }
@@ -614,7 +818,7 @@ task<void> http_lease_leases(const http_request& request, http_response& respons
   return serve_json<lease_request>(
       request, response,
       [](const rapidjson::Value& doc, lease_request&) {
-        return check_object(doc, "etcdserverpb.LeaseLeasesRequest", {});
+        return check_object(doc);
       },
       [](lease_request) {
         return answer(kv_module::lease_list(), [](const std::vector<std::int64_t>& leases) {
@@ -642,6 +846,10 @@ task<void> http_lease_leases(const http_request& request, http_response& respons
 // lasts until the client goes away.
 // Parses a body that holds zero or more JSON objects one after another (a request
 // stream, as grpc-gateway reads it). Each object is handed to `each`; an error stops.
+// etcd's gateway answers a request stream it cannot decode with HTTP 500, gRPC code 2
+// (stream_error_code): the decoder's error is not a gRPC status.
+constexpr int stream_error_code = 2;
+
 template <typename Each>
 std::optional<parse_error> for_each_json_object(const std::string& body, Each each) {
   rapidjson::StringStream in(body.c_str());
@@ -649,11 +857,10 @@ std::optional<parse_error> for_each_json_object(const std::string& body, Each ea
     while (in.Peek() == ' ' || in.Peek() == '\n' || in.Peek() == '\r' || in.Peek() == '\t') in.Take();
     if (in.Tell() >= body.size()) return std::nullopt;
     rapidjson::Document doc;
-    std::size_t start = in.Tell();
     doc.ParseStream<rapidjson::kParseStopWhenDoneFlag>(in);
-    if (doc.HasParseError())
-      return parse_error{"invalid JSON at offset " + std::to_string(start + doc.GetErrorOffset()) + ": " +
-                         rapidjson::GetParseError_En(doc.GetParseError())};
+    // The error offset is the stream's, so from the start of the body.
+    if (doc.HasParseError()) return parse_error{go_syntax_error(body, doc.GetParseError(), doc.GetErrorOffset())};
+    if (doc.IsNull()) doc.SetObject();  // jsonpb: null is an empty message
     if (auto error = each(doc)) return error;
   }
 }
@@ -671,12 +878,12 @@ task<void> http_lease_keep_alive(const http_request& request, http_response& res
   std::vector<std::int64_t> ids;
   auto error = for_each_json_object(request.body, [&ids](const rapidjson::Value& doc) -> std::optional<parse_error> {
     std::int64_t id = 0;
-    if (auto bad = parse_lease_id(doc, "etcdserverpb.LeaseKeepAliveRequest", id, nullptr)) return bad;
+    if (auto bad = parse_lease_id(doc, id, nullptr)) return bad;
     ids.push_back(id);
     return std::nullopt;
   });
   if (error) {
-    send_reply(response, error_reply(3, error->message));
+    send_reply(response, error_reply(stream_error_code, error->message));
     co_return;
   }
   response.start_stream(200, "application/json");
@@ -707,12 +914,11 @@ struct watch_create {
   watch_request request;
   std::int64_t watch_id = 0;
   bool progress_notify = false;
+  bool duplicate_id = false;  // the watch_id asked for is taken: answered, not created
 };
 
 std::optional<parse_error> parse_watch_create(const rapidjson::Value& doc, watch_create& create) {
-  auto error = check_object(doc, "etcdserverpb.WatchCreateRequest",
-                            {"key", "range_end", "rangeEnd", "start_revision", "startRevision", "progress_notify",
-                             "progressNotify", "filters", "prev_kv", "prevKv", "watch_id", "watchId", "fragment"});
+  auto error = check_object(doc);
   if (error) return error;
   bool fragment = false;
   watch_request& w = create.request;
@@ -727,12 +933,16 @@ std::optional<parse_error> parse_watch_create(const rapidjson::Value& doc, watch
     for (const auto& f : filters->GetArray()) {
       bool no_put = (f.IsString() && std::strcmp(f.GetString(), "NOPUT") == 0) || (f.IsInt() && f.GetInt() == 0);
       bool no_delete = (f.IsString() && std::strcmp(f.GetString(), "NODELETE") == 0) || (f.IsInt() && f.GetInt() == 1);
-      if (!no_put && !no_delete) return parse_error{"bad input: unknown value for enum field \"filters\""};
+      if (!no_put && !no_delete) {
+        if (f.IsString())
+          return parse_error{std::string("unknown value \"") + f.GetString() +
+                             "\" for enum etcdserverpb.WatchCreateRequest_FilterType"};
+        return parse_error{"bad input: unknown value for enum field \"filters\""};
+      }
       w.no_put |= no_put;
       w.no_delete |= no_delete;
     }
   }
-  if (w.key.empty() && w.range_end.empty()) return parse_error{std::string(kv::mvcc_messages::empty_key)};
   return std::nullopt;
 }
 
@@ -763,6 +973,12 @@ constexpr auto progress_interval = std::chrono::minutes(10);
 constexpr auto liveness_interval = std::chrono::milliseconds(1000);
 
 task<void> serve_watcher(http_response& response, watch_create create) {
+  if (create.duplicate_id) {  // etcd: watch id -1, created and canceled at once
+    write_result_line(response, watch_message(published_revision(), -1) +
+                                    ",\"created\":true,\"canceled\":true,\"cancel_reason\":"
+                                    "\"mvcc: duplicate watch ID provided on the WatchStream\"}");
+    co_return;
+  }
   std::unique_ptr<watcher> w = watcher::create(create.request);
   write_result_line(response, watch_message(published_revision(), create.watch_id) + ",\"created\":true}");
   auto last_sent = std::chrono::steady_clock::now();
@@ -779,11 +995,17 @@ task<void> serve_watcher(http_response& response, watch_create create) {
       }
       continue;
     }
+    if (update->canceled && update->compact_revision > 0) {
+      // etcd's response to a watcher behind the compaction: no header revision, no
+      // cancel_reason. compact_revision is keel's first watchable revision (the compact
+      // revision + 1), where etcd names the compact revision itself.
+      write_result_line(response, watch_message(0, create.watch_id) + ",\"canceled\":true,\"compact_revision\":\"" +
+                                      std::to_string(update->compact_revision) + "\"}");
+      break;
+    }
     std::string message = watch_message(update->revision, create.watch_id);
     if (update->canceled) {
       message += ",\"canceled\":true";
-      if (update->compact_revision > 0)
-        message += ",\"compact_revision\":\"" + std::to_string(update->compact_revision) + "\"";
       if (!update->cancel_reason.empty()) {
         message += ",\"cancel_reason\":";
         append_json_string(message, update->cancel_reason);
@@ -805,25 +1027,37 @@ task<void> serve_watcher(http_response& response, watch_create create) {
 
 task<void> http_watch(const http_request& request, http_response& response) {
   std::vector<watch_create> creates;
+  // Watch ids as etcd's watchStream.Watch: 0 asks for the next unused id counting from
+  // 0; an id already in use is refused.
+  std::set<std::int64_t> used;
   std::int64_t next_id = 0;
   auto error = for_each_json_object(request.body, [&](const rapidjson::Value& doc) -> std::optional<parse_error> {
-    if (auto bad = check_object(doc, "etcdserverpb.WatchRequest",
-                                {"create_request", "createRequest", "cancel_request", "cancelRequest",
-                                 "progress_request", "progressRequest"}))
-      return bad;
+    if (auto bad = check_object(doc)) return bad;
     if (const auto* c = field(doc, "create_request", "createRequest")) {
       watch_create create;
       if (auto bad = parse_watch_create(*c, create)) return bad;
-      if (create.watch_id == 0) create.watch_id = next_id;
-      next_id = std::max(next_id, create.watch_id + 1);
+      if (create.watch_id == 0) {
+        while (used.contains(next_id)) ++next_id;
+        create.watch_id = next_id++;
+      } else if (used.contains(create.watch_id)) {
+        create.duplicate_id = true;
+      }
+      if (!create.duplicate_id) used.insert(create.watch_id);
       creates.push_back(std::move(create));
     }
     return std::nullopt;  // a cancel or progress request in the same body changes nothing here
   });
   if (error) {
-    send_reply(response, error_reply(3, error->message));
+    send_reply(response, error_reply(stream_error_code, error->message));
     co_return;
   }
+  // keel refuses a watch on the empty key (the engine requires a key); etcd 3.4 creates one,
+  // which never sees an event.
+  for (const watch_create& create : creates)
+    if (create.request.key.empty() && create.request.range_end.empty()) {
+      send_reply(response, error_reply(3, kv::mvcc_messages::empty_key));
+      co_return;
+    }
   response.start_stream(200, "application/json");
   std::vector<task<void>> watchers;
   for (watch_create& create : creates) watchers.push_back(serve_watcher(response, std::move(create)));
@@ -839,7 +1073,7 @@ task<void> http_watch(const http_request& request, http_response& response) {
 task<void> http_status(const http_request& request, http_response& response) {
   return serve_json<lease_request>(
       request, response,
-      [](const rapidjson::Value& doc, lease_request&) { return check_object(doc, "etcdserverpb.StatusRequest", {}); },
+      [](const rapidjson::Value& doc, lease_request&) { return check_object(doc); },
       [](lease_request) -> task<reply> {
         task<result<member_status>> asking = kv_module::status_now();
         result<member_status> now = co_await std::move(asking);
