@@ -85,6 +85,10 @@ struct core_state {
   std::atomic<std::uint64_t> snapshot_last_bytes{0};
   std::atomic<std::uint64_t> snapshot_last_save_microseconds{0};
   std::atomic<std::uint64_t> wal_segments_released{0};
+  // Copies of the writer's statistics, refreshed by the owner after each commit.
+  std::atomic<std::uint64_t> wal_batches{0};
+  std::atomic<std::uint64_t> wal_records{0};
+  std::atomic<std::uint64_t> wal_bytes{0};
 
   std::atomic<std::int64_t> published{1};
   std::atomic<std::int64_t> revision{1};
@@ -569,6 +573,10 @@ task<status> owner_commit() {
     co_return fail(errc::unavailable, std::string(kv_messages::wal_unavailable) + durable.message());
   }
   publish_through(through);
+  const kv::wal_writer_stats& stats = g->writer->stats();
+  g->wal_batches.store(stats.batches, std::memory_order_relaxed);
+  g->wal_records.store(stats.records, std::memory_order_relaxed);
+  g->wal_bytes.store(stats.bytes, std::memory_order_relaxed);
   maybe_snapshot();
   co_return status::ok();
 }
@@ -1064,6 +1072,11 @@ void core_metrics(std::string& out) {
        g->snapshot_last_save_microseconds.load(std::memory_order_relaxed));
   line("keel_kv_wal_segments_released_total", "counter", "WAL segments removed after snapshots.",
        g->wal_segments_released.load(std::memory_order_relaxed));
+  line("keel_kv_wal_fdatasyncs_total", "counter",
+       "WAL write+fdatasync pairs (group commits); records_total / this = writes per fdatasync.",
+       g->wal_batches.load(std::memory_order_relaxed));
+  line("keel_kv_wal_records_total", "counter", "WAL records made durable.", g->wal_records.load(std::memory_order_relaxed));
+  line("keel_kv_wal_bytes_total", "counter", "WAL record bytes made durable.", g->wal_bytes.load(std::memory_order_relaxed));
   line("keel_kv_watch_catchups_total", "counter", "Times a slow watcher dropped its queue and caught up from history.",
        g->watch_catchups.load(std::memory_order_relaxed));
 }
