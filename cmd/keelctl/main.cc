@@ -32,8 +32,10 @@
 #include <sys/stat.h>
 
 #include "http_client.h"
+#include "kv_commands.h"
 #include "keel/kv/snapshot.h"
 #include "keel/kv/wal_recovery.h"
+#include "v2_commands.h"
 
 #ifndef KEELCTL_VERSION
 #define KEELCTL_VERSION "0.0.0"
@@ -71,6 +73,10 @@ void print_usage(std::FILE* out) {
       "Usage:\n"
       "  keelctl [flags] endpoint health   check that each endpoint answers GET /health\n"
       "  keelctl [flags] version           print the server's etcdserver/etcdcluster versions\n"
+      "  keelctl v2 COMMAND ...            etcdctl's v2 commands (set, get, ls, watch...; also\n"
+      "                                    ETCDCTL_API=2 keelctl COMMAND); keelctl v2 --help\n"
+      "  keelctl [flags] get|put|del|watch|txn|compact|lease ...\n"
+      "                                    etcdctl v3 verbs over keeld's native protocol; keelctl get --help\n"
       "  keelctl wal check DIR             report what WAL recovery would do in DIR (a WAL\n"
       "                                    directory, or a data directory holding wal/),\n"
       "                                    and the newest snapshot that verifies in the\n"
@@ -597,6 +603,8 @@ int run(const options& opts) {
 }  // namespace keel::ctl
 
 int main(int argc, char** argv) {
+  if (auto code = keel::ctl::run_v2_command(argc, argv)) return *code;  // v2_commands.h
+  if (auto code = keel::ctl::run_kv_command(argc, argv)) return *code;  // kv_commands.h (v3 verbs)
   auto parsed = keel::ctl::parse_arguments(argc, argv);
   if (auto* error = std::get_if<keel::ctl::usage_error>(&parsed)) {
     return keel::ctl::usage_failure(error->message);

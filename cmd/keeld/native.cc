@@ -3,9 +3,11 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include <algorithm>
 #include <coroutine>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "keel/limits.h"
 #include "keel/log.h"
@@ -24,6 +26,15 @@ struct native_session {
   unsigned busy = 0;
   bool loop_done = false;
   std::coroutine_handle<> reader;  // the connection loop, waiting for busy to fall
+  // The open streams' readers (in their request tasks' frames). When the connection
+  // ends (EOF or error; a client that only half-closes ends its streams too, as etcd's
+  // watch does when its client closes the send side) they are cancelled, so a stream
+  // handler (a watch) notices and frees what it holds instead of waiting for a message
+  // it could never send.
+  std::vector<stream_reader*> streams;
+  void cancel_streams() {
+    for (stream_reader* stream : std::exchange(streams, {})) stream->cancel();
+  }
   void request_done() {
     --busy;
     if (reader && busy < limits::native_requests_in_flight_max) shard::current()->schedule(std::exchange(reader, {}));
@@ -78,8 +89,11 @@ task<void> answer_request(native_session* session, const native_options& options
       write_error(conn, type, id, answer.error());
     } else {
       message& m = answer.value();
-      write_frame(conn, static_cast<wire::frame_type>(m.type), id, wire::frame_flags::end_of_stream,
-                  m.payload.data(), m.payload.size());
+      // A module may answer with its own keel.wire.Error (message_flags::error), e.g.
+      // to add a grpc_code; it goes out as the error frame unchanged.
+      std::uint8_t flags = wire::frame_flags::end_of_stream;
+      if (m.flags & message_flags::error) flags |= wire::frame_flags::error;
+      write_frame(conn, static_cast<wire::frame_type>(m.type), id, flags, m.payload.data(), m.payload.size());
     }
   } else {
     auto reader = options.bus->open_stream(module, static_cast<std::uint16_t>(type),
@@ -87,11 +101,13 @@ task<void> answer_request(native_session* session, const native_options& options
     if (!reader) {
       write_error(conn, type, id, reader.error());
     } else {
+      stream_reader* stream = &reader.value();
+      session->streams.push_back(stream);
       for (;;) {
-        task<result<message>> pending = reader.value().next();
+        task<result<message>> pending = stream->next();
         auto item = co_await std::move(pending);
         if (!item) {
-          write_error(conn, type, id, item.error());
+          if (!session->loop_done) write_error(conn, type, id, item.error());
           break;
         }
         message& m = item.value();
@@ -102,6 +118,8 @@ task<void> answer_request(native_session* session, const native_options& options
         if (last) break;
         if (!co_await conn->drained()) break;
       }
+      auto& streams = session->streams;
+      streams.erase(std::remove(streams.begin(), streams.end(), stream), streams.end());
     }
   }
   session->request_done();
@@ -157,6 +175,7 @@ task<void> serve_native(connection* conn, recv_buffer first, const native_option
     if (conn->queued_bytes() >= limits::connection_send_buffer_bytes_max && !co_await conn->drained()) break;
   }
   session->loop_done = true;
+  session->cancel_streams();
   session->maybe_release();
 }
 

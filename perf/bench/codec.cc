@@ -7,8 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "keel/wire/common_generated.h"
-#include "keel/wire/kv_generated.h"
+#include "keel/kv/native_codec.h"
 
 namespace keel::bench {
 
@@ -351,88 +350,65 @@ std::optional<v3_watch_line> v3_parse_watch_line(std::string_view line) {
 }
 
 // ---- keel frames -------------------------------------------------------------------------
+// The kv module's own codec (modules/kv/client, keel/kv/native_codec.h) builds the
+// payloads, so the bench sends exactly what keeld's kv handlers decode.
 
 namespace {
 
-flatbuffers::Offset<flatbuffers::Vector<std::uint8_t>> bytes_of(flatbuffers::FlatBufferBuilder& b,
-                                                                 std::string_view text) {
-  return b.CreateVector(reinterpret_cast<const std::uint8_t*>(text.data()), text.size());
-}
-
 void finish_frame(std::string& out, flatbuffers::FlatBufferBuilder& b, wire::frame_type type,
                   std::uint64_t request_id) {
-  status appended = wire::append_frame(out, type, request_id, wire::frame_flags::end_of_stream,
-                                       b.GetBufferPointer(), b.GetSize());
+  status appended = kv::native::append_request(out, type, request_id, b);
   KEEL_ASSERT_MSG(appended.is_ok(), "keel-bench request larger than a frame");
-}
-
-flatbuffers::Offset<wire::PutRequest> put_request(flatbuffers::FlatBufferBuilder& b, std::string_view key,
-                                                  std::string_view value, std::int64_t lease) {
-  auto k = bytes_of(b, key);
-  auto v = bytes_of(b, value);
-  return wire::CreatePutRequest(b, k, v, lease);
 }
 
 }  // namespace
 
 void keel_put(std::string& out, flatbuffers::FlatBufferBuilder& b, std::uint64_t request_id,
               std::string_view key, std::string_view value, std::int64_t lease) {
-  b.Clear();
-  b.Finish(put_request(b, key, value, lease));
+  kv::native::encode_put(b, key, value, lease);
   finish_frame(out, b, wire::frame_type::put_request, request_id);
 }
 
 void keel_range(std::string& out, flatbuffers::FlatBufferBuilder& b, std::uint64_t request_id,
                 std::string_view key, std::string_view range_end, bool serializable) {
-  b.Clear();
-  auto k = bytes_of(b, key);
-  flatbuffers::Offset<flatbuffers::Vector<std::uint8_t>> end;
-  if (!range_end.empty()) end = bytes_of(b, range_end);
-  wire::RangeRequestBuilder request(b);
-  request.add_key(k);
-  if (!range_end.empty()) request.add_range_end(end);
-  request.add_serializable(serializable);
-  b.Finish(request.Finish());
+  kv::range_request request;
+  request.key = std::string(key);
+  request.range_end = std::string(range_end);
+  kv::native::encode(b, request, serializable);
   finish_frame(out, b, wire::frame_type::range_request, request_id);
 }
 
 void keel_txn_put(std::string& out, flatbuffers::FlatBufferBuilder& b, std::uint64_t request_id,
                   const std::vector<std::pair<std::string, std::string>>& puts) {
-  b.Clear();
-  std::vector<flatbuffers::Offset<wire::RequestOp>> ops;
+  kv::txn_request request;
   for (const auto& [key, value] : puts) {
-    auto put = put_request(b, key, value, 0);
-    ops.push_back(wire::CreateRequestOp(b, wire::RequestOpBody::PutRequest, put.Union()));
+    kv::put_request put;
+    put.key = key;
+    put.value = value;
+    request.success.push_back(kv::request_op::of(std::move(put)));
   }
-  auto success = b.CreateVector(ops);
-  b.Finish(wire::CreateTxnRequest(b, 0, success, 0));
+  kv::native::encode(b, request);
   finish_frame(out, b, wire::frame_type::txn_request, request_id);
 }
 
 void keel_lease_grant(std::string& out, flatbuffers::FlatBufferBuilder& b, std::uint64_t request_id,
                       std::int64_t ttl_seconds) {
-  b.Clear();
-  b.Finish(wire::CreateLeaseGrantRequest(b, ttl_seconds, 0));
+  kv::native::encode_lease_grant(b, ttl_seconds, 0);
   finish_frame(out, b, wire::frame_type::lease_grant_request, request_id);
 }
 
 void keel_lease_keepalive(std::string& out, flatbuffers::FlatBufferBuilder& b, std::uint64_t request_id,
                           std::int64_t id) {
-  b.Clear();
-  b.Finish(wire::CreateLeaseKeepAliveRequest(b, id));
+  kv::native::encode_lease_keep_alive(b, id);
   finish_frame(out, b, wire::frame_type::lease_keepalive_request, request_id);
 }
 
 void keel_watch_create(std::string& out, flatbuffers::FlatBufferBuilder& b, std::uint64_t request_id,
                        std::string_view key, std::string_view range_end) {
-  b.Clear();
-  auto k = bytes_of(b, key);
-  flatbuffers::Offset<flatbuffers::Vector<std::uint8_t>> end;
-  if (!range_end.empty()) end = bytes_of(b, range_end);
-  wire::WatchCreateRequestBuilder request(b);
-  request.add_key(k);
-  if (!range_end.empty()) request.add_range_end(end);
-  b.Finish(request.Finish());
+  kv::native::watch_create_request request;
+  request.key = std::string(key);
+  request.range_end = std::string(range_end);
+  kv::native::encode(b, request);
   finish_frame(out, b, wire::frame_type::watch_create_request, request_id);
 }
 
@@ -442,10 +418,11 @@ wire::frame_type keel_response_type(wire::frame_type request) noexcept {
 
 outcome keel_classify(const wire::frame_view& frame, wire::frame_type expected) {
   if (frame.header.is_error()) {
-    const auto* error = flatbuffers::GetRoot<wire::Error>(frame.payload.data());
+    kv::native::error_payload error = kv::native::decode(*flatbuffers::GetRoot<wire::Error>(frame.payload.data()));
     std::string kind = "frame error ";
-    kind += errc_name(static_cast<errc>(error->code()));
-    if (error->message() != nullptr) kind += ": " + short_text(error->message()->string_view());
+    kind += errc_name(static_cast<errc>(error.code));
+    if (error.grpc_code != 0) kind += " grpc code " + std::to_string(error.grpc_code);
+    if (!error.message.empty()) kind += ": " + short_text(error.message);
     return outcome::failure(std::move(kind));
   }
   if (frame.header.type != expected) {
@@ -453,6 +430,13 @@ outcome keel_classify(const wire::frame_view& frame, wire::frame_type expected) 
                             " unexpected");
   }
   return outcome::success();
+}
+
+std::optional<std::int64_t> keel_lease_id(const wire::frame_view& frame) {
+  if (frame.header.is_error() || frame.header.type != wire::frame_type::lease_grant_response) return std::nullopt;
+  kv::native::lease_grant_response grant;
+  if (!kv::native::decode_payload(frame.header.type, frame.payload, grant).is_ok()) return std::nullopt;
+  return grant.id;
 }
 
 }  // namespace keel::bench

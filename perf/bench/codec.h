@@ -5,7 +5,8 @@
 //           quorum=true for linearizable reads, wait=true&waitIndex=N for watches.
 //   v3json  etcd v3 gRPC-gateway: POST /v3/kv/{put,range,txn}, /v3/lease/{grant,keepalive},
 //           /v3/watch; keys and values base64, int64 as JSON strings.
-//   keel    native frames (docs/formats/frame.md) carrying kv.fbs tables.
+//   keel    native frames (docs/formats/frame.md) carrying kv.fbs tables, built by the kv
+//           module's own codec (keel/kv/native_codec.h, library keel_kv_client).
 // Every request appends to a caller-owned std::string, so a client reuses one buffer.
 #pragma once
 
@@ -113,5 +114,7 @@ wire::frame_type keel_response_type(wire::frame_type request) noexcept;
 // An answer frame: ok when it is the expected type without the error flag; else
 // "frame error <errc>: <message>" (error flag) or "frame type N unexpected".
 outcome keel_classify(const wire::frame_view& frame, wire::frame_type expected);
+// The lease id of a LeaseGrantResponse frame; nullopt for any other frame or an error.
+std::optional<std::int64_t> keel_lease_id(const wire::frame_view& frame);
 
 }  // namespace keel::bench

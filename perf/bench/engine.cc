@@ -200,6 +200,7 @@ task<void> read_frames(bench_conn* c, connection* conn) {
       waiter* w = it->second;
       // Streams (watch) stay registered until end_of_stream.
       if (frame.header.end_of_stream() || frame.header.is_error()) c->by_id.erase(it);
+      if (auto lease = keel_lease_id(frame)) w->lease_id = *lease;
       w->finish(keel_classify(frame, w->expected));
       return true;
     });
@@ -373,8 +374,8 @@ task<void> client_loop(shard_runner* r, bench_conn* c) {
     co_await wait_for{&w};
     std::int64_t took = std::max<std::int64_t>(0, now_ns() - intended);
     if (what == op::lease_grant && w.result.ok) {
-      plan.lease_id = c->target == target_kind::keel ? 0 : v3_lease_id(w.body).value_or(0);
-      if (plan.lease_id == 0 && c->target != target_kind::keel) w.result = outcome::failure("lease grant without ID");
+      plan.lease_id = c->target == target_kind::keel ? w.lease_id : v3_lease_id(w.body).value_or(0);
+      if (plan.lease_id == 0) w.result = outcome::failure("lease grant without ID");
     }
     r->results.record(static_cast<std::uint64_t>(took), w.result.ok, w.result.kind);
   }

@@ -61,6 +61,18 @@ stream_reader::~stream_reader() {
   if (_channel) _channel->reader_gone.store(true, std::memory_order_relaxed);
 }
 
+void stream_reader::cancel() {
+  if (!_channel) return;
+  channel& ch = *_channel;
+  ch.reader_gone.store(true, std::memory_order_relaxed);
+  ch.items.clear();
+  if (!ch.ended) {
+    ch.failure = {errc::cancelled, "stream cancelled by its reader"};
+    ch.ended = true;
+  }
+  if (ch.waiter) shard::current()->schedule(std::exchange(ch.waiter, {}));
+}
+
 task<result<message>> stream_reader::next() {
   KEEL_ASSERT(_channel != nullptr);
   channel& ch = *_channel;

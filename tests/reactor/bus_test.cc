@@ -21,6 +21,7 @@ keel::buffer text_buffer(std::string_view text) { return keel::buffer::copy_of(t
 std::string text_of(const keel::buffer& b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
 
 std::atomic<const std::uint8_t*> g_seen_address{nullptr};
+std::atomic<bool> g_quiet_writer_stopped{false};
 
 
 keel::bus make_bus() {
@@ -49,6 +50,12 @@ keel::bus make_bus() {
     for (int i = 0; i < 100000 && out.send(12, text_buffer("x")); ++i) {
     }
     co_return;
+  });
+  bus.handle_stream("quiet", 13, [](keel::message, keel::stream_writer out) -> task<void> {
+    // One message, then nothing: like a watch with no events, it polls open().
+    out.send(14, text_buffer("hello"));
+    while (out.open()) co_await keel::sleep_for(std::chrono::milliseconds(1));
+    g_quiet_writer_stopped = true;
   });
   return bus;
 }
@@ -141,4 +148,32 @@ BOOST_AUTO_TEST_CASE(stream_that_outruns_its_reader_is_ended_not_buffered) {
   });
   BOOST_TEST(received <= keel::limits::bus_stream_items_max);
   BOOST_TEST((ending.code() == keel::errc::too_large));
+}
+
+BOOST_AUTO_TEST_CASE(cancel_wakes_the_reader_and_closes_the_writer) {
+  keel::bus bus = make_bus();
+  keel::status ending;
+  bool writer_stopped = false;
+  run_system(2, [&](keel::system&) -> task<void> {
+    std::uint16_t id;
+    BOOST_REQUIRE(bus.find_module("quiet", id));
+    auto reader = bus.open_stream(id, 13, {}, 1);
+    BOOST_REQUIRE(reader.is_ok());
+    auto first = co_await reader.value().next();
+    BOOST_REQUIRE(first.is_ok());
+    // The reader waits for a message that will never come; its owner goes away meanwhile
+    // (keeld: the connection closed) and cancels it.
+    keel::stream_reader* waiting = &reader.value();
+    keel::spawn([](keel::stream_reader* r) -> task<void> {
+      co_await keel::sleep_for(std::chrono::milliseconds(5));
+      r->cancel();
+    }(waiting));
+    auto item = co_await reader.value().next();
+    BOOST_REQUIRE(!item.is_ok());
+    ending = item.error();
+    for (int i = 0; i < 1000 && !g_quiet_writer_stopped; ++i) co_await keel::sleep_for(std::chrono::milliseconds(1));
+    writer_stopped = g_quiet_writer_stopped;
+  });
+  BOOST_TEST((ending.code() == keel::errc::cancelled));
+  BOOST_TEST(writer_stopped);
 }

@@ -729,6 +729,11 @@ struct watcher::state {
   std::vector<std::int64_t> expiry;
   keel::timer wake;
   bool waiting = false;
+  // Batches that arrive while a history step is being asked for (see next()).
+  bool asking = false;
+  std::vector<std::shared_ptr<const event_batch>> held;
+  std::size_t held_events = 0;
+  bool held_overflow = false;  // more than watch_pending_events_max: read history again
   shard_watchers* home = nullptr;
   std::size_t slot = 0;  // index in home->list
 };
@@ -783,8 +788,20 @@ void offer(watcher::state& w, const std::shared_ptr<const event_batch>& batch) {
 void deliver(const std::shared_ptr<const event_batch>& batch) {
   shard_watchers& here = *g->shards[shard::current()->id()];
   here.last_revision = std::max(here.last_revision, batch->revision);
-  for (watcher::state* w : here.list)
-    if (w->synced && !w->finished) offer(*w, batch);
+  for (watcher::state* w : here.list) {
+    if (w->finished) continue;
+    if (w->synced) {
+      offer(*w, batch);
+    } else if (w->asking && !w->held_overflow) {
+      w->held_events += batch->events.size();
+      if (w->held_events > limits::watch_pending_events_max) {
+        w->held.clear();
+        w->held_overflow = true;
+      } else {
+        w->held.push_back(batch);
+      }
+    }
+  }
 }
 
 // One step of catch-up, run on the owner: durable events from `start` on, and where the
@@ -882,9 +899,16 @@ task<std::optional<watch_update>> watcher::next(std::chrono::milliseconds timeou
       if (shard::current()->id() == owner_shard) {
         step = read_history(request, start);
       } else {
+        w.asking = true;
         auto asking = run_on(owner_shard, [request, start] { return read_history(request, start); });
         step = co_await asking;  // a named awaiter: see the GCC 12 rule in reactor/README.md
       }
+      w.asking = false;
+      std::vector<std::shared_ptr<const event_batch>> held = std::move(w.held);
+      bool held_overflow = w.held_overflow;
+      w.held.clear();
+      w.held_events = 0;
+      w.held_overflow = false;
       w.home->last_revision = std::max(w.home->last_revision, step.batch->revision);
       if (!step.failure.is_ok()) {
         w.finished = true;
@@ -899,7 +923,14 @@ task<std::optional<watch_update>> watcher::next(std::chrono::milliseconds timeou
         w.expiry = batch->expiry_revisions;
       }
       w.next_rev = step.next_revision;
-      if (w.next_rev > batch->revision) w.synced = true;
+      if (w.next_rev > batch->revision && !held_overflow) {
+        // History reached the published end; the batches that arrived while we waited
+        // for the answer (the answer resumes us through the ready queue, so batches
+        // queued behind it are delivered first) carry on from there.
+        w.synced = true;
+        for (const auto& later : held)
+          if (later->revision > batch->revision && w.synced) offer(w, later);
+      }
       continue;
     }
     w.waiting = true;

@@ -1,5 +1,535 @@
-// v2.cc — etcd's v2 keys API. (Being written: see the issue; not registered yet.)
-#include "core.h"
+// v2.cc — etcd's v2 HTTP API: /v2/keys (parameters as etcd's parseKeyRequest reads them,
+// the method -> operation mapping, headers, status codes), and the one-member answers of
+// /v2/members, /v2/machines and /v2/stats/*. The operations are in v2_store.cc, watches in
+// v2_watch.cc, the JSON in v2_json.cc; the mapping is in v2.h and README.md "etcd v2".
+#include "v2.h"
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <variant>
+
+#include "keel/reactor/http.h"
+
 namespace keel::kv_module {
-void register_v2_routes(http_router&) {}
+
+namespace v2 {
+
+namespace {
+
+constexpr std::string_view keys_prefix = "/v2/keys";
+constexpr std::string_view member_name = "default";  // etcd's default --name
+
+std::int64_t started_ns = 0;  // when the routes were registered (/v2/stats/self)
+
+// ---- parameters ---------------------------------------------------------------------------
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Go's url.QueryUnescape (plus_is_space) or PathUnescape; nullopt on a bad %-escape, with
+// the offending escape in `bad` for Go's message.
+std::optional<std::string> unescape(std::string_view text, bool plus_is_space, std::string& bad) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == '%') {
+      int high = i + 1 < text.size() ? hex_value(text[i + 1]) : -1;
+      int low = i + 2 < text.size() ? hex_value(text[i + 2]) : -1;
+      if (high < 0 || low < 0) {
+        bad = std::string(text.substr(i, std::min<std::size_t>(3, text.size() - i)));
+        return std::nullopt;
+      }
+      out.push_back(static_cast<char>(high * 16 + low));
+      i += 2;
+    } else if (c == '+' && plus_is_space) {
+      out.push_back(' ');
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+struct form {
+  // Go's Request.Form: the body's values come first, then the query's; the first wins.
+  std::vector<std::pair<std::string, std::string>> values;
+
+  const std::string* first(std::string_view name) const {
+    for (const auto& [key, value] : values)
+      if (key == name) return &value;
+    return nullptr;
+  }
+  // Go's FormValue: the first value, or "".
+  std::string value(std::string_view name) const {
+    const std::string* v = first(name);
+    return v ? *v : std::string();
+  }
+};
+
+// Go's url.ParseQuery: an error does not stop the parse, it is reported at the end.
+std::optional<std::string> parse_query(std::string_view text, form& out) {
+  std::optional<std::string> failure;
+  while (!text.empty()) {
+    std::size_t amp = text.find('&');
+    std::string_view pair = text.substr(0, amp);
+    text = amp == std::string_view::npos ? std::string_view() : text.substr(amp + 1);
+    if (pair.find(';') != std::string_view::npos) {
+      if (!failure) failure = "invalid semicolon separator in query";
+      continue;
+    }
+    if (pair.empty()) continue;
+    std::size_t equals = pair.find('=');
+    std::string bad;
+    auto key = unescape(pair.substr(0, equals), true, bad);
+    auto value = key ? unescape(equals == std::string_view::npos ? std::string_view()
+                                                                 : pair.substr(equals + 1),
+                                true, bad)
+                     : std::nullopt;
+    if (!key || !value) {
+      if (!failure) failure = "invalid URL escape \"" + bad + "\"";
+      continue;
+    }
+    out.values.emplace_back(std::move(*key), std::move(*value));
+  }
+  return failure;
+}
+
+bool is_form_body(const http_request& request) {
+  if (request.method != "PUT" && request.method != "POST" && request.method != "PATCH")
+    return false;
+  std::string_view type = request.header("Content-Type");
+  type = type.substr(0, type.find(';'));
+  while (!type.empty() && type.back() == ' ') type.remove_suffix(1);
+  if (type.size() != 33) return false;
+  constexpr std::string_view wanted = "application/x-www-form-urlencoded";
+  for (std::size_t i = 0; i < type.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(type[i])) != wanted[i]) return false;
+  return true;
+}
+
+// Go's strconv.ParseBool.
+std::optional<bool> parse_bool(std::string_view s) {
+  if (s == "1" || s == "t" || s == "T" || s == "TRUE" || s == "true" || s == "True") return true;
+  if (s == "0" || s == "f" || s == "F" || s == "FALSE" || s == "false" || s == "False")
+    return false;
+  return std::nullopt;
+}
+
+// Go's strconv.ParseUint(s, 10, 64).
+std::optional<std::uint64_t> parse_uint(std::string_view s) {
+  if (s.empty()) return std::nullopt;
+  std::uint64_t value = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    std::uint64_t digit = static_cast<std::uint64_t>(c - '0');
+    if (value > (UINT64_MAX - digit) / 10) return std::nullopt;
+    value = value * 10 + digit;
+  }
+  return value;
+}
+
+error bad_parameter(int code, std::string cause) { return error{code, std::move(cause), 0}; }
+
+// getBool: absent is false; present must parse.
+std::optional<error> read_bool(const form& f, const char* name, bool& out) {
+  const std::string* v = f.first(name);
+  if (!v) return std::nullopt;
+  auto parsed = parse_bool(*v);
+  if (!parsed)
+    return bad_parameter(codes::invalid_field, std::string("invalid value for \"") + name + "\"");
+  out = *parsed;
+  return std::nullopt;
+}
+
+std::optional<error> read_index(const form& f, const char* name, std::uint64_t& out) {
+  const std::string* v = f.first(name);
+  if (!v) return std::nullopt;
+  auto parsed = parse_uint(*v);
+  if (!parsed)
+    return bad_parameter(codes::index_nan, std::string("invalid value for \"") + name + "\"");
+  out = *parsed;
+  return std::nullopt;
+}
+
+// The checks of etcd's parseKeyRequest after the form is read, in its order.
+std::optional<error> read_parameters(const form& f, key_request& r) {
+  if (auto e = read_index(f, "prevIndex", r.prev_index)) return e;
+  if (auto e = read_index(f, "waitIndex", r.wait_index)) return e;
+  for (auto [name, target] : {std::pair{"recursive", &r.recursive}, std::pair{"sorted", &r.sorted},
+                              std::pair{"wait", &r.wait}, std::pair{"dir", &r.dir},
+                              std::pair{"quorum", &r.quorum}, std::pair{"stream", &r.stream}})
+    if (auto e = read_bool(f, name, *target)) return e;
+  if (r.wait && r.method != "GET")
+    return bad_parameter(codes::invalid_field, "\"wait\" can only be used with GET requests");
+  const std::string* prev_value = f.first("prevValue");
+  if (prev_value && prev_value->empty())
+    return bad_parameter(codes::prev_value_required, "\"prevValue\" cannot be empty");
+  if (prev_value) r.prev_value = *prev_value;
+  if (auto e = read_bool(f, "noValueOnSuccess", r.no_value_on_success)) return e;
+  if (!f.value("ttl").empty()) {
+    auto ttl = parse_uint(f.value("ttl"));
+    if (!ttl || *ttl > static_cast<std::uint64_t>(lease_ttl_max_seconds))
+      return bad_parameter(codes::ttl_nan, "invalid value for \"ttl\"");
+    r.ttl = *ttl;
+  }
+  if (const std::string* v = f.first("prevExist")) {
+    auto parsed = parse_bool(*v);
+    if (!parsed) return bad_parameter(codes::invalid_field, "invalid value for prevExist");
+    r.prev_exist = *parsed;
+  }
+  if (const std::string* v = f.first("refresh")) {
+    auto parsed = parse_bool(*v);
+    if (!parsed) return bad_parameter(codes::invalid_field, "invalid value for refresh");
+    r.refresh = *parsed;
+    if (r.refresh) {
+      const std::string* value = f.first("value");
+      if (value && !value->empty())
+        return bad_parameter(codes::refresh_value, "A value was provided on a refresh");
+      if (!r.ttl) return bad_parameter(codes::refresh_ttl_required, "No TTL value set");
+    }
+  }
+  r.value = f.value("value");
+  return std::nullopt;
+}
+
+std::variant<key_request, error> parse_key_request(const http_request& request) {
+  key_request r;
+  r.method = request.method;
+  form f;
+  std::optional<std::string> bad_form;
+  if (is_form_body(request)) bad_form = parse_query(request.body, f);
+  if (auto bad_query = parse_query(request.query(), f); bad_query && !bad_form)
+    bad_form = bad_query;
+  if (bad_form) return bad_parameter(codes::invalid_form, *bad_form);
+  std::string bad;
+  auto path = unescape(request.path().substr(keys_prefix.size()), false, bad);
+  if (!path) return bad_parameter(codes::invalid_form, "invalid URL escape \"" + bad + "\"");
+  r.path = normalize_path(*path);
+  if (auto e = read_parameters(f, r)) return *e;
+  return r;
+}
+
+// ---- /v2/keys -------------------------------------------------------------------------------
+
+// Go's ServeMux cleanPath: path.Clean, keeping a trailing slash.
+std::string clean_keeping_slash(const std::string& decoded) {
+  std::string clean = normalize_path(decoded);
+  if (decoded.size() > 1 && decoded.back() == '/' && clean != "/") clean += '/';
+  return clean;
+}
+
+// url.URL.EscapedPath for a path: everything but unreserved characters and $&+,/:;=@.
+std::string escape_path(std::string_view path) {
+  static constexpr std::string_view keep = "-_.~$&+,/:;=@";
+  std::string out;
+  for (char c : path) {
+    if (std::isalnum(static_cast<unsigned char>(c)) || keep.find(c) != std::string_view::npos) {
+      out.push_back(c);
+    } else {
+      char escaped[4];
+      std::snprintf(escaped, sizeof escaped, "%%%02X", static_cast<unsigned char>(c));
+      out += escaped;
+    }
+  }
+  return out;
+}
+
+// etcd's mux (Go's ServeMux) answers a path that is not clean ("//", "/./", "/../") with
+// a 301 to the clean one before any handler runs. Returns true when it did.
+bool redirected_to_clean_path(const http_request& request, http_response& response) {
+  std::string bad;
+  auto decoded = unescape(request.path(), false, bad);
+  if (!decoded) return false;  // parse_key_request answers it
+  std::string clean = clean_keeping_slash(*decoded);
+  if (clean == *decoded) return false;
+  std::string location = escape_path(clean);
+  if (!request.query().empty()) location += "?" + std::string(request.query());
+  response.add_header("Location", location);
+  if (request.method == "GET" || request.method == "HEAD") {
+    std::string body = "<a href=\"";
+    for (char c : location) {  // Go's htmlEscape
+      if (c == '&')
+        body += "&amp;";
+      else if (c == '"')
+        body += "&#34;";
+      else if (c == '\'')
+        body += "&#39;";
+      else if (c == '<')
+        body += "&lt;";
+      else if (c == '>')
+        body += "&gt;";
+      else
+        body.push_back(c);
+    }
+    body += "\">Moved Permanently</a>.\n\n";
+    response.send(301, "text/html; charset=utf-8", body);
+  } else {
+    response.send(301, "", "");
+  }
+  return true;
+}
+
+task<outcome> run(key_request request) {
+  if (request.method == "PUT" || request.method == "POST") return put(std::move(request));
+  if (request.method == "DELETE") return remove(std::move(request));
+  return get(std::move(request));  // GET and HEAD
+}
+
+task<void> http_keys(const http_request& request, http_response& response) {
+  if (redirected_to_clean_path(request, response)) co_return;
+  add_cluster_headers(response);
+  auto parsed = parse_key_request(request);
+  if (auto* bad = std::get_if<error>(&parsed)) {
+    send_error(response, *bad);
+    co_return;
+  }
+  key_request r = std::move(std::get<key_request>(parsed));
+  bool no_value = r.no_value_on_success;
+  if (r.method == "GET" && r.wait) {
+    task<void> watching = serve_watch(request, response, std::move(r));
+    co_await std::move(watching);
+    co_return;
+  }
+  task<outcome> working = run(std::move(r));
+  outcome out = co_await std::move(working);
+  if (out.failure) {
+    send_error(response, *out.failure);
+    co_return;
+  }
+  add_index_headers(response, out.index);
+  response.send(out.result.is_created() ? 201 : 200, "application/json",
+                event_json(out.result, no_value));
+}
+
+// etcd's allowMethod: 405 in plain text for the methods /v2/keys does not serve.
+void http_keys_not_allowed(const http_request&, http_response& response) {
+  add_cluster_headers(response);
+  response.add_header("Allow", "HEAD,GET,PUT,POST,DELETE");
+  response.send(405, "text/plain; charset=utf-8", "Method Not Allowed\n");
+}
+
+// etcd's CORS wrapper answers a preflight OPTIONS itself: 200, its headers, no body.
+void http_options(const http_request&, http_response& response) {
+  response.add_header("Access-Control-Allow-Headers", "accept, content-type, authorization");
+  response.add_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE");
+  response.add_header("Access-Control-Allow-Origin", "*");
+  response.send(200, "", "");
+}
+
+// ---- members, machines, stats ---------------------------------------------------------------
+
+std::string hex_id(std::uint64_t id) {
+  char text[24];
+  std::snprintf(text, sizeof text, "%llx", static_cast<unsigned long long>(id));
+  return text;
+}
+
+// The one member's client URL is the address the client reached us at (the Host header).
+std::string client_url(const http_request& request) {
+  std::string_view host = request.header("Host");
+  return "http://" + std::string(host.empty() ? "127.0.0.1:2379" : host);
+}
+
+std::string peer_url(const http_request& request) {
+  std::string_view host = request.header("Host");
+  if (host.empty()) host = "127.0.0.1";
+  std::size_t colon = host.rfind(':');
+  if (colon != std::string_view::npos && host.find(']', colon) == std::string_view::npos)
+    host = host.substr(0, colon);
+  return "http://" + std::string(host) + ":2380";
+}
+
+std::string member_json(const http_request& request) {
+  std::string out = "{\"id\":\"" + hex_id(ids().member_id) + "\",\"name\":";
+  append_go_string(out, member_name);
+  out += ",\"peerURLs\":[";
+  append_go_string(out, peer_url(request));
+  out += "],\"clientURLs\":[";
+  append_go_string(out, client_url(request));
+  out += "]}";
+  return out;
+}
+
+void http_members(const http_request& request, http_response& response) {
+  add_cluster_headers(response);
+  response.send(200, "application/json", "{\"members\":[" + member_json(request) + "]}\n");
+}
+
+void http_members_leader(const http_request& request, http_response& response) {
+  add_cluster_headers(response);
+  response.send(200, "application/json", member_json(request) + "\n");
+}
+
+void http_machines(const http_request& request, http_response& response) {
+  response.send(200, "text/plain; charset=utf-8", client_url(request));
+}
+
+// Go's time.Duration.String().
+std::string go_duration(std::int64_t ns) {
+  if (ns <= 0) return "0s";
+  auto fraction = [](std::uint64_t v, int digits, std::string& out) {
+    std::string text;
+    bool any = false;
+    for (int i = 0; i < digits; ++i) {
+      char d = static_cast<char>('0' + v % 10);
+      any = any || d != '0';
+      if (any) text.insert(text.begin(), d);
+      v /= 10;
+    }
+    if (any) out = "." + text;
+    return v;
+  };
+  auto u = static_cast<std::uint64_t>(ns);
+  std::string frac;
+  if (u < 1000) return std::to_string(u) + "ns";
+  if (u < 1'000'000) {
+    std::uint64_t whole = fraction(u, 3, frac);
+    return std::to_string(whole) + frac + "µs";
+  }
+  if (u < 1'000'000'000) {
+    std::uint64_t whole = fraction(u, 6, frac);
+    return std::to_string(whole) + frac + "ms";
+  }
+  std::uint64_t seconds = fraction(u, 9, frac);
+  std::string out = std::to_string(seconds % 60) + frac + "s";
+  if (seconds >= 60) out = std::to_string(seconds / 60 % 60) + "m" + out;
+  if (seconds >= 3600) out = std::to_string(seconds / 3600) + "h" + out;
+  return out;
+}
+
+void http_stats_self(const http_request&, http_response& response) {
+  std::string id = hex_id(ids().member_id);
+  std::string start = format_rfc3339_nano(started_ns);
+  std::string out = "{\"name\":";
+  append_go_string(out, member_name);
+  out += ",\"id\":\"" + id + "\",\"state\":\"StateLeader\",\"startTime\":\"" + start +
+         "\",\"leaderInfo\":{\"leader\":\"" + id + "\",\"uptime\":\"" +
+         go_duration(unix_now_ns() - started_ns) + "\",\"startTime\":\"" + start +
+         "\"},\"recvAppendRequestCnt\":0,\"sendAppendRequestCnt\":0}";
+  response.send(200, "application/json", out);
+}
+
+void http_stats_leader(const http_request&, http_response& response) {
+  response.send(200, "application/json",
+                "{\"leader\":\"" + hex_id(ids().member_id) + "\",\"followers\":{}}");
+}
+
+void http_stats_store(const http_request&, http_response& response) {
+  store_counters& c = counters();
+  std::string out = "{";
+  auto field = [&](const char* name, std::int64_t value) {
+    if (out.size() > 1) out += ',';
+    out += '"';
+    out += name;
+    out += "\":" + std::to_string(value);
+  };
+  auto load = [](const auto& counter) {
+    return static_cast<std::int64_t>(counter.load(std::memory_order_relaxed));
+  };
+  field("getsSuccess", load(c.gets_success));
+  field("getsFail", load(c.gets_fail));
+  field("setsSuccess", load(c.sets_success));
+  field("setsFail", load(c.sets_fail));
+  field("deleteSuccess", load(c.delete_success));
+  field("deleteFail", load(c.delete_fail));
+  field("updateSuccess", load(c.update_success));
+  field("updateFail", load(c.update_fail));
+  field("createSuccess", load(c.create_success));
+  field("createFail", load(c.create_fail));
+  field("compareAndSwapSuccess", load(c.compare_and_swap_success));
+  field("compareAndSwapFail", load(c.compare_and_swap_fail));
+  field("compareAndDeleteSuccess", load(c.compare_and_delete_success));
+  field("compareAndDeleteFail", load(c.compare_and_delete_fail));
+  field("expireCount", load(c.expire_count));
+  field("watchers", load(c.watchers));
+  out += '}';
+  response.send(200, "application/json", out);
+}
+
+}  // namespace
+
+// ---- shared helpers (v2.h) ------------------------------------------------------------------
+
+std::string normalize_path(std::string_view raw) {
+  std::vector<std::string_view> parts;
+  while (!raw.empty()) {
+    std::size_t slash = raw.find('/');
+    std::string_view part = raw.substr(0, slash);
+    raw = slash == std::string_view::npos ? std::string_view() : raw.substr(slash + 1);
+    if (part.empty() || part == ".") continue;
+    if (part == "..") {
+      if (!parts.empty()) parts.pop_back();
+      continue;
+    }
+    parts.push_back(part);
+  }
+  if (parts.empty()) return "/";
+  std::string out;
+  for (std::string_view part : parts) {
+    out += '/';
+    out += part;
+  }
+  return out;
+}
+
+void add_cluster_headers(http_response& response) {
+  response.add_header("Access-Control-Allow-Headers", "accept, content-type, authorization");
+  response.add_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE");
+  response.add_header("Access-Control-Allow-Origin", "*");
+  response.add_header("X-Etcd-Cluster-Id", hex_id(ids().cluster_id));
+}
+
+void add_index_headers(http_response& response, std::int64_t index) {
+  std::string text = std::to_string(index);
+  response.add_header("X-Etcd-Index", text);
+  // One node: every committed entry is applied, and the revision is the closest thing to
+  // the Raft index a client can compare (README "etcd v2").
+  response.add_header("X-Raft-Index", text);
+  response.add_header("X-Raft-Term", std::to_string(ids().raft_term));
+}
+
+void send_error(http_response& response, const error& e) {
+  response.add_header("X-Etcd-Index", std::to_string(e.index));
+  response.send(error_http_status(e.code), "application/json", error_json(e));
+}
+
+}  // namespace v2
+
+void register_v2_routes(http_router& router) {
+  v2::started_ns = v2::unix_now_ns();
+  (void)v2::find_note(1);  // allocates the revision notes before any shard runs
+  for (std::string path : {std::string(v2::keys_prefix), std::string(v2::keys_prefix) + "/"}) {
+    bool prefix = path.back() == '/';
+    for (const char* method : {"GET", "HEAD", "PUT", "POST", "DELETE"}) {
+      if (prefix)
+        router.add_prefix_async(method, path, v2::http_keys);
+      else
+        router.add_async(method, path, v2::http_keys);
+    }
+    if (prefix) {
+      router.add_prefix("PATCH", path, v2::http_keys_not_allowed);
+      router.add_prefix("OPTIONS", path, v2::http_options);
+    } else {
+      router.add("PATCH", path, v2::http_keys_not_allowed);
+      router.add("OPTIONS", path, v2::http_options);
+    }
+  }
+  router.add("OPTIONS", "/v2/members", v2::http_options);
+  router.add("GET", "/v2/members", v2::http_members);
+  router.add("GET", "/v2/members/leader", v2::http_members_leader);
+  router.add("GET", "/v2/machines", v2::http_machines);
+  router.add("HEAD", "/v2/machines", v2::http_machines);
+  router.add("GET", "/v2/stats/self", v2::http_stats_self);
+  router.add("GET", "/v2/stats/leader", v2::http_stats_leader);
+  router.add("GET", "/v2/stats/store", v2::http_stats_store);
+}
+
 }  // namespace keel::kv_module

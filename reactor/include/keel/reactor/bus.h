@@ -83,6 +83,11 @@ class stream_reader {
   // The next message; an error status when the stream ended abnormally, and a message
   // with end_of_stream set as the last one of a normal stream. After the end: unavailable.
   task<result<message>> next();
+  // Ends the stream from the reading side (the owner went away, e.g. its connection
+  // closed): a pending or later next() returns errc::cancelled, undelivered messages are
+  // dropped, and the writer's open() turns false, so a stream handler that checks it
+  // stops. REQUIRES: on the reader's shard.
+  void cancel();
 
   struct channel;  // shared with the writer, touched only on the reader's shard
 

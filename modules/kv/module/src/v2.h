@@ -1,0 +1,210 @@
+// v2.h — etcd's v2 keys API as a view of the kv engine's MVCC keyspace (core.h). Shared by
+// v2.cc (HTTP: routes, parameters, members, stats), v2_store.cc (the owner-side
+// operations), v2_watch.cc (waits) and v2_json.cc (etcd's JSON).
+//
+// The mapping (README "etcd v2"): the v2 node at the normalised path P ("/a/b") is the MVCC
+// key P; a directory D exists when a key lies under "D/", and its marker key "D/" (empty
+// value) gives it indexes and a TTL. X-Etcd-Index is the store revision, modifiedIndex the
+// key's mod_revision, createdIndex its create_revision. A TTL is a lease of its own; keys
+// created in a directory with a TTL share the directory's lease, so they expire with it.
+//
+// Threads: the operations (get/put/remove) hop to the owner shard and read, decide and
+// write there with no suspension in between; they return plain values that the
+// connection's shard formats. The revision notes are written by the owner only and read by
+// any shard (see note_revision).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core.h"
+#include "keel/reactor/http.h"
+
+namespace keel::kv_module::v2 {
+
+// ---- errors (etcd's v2error/error.go) -----------------------------------------------------
+
+namespace codes {
+inline constexpr int key_not_found = 100;
+inline constexpr int test_failed = 101;
+inline constexpr int not_file = 102;
+inline constexpr int not_dir = 104;
+inline constexpr int node_exist = 105;
+inline constexpr int root_read_only = 107;
+inline constexpr int dir_not_empty = 108;
+inline constexpr int value_required = 200;
+inline constexpr int prev_value_required = 201;
+inline constexpr int ttl_nan = 202;
+inline constexpr int index_nan = 203;
+inline constexpr int invalid_field = 209;
+inline constexpr int invalid_form = 210;
+inline constexpr int refresh_value = 211;
+inline constexpr int refresh_ttl_required = 212;
+inline constexpr int raft_internal = 300;
+inline constexpr int event_index_cleared = 401;
+}  // namespace codes
+
+// etcd's message for a code ("Key not found"), and the HTTP status it is sent with.
+std::string_view error_message(int code) noexcept;
+int error_http_status(int code) noexcept;
+
+struct error {
+  int code = 0;
+  std::string cause;       // omitted when empty
+  std::int64_t index = 0;  // the store index when it happened (0 for parameter errors)
+};
+
+// ---- nodes and events (etcd's v2store NodeExtern and Event) ---------------------------------
+
+struct node {
+  std::string key;                   // "" only for the root (omitted, as etcd)
+  std::optional<std::string> value;  // files only ("value":"" is printed)
+  bool dir = false;
+  std::int64_t expiration_ns = 0;   // Unix nanoseconds; 0 = permanent (no expiration)
+  std::int64_t ttl = 0;             // remaining seconds, rounded up; printed when != 0
+  std::vector<node> nodes;          // listings
+  std::int64_t modified_index = 0;  // omitted when 0
+  std::int64_t created_index = 0;   // omitted when 0
+};
+
+enum class action : std::uint8_t {
+  none,  // "no note" in the revision notes
+  get,
+  set,
+  create,
+  update,
+  compare_and_swap,
+  remove,  // "delete"
+  compare_and_delete,
+  expire,
+};
+std::string_view action_name(action a) noexcept;
+
+struct event {
+  action what = action::none;
+  std::optional<node> current;   // "node"
+  std::optional<node> previous;  // "prevNode"
+  // etcd's Event.IsCreated: answered 201 rather than 200.
+  bool is_created() const noexcept {
+    return what == action::create || (what == action::set && !previous);
+  }
+};
+
+// ---- requests -------------------------------------------------------------------------------
+
+struct key_request {
+  std::string method;  // GET HEAD PUT POST DELETE
+  std::string path;    // normalised: "/" or "/a/b" (see normalize_path)
+  std::string value;
+  bool dir = false;
+  std::string prev_value;  // empty = not given ("prevValue=" is refused while parsing)
+  std::uint64_t prev_index = 0;
+  std::optional<bool> prev_exist;
+  std::optional<std::uint64_t> ttl;  // empty or absent = no TTL
+  bool refresh = false;
+  bool recursive = false;
+  bool sorted = false;
+  bool wait = false;
+  std::uint64_t wait_index = 0;
+  bool stream = false;
+  bool quorum = false;
+  bool no_value_on_success = false;
+};
+
+// What an operation answers: an error, or an event at store index `index`.
+struct outcome {
+  std::optional<error> failure;
+  event result;
+  std::int64_t index = 0;  // X-Etcd-Index
+};
+
+// Go's path.Clean(path.Join("/", raw)) of an already percent-decoded path: one leading
+// "/", no trailing "/", "//" collapsed, "." and ".." resolved.
+std::string normalize_path(std::string_view raw);
+
+// ---- operations (any shard; they run on the owner) -----------------------------------------
+
+// GET / HEAD without wait.
+task<outcome> get(key_request request);
+// PUT (set, create, update, compareAndSwap, refresh) and POST (in-order create).
+task<outcome> put(key_request request);
+// DELETE (delete, compareAndDelete).
+task<outcome> remove(key_request request);
+
+// ---- revision notes ---------------------------------------------------------------------------
+
+// MVCC events do not say which v2 action made them, nor whether a put only refreshed a
+// TTL (etcd does not show refreshes to watchers). The owner notes this for every revision
+// a v2 write makes, in a fixed ring of atomics (revision_notes_max entries, no locks); a
+// watcher on any shard reads the note of the revision it is about to report. A note is
+// written before owner_commit() publishes the revision's events, and the cross-shard queue
+// that carries them orders the write before the read. A revision without a note (written
+// through v3 or natively, older than the ring, or before a restart) gets derived actions
+// (README "etcd v2", watches).
+inline constexpr std::size_t revision_notes_max = 16384;
+
+struct revision_note {
+  action what = action::none;
+  bool refresh = false;  // a TTL refresh: hidden from watchers
+  std::int64_t node_expiration_ns = 0;
+  std::int64_t node_ttl = 0;
+  std::int64_t previous_expiration_ns = 0;
+  std::int64_t previous_ttl = 0;
+};
+// Owner shard only.
+void note_revision(std::int64_t revision, const revision_note& note) noexcept;
+// Any shard: the note of `revision`, if the ring still holds it.
+std::optional<revision_note> find_note(std::int64_t revision) noexcept;
+
+// ---- statistics (/v2/stats/store) -------------------------------------------------------------
+
+struct store_counters {
+  std::atomic<std::uint64_t> gets_success{0}, gets_fail{0};
+  std::atomic<std::uint64_t> sets_success{0}, sets_fail{0};
+  std::atomic<std::uint64_t> delete_success{0}, delete_fail{0};
+  std::atomic<std::uint64_t> update_success{0}, update_fail{0};
+  std::atomic<std::uint64_t> create_success{0}, create_fail{0};
+  std::atomic<std::uint64_t> compare_and_swap_success{0}, compare_and_swap_fail{0};
+  std::atomic<std::uint64_t> compare_and_delete_success{0}, compare_and_delete_fail{0};
+  std::atomic<std::uint64_t> expire_count{0};
+  std::atomic<std::int64_t> watchers{0};
+};
+store_counters& counters() noexcept;
+
+// ---- JSON (v2_json.cc) ------------------------------------------------------------------------
+
+// A JSON string literal exactly as Go's encoding/json writes it (HTML-safe: <, >, & as
+// \u003c \u003e \u0026; U+2028/9 escaped; invalid UTF-8 as \ufffd).
+void append_go_string(std::string& out, std::string_view text);
+// Go's time.Time.Format(time.RFC3339Nano) in UTC ("2026-11-28T21:03:54.743032345Z").
+std::string format_rfc3339_nano(std::int64_t unix_ns);
+void append_node(std::string& out, const node& n);
+// The event as etcd's json.Encoder writes it (trailing newline included). With
+// no_value_on_success, set/create/update/compareAndSwap lose node and prevNode.
+std::string event_json(const event& e, bool no_value_on_success = false);
+std::string error_json(const error& e);
+
+// Wall clock in Unix nanoseconds (the only clock v2 reads: TTLs shown to clients).
+std::int64_t unix_now_ns() noexcept;
+// etcd's node.expirationAndTTL: remaining seconds, rounded up (Go's integer division).
+std::int64_t ttl_seconds(std::int64_t expiration_ns, std::int64_t now_ns) noexcept;
+
+// ---- HTTP (v2.cc) ------------------------------------------------------------------------------
+
+// X-Etcd-Cluster-Id and etcd's CORS headers: on every /v2/keys and /v2/members answer.
+void add_cluster_headers(http_response& response);
+// X-Etcd-Index, X-Raft-Index and X-Raft-Term of an event answered at store index `index`.
+void add_index_headers(http_response& response, std::int64_t index);
+// etcd's v2error.WriteTo (the cluster headers are the caller's).
+void send_error(http_response& response, const error& e);
+
+// ---- the watch surface (v2_watch.cc) ------------------------------------------------------------
+
+// Serves GET ?wait=true: one event, or with stream=true every event until the client goes.
+task<void> serve_watch(const http_request& request, http_response& response, key_request parsed);
+
+}  // namespace keel::kv_module::v2
