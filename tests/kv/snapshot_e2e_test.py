@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -143,8 +144,17 @@ def main():
         server.post("/v3/kv/txn", {"compare": [{"key": b64("k/3"), "target": "VERSION", "result": "GREATER",
                                                 "version": "0"}],
                                    "success": [{"request_put": {"key": b64("k/txn"), "value": b64("t")}}]})
-        for i in range(300):
-            server.post("/v3/kv/put", {"key": b64("k/%d" % (i % 50)), "value": b64("w%d" % i)})
+        # Concurrent writers: snapshots start while commits are in flight (a snapshot waits
+        # for the WAL to hold its entry while the previous one's flags are still set).
+        def writer(t):
+            for i in range(150):
+                server.post("/v3/kv/put", {"key": b64("k/%d" % ((t * 150 + i) % 50)), "value": b64("w%d-%d" % (t, i))})
+        threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        check("keeld survived snapshots under concurrent writes", server.proc.poll() is None, server.text()[-800:])
         time.sleep(0.6)  # the owner finishes snapshots on its 250 ms tick
         snaps = sorted(glob.glob(os.path.join(root, "kv", "snap", "*.snap")))
         check("snapshot files written, at most 5 kept", 1 <= len(snaps) <= 5, snaps)

@@ -77,7 +77,8 @@ struct core_state {
   std::uint64_t snapshot_index = 0;           // the newest durable snapshot
   std::uint64_t snapshot_previous_index = 0;  // the one before: the WAL is kept from here
   std::uint64_t snapshot_pending_index = 0;   // being written
-  bool snapshot_busy = false;
+  bool snapshot_busy = false;  // from the encoding until finish_snapshot() is done with it
+  bool snapshot_writing = false;  // snapshot_thread runs (or ran and is not joined yet)
   std::thread snapshot_thread;
   std::atomic<bool> snapshot_written{false};
   status snapshot_result;  // written by the thread before snapshot_written (release)
@@ -378,6 +379,7 @@ task<void> take_snapshot() {
   }
   g->snapshot_pending_index = index;
   g->snapshot_written.store(false, std::memory_order_relaxed);
+  g->snapshot_writing = true;
   std::string dir = g->snap_dir;
   std::uint64_t term = g->ids.raft_term;
   g->snapshot_thread = std::thread([dir, term, index, payload] {
@@ -391,8 +393,11 @@ task<void> take_snapshot() {
 // On the owner, once the snapshot thread is done: the WAL is released up to the snapshot
 // before this one (so a broken newest snapshot can still fall back, see the format doc).
 void finish_snapshot() {
-  if (!g->snapshot_busy || !g->snapshot_written.load(std::memory_order_acquire)) return;
+  // Only a snapshot whose thread was started can be finished: while take_snapshot() waits
+  // for the WAL, `snapshot_written` still says the previous one was written.
+  if (!g->snapshot_writing || !g->snapshot_written.load(std::memory_order_acquire)) return;
   g->snapshot_thread.join();
+  g->snapshot_writing = false;
   g->snapshot_busy = false;
   if (!g->snapshot_result) {
     g->context->log(log_level::error, "snapshot at entry " + std::to_string(g->snapshot_pending_index) +
