@@ -145,6 +145,21 @@ BOOST_AUTO_TEST_CASE(delete_keys_removes_hundreds_of_keys_at_one_revision) {
   BOOST_TEST(store.current_revision() == before + 1);
 }
 
+BOOST_AUTO_TEST_CASE(get_is_range_of_one_key_now) {
+  mvcc_store store;
+  BOOST_TEST(!store.get("a").has_value());
+  put(store, "a", "1");
+  put(store, "a", "2", 9);
+  put(store, "b", "x");
+  auto got = store.get("a");
+  BOOST_REQUIRE(got.has_value());
+  BOOST_TEST((*got == get(store, ranged("a")).kvs.at(0)));
+  remove(store, "a");
+  BOOST_TEST(!store.get("a").has_value());
+  BOOST_TEST(store.get("b").has_value());
+  BOOST_TEST(!store.get("").has_value());
+}
+
 BOOST_AUTO_TEST_CASE(empty_key_is_rejected) {
   mvcc_store store;
   auto out = store.put(put_request{});

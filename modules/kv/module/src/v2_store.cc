@@ -31,13 +31,7 @@ std::string under_end(std::string_view prefix) {
   return end;
 }
 
-std::optional<key_value> read_key(std::string key) {
-  kv::range_request request;
-  request.key = std::move(key);
-  auto found = owner_store().range(request);
-  if (!found || found->kvs.empty()) return std::nullopt;
-  return std::move(found->kvs.front());
-}
+std::optional<key_value> read_key(const std::string& key) { return owner_store().get(key); }
 
 // Whether some key lies under `prefix` ("/a/"), not counting the marker `prefix` itself
 // when `besides_marker`.

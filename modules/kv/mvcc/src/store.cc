@@ -370,6 +370,14 @@ delete_range_result mvcc_store::delete_keys(const std::vector<std::string>& keys
   return out;
 }
 
+std::optional<key_value> mvcc_store::get(std::string_view key) const {
+  auto it = _state->index.find(absl::string_view(key.data(), key.size()));
+  if (it == _state->index.end() || it->second.versions.empty()) return std::nullopt;
+  const version_entry* latest = live_latest(it->second);
+  if (latest == nullptr) return std::nullopt;
+  return to_key_value(it->first, *latest);
+}
+
 result<range_result> mvcc_store::range(const range_request& request) const {
   return do_range(*_state, request, _state->current);
 }

@@ -251,6 +251,10 @@ class mvcc_store {
   // Errors: empty_key; future_revision if request.revision > current; compacted if
   // request.revision < compact_revision() (reading at the compact revision works).
   result<range_result> range(const range_request& request) const;
+  // The current version of one key, or nullopt when it does not exist (now). The same as
+  // range({key}) at the current revision, without building a range result: for callers
+  // that look up many single keys (etcd v2's directory walk).
+  std::optional<key_value> get(std::string_view key) const;
   // Compares are evaluated at the current revision; the chosen branch is checked first
   // (range revisions) and then applied whole at one new revision, or not at all.
   // Errors: too_many_operations (> mvcc_txn_operations_max compares or ops in a branch),
