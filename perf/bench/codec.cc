@@ -439,4 +439,18 @@ std::optional<std::int64_t> keel_lease_id(const wire::frame_view& frame) {
   return grant.id;
 }
 
+std::optional<keel_watch_frame> keel_parse_watch(const wire::frame_view& frame) {
+  if (frame.header.is_error() || frame.header.type != wire::frame_type::watch_response) return std::nullopt;
+  kv::native::watch_response response;
+  if (!kv::native::decode_payload(frame.header.type, frame.payload, response).is_ok()) return std::nullopt;
+  keel_watch_frame parsed;
+  parsed.watch_id = response.watch_id;
+  parsed.created = response.created;
+  parsed.canceled = response.canceled;
+  parsed.cancel_reason = std::move(response.cancel_reason);
+  parsed.values.reserve(response.events.size());
+  for (kv::event& e : response.events) parsed.values.push_back(std::move(e.kv.value));
+  return parsed;
+}
+
 }  // namespace keel::bench

@@ -109,6 +109,17 @@ void keel_lease_keepalive(std::string& out, flatbuffers::FlatBufferBuilder& buil
                           std::uint64_t request_id, std::int64_t id);
 void keel_watch_create(std::string& out, flatbuffers::FlatBufferBuilder& builder,
                        std::uint64_t request_id, std::string_view key, std::string_view range_end);
+// One frame of a watch stream (WatchResponse, 121): what the server says about the watch
+// and the values of its events (a delete's value is empty). nullopt for an error frame or
+// any other type (keel_classify names those).
+struct keel_watch_frame {
+  std::int64_t watch_id = 0;
+  bool created = false;
+  bool canceled = false;
+  std::string cancel_reason;
+  std::vector<std::string> values;
+};
+std::optional<keel_watch_frame> keel_parse_watch(const wire::frame_view& frame);
 // The frame type a request of type `request` is answered with (request + 1).
 wire::frame_type keel_response_type(wire::frame_type request) noexcept;
 // An answer frame: ok when it is the expected type without the error flag; else

@@ -426,7 +426,7 @@ task<void> run_shard(shard_runner* r, std::vector<unsigned> client_conns) {
   }
 }
 
-// ---- watch and watch-latency (v3json and v2; one shard) -----------------------------------------
+// ---- watch and watch-latency (v3json, v2 and keel; one shard) -----------------------------------------
 
 struct watch_state {
   shard_runner* r;
@@ -578,6 +578,104 @@ task<void> v2_watcher(watch_state* s, endpoint where, std::string host, std::str
   --s->streams_alive;
 }
 
+// keel: one connection carrying --watchers-per-stream watches, each its own
+// WatchCreateRequest (120) under its own request id (1..watchers), all written at once;
+// each watch's WatchResponse frames (121) come back under that id. A watch counts as
+// created at its first frame with created = true; a frame with canceled = true, an error
+// frame or a stream that ends (end_of_stream) while the run lasts count as errors by kind.
+task<void> keel_watch_stream(watch_state* s, endpoint where, std::string key, unsigned watchers) {
+  ++s->streams_alive;
+  task<result<connection*>> connecting = connection::connect(where);
+  result<connection*> connected = co_await std::move(connecting);
+  if (!connected) {
+    for (unsigned i = 0; i < watchers; ++i) s->r->results.record(0, false, connect_kind(connected.error().message()));
+    --s->streams_alive;
+    co_return;
+  }
+  connection* conn = connected.value();
+  s->stream_fds.push_back(conn->fd());
+  struct watcher_state {
+    bool created = false;
+    bool ended = false;  // canceled, error frame or end_of_stream
+    std::uint64_t events = 0;
+  };
+  std::vector<watcher_state> watches(watchers);
+  std::string out;
+  flatbuffers::FlatBufferBuilder builder(256);
+  for (unsigned i = 0; i < watchers; ++i) keel_watch_create(out, builder, i + 1, key, "");
+  std::int64_t started = now_ns();
+  conn->write(out);
+  wire::frame_decoder decoder;
+  std::string why;  // the connection failed as a whole
+  bool open = true;
+  auto end_watch = [&](watcher_state& w, std::int64_t now, const std::string& kind) {
+    if (w.ended) return;
+    w.ended = true;
+    s->r->results.record(static_cast<std::uint64_t>(std::max<std::int64_t>(0, now - started)), false, kind);
+  };
+  while (open) {
+    recv_buffer b = co_await conn->read();
+    if (b.size() == 0) break;
+    std::int64_t now = now_ns();
+    status decoded = wire::decode_frames(decoder, b.data(), b.size(), [&](const wire::frame_view& frame) {
+      if (frame.header.request_id == 0) {  // connection-level error from the server
+        why = keel_classify(frame, wire::frame_type::watch_response).kind;
+        open = false;
+        return false;
+      }
+      std::uint64_t id = frame.header.request_id;
+      if (id > watchers) return true;  // not one of ours
+      watcher_state& w = watches[id - 1];
+      if (w.ended) return true;
+      std::optional<keel_watch_frame> parsed = keel_parse_watch(frame);
+      if (!parsed) {
+        end_watch(w, now, keel_classify(frame, wire::frame_type::watch_response).kind);
+        return true;
+      }
+      if (parsed->created && !w.created) {
+        w.created = true;
+        ++s->created;
+        s->r->results.watch_create.record(static_cast<std::uint64_t>(now - started));
+        if (!s->measure_events) s->r->results.record(static_cast<std::uint64_t>(now - started), true, "");
+      }
+      for (const std::string& value : parsed->values) {
+        ++w.events;
+        ++s->r->results.watch_events;
+        std::uint64_t sequence = std::strtoull(value.c_str(), nullptr, 10);
+        if (s->measure_events && sequence < s->put_started.size()) {
+          s->r->results.record(static_cast<std::uint64_t>(now - s->put_started[sequence]), true, "");
+        }
+      }
+      if (parsed->canceled) {
+        end_watch(w, now, parsed->cancel_reason.empty() ? "watch canceled" : "watch canceled: " + parsed->cancel_reason);
+      } else if (frame.header.end_of_stream()) {
+        end_watch(w, now, "watch stream ended");
+      }
+      return true;
+    });
+    if (!decoded) {
+      why = "frame decode error: " + std::string(errc_name(decoded.code()));
+      open = false;
+    }
+  }
+  if (why.empty() && conn->error() != 0 && !s->r->finished) {
+    why = std::string("connection error: ") + std::strerror(-conn->error());
+  }
+  if (!s->r->finished) {
+    if (why.empty()) why = "watch stream ended";
+    std::int64_t now = now_ns();
+    for (watcher_state& w : watches) end_watch(w, now, why);
+  }
+  ::shutdown(conn->fd(), SHUT_RDWR);
+  for (;;) {  // drain to EOF so the connection's buffers go back before release
+    recv_buffer b = co_await conn->read();
+    if (b.size() == 0) break;
+  }
+  std::erase(s->stream_fds, conn->fd());
+  conn->release();
+  --s->streams_alive;
+}
+
 task<void> run_watch(shard_runner* r) {
   const options& o = r->o;
   double start_cpu = thread_cpu_seconds();
@@ -592,6 +690,11 @@ task<void> run_watch(shard_runner* r) {
     for (unsigned i = 0; i < o.streams * o.watchers_per_stream; ++i) {
       auto where = make_conn(o, i);
       spawn(v2_watcher(&s, where->where, where->host, key));
+    }
+  } else if (o.target == target_kind::keel) {
+    for (unsigned i = 0; i < o.streams; ++i) {
+      auto where = make_conn(o, i);
+      spawn(keel_watch_stream(&s, where->where, key, o.watchers_per_stream));
     }
   } else {
     for (unsigned i = 0; i < o.streams; ++i) {
@@ -612,6 +715,7 @@ task<void> run_watch(shard_runner* r) {
   r->deadline_ns = now_ns() + static_cast<std::int64_t>(o.duration_seconds * 1e9);
   r->quota = o.total;
   std::string out;
+  flatbuffers::FlatBufferBuilder builder(256);  // keel put frames
   while (r->results.failed == 0 && r->take_ticket()) {
     std::int64_t wait = puts.reserve(now_ns());
     if (wait > 0) co_await sleep_for(nanoseconds(wait));
@@ -623,12 +727,20 @@ task<void> run_watch(shard_runner* r) {
     std::string value = std::to_string(s.put_started.size());
     if (value.size() < o.val_size) value.insert(0, o.val_size - value.size(), '0');
     out.clear();
-    if (o.target == target_kind::v2) v2_put(out, c->host, key, value);
-    else v3_post(out, c->host, "/v3/kv/put", v3_put_body(key, value));
+    std::uint64_t id = 0;
     waiter w;
+    if (o.target == target_kind::v2) {
+      v2_put(out, c->host, key, value);
+    } else if (o.target == target_kind::v3json) {
+      v3_post(out, c->host, "/v3/kv/put", v3_put_body(key, value));
+    } else {
+      id = c->next_id++;
+      keel_put(out, builder, id, key, value);
+      w.expected = wire::frame_type::put_response;
+    }
     w.started_ns = now_ns();
     s.put_started.push_back(w.started_ns);
-    c->send(&w, out, 0);
+    c->send(&w, out, id);
     co_await wait_for{&w};
     ++r->results.watch_puts;
     if (!w.result.ok) r->results.record(static_cast<std::uint64_t>(now_ns() - w.started_ns), false, "put: " + w.result.kind);
@@ -675,9 +787,6 @@ result<run_results> run_workload(const options& o) {
   for (const std::string& url : o.endpoints) {
     auto parsed = parse_endpoint(url);
     if (!parsed) return status(errc::invalid_argument, "bad endpoint '" + url + "': " + parsed.error().message());
-  }
-  if ((o.command == "watch" || o.command == "watch-latency") && o.target == target_kind::keel) {
-    return status(errc::unsupported, o.command + " is implemented for --target v3json and v2 only so far");
   }
   run_results results;
   for (unsigned i = 0; i < o.shards; ++i) results.shards.push_back(std::make_unique<shard_results>());

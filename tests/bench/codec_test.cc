@@ -5,6 +5,7 @@
 
 #include "codec.h"
 #include "http_reader.h"
+#include "keel/kv/native_codec.h"
 #include "keel/wire/kv_generated.h"
 #include "options.h"
 
@@ -202,6 +203,82 @@ BOOST_AUTO_TEST_CASE(keel_error_frames_are_counted_by_kind) {
   BOOST_TEST(!o.ok);
   BOOST_TEST(o.kind == "frame error not found: no module serves message type 102");
   BOOST_TEST((keel_response_type(wire::frame_type::put_request) == wire::frame_type::put_response));
+}
+
+BOOST_AUTO_TEST_CASE(keel_watch_frames_are_read) {
+  namespace native = keel::kv::native;
+  flatbuffers::FlatBufferBuilder builder;
+  std::string out;
+  // created (no events), then two events under the same request id, then a cancel.
+  native::response_header header{1, 2, 5, 3};
+  native::watch_status created;
+  created.watch_id = 4;
+  created.created = true;
+  native::encode_watch_response(builder, header, created, {}, false);
+  BOOST_REQUIRE(wire::append_frame(out, wire::frame_type::watch_response, 12, 0, builder.GetBufferSpan()).is_ok());
+  keel::kv::event put;
+  put.kv.key = "w";
+  put.kv.value = "00000042";
+  keel::kv::event removed;
+  removed.type = keel::kv::event_type::remove;
+  removed.kv.key = "w";
+  const keel::kv::event* events[] = {&put, &removed};
+  native::watch_status update;
+  update.watch_id = 4;
+  native::encode_watch_response(builder, header, update, events, false);
+  BOOST_REQUIRE(wire::append_frame(out, wire::frame_type::watch_response, 12, 0, builder.GetBufferSpan()).is_ok());
+  native::watch_status canceled;
+  canceled.watch_id = 4;
+  canceled.canceled = true;
+  canceled.cancel_reason = "mvcc: required revision has been compacted";
+  native::encode_watch_response(builder, header, canceled, {}, false);
+  BOOST_REQUIRE(wire::append_frame(out, wire::frame_type::watch_response, 12, wire::frame_flags::end_of_stream,
+                                   builder.GetBufferSpan()).is_ok());
+  wire::append_error_frame(out, wire::frame_type::watch_response, 13,
+                           keel::status(keel::errc::invalid_argument, "etcdserver: key is not provided"));
+
+  wire::frame_decoder decoder;
+  BOOST_REQUIRE(decoder.feed(out.data(), out.size()) == out.size());
+  wire::decoded next = decoder.next();
+  BOOST_REQUIRE(next.is_frame());
+  BOOST_TEST(keel_classify(next.frame(), wire::frame_type::watch_response).ok);
+  auto first = keel_parse_watch(next.frame());
+  BOOST_REQUIRE(first.has_value());
+  BOOST_TEST(first->created);
+  BOOST_TEST(!first->canceled);
+  BOOST_TEST(first->watch_id == 4);
+  BOOST_TEST(first->values.empty());
+
+  next = decoder.next();
+  BOOST_REQUIRE(next.is_frame());
+  auto second = keel_parse_watch(next.frame());
+  BOOST_REQUIRE(second.has_value());
+  BOOST_TEST(!second->created);
+  BOOST_REQUIRE(second->values.size() == 2u);
+  BOOST_TEST(second->values[0] == "00000042");
+  BOOST_TEST(second->values[1] == "");  // a delete has no value
+
+  next = decoder.next();
+  BOOST_REQUIRE(next.is_frame());
+  BOOST_TEST(next.frame().header.end_of_stream());
+  auto third = keel_parse_watch(next.frame());
+  BOOST_REQUIRE(third.has_value());
+  BOOST_TEST(third->canceled);
+  BOOST_TEST(third->cancel_reason == "mvcc: required revision has been compacted");
+
+  next = decoder.next();
+  BOOST_REQUIRE(next.is_frame());
+  BOOST_TEST(!keel_parse_watch(next.frame()).has_value());  // error frame: classify names it
+  outcome error = keel_classify(next.frame(), wire::frame_type::watch_response);
+  BOOST_TEST(!error.ok);
+  BOOST_TEST(error.kind.find("frame error") == 0u);
+  BOOST_TEST(decoder.next().is_need_more());
+
+  // Another frame type is not a watch frame.
+  std::string put_frame;
+  keel_put(put_frame, builder, 7, "k", "v");
+  wire::frame_decoder other;
+  BOOST_TEST(!keel_parse_watch(decode_one(put_frame, other)).has_value());
 }
 
 BOOST_AUTO_TEST_CASE(options_reject_unknown_flags_and_parse_known_ones) {

@@ -11,6 +11,7 @@
 #include "keel/wire/frame.h"
 #include "keel/wire/health_generated.h"
 #include "keel/wire/kv_generated.h"
+#include "keel/wire/raft_generated.h"
 #include "text.h"
 
 namespace keel::wire {
@@ -71,6 +72,7 @@ constexpr type_kind kinds[] = {
     {frame_type::watch_response, "watch_response", "keel.wire.WatchResponse", verify_root<WatchResponse>},
     {frame_type::watch_cancel_request, "watch_cancel_request", "keel.wire.WatchCancelRequest", verify_root<WatchCancelRequest>},
     {frame_type::watch_cancel_response, "watch_cancel_response", "keel.wire.WatchCancelResponse", verify_root<WatchCancelResponse>},
+    {frame_type::raft_message, "raft_message", "keel.wire.RaftMessage", verify_root<RaftMessage>},
 };
 
 const type_kind* find_kind(frame_type type) noexcept {

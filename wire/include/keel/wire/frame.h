@@ -93,6 +93,7 @@ enum class frame_type : std::uint16_t {
   watch_response = 121,       // keel.wire.WatchResponse (kv.fbs)
   watch_cancel_request = 122, // keel.wire.WatchCancelRequest (kv.fbs)
   watch_cancel_response = 123, // keel.wire.WatchCancelResponse (kv.fbs)
+  raft_message = 200,          // keel.wire.RaftMessage (raft.fbs), peer port only
 };
 
 // "echo_request", or nullptr when `type` is not in the registry.

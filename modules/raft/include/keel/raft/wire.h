@@ -1,0 +1,34 @@
+// keel/raft/wire.h — a Raft message as a frame on the peer port (wire/schemas/raft.fbs,
+// frame type 200, docs/formats/frame.md).
+//
+// Library keel_raft_wire (the consensus core, keel_raft, knows nothing of FlatBuffers).
+// decode_raft_message is what stands between the network and node::step: everything a
+// peer sends is checked here first, and a message that fails a check never reaches Raft.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "keel/raft/message.h"
+#include "keel/status.h"
+
+namespace keel::raft {
+
+// The RaftMessage FlatBuffer (the frame's payload) for `m` in cluster `cluster_id`.
+std::string encode_raft_message(const message& m, std::uint64_t cluster_id);
+
+// Reads a RaftMessage payload. Errors (errc::invalid_argument unless said), each naming
+// what was wrong:
+//   - errc::corruption: the bytes do not verify as a RaftMessage (FlatBuffers verifier);
+//   - another cluster: cluster_id != expected_cluster_id;
+//   - an unknown message or entry type;
+//   - addressing: from 0, to not `self`, or from == to;
+//   - append entries that are not consecutive from index + 1, or whose term is above the
+//     message's term (a forged term: no leader sends entries from a later term);
+//   - a log_term above term, or a snapshot on a message that is not a snapshot (and a
+//     snapshot message without one).
+result<message> decode_raft_message(const std::uint8_t* data, std::size_t size, std::uint64_t expected_cluster_id,
+                                    node_id self);
+
+}  // namespace keel::raft
