@@ -82,8 +82,10 @@ def main():
     os.makedirs(mnt)
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", mnt]).returncode == 0
     if not mounted:
-        print("FAIL cannot mount a tmpfs (this test needs root and mount)")
-        sys.exit(1)
+        # Not this machine's fault of keel's: ctest reports the test as skipped (77).
+        print("SKIP cannot mount a tmpfs here (the test needs root and CAP_SYS_ADMIN)")
+        shutil.rmtree(root, ignore_errors=True)
+        sys.exit(77)
     proc = None
     try:
         kv_dir = os.path.join(mnt, "kv")
