@@ -51,7 +51,7 @@ constexpr const char* schema = R"({
   "type": "object",
   "additionalProperties": false,
   "properties": {
-    "dir": {"type": "string", "default": "", "description": "Directory of the kv store (its WAL is <dir>/wal); \"\" means \"./default.keel\". The module cannot see --data-dir, so set this."},
+    "dir": {"type": "string", "default": "", "description": "Directory of the kv store (WAL in <dir>/wal, snapshots in <dir>/snap); \"\" means \"./default.keel\". The module cannot see --data-dir, so set this."},
     "snapshot-count": {"type": "integer", "default": 100000, "minimum": 1, "description": "Committed entries between snapshots (etcd's --snapshot-count); the WAL before the snapshot preceding the newest is released."},
     "wal-segment-bytes": {"type": "integer", "default": 67108864, "minimum": 16777216, "maximum": 67108864, "description": "Size of each preallocated WAL segment (16 MiB to 64 MiB); smaller suits small disks and tests."}
   }
