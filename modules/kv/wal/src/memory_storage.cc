@@ -107,7 +107,9 @@ void memory_wal_storage::persist_torn(file& target, const std::byte* data, std::
 task<int> memory_wal_storage::write_then_datasync(int handle, const std::byte* data, std::size_t size,
                                                   std::uint64_t offset) {
   if (_hold) {
+    std::uint64_t generation = _generation;
     co_await hold_awaiter{this};
+    if (generation != _generation) co_return -EIO;  // the machine crashed meanwhile: never lands
   }
   if (_down) co_return -EIO;
   ++_writes;
@@ -132,8 +134,17 @@ task<int> memory_wal_storage::write_then_datasync(int handle, const std::byte* d
 task<void> memory_wal_storage::end_of_turn() { co_return; }
 
 void memory_wal_storage::release_held_write() {
-  KEEL_ASSERT(_held);
-  std::exchange(_held, {}).resume();
+  KEEL_ASSERT(!_held.empty());
+  std::coroutine_handle<> oldest = _held.front();
+  _held.pop_front();
+  oldest.resume();
+}
+
+void memory_wal_storage::release_newest_held_write() {
+  KEEL_ASSERT(!_held.empty());
+  std::coroutine_handle<> newest = _held.back();
+  _held.pop_back();
+  newest.resume();
 }
 
 void memory_wal_storage::crash() {
@@ -151,7 +162,7 @@ void memory_wal_storage::crash() {
   _down = false;
   _crash_countdown = -1;
   _fail_write = _fail_sync = _fail_allocate = 0;
-  _held = {};
+  ++_generation;  // held writes stay suspended; released, they fail and write nothing
 }
 
 void memory_wal_storage::crash_during_write(std::uint64_t writes_from_now, tear how) {

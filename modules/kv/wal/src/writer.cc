@@ -49,7 +49,7 @@ task<result<std::unique_ptr<wal_writer>>> wal_writer::open(wal_storage& storage,
     task<status> starting = writer->start_segment();
     status started = co_await std::move(starting);
     if (!started) co_return started;
-    co_return std::move(writer);
+    co_return std::move(writer);  // start_segment set the issued end too
   }
   const wal_segment_info& last = recovered.segments.back();
   auto file = storage.open_file(last.name);
@@ -60,11 +60,14 @@ task<result<std::unique_ptr<wal_writer>>> wal_writer::open(wal_storage& storage,
   // Batches written into this segment must respect the limit its header declares, on
   // which the torn-tail rule of its recovery relies.
   writer->_segment_batch_bytes_max = std::min(last.batch_bytes_max, options.batch_bytes_max);
+  writer->_issued_offset = writer->_offset;
+  writer->_issued_crc = writer->_last_crc;
+  writer->_issued_next_index = writer->_next_index;
   co_return std::move(writer);
 }
 
 wal_writer::~wal_writer() {
-  KEEL_ASSERT_MSG(!_flushing, "wal_writer destroyed with a commit in flight");
+  KEEL_ASSERT_MSG(_flushers == 0 && _batches.empty(), "wal_writer destroyed with a commit in flight");
   if (_file >= 0) _storage.close_file(_file);
 }
 
@@ -139,71 +142,93 @@ task<status> wal_writer::start_segment() {
   _segment_file_bytes = _options.segment_bytes;
   _segment_batch_bytes_max = _options.batch_bytes_max;
   _segments.push_back({name, sequence, fields.first_index});
+  _issued_offset = _offset;
+  _issued_crc = _last_crc;
+  _issued_next_index = _next_index;
   ++_stats.segments_created;
   co_return status::ok();
 }
 
-// Writes the longest prefix of the pending records that fits both the batch limit and
-// the segment (rolling over first when not even one record fits), as one write linked
-// to one fdatasync. REQUIRES: _flushing, pending records.
-task<status> wal_writer::write_batch() {
-  KEEL_ASSERT(_flushing && !_pending_records.empty());
-  auto take = [&](std::size_t& bytes) {
-    std::uint64_t room = std::min<std::uint64_t>(_segment_batch_bytes_max, _segment_file_bytes - _offset);
-    std::size_t count = 0;
-    bytes = 0;
-    while (count < _pending_records.size() && bytes + _pending_records[count].bytes <= room) {
-      bytes += _pending_records[count++].bytes;
-    }
-    return count;
-  };
-  std::size_t bytes = 0;
-  std::size_t count = take(bytes);
-  if (count == 0) {
-    task<status> rolling = start_segment();
-    status rolled = co_await std::move(rolling);
-    if (!rolled) co_return rolled;
-    count = take(bytes);
-    KEEL_ASSERT(count > 0);  // a fresh segment holds any record that passed append()
-  }
+// The room for the next batch: the segment's batch limit less what is in flight (so
+// that everything in flight lies within batch_bytes_max of the durable end, which the
+// torn-tail rule of recovery relies on), and what is left of the segment.
+bool wal_writer::needs_rollover() const {
+  return !_pending_records.empty() && _segment_file_bytes - _issued_offset < _pending_records.front().bytes;
+}
 
+wal_writer::batch* wal_writer::issue_batch() {
+  if (_pending_records.empty() || _batches.size() >= wal_batches_in_flight_max) return nullptr;
+  std::uint64_t room = std::min<std::uint64_t>(_segment_batch_bytes_max - _in_flight_bytes,
+                                               _segment_file_bytes - _issued_offset);
+  std::size_t count = 0, bytes = 0;
+  while (count < _pending_records.size() && bytes + _pending_records[count].bytes <= room) {
+    bytes += _pending_records[count++].bytes;
+  }
+  if (count == 0) return nullptr;
+
+  auto b = std::make_unique<batch>();
   // Chain the crcs in the order the records go to disk.
-  _in_flight.assign(_pending.begin(), _pending.begin() + static_cast<std::ptrdiff_t>(bytes));
-  std::uint32_t crc = _last_crc;
-  std::uint64_t next_index = _next_index;
+  b->data.assign(_pending.begin(), _pending.begin() + static_cast<std::ptrdiff_t>(bytes));
+  std::uint32_t crc = _issued_crc;
+  std::uint64_t next_index = _issued_next_index;
   std::size_t at = 0;
   for (std::size_t i = 0; i < count; ++i) {
-    crc = seal_wal_record(_in_flight.data() + at, crc);
+    crc = seal_wal_record(b->data.data() + at, crc);
     at += _pending_records[i].bytes;
     if (_pending_records[i].next_index != 0) next_index = _pending_records[i].next_index;
   }
   KEEL_ASSERT(at == bytes);
   _pending.erase(_pending.begin(), _pending.begin() + static_cast<std::ptrdiff_t>(bytes));
   _pending_records.erase(_pending_records.begin(), _pending_records.begin() + static_cast<std::ptrdiff_t>(count));
+  b->count = count;
+  b->offset = _issued_offset;
+  b->crc = crc;
+  b->next_index = next_index;
+  _issued_offset += bytes;
+  _issued_crc = crc;
+  _issued_next_index = next_index;
+  _issued += count;
+  _in_flight_bytes += bytes;
+  _batches.push_back(std::move(b));
+  return _batches.back().get();
+}
 
-  std::uint64_t offset = _offset;
-  task<int> writing = _storage.write_then_datasync(_file, _in_flight.data(), bytes, offset);
-  int written = co_await std::move(writing);
-  if (written != static_cast<int>(bytes)) {
-    fail(io_failure("write+fdatasync " + _storage.describe(_segments.back().name) + " at offset " +
-                        std::to_string(offset),
-                    written, bytes));
-    co_return _failure;
+// One batch as one write linked to one fdatasync; then whatever is done, in order.
+task<void> wal_writer::write_one(batch* b) {
+  task<int> writing = _storage.write_then_datasync(_file, b->data.data(), b->data.size(), b->offset);
+  b->result = co_await std::move(writing);
+  b->done = true;
+  complete_in_order();
+  wake_waiters();
+}
+
+// Makes the completed batches at the front durable: a batch counts only once every batch
+// before it has (its own fdatasync may have run before an earlier write finished).
+void wal_writer::complete_in_order() {
+  while (!_batches.empty() && _batches.front()->done) {
+    std::unique_ptr<batch> b = std::move(_batches.front());
+    _batches.pop_front();
+    _in_flight_bytes -= b->data.size();
+    if (!_failure) continue;  // after a failure nothing more becomes durable
+    if (b->result != static_cast<int>(b->data.size())) {
+      fail(io_failure("write+fdatasync " + _storage.describe(_segments.back().name) + " at offset " +
+                          std::to_string(b->offset),
+                      b->result, b->data.size()));
+      continue;
+    }
+    // Durable: the fdatasync covering these records has completed, and all before them.
+    _offset = b->offset + b->data.size();
+    _last_crc = b->crc;
+    _next_index = b->next_index;
+    _durable += b->count;
+    ++_stats.batches;
+    _stats.records += b->count;
+    _stats.bytes += b->data.size();
   }
-  // Durable: the fdatasync covering these records has completed.
-  _offset = offset + bytes;
-  _last_crc = crc;
-  _next_index = next_index;
-  _durable += count;
-  ++_stats.batches;
-  _stats.records += count;
-  _stats.bytes += bytes;
-  co_return status::ok();
 }
 
 void wal_writer::wake_waiters() {
-  // Every waiter re-checks: done, failed, or (the first one with records still pending)
-  // becomes the next flusher; the rest wait again.
+  // Every waiter re-checks: done, failed, or able to issue the next batch.
   std::vector<std::coroutine_handle<>> waiting;
   waiting.swap(_waiters);
   for (std::coroutine_handle<> handle : waiting) handle.resume();
@@ -214,23 +239,39 @@ task<status> wal_writer::commit() {
   for (;;) {
     if (!_failure) co_return _failure;
     if (_durable >= target) co_return status::ok();
-    if (!_flushing) break;
-    co_await waiter{this};
+    // Someone else's batch carries our records, or every slot is taken: wait.
+    if (_issued >= target || _flushers >= wal_batches_in_flight_max || _rolling) {
+      co_await waiter{this};
+      continue;
+    }
+    break;
   }
-  // This caller writes. Let the rest of the turn run first so that every record
+  // This caller issues. Let the rest of the turn run first so that every record
   // appended in this turn joins the batch.
-  _flushing = true;
+  ++_flushers;
   task<void> turn = _storage.end_of_turn();
   co_await std::move(turn);
-  target = std::max(target, _appended);
-  while (_failure.is_ok() && _durable < target) {
-    task<status> writing = write_batch();
-    (void)co_await std::move(writing);  // a failure is kept in _failure
+  std::uint64_t goal = std::max(target, _appended);
+  while (_failure.is_ok() && _issued < goal) {
+    if (batch* b = issue_batch()) {
+      task<void> writing = write_one(b);
+      co_await std::move(writing);
+      continue;
+    }
+    if (needs_rollover() && _batches.empty() && !_rolling) {
+      _rolling = true;
+      task<status> rolling = start_segment();
+      (void)co_await std::move(rolling);  // a failure is kept in _failure
+      _rolling = false;
+      wake_waiters();
+      continue;
+    }
+    co_await waiter{this};  // room comes back when a batch in flight completes
   }
-  _flushing = false;
+  --_flushers;
   wake_waiters();
+  while (_failure.is_ok() && _durable < target) co_await waiter{this};
   if (!_failure) co_return _failure;
-  KEEL_ASSERT(_durable >= target);
   co_return status::ok();
 }
 

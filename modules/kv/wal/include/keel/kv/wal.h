@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <coroutine>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -100,9 +101,15 @@ struct wal_writer_stats {
   std::uint64_t segments_created = 0;
 };
 
+// At most this many batches (write+fdatasync pairs) are in flight at once.
+inline constexpr unsigned wal_batches_in_flight_max = 2;
+
 // Appends records and makes them durable by group commit (docs/formats/wal.md,
 // "Writing"). Invariants:
-//   - at most one write+fdatasync is in flight;
+//   - at most wal_batches_in_flight_max write+fdatasync pairs are in flight, together at
+//     most the segment's batch_bytes_max bytes, contiguous from the durable end (so the
+//     torn-tail rule of recovery holds); batches become durable in order, each once its
+//     own fdatasync and every earlier batch's have completed;
 //   - commit() returns ok only once every record appended before the call is covered by
 //     a completed fdatasync — no reply may be sent before that;
 //   - after any write, fdatasync or segment-creation failure the writer is failed for
@@ -152,8 +159,23 @@ class wal_writer {
   struct waiter;
 
   wal_writer(wal_storage& storage, wal_writer_options options) : _storage(storage), _options(options) {}
+  struct batch {
+    std::vector<std::byte> data;  // the records, crcs chained
+    std::size_t count = 0;        // records
+    std::uint64_t offset = 0;
+    std::uint32_t crc = 0;        // the chain after its last record
+    std::uint64_t next_index = 0; // the log's next entry index after it
+    bool done = false;
+    int result = 0;
+  };
   task<status> start_segment();
-  task<status> write_batch();
+  // Builds the next batch from the pending records if it fits beside what is in flight
+  // (null when it does not: wait for a batch to complete, or roll over when the segment
+  // is full and nothing is in flight).
+  batch* issue_batch();
+  bool needs_rollover() const;
+  task<void> write_one(batch* b);
+  void complete_in_order();
   void fail(status failure);
   void wake_waiters();
 
@@ -164,9 +186,15 @@ class wal_writer {
   std::vector<segment> _segments;  // oldest first; the last is being written
   int _file = -1;                  // the last segment's handle
   std::uint64_t _segment_file_bytes = 0;
-  std::uint64_t _offset = 0;       // where the next batch goes
-  std::uint32_t _last_crc = 0;     // crc chain: the last record written
-  std::uint64_t _next_index = 1;   // last entry index written + 1: a new segment's first index
+  std::uint64_t _offset = 0;       // the durable end of the log in the last segment
+  std::uint32_t _last_crc = 0;     // crc chain: the last durable record
+  std::uint64_t _next_index = 1;   // last durable entry index + 1: a new segment's first index
+  // The end as issued (durable or in flight): where the next batch goes.
+  std::uint64_t _issued_offset = 0;
+  std::uint32_t _issued_crc = 0;
+  std::uint64_t _issued_next_index = 1;
+  std::uint64_t _issued = 0;        // records issued, ever
+  std::uint64_t _in_flight_bytes = 0;
   std::uint32_t _segment_batch_bytes_max = 0;  // the last segment's declared batch limit
 
   struct pending_record {
@@ -175,10 +203,11 @@ class wal_writer {
   };
   std::vector<std::byte> _pending;              // encoded, crc not chained yet
   std::vector<pending_record> _pending_records;  // one per pending record
-  std::vector<std::byte> _in_flight;            // the batch being written
+  std::deque<std::unique_ptr<batch>> _batches;  // issued and not yet durable, oldest first
   std::uint64_t _appended = 0;                  // records appended, ever
   std::uint64_t _durable = 0;                   // records durable, ever
-  bool _flushing = false;
+  unsigned _flushers = 0;                       // commit() callers issuing batches
+  bool _rolling = false;                        // a rollover is being made
   std::vector<std::coroutine_handle<>> _waiters;
   wal_writer_stats _stats;
 };

@@ -15,14 +15,17 @@
 //   - fail_next_sync(errno): the next write lands in "written" but its fdatasync fails.
 //   - fail_next_allocate(errno).
 //   - flip_bit(name, offset, bit) and overwrite(name, offset, bytes): damage both views.
-//   - hold_writes(true): write_then_datasync suspends until release_held_write(), so a
-//     test can append and commit while a batch is in flight.
+//   - hold_writes(true): write_then_datasync suspends until release_held_write() (oldest
+//     first) or release_newest_held_write(), so a test can append and commit while
+//     batches are in flight and complete them out of order. A write held across crash()
+//     fails with EIO when released and writes nothing (it was lost with the machine).
 // Everything completes synchronously otherwise, so tests drive tasks without a reactor.
 // Single-threaded.
 #pragma once
 
 #include <cstdint>
 #include <coroutine>
+#include <deque>
 #include <map>
 #include <string>
 #include <vector>
@@ -67,9 +70,12 @@ class memory_wal_storage final : public wal_storage {
   void flip_bit(const std::string& name, std::uint64_t offset, unsigned bit);
   void overwrite(const std::string& name, std::uint64_t offset, const std::vector<std::byte>& bytes);
   void hold_writes(bool hold) { _hold = hold; }
-  bool has_held_write() const noexcept { return static_cast<bool>(_held); }
-  // REQUIRES: has_held_write(). Resumes the held write, which then completes normally.
+  bool has_held_write() const noexcept { return !_held.empty(); }
+  std::size_t held_writes() const noexcept { return _held.size(); }
+  // REQUIRES: has_held_write(). Resumes the oldest held write, which then completes
+  // normally; release_newest_held_write() resumes the newest (out of order).
   void release_held_write();
+  void release_newest_held_write();
 
   bool down() const noexcept { return _down; }
   std::uint64_t writes() const noexcept { return _writes; }
@@ -83,7 +89,7 @@ class memory_wal_storage final : public wal_storage {
   struct hold_awaiter {
     memory_wal_storage* self;
     bool await_ready() const noexcept { return false; }
-    void await_suspend(std::coroutine_handle<> handle) noexcept { self->_held = handle; }
+    void await_suspend(std::coroutine_handle<> handle) { self->_held.push_back(handle); }
     void await_resume() const noexcept {}
   };
   file* find(const std::string& name);
@@ -101,7 +107,8 @@ class memory_wal_storage final : public wal_storage {
   int _fail_sync = 0;
   int _fail_allocate = 0;
   bool _hold = false;
-  std::coroutine_handle<> _held;
+  std::deque<std::coroutine_handle<>> _held;
+  std::uint64_t _generation = 0;  // crash() count: a held write from before a crash fails
   std::uint64_t _writes = 0;
   std::uint64_t _syncs = 0;
 };
