@@ -1140,12 +1140,9 @@ void core_stop() {
     g->snapshot_child = 0;
   }
   // The writer's destructor asserts no commit is in flight; a coroutine cancelled at stop
-  // may still be suspended in one, so then the writer is left to the process exit.
-  if (g->writer && g->commits_in_flight != 0) {
-    (void)g->writer.release();
-    (void)g->storage.release();
-  }
-  g->writer.reset();
+  // may still be suspended in one, so then the writer is left, still owned by `g`, to the
+  // process exit (reachable through `retired` below: no leak report).
+  if (g->commits_in_flight == 0) g->writer.reset();
   // The store is not freed: keeld exits right after the modules stop, and freeing
   // millions of versions allocated on shard 0's thread takes the main thread a second or
   // more (glibc's cross-arena frees), which would break "SIGTERM stops within a second".
