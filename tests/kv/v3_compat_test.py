@@ -190,6 +190,9 @@ def normalise(value, base):
                     v[k] = "base%+d" % (int(v[k]) - base)
                 elif k == "leases" and isinstance(v[k], list):
                     v[k] = sorted(v[k], key=lambda lease: int(lease.get("ID", "0")))
+                elif k == "keys" and isinstance(v[k], list) and "grantedTTL" in v:
+                    # A lease's keys: etcd lists them from a Go map, in no set order.
+                    v[k] = sorted(v[k])
                 else:
                     walk(v[k])
         elif isinstance(v, list):
