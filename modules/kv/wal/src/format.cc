@@ -55,12 +55,6 @@ std::byte* reserve(std::vector<std::byte>& out, wal_record_type type, std::size_
   return record;
 }
 
-std::string hex16(std::uint64_t value) {
-  char text[17];
-  std::snprintf(text, sizeof text, "%016" PRIx64, value);
-  return text;
-}
-
 // ---- scanning -------------------------------------------------------------------
 
 class segment_scanner {
@@ -348,12 +342,19 @@ std::uint32_t encode_wal_segment_header(const wal_segment_header& header, std::v
   return seal_wal_record(out.data() + start, header.previous_crc);
 }
 
-std::string wal_segment_name(std::uint64_t sequence, std::uint64_t first_index) {
-  return hex16(sequence) + "-" + hex16(first_index) + ".wal";
+std::string hex16(std::uint64_t value) {
+  char text[17];
+  std::snprintf(text, sizeof text, "%016" PRIx64, value);
+  return text;
 }
 
-std::optional<std::pair<std::uint64_t, std::uint64_t>> parse_wal_segment_name(std::string_view name) {
-  if (name.size() != 37 || name[16] != '-' || name.substr(33) != ".wal") return std::nullopt;
+std::string hex_pair_name(std::uint64_t first, std::uint64_t second, std::string_view suffix) {
+  return hex16(first) + "-" + hex16(second) + std::string(suffix);
+}
+
+std::optional<std::pair<std::uint64_t, std::uint64_t>> parse_hex_pair_name(std::string_view name,
+                                                                           std::string_view suffix) {
+  if (name.size() != 33 + suffix.size() || name[16] != '-' || name.substr(33) != suffix) return std::nullopt;
   auto parse = [](std::string_view digits) -> std::optional<std::uint64_t> {
     std::uint64_t value = 0;
     for (char c : digits) {
@@ -363,10 +364,18 @@ std::optional<std::pair<std::uint64_t, std::uint64_t>> parse_wal_segment_name(st
     }
     return value;
   };
-  auto sequence = parse(name.substr(0, 16));
-  auto first_index = parse(name.substr(17, 16));
-  if (!sequence || !first_index) return std::nullopt;
-  return std::pair{*sequence, *first_index};
+  auto first = parse(name.substr(0, 16));
+  auto second = parse(name.substr(17, 16));
+  if (!first || !second) return std::nullopt;
+  return std::pair{*first, *second};
+}
+
+std::string wal_segment_name(std::uint64_t sequence, std::uint64_t first_index) {
+  return hex_pair_name(sequence, first_index, ".wal");
+}
+
+std::optional<std::pair<std::uint64_t, std::uint64_t>> parse_wal_segment_name(std::string_view name) {
+  return parse_hex_pair_name(name, ".wal");
 }
 
 wal_segment_scan scan_wal_segment(std::span<const std::byte> bytes, const wal_scan_options& options) {

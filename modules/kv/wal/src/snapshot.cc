@@ -39,12 +39,6 @@ status io_failure(const std::string& what, int error) {
   return {errc::io_error, what + ": " + std::strerror(error)};
 }
 
-std::string hex16(std::uint64_t value) {
-  char text[17];
-  std::snprintf(text, sizeof text, "%016" PRIx64, value);
-  return text;
-}
-
 std::string join(const std::string& directory, const std::string& name) {
   return directory + "/" + name;
 }
@@ -205,27 +199,11 @@ status set_aside(const std::string& snap_dir, const std::string& name, const std
 // ---- names ------------------------------------------------------------------------
 
 std::string snapshot_name(std::uint64_t term, std::uint64_t index) {
-  return hex16(term) + "-" + hex16(index) + std::string(snapshot_suffix);
+  return hex_pair_name(term, index, snapshot_suffix);
 }
 
 std::optional<std::pair<std::uint64_t, std::uint64_t>> parse_snapshot_name(std::string_view name) {
-  if (name.size() != 33 + snapshot_suffix.size() || name[16] != '-' ||
-      name.substr(33) != snapshot_suffix) {
-    return std::nullopt;
-  }
-  auto parse = [](std::string_view digits) -> std::optional<std::uint64_t> {
-    std::uint64_t value = 0;
-    for (char c : digits) {
-      int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-      if (digit < 0) return std::nullopt;
-      value = value << 4 | static_cast<std::uint64_t>(digit);
-    }
-    return value;
-  };
-  auto term = parse(name.substr(0, 16));
-  auto index = parse(name.substr(17, 16));
-  if (!term || !index) return std::nullopt;
-  return std::pair{*term, *index};
+  return parse_hex_pair_name(name, snapshot_suffix);
 }
 
 // ---- codec ------------------------------------------------------------------------

@@ -81,6 +81,15 @@ std::uint32_t encode_wal_segment_header(const wal_segment_header& header,
 // records when they are appended and chains them when it writes them.
 std::uint32_t seal_wal_record(std::byte* record, std::uint32_t seed) noexcept;
 
+// "%016x-%016x<suffix>": the names of WAL segments (sequence, first index; ".wal") and
+// of snapshots (term, index; ".snap"). 16 lower-case hex digits each.
+std::string hex_pair_name(std::uint64_t first, std::uint64_t second, std::string_view suffix);
+// {first, second} of such a name; nullopt for any other name (another suffix, ".tmp" too).
+std::optional<std::pair<std::uint64_t, std::uint64_t>> parse_hex_pair_name(std::string_view name,
+                                                                           std::string_view suffix);
+// "%016x", for names and messages.
+std::string hex16(std::uint64_t value);
+
 // "%016x-%016x.wal"
 std::string wal_segment_name(std::uint64_t sequence, std::uint64_t first_index);
 // {sequence, first_index} of a segment name; nullopt for any other name (".tmp" too).
