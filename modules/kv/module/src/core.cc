@@ -35,7 +35,6 @@ struct lease_entry {
   std::int64_t granted_ttl = 0;
   clock::time_point expiry;
   std::set<std::string> keys;
-  bool expiring = false;  // the owner logged its expiry revoke
 };
 
 // Events made durable by one group commit, shared read-only by every shard's watchers.
@@ -497,7 +496,7 @@ task<void> expire_leases() {
     auto now = clock::now();
     std::vector<std::int64_t> due;
     for (auto& [id, lease] : g->leases)
-      if (!lease.expiring && lease.expiry <= now) due.push_back(id);
+      if (lease.expiry <= now) due.push_back(id);
     if (due.empty()) continue;
     for (std::int64_t id : due) {
       if (!log_entry(encode_lease_revoke_entry(id, true))) break;
@@ -665,6 +664,20 @@ task<result<T>> write_on_owner(F write) {
   co_return co_await std::move(work);
 }
 
+// Runs `read` (a plain function returning result<T>, reading the owner's state) on the
+// owner once the WAL is open.
+template <typename T, typename F>
+task<result<T>> read_on_owner(F read) {
+  task<result<T>> work = run_on_owner<result<T>>([read = std::move(read)]() mutable -> task<result<T>> {
+    return [](F read) -> task<result<T>> {
+      task<status> waiting = owner_ready();
+      if (status ready = co_await std::move(waiting); !ready) co_return ready;
+      co_return read();
+    }(std::move(read));
+  });
+  co_return co_await std::move(work);
+}
+
 }  // namespace
 
 task<result<kv::put_result>> put(kv::put_request request) {
@@ -723,57 +736,41 @@ task<result<std::int64_t>> lease_revoke(std::int64_t id) {
 }
 
 task<result<lease_status>> lease_keep_alive(std::int64_t id) {
-  return run_on_owner<result<lease_status>>([id]() -> task<result<lease_status>> {
-    return [](std::int64_t id) -> task<result<lease_status>> {
-      task<status> waiting = owner_ready();
-      if (status ready = co_await std::move(waiting); !ready) co_return ready;
-      auto it = g->leases.find(id);
-      if (it == g->leases.end() || it->second.expiring) co_return fail(errc::not_found, kv_messages::lease_not_found);
-      it->second.expiry = clock::now() + std::chrono::seconds(it->second.granted_ttl);
-      lease_status s;
-      s.id = id;
-      s.ttl = s.granted_ttl = it->second.granted_ttl;
-      s.revision = g->published_local;
-      co_return s;
-    }(id);
+  return read_on_owner<lease_status>([id]() -> result<lease_status> {
+    auto it = g->leases.find(id);
+    if (it == g->leases.end()) return fail(errc::not_found, kv_messages::lease_not_found);
+    it->second.expiry = clock::now() + std::chrono::seconds(it->second.granted_ttl);
+    lease_status s;
+    s.id = id;
+    s.ttl = s.granted_ttl = it->second.granted_ttl;
+    s.revision = g->published_local;
+    return s;
   });
 }
 
 task<result<lease_status>> lease_time_to_live(std::int64_t id, bool keys) {
-  return run_on_owner<result<lease_status>>([id, keys]() -> task<result<lease_status>> {
-    return [](std::int64_t id, bool keys) -> task<result<lease_status>> {
-      task<status> waiting = owner_ready();
-      if (status ready = co_await std::move(waiting); !ready) co_return ready;
-      auto found = owner_lease(id, keys);
-      if (!found) co_return fail(errc::not_found, kv_messages::lease_not_found);
-      found->revision = g->published_local;
-      co_return std::move(*found);
-    }(id, keys);
+  return read_on_owner<lease_status>([id, keys]() -> result<lease_status> {
+    auto found = owner_lease(id, keys);
+    if (!found) return fail(errc::not_found, kv_messages::lease_not_found);
+    found->revision = g->published_local;
+    return std::move(*found);
   });
 }
 
 task<result<std::vector<std::int64_t>>> lease_list() {
-  return run_on_owner<result<std::vector<std::int64_t>>>([]() -> task<result<std::vector<std::int64_t>>> {
-    return []() -> task<result<std::vector<std::int64_t>>> {
-      task<status> waiting = owner_ready();
-      if (status ready = co_await std::move(waiting); !ready) co_return ready;
-      std::vector<std::int64_t> ids;
-      for (auto& [id, lease] : g->leases) ids.push_back(id);
-      co_return ids;
-    }();
+  return read_on_owner<std::vector<std::int64_t>>([]() -> result<std::vector<std::int64_t>> {
+    std::vector<std::int64_t> ids;
+    for (auto& [id, lease] : g->leases) ids.push_back(id);
+    return ids;
   });
 }
 
 task<result<member_status>> status_now() {
-  return run_on_owner<result<member_status>>([]() -> task<result<member_status>> {
-    return []() -> task<result<member_status>> {
-      task<status> waiting = owner_ready();
-      if (status ready = co_await std::move(waiting); !ready) co_return ready;
-      member_status s;
-      s.revision = g->published_local;
-      s.raft_index = g->next_index - 1;
-      co_return s;
-    }();
+  return read_on_owner<member_status>([]() -> result<member_status> {
+    member_status s;
+    s.revision = g->published_local;
+    s.raft_index = g->next_index - 1;
+    return s;
   });
 }
 
