@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -235,9 +236,18 @@ int run(int argc, char** argv) {
   search.push_back(executable_dir() + "/../lib/keel/modules");
   search.push_back(KEEL_MODULE_DIR);
   if (status loaded = d.host.load(module_names.value(), search); !loaded) die(loaded.message());
+  // A module's section is named after it, unless that name is a core key (the discovery
+  // module and etcd's --discovery): then it is "<name>-service" (docs/config.md).
+  std::map<std::string, std::string, std::less<>> section_of;
   for (const loaded_module& m : d.host.modules()) {
-    if (status added = loader.add_section_schema(m.name, m.descriptor->config_schema); !added)
-      die(added.message());
+    std::string section = m.name;
+    status added = loader.add_section_schema(section, m.descriptor->config_schema);
+    if (!added && added.message().find("is a core key") != std::string::npos) {
+      section = m.name + "-service";
+      added = loader.add_section_schema(section, m.descriptor->config_schema);
+    }
+    if (!added) die(added.message());
+    section_of[m.name] = section;
   }
   if (loader.requested_action() == config::action::help) {
     std::fputs(loader.usage("keeld").c_str(), stdout);
@@ -297,7 +307,12 @@ int run(int argc, char** argv) {
                            [](log_level level, std::string_view module, std::string_view text) {
                              log_line(level, module, text);
                            }};
-  if (status started = d.host.start(services, [&](std::string_view name) { return conf.section_json(name); });
+  services.core_config_json = conf.core_json();
+  auto section_json = [&](std::string_view name) {
+    auto it = section_of.find(name);
+    return conf.section_json(it == section_of.end() ? name : std::string_view(it->second));
+  };
+  if (status started = d.host.start(services, section_json);
       !started)
     die(started.message());
 

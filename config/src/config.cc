@@ -1,5 +1,6 @@
 // config.cc — read access to the effective configuration.
 #include "config_impl.h"
+#include "core_schema.h"
 
 namespace keel::config {
 namespace {
@@ -81,6 +82,24 @@ std::string config::section_json(std::string_view module) const {
   const detail::json_value* section = detail::find_member(_impl->document, module);
   KEEL_ASSERT_MSG(section != nullptr && section->IsObject(), "config: no such module section");
   return detail::json_text(*section, /*pretty=*/false);
+}
+
+std::string config::core_json() const {
+  // The core keys are the core schema's properties; everything else is a module section.
+  detail::json_document core_schema;
+  const std::string_view schema_text = detail::core_schema_json();
+  core_schema.Parse(schema_text.data(), schema_text.size());
+  KEEL_ASSERT(!core_schema.HasParseError());
+  const detail::json_value& properties = *detail::find_member(core_schema, "properties");
+  detail::json_document core;
+  core.SetObject();
+  for (auto it = _impl->document.MemberBegin(); it != _impl->document.MemberEnd(); ++it) {
+    if (detail::find_member(properties, detail::as_view(it->name)) == nullptr) continue;
+    detail::json_value name(it->name, core.GetAllocator());
+    detail::json_value value(it->value, core.GetAllocator());
+    core.AddMember(name, value, core.GetAllocator());
+  }
+  return detail::json_text(core, /*pretty=*/false);
 }
 
 std::string config::to_json(bool pretty) const {

@@ -48,6 +48,51 @@ constexpr std::string_view schema_text = R"json({
       "items": {"type": "string", "pattern": "^https?://(\\[[0-9a-fA-F:.]+\\]|[^/:\\[\\] ]+):[0-9]+/?$"},
       "default": ["http://127.0.0.1:2380"]
     },
+    "initial-advertise-peer-urls": {
+      "description": "Peer URLs of this member to advertise to the rest of the cluster; they must be this member's URLs in initial-cluster.",
+      "type": "array",
+      "items": {"type": "string", "pattern": "^https?://(\\[[0-9a-fA-F:.]+\\]|[^/:\\[\\] ]+):[0-9]+/?$"},
+      "default": ["http://localhost:2380"]
+    },
+    "initial-cluster": {
+      "description": "Initial cluster configuration for bootstrapping: comma-separated name=peerURL pairs, a name once per URL.",
+      "type": "string",
+      "default": "default=http://localhost:2380"
+    },
+    "initial-cluster-state": {
+      "description": "Initial cluster state: new (bootstrap a new cluster) or existing (join one).",
+      "type": "string",
+      "enum": ["new", "existing"],
+      "default": "new"
+    },
+    "initial-cluster-token": {
+      "description": "Initial cluster token, mixed into member and cluster ids so that clusters bootstrapped alike differ.",
+      "type": "string",
+      "default": "etcd-cluster"
+    },
+    "heartbeat-interval": {
+      "description": "Time (in milliseconds) of a heartbeat interval.",
+      "type": "integer",
+      "minimum": 1,
+      "default": 100
+    },
+    "election-timeout": {
+      "description": "Time (in milliseconds) for an election to timeout; at least 5 x heartbeat-interval and at most 50000.",
+      "type": "integer",
+      "minimum": 1,
+      "default": 1000
+    },
+    "discovery": {
+      "description": "Discovery URL used to bootstrap the cluster; \"\" means none (use initial-cluster).",
+      "type": "string",
+      "default": ""
+    },
+    "discovery-fallback": {
+      "description": "Expected behavior (exit or proxy) when the discovery service fails.",
+      "type": "string",
+      "enum": ["exit", "proxy"],
+      "default": "proxy"
+    },
     "shards": {
       "description": "Number of reactor shards (threads); 0 means one per online CPU core.",
       "type": "integer",

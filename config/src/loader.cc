@@ -14,6 +14,7 @@
 #include "convert.h"
 #include "describe.h"
 #include "file_source.h"
+#include "keel/cluster.h"
 #include "schema_set.h"
 #include "usage.h"
 
@@ -52,6 +53,9 @@ struct env_variable {
 };
 
 status invalid(std::string message) { return status(errc::invalid_argument, std::move(message)); }
+
+// etcd's embed.maxElectionMs: a longer election timeout is refused.
+constexpr std::int64_t election_timeout_ms_max = 50000;
 
 std::string quoted(std::string_view text) {
   json_value value(rapidjson::StringRef(text.data(), text.size()));
@@ -231,6 +235,8 @@ struct loader::impl {
   status apply(const setting& value, json_document& merged, std::map<std::string, std::string>& origins) const;
   status check_sections(const json_value& merged) const;
   status check_values(const json_value& merged, const std::map<std::string, std::string>& origins) const;
+  status check_initial_cluster(const json_value& merged, const std::map<std::string, std::string>& origins) const;
+  status check_election_timeout(const json_value& merged, const std::map<std::string, std::string>& origins) const;
   static std::string origin_of(const std::map<std::string, std::string>& origins, const std::string& pointer);
 };
 
@@ -399,8 +405,9 @@ status loader::impl::check_sections(const json_value& merged) const {
   return status::ok();
 }
 
-// What the schema cannot say: integers must fit in int64 (get_int's promise), and URL
-// ports must be real ports.
+// What the schema cannot say: integers must fit in int64 (get_int's promise), URL ports
+// must be real ports, the initial cluster must parse, and the election timeout must suit
+// the heartbeat interval.
 status loader::impl::check_values(const json_value& merged,
                                   const std::map<std::string, std::string>& origins) const {
   std::vector<std::pair<const json_value*, std::string>> pending{{&merged, ""}};
@@ -418,7 +425,8 @@ status loader::impl::check_values(const json_value& merged,
                      detail::json_excerpt(*value) + " is out of range for a 64-bit integer");
     }
   }
-  for (const char* key : {"listen-client-urls", "advertise-client-urls", "listen-peer-urls"}) {
+  for (const char* key : {"listen-client-urls", "advertise-client-urls", "listen-peer-urls",
+                          "initial-advertise-peer-urls"}) {
     const json_value& urls = *detail::find_member(merged, key);
     for (rapidjson::SizeType i = 0; i < urls.Size(); ++i) {
       // The pattern guarantees "...:<digits>" with an optional trailing '/'.
@@ -432,6 +440,37 @@ status loader::impl::check_values(const json_value& merged,
       }
     }
   }
+  if (status s = check_initial_cluster(merged, origins); !s) return s;
+  return check_election_timeout(merged, origins);
+}
+
+// The --initial-cluster text is parsed here, not first where it is used, so that a typo
+// is reported at start-up with where it came from. "" is allowed: etcd bootstraps
+// through --discovery with an empty initial cluster.
+status loader::impl::check_initial_cluster(const json_value& merged,
+                                           const std::map<std::string, std::string>& origins) const {
+  const std::string_view text = detail::as_view(*detail::find_member(merged, "initial-cluster"));
+  result<std::vector<cluster_member_spec>> members = parse_initial_cluster(text);
+  if (members) return status::ok();
+  std::string why = members.error().message();
+  if (why.starts_with("initial-cluster: ")) why.erase(0, std::string_view("initial-cluster: ").size());
+  return invalid(origin_of(origins, "/initial-cluster") + ": /initial-cluster: " + why);
+}
+
+// etcd's embed.Config.Validate rules, with etcd's wording so that a message found in an
+// etcd runbook matches. 5 * heartbeat is not computed: it could overflow int64.
+status loader::impl::check_election_timeout(const json_value& merged,
+                                            const std::map<std::string, std::string>& origins) const {
+  const std::int64_t heartbeat = detail::find_member(merged, "heartbeat-interval")->GetInt64();
+  const std::int64_t election = detail::find_member(merged, "election-timeout")->GetInt64();
+  const std::string where = origin_of(origins, "/election-timeout") + ": /election-timeout: ";
+  if (heartbeat > election / 5)
+    return invalid(where + "--election-timeout[" + std::to_string(election) +
+                   "ms] should be at least as 5 times as --heartbeat-interval[" + std::to_string(heartbeat) +
+                   "ms] (heartbeat-interval from " + origin_of(origins, "/heartbeat-interval") + ")");
+  if (election > election_timeout_ms_max)
+    return invalid(where + "--election-timeout[" + std::to_string(election) +
+                   "ms] is too long, and should be at most " + std::to_string(election_timeout_ms_max) + "ms");
   return status::ok();
 }
 

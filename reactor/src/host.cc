@@ -29,6 +29,7 @@ struct module_host::context final : module_context {
   void log(log_level level, std::string_view text) override {
     if (services.log) services.log(level, module->name, text);
   }
+  std::string_view core_config_json() const override { return services.core_config_json; }
 };
 
 module_host::module_host() = default;

@@ -4,12 +4,14 @@
 #include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "keel/config/config.h"
@@ -130,6 +132,15 @@ BOOST_AUTO_TEST_CASE(uses_embedded_defaults_without_any_source) {
   BOOST_TEST(c.get_bool("/enable-v2") == true);
   BOOST_TEST(c.get_bool("/native-port-enabled") == true);
   BOOST_TEST(!c.has("/echo"));
+  // etcd 3.4's static-cluster defaults.
+  BOOST_TEST(c.get_strings("/initial-advertise-peer-urls") == std::vector<std::string>{"http://localhost:2380"});
+  BOOST_TEST(c.get_string("/initial-cluster") == "default=http://localhost:2380");
+  BOOST_TEST(c.get_string("/initial-cluster-state") == "new");
+  BOOST_TEST(c.get_string("/initial-cluster-token") == "etcd-cluster");
+  BOOST_TEST(c.get_int("/heartbeat-interval") == 100);
+  BOOST_TEST(c.get_int("/election-timeout") == 1000);
+  BOOST_TEST(c.get_string("/discovery") == "");
+  BOOST_TEST(c.get_string("/discovery-fallback") == "proxy");
 }
 
 BOOST_AUTO_TEST_CASE(reads_values_from_a_config_file) {
@@ -324,8 +335,8 @@ BOOST_AUTO_TEST_CASE(flag_beats_env_beats_file_beats_default) {
 }
 
 BOOST_AUTO_TEST_CASE(rejects_unknown_etcd_env_variable) {
-  BOOST_TEST(contains(load({}, {"ETCD_INITIAL_CLUSTER=a=http://a:2380"}).error(),
-                      "env ETCD_INITIAL_CLUSTER: unknown environment variable"));
+  // etcd 2's proxy flag: keel has no such key.
+  BOOST_TEST(contains(load({}, {"ETCD_PROXY=on"}).error(), "env ETCD_PROXY: unknown environment variable"));
   BOOST_TEST(contains(load({}, {"KEEL_SHARDZ=1"}).error(), "env KEEL_SHARDZ: unknown environment variable"));
 }
 
@@ -457,7 +468,13 @@ BOOST_AUTO_TEST_CASE(help_text_mentions_every_core_flag) {
                            "--advertise-client-urls strings", "--listen-peer-urls strings",
                            "--shards integer", "--modules strings", "--module-path strings",
                            "--log-level string", "--max-request-bytes integer", "--enable-v2\n",
-                           "--native-port-enabled\n", "--echo.prefix string", "--help", "--version",
+                           "--native-port-enabled\n", "--echo.prefix string",
+                           "--initial-advertise-peer-urls strings", "--initial-cluster string",
+                           "--initial-cluster-state string", "--initial-cluster-token string",
+                           "--heartbeat-interval integer", "--election-timeout integer",
+                           "--discovery string", "--discovery-fallback string",
+                           "(default \"new\"; one of new, existing)", "(default \"proxy\"; one of exit, proxy)",
+                           "default \"default=http://localhost:2380\"", "(default 100; >= 1)", "--help", "--version",
                            "--print-config", "--config path", "--config-file path", "KEEL_", "ETCD_",
                            "flag > environment > config file > default", "(default 0; 0..64)",
                            "one of debug, info, warn, error", "default http://127.0.0.1:2379"}) {
@@ -484,4 +501,133 @@ BOOST_AUTO_TEST_CASE(config_copies_are_independent) {
   config moved = std::move(copy);
   BOOST_TEST(moved.get_string("/name") == "a");
   BOOST_TEST(loaded.value().get_string("/name") == "a");
+}
+
+// ---- etcd 3.4's static-cluster keys ----------------------------------------------------
+
+namespace {
+
+// The flags a script starting a member of a three-member etcd cluster passes.
+const std::vector<std::pair<std::string, std::string>> cluster_settings = {
+    {"initial-advertise-peer-urls", "http://10.0.0.1:2380,http://10.0.1.1:2380"},
+    {"initial-cluster", "infra0=http://10.0.0.1:2380,infra0=http://10.0.1.1:2380,infra1=http://10.0.0.2:2380"},
+    {"initial-cluster-state", "existing"},
+    {"initial-cluster-token", "etcd-cluster-1"},
+    {"heartbeat-interval", "200"},
+    {"election-timeout", "2500"},
+    {"discovery", "https://discovery.etcd.io/3e86b59982e49066c5d813af1c2e2579cbf573de"},
+    {"discovery-fallback", "exit"},
+};
+
+void check_cluster_settings(const config& c) {
+  BOOST_TEST(c.get_strings("/initial-advertise-peer-urls") ==
+             (std::vector<std::string>{"http://10.0.0.1:2380", "http://10.0.1.1:2380"}));
+  BOOST_TEST(c.get_string("/initial-cluster") == cluster_settings[1].second);
+  BOOST_TEST(c.get_string("/initial-cluster-state") == "existing");
+  BOOST_TEST(c.get_string("/initial-cluster-token") == "etcd-cluster-1");
+  BOOST_TEST(c.get_int("/heartbeat-interval") == 200);
+  BOOST_TEST(c.get_int("/election-timeout") == 2500);
+  BOOST_TEST(c.get_string("/discovery") == cluster_settings[6].second);
+  BOOST_TEST(c.get_string("/discovery-fallback") == "exit");
+}
+
+std::string env_name(const std::string& key) {
+  std::string name = "ETCD_";
+  for (char ch : key) name += ch == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return name;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(cluster_keys_come_from_flags_in_both_forms) {
+  std::vector<std::string> joined, separate, single_dash;
+  for (const auto& [key, value] : cluster_settings) {
+    joined.push_back("--" + key + "=" + value);
+    separate.push_back("--" + key);
+    separate.push_back(value);
+    single_dash.push_back("-" + key);
+    single_dash.push_back(value);
+  }
+  check_cluster_settings(load(joined).value());
+  check_cluster_settings(load(separate).value());
+  check_cluster_settings(load(single_dash).value());
+}
+
+BOOST_AUTO_TEST_CASE(cluster_keys_come_from_etcd_environment) {
+  std::vector<std::string> env;
+  for (const auto& [key, value] : cluster_settings) env.push_back(env_name(key) + "=" + value);
+  BOOST_TEST(env[1] == "ETCD_INITIAL_CLUSTER=" + cluster_settings[1].second);
+  check_cluster_settings(load({}, env).value());
+  BOOST_TEST(load({}, {"KEEL_INITIAL_CLUSTER_STATE=existing"}).value().get_string("/initial-cluster-state") ==
+             "existing");
+}
+
+BOOST_AUTO_TEST_CASE(cluster_keys_come_from_the_file) {
+  temp_file file(R"({
+  "initial-advertise-peer-urls": ["http://10.0.0.1:2380", "http://10.0.1.1:2380"],
+  "initial-cluster": "infra0=http://10.0.0.1:2380,infra0=http://10.0.1.1:2380,infra1=http://10.0.0.2:2380",
+  "initial-cluster-state": "existing",
+  "initial-cluster-token": "etcd-cluster-1",
+  "heartbeat-interval": 200,
+  "election-timeout": 2500,
+  "discovery": "https://discovery.etcd.io/3e86b59982e49066c5d813af1c2e2579cbf573de",
+  "discovery-fallback": "exit"
+})");
+  check_cluster_settings(load({"--config", file.path()}).value());
+}
+
+BOOST_AUTO_TEST_CASE(cluster_keys_reject_bad_values_naming_the_source) {
+  BOOST_TEST(contains(load({"--initial-cluster-state", "joining"}).error(),
+                      "flag --initial-cluster-state: /initial-cluster-state: must be one of new, existing, got \"joining\""));
+  BOOST_TEST(contains(load({}, {"ETCD_DISCOVERY_FALLBACK=retry"}).error(),
+                      "env ETCD_DISCOVERY_FALLBACK: /discovery-fallback: must be one of exit, proxy, got \"retry\""));
+  BOOST_TEST(contains(load({"--heartbeat-interval=0"}).error(), "/heartbeat-interval: must be >= 1"));
+  BOOST_TEST(contains(load({"--election-timeout=ten"}).error(), "/election-timeout: expected integer"));
+  BOOST_TEST(contains(load({"--initial-advertise-peer-urls", "http://a:2380,ftp://b:2380"}).error(),
+                      "flag --initial-advertise-peer-urls: /initial-advertise-peer-urls/1: must match"));
+  BOOST_TEST(contains(load({"--initial-advertise-peer-urls", "http://a:99999"}).error(),
+                      "/initial-advertise-peer-urls/0: port 99999 of \"http://a:99999\" is not in 0..65535"));
+}
+
+BOOST_AUTO_TEST_CASE(rejects_a_malformed_initial_cluster_naming_the_pair_and_source) {
+  BOOST_TEST(contains(load({"--initial-cluster", "a=http://a:2380,b"}).error(),
+                      "flag --initial-cluster: /initial-cluster: \"b\": missing '='"));
+  BOOST_TEST(contains(load({}, {"ETCD_INITIAL_CLUSTER=a=http://a:2380,b=http://a:2380"}).error(),
+                      "env ETCD_INITIAL_CLUSTER: /initial-cluster: \"b=http://a:2380\": duplicate URL"));
+  temp_file file("{\n  \"initial-cluster\": \"=http://a:2380\"\n}");
+  BOOST_TEST(contains(load({"--config", file.path()}).error(),
+                      file.path() + ":2: /initial-cluster: \"=http://a:2380\": empty member name"));
+  // Empty is allowed: etcd bootstraps through --discovery with no initial cluster.
+  BOOST_TEST(load({"--initial-cluster="}).value().get_string("/initial-cluster") == "");
+}
+
+BOOST_AUTO_TEST_CASE(election_timeout_must_be_five_heartbeats_naming_both_values) {
+  const std::string error = load({"--heartbeat-interval=100", "--election-timeout=400"}).error();
+  BOOST_TEST(contains(error, "flag --election-timeout: /election-timeout: "
+                             "--election-timeout[400ms] should be at least as 5 times as --heartbeat-interval[100ms]"));
+  BOOST_TEST(contains(error, "heartbeat-interval from flag --heartbeat-interval"));
+  // The heartbeat alone can break the rule against the default election timeout.
+  BOOST_TEST(contains(load({}, {"ETCD_HEARTBEAT_INTERVAL=300"}).error(),
+                      "default: /election-timeout: --election-timeout[1000ms] should be at least as 5 times as "
+                      "--heartbeat-interval[300ms] (heartbeat-interval from env ETCD_HEARTBEAT_INTERVAL)"));
+  temp_file file("{\n  \"heartbeat-interval\": 50,\n  \"election-timeout\": 200\n}");
+  BOOST_TEST(contains(load({"--config", file.path()}).error(), ":3: /election-timeout: --election-timeout[200ms]"));
+  // Exactly 5x and exactly 50000 ms pass, as in etcd.
+  BOOST_TEST(load({"--heartbeat-interval=100", "--election-timeout=500"}).value().get_int("/election-timeout") == 500);
+  BOOST_TEST(load({"--election-timeout=50000"}).value().get_int("/election-timeout") == 50000);
+  BOOST_TEST(contains(load({"--election-timeout=50001"}).error(),
+                      "flag --election-timeout: /election-timeout: --election-timeout[50001ms] is too long"));
+  // A heartbeat whose 5x overflows int64 is refused, not wrapped.
+  BOOST_TEST(contains(load({"--heartbeat-interval=9223372036854775807"}).error(), "should be at least as 5 times"));
+}
+
+BOOST_AUTO_TEST_CASE(core_json_has_the_core_keys_and_no_sections) {
+  const outcome loaded = load({"--modules", "echo", "--initial-cluster-token", "t1"}, {}, true);
+  const std::string core = loaded.value().core_json();
+  BOOST_TEST(core.starts_with("{\"name\":\"default\","));
+  BOOST_TEST(contains(core, "\"initial-cluster-token\":\"t1\""));
+  BOOST_TEST(contains(core, "\"heartbeat-interval\":100"));
+  BOOST_TEST(contains(core, "\"modules\":[\"echo\"]"));
+  BOOST_TEST(core.find("\"echo\":{") == std::string::npos);
+  BOOST_TEST(core.find('\n') == std::string::npos);
 }

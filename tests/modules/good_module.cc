@@ -16,6 +16,7 @@ extern "C" void keel_test_event(const char* text);
 namespace {
 
 std::string g_config;                      // the config_json start was given
+std::string g_core_config;                 // the core_config_json start was given
 std::atomic<unsigned> g_shards_started{0};
 std::atomic<unsigned> g_shards_stopped{0};
 
@@ -32,6 +33,7 @@ keel::task<keel::result<keel::message>> handle_ping(keel::message request) {
 
 int start(keel::module_context* context, char* error, std::size_t error_bytes) {
   g_config = std::string(context->config_json());
+  g_core_config = std::string(context->core_config_json());
   g_shards_started = 0;
   g_shards_stopped = 0;
   event("start:good:" + std::string(context->module_name()) + ":" + std::to_string(context->shard_count()));
@@ -67,6 +69,9 @@ extern "C" __attribute__((visibility("default"))) const keel_module_descriptor* 
 // Read by host_test through dlsym on the handle the host loaded.
 extern "C" __attribute__((visibility("default"))) const char* keel_test_good_config(void) {
   return g_config.c_str();
+}
+extern "C" __attribute__((visibility("default"))) const char* keel_test_good_core_config(void) {
+  return g_core_config.c_str();
 }
 extern "C" __attribute__((visibility("default"))) unsigned keel_test_good_shards_started(void) {
   return g_shards_started.load();

@@ -62,9 +62,14 @@ struct fixture {
   keel::bus bus;
   std::vector<std::string> logged;
   keel::module_services services(unsigned shards = 1) {
-    return {&router, &bus, shards, [this](keel::log_level, std::string_view module, std::string_view text) {
+    return {&router, &bus, shards,
+            [this](keel::log_level, std::string_view module, std::string_view text) {
               logged.push_back(std::string(module) + ": " + std::string(text));
-            }};
+            },
+            core_config()};
+  }
+  static std::string core_config() {
+    return R"({"name":"infra1","initial-cluster":"infra1=http://10.0.0.1:2380"})";
   }
   static std::string section(std::string_view name) {
     return "{\"module\":\"" + std::string(name) + "\",\"greeting\":\"hello\"}";
@@ -104,6 +109,10 @@ BOOST_AUTO_TEST_CASE(loads_a_module_and_starts_it) {
   auto config = module_symbol<const char* (*)()>(f.host, "good", "keel_test_good_config");
   BOOST_REQUIRE(config);
   BOOST_TEST(std::string(config()) == fixture::section("good"));
+  // So is core_config_json (module ABI 2).
+  auto core_config = module_symbol<const char* (*)()>(f.host, "good", "keel_test_good_core_config");
+  BOOST_REQUIRE(core_config);
+  BOOST_TEST(std::string(core_config()) == fixture::core_config());
 
   // Its route, bus handler, metrics and log line are visible.
   std::string allowed;

@@ -23,7 +23,7 @@
 #include <string>
 #include <string_view>
 
-#define KEEL_MODULE_ABI_VERSION 1u
+#define KEEL_MODULE_ABI_VERSION 2u  // 2: module_context::core_config_json
 #define KEEL_MODULE_ENTRY_SYMBOL "keel_module_entry"
 
 namespace keel {
@@ -51,6 +51,10 @@ class module_context {
   // Appends Prometheus text lines for this module to /metrics.
   virtual void add_metrics(std::function<void(std::string& out)> fn) = 0;
   virtual void log(log_level level, std::string_view text) = 0;
+  // The core keys of the effective config as compact JSON, defaults filled in
+  // (name, data-dir, listen-peer-urls, initial-cluster, heartbeat-interval, …; see
+  // docs/config.md), no module sections. Added in ABI 2; keep new members after it.
+  virtual std::string_view core_config_json() const = 0;
 };
 }  // namespace keel
 

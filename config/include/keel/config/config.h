@@ -80,6 +80,10 @@ class config {
   // Compact JSON text of one module's section, e.g. {"prefix":">"}; what the module's
   // init function receives. REQUIRES: the module's section schema was added.
   std::string section_json(std::string_view module) const;
+  // Compact JSON text of the core keys only (every key of core_schema.cc, defaults
+  // filled, in schema order; no module sections); what module_context::core_config_json
+  // gives each module.
+  std::string core_json() const;
   // The whole effective configuration, keys in schema order; `keeld --print-config`
   // prints it pretty. Feeding it back as keel.json yields the same configuration.
   std::string to_json(bool pretty) const;

@@ -39,6 +39,8 @@ struct module_services {
   keel::bus* bus = nullptr;
   unsigned shard_count = 1;
   std::function<void(log_level, std::string_view module, std::string_view text)> log;
+  // What module_context::core_config_json() returns: keel::config::config::core_json().
+  std::string core_config_json = "{}";
 };
 
 class module_host {
