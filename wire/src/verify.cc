@@ -73,6 +73,8 @@ constexpr type_kind kinds[] = {
     {frame_type::watch_cancel_request, "watch_cancel_request", "keel.wire.WatchCancelRequest", verify_root<WatchCancelRequest>},
     {frame_type::watch_cancel_response, "watch_cancel_response", "keel.wire.WatchCancelResponse", verify_root<WatchCancelResponse>},
     {frame_type::raft_message, "raft_message", "keel.wire.RaftMessage", verify_root<RaftMessage>},
+    {frame_type::raft_proposal, "raft_proposal", "keel.wire.RaftProposal", verify_root<RaftProposal>},
+    {frame_type::raft_proposal_result, "raft_proposal_result", "keel.wire.RaftProposalResult", verify_root<RaftProposalResult>},
 };
 
 const type_kind* find_kind(frame_type type) noexcept {

@@ -128,4 +128,49 @@ result<message> decode_raft_message(const std::uint8_t* data, std::size_t size, 
   return m;
 }
 
+std::string encode_proposal(const proposal& p, std::uint64_t cluster_id) {
+  flatbuffers::FlatBufferBuilder b(64 + p.data.size());
+  auto data = bytes_of(b, p.data);
+  b.Finish(fw::CreateRaftProposal(b, cluster_id, p.from, data));
+  return std::string(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
+}
+
+std::string encode_proposal_result(const proposal_result& r, std::uint64_t cluster_id) {
+  flatbuffers::FlatBufferBuilder b(64 + r.message.size());
+  auto text = b.CreateString(r.message);
+  b.Finish(fw::CreateRaftProposalResult(b, cluster_id, r.code, text, r.index, r.term, r.ttl));
+  return std::string(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
+}
+
+result<proposal> decode_proposal(const std::uint8_t* data, std::size_t size, std::uint64_t expected_cluster_id) {
+  flatbuffers::Verifier verifier(data, size);
+  if (!verifier.VerifyBuffer<fw::RaftProposal>(nullptr))
+    return status{errc::corruption, "raft proposal refused: " + std::to_string(size) + " bytes that do not verify as keel.wire.RaftProposal"};
+  const fw::RaftProposal* in = flatbuffers::GetRoot<fw::RaftProposal>(data);
+  if (in->cluster_id() != expected_cluster_id)
+    return refuse("proposal from cluster " + std::to_string(in->cluster_id()) + ", this is cluster " +
+                  std::to_string(expected_cluster_id));
+  if (in->from() == no_node) return refuse("proposal from node 0");
+  return proposal{in->from(), string_of(in->data())};
+}
+
+result<proposal_result> decode_proposal_result(const std::uint8_t* data, std::size_t size,
+                                               std::uint64_t expected_cluster_id) {
+  flatbuffers::Verifier verifier(data, size);
+  if (!verifier.VerifyBuffer<fw::RaftProposalResult>(nullptr))
+    return status{errc::corruption, "raft proposal result refused: " + std::to_string(size) +
+                                        " bytes that do not verify as keel.wire.RaftProposalResult"};
+  const fw::RaftProposalResult* in = flatbuffers::GetRoot<fw::RaftProposalResult>(data);
+  if (in->cluster_id() != expected_cluster_id)
+    return refuse("proposal result from cluster " + std::to_string(in->cluster_id()) + ", this is cluster " +
+                  std::to_string(expected_cluster_id));
+  proposal_result r;
+  r.code = in->code();
+  r.message = in->message() ? in->message()->str() : std::string();
+  r.index = in->index();
+  r.term = in->term();
+  r.ttl = in->ttl();
+  return r;
+}
+
 }  // namespace keel::raft

@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "codec.h"
+#include "core_internal.h"
+#include "cluster.h"
 #include "keel/kv/snapshot.h"
 #include "keel/kv/wal.h"
 #include "keel/kv/wal_recovery.h"
@@ -27,84 +29,7 @@
 
 namespace keel::kv_module {
 
-namespace {
 
-using clock = std::chrono::steady_clock;
-
-struct lease_entry {
-  std::int64_t granted_ttl = 0;
-  clock::time_point expiry;
-  std::set<std::string> keys;
-};
-
-// Events made durable by one group commit, shared read-only by every shard's watchers.
-struct event_batch {
-  std::vector<kv::event> events;
-  std::vector<std::int64_t> expiry_revisions;  // sorted
-  std::int64_t revision = 0;                   // the newest published revision after it
-};
-
-// One shard's watchers (touched only on that shard).
-struct shard_watchers {
-  std::vector<watcher::state*> list;
-  std::int64_t last_revision = 0;  // the newest batch revision this shard received
-};
-
-struct core_state {
-  module_context* context = nullptr;
-  std::string dir, wal_dir;
-  identity ids;
-
-  // Owner shard only once the shards run.
-  std::unique_ptr<kv::uring_wal_storage> storage;
-  kv::wal_recovery recovered;
-  kv::mvcc_store store;
-  std::unique_ptr<kv::wal_writer> writer;
-  status open_failure;
-  bool opened = false;
-  std::vector<std::coroutine_handle<>> open_waiters;
-  std::uint64_t next_index = 1;
-  std::uint64_t commits_in_flight = 0;
-  std::map<std::int64_t, lease_entry> leases;
-  std::set<std::int64_t> expiry_revisions;
-  std::vector<kv::event> pending_events;         // applied, not yet durable
-  std::vector<std::int64_t> pending_expiry;      // revisions among them made by expiry
-  std::int64_t published_local = 1;              // owner's copy of `published`
-  std::uint64_t lease_id_state = 0;
-  bool replaying = false;
-  bool wal_failure_logged = false;
-
-  std::vector<std::unique_ptr<shard_watchers>> shards;
-
-  // Snapshots (owner shard; the file is written on `snapshot_thread`).
-  std::string snap_dir;
-  std::uint64_t snapshot_count = 100000;
-  std::uint64_t wal_segment_bytes = 0;
-  std::uint64_t snapshot_index = 0;           // the newest durable snapshot
-  std::uint64_t snapshot_previous_index = 0;  // the one before: the WAL is kept from here
-  std::uint64_t snapshot_pending_index = 0;   // being written
-  bool snapshot_busy = false;  // from the fork until finish_snapshot() reaped the child
-  pid_t snapshot_child = 0;     // the process writing the snapshot (0: none)
-  int snapshot_result_fd = -1;  // what it says when it is done ("ok <bytes>" or the error)
-  std::atomic<std::uint64_t> snapshots_taken{0};
-  std::atomic<std::uint64_t> snapshot_last_bytes{0};
-  std::atomic<std::uint64_t> snapshot_last_save_microseconds{0};
-  std::atomic<std::uint64_t> wal_segments_released{0};
-  // Copies of the writer's statistics, refreshed by the owner after each commit.
-  std::atomic<std::uint64_t> wal_batches{0};
-  std::atomic<std::uint64_t> wal_records{0};
-  std::atomic<std::uint64_t> wal_bytes{0};
-
-  std::atomic<std::int64_t> published{1};
-  std::atomic<std::int64_t> revision{1};
-  std::atomic<std::uint64_t> watchers{0};
-  std::atomic<std::uint64_t> replayed{0};
-  std::atomic<std::uint64_t> leases_live{0};
-  std::atomic<std::uint64_t> leases_expired{0};
-  std::atomic<std::uint64_t> events_published{0};
-  std::atomic<std::uint64_t> watch_catchups{0};
-  std::atomic<bool> stopping{false};
-};
 core_state* g = nullptr;
 
 status fail(errc code, std::string_view message) { return {code, std::string(message)}; }
@@ -157,7 +82,12 @@ status writer_unusable() {
 
 // Appends one entry. Nothing is applied here; the caller applies right after.
 status log_entry(std::string data) {
-  if (g->replaying) return status::ok();
+  if (g->replaying || g->applying) return status::ok();
+  if (g->capture) {  // a follower's write: the caller forwards it (write_on_owner)
+    *g->capture = std::move(data);
+    return fail(errc::unavailable, "captured for the leader");
+  }
+  if (g->cluster) return cluster_log(std::move(data));
   if (!g->opened || !g->writer) return fail(errc::unavailable, std::string(kv_messages::wal_unavailable) + "not open yet");
   if (status bad = writer_unusable(); !bad) return bad;
   if (data.size() > limits::wal_entry_data_bytes_max) return fail(errc::too_large, kv_messages::request_too_large);
@@ -196,6 +126,7 @@ void collect(std::vector<kv::event>& events, bool expiry) {
   }
   events.clear();
   g->revision.store(g->store.current_revision(), std::memory_order_relaxed);
+  if (g->cluster && !g->applying && !g->replaying) cluster_note_applied();
 }
 
 status check_lease(std::int64_t lease) {
@@ -245,7 +176,9 @@ std::int64_t apply_lease_revoke(std::int64_t id, bool expired) {
 
 // ---- publishing ------------------------------------------------------------------------------
 
+namespace {
 void deliver(const std::shared_ptr<const event_batch>& batch);
+}  // namespace
 
 // Publishes the pending events of revisions <= through (they are durable).
 void publish_through(std::int64_t through) {
@@ -493,6 +426,7 @@ task<void> expire_leases() {
     if (!elapsed || g->stopping.load(std::memory_order_relaxed)) break;
     finish_snapshot();
     if (!g->opened || !g->writer || !writer_unusable()) continue;
+    if (g->cluster && !cluster_can_propose()) continue;  // the leader decides expiry
     auto now = clock::now();
     std::vector<std::int64_t> due;
     for (auto& [id, lease] : g->leases)
@@ -508,7 +442,6 @@ task<void> expire_leases() {
   }
 }
 
-}  // namespace
 
 // ---- identity and errors ------------------------------------------------------------------
 
@@ -624,6 +557,17 @@ std::optional<lease_status> owner_lease(std::int64_t id, bool keys) {
 }
 
 task<status> owner_commit() {
+  if (g->cluster) {
+    task<status> committing = cluster_commit();
+    status committed = co_await std::move(committing);
+    if (g->writer) {
+      const kv::wal_writer_stats& stats = g->writer->stats();
+      g->wal_batches.store(stats.batches, std::memory_order_relaxed);
+      g->wal_records.store(stats.records, std::memory_order_relaxed);
+      g->wal_bytes.store(stats.bytes, std::memory_order_relaxed);
+    }
+    co_return committed;
+  }
   std::int64_t through = g->store.current_revision();
   if (!g->writer) co_return writer_unusable();
   task<status> committing = durable_now();
@@ -647,6 +591,47 @@ bool owner_revision_is_expiry(std::int64_t revision) { return g->expiry_revision
 
 namespace {
 
+// What a follower's client gets from applying its forwarded entry.
+result<kv::put_result> outcome_as(apply_outcome& o, kv::put_result*) {
+  if (!o.failure.is_ok()) return o.failure;
+  if (!o.put) return fail(errc::corruption, "the forwarded entry was not a put");
+  return std::move(*o.put);
+}
+result<kv::delete_range_result> outcome_as(apply_outcome& o, kv::delete_range_result*) {
+  if (!o.failure.is_ok()) return o.failure;
+  if (!o.deleted) return fail(errc::corruption, "the forwarded entry was not a delete");
+  return std::move(*o.deleted);
+}
+result<kv::txn_result> outcome_as(apply_outcome& o, kv::txn_result*) {
+  if (!o.failure.is_ok()) return o.failure;
+  if (!o.txn) return fail(errc::corruption, "the forwarded entry was not a txn");
+  return std::move(*o.txn);
+}
+result<lease_status> outcome_as(apply_outcome& o, lease_status*) {
+  if (!o.failure.is_ok()) return o.failure;
+  if (!o.lease) return fail(errc::corruption, "the forwarded entry was not a lease grant");
+  return std::move(*o.lease);
+}
+result<std::int64_t> outcome_as(apply_outcome& o, std::int64_t*) {
+  if (!o.failure.is_ok()) return o.failure;
+  return o.revision;
+}
+
+// Cluster mode on a follower: runs `write` in capture mode (its checks run here, the
+// entry it would log is kept) and has the leader log it; the answer is what applying the
+// entry gave on this member.
+template <typename T, typename F>
+task<result<T>> forward_write(F& write) {
+  std::string captured;
+  g->capture = &captured;
+  result<T> checked = write();
+  g->capture = nullptr;
+  if (captured.empty()) co_return checked;  // refused before logging
+  task<apply_outcome> forwarding = cluster_forward(std::move(captured));
+  apply_outcome outcome = co_await std::move(forwarding);
+  co_return outcome_as(outcome, static_cast<T*>(nullptr));
+}
+
 // Runs the owner primitive `write` once the WAL is open, then waits for durability.
 template <typename T, typename F>
 task<result<T>> write_on_owner(F write) {
@@ -654,6 +639,13 @@ task<result<T>> write_on_owner(F write) {
     return [](F write) -> task<result<T>> {
       task<status> waiting = owner_ready();
       if (status ready = co_await std::move(waiting); !ready) co_return ready;
+      if (g->cluster) {
+        task<bool> leading = cluster_wait_can_propose();
+        if (!co_await std::move(leading)) {
+          task<result<T>> forwarded = forward_write<T>(write);
+          co_return co_await std::move(forwarded);
+        }
+      }
       result<T> done = write();
       if (!done) co_return done;
       task<status> committing = owner_commit();
@@ -704,9 +696,9 @@ task<result<std::int64_t>> compact(std::int64_t revision, bool physical) {
   });
 }
 
-task<result<kv::range_result>> range(kv::range_request request) {
-  return run_on_owner<result<kv::range_result>>([request = std::move(request)]() -> task<result<kv::range_result>> {
-    return [](kv::range_request request) -> task<result<kv::range_result>> {
+task<result<kv::range_result>> range(kv::range_request request, bool serializable) {
+  return run_on_owner<result<kv::range_result>>([request = std::move(request), serializable]() -> task<result<kv::range_result>> {
+    return [](kv::range_request request, bool serializable) -> task<result<kv::range_result>> {
       task<status> waiting = owner_ready();
       if (status ready = co_await std::move(waiting); !ready) {
         // The WAL failed (disk full, fdatasync error): writes stop, reads go on at the
@@ -718,12 +710,27 @@ task<result<kv::range_result>> range(kv::range_request request) {
         if (found) found->revision = g->published_local;
         co_return found;
       }
+      if (g->cluster) {
+        // Committed state only: a linearizable read first confirms (ReadIndex) that
+        // nothing newer was committed elsewhere; both read at the published revision.
+        if (!serializable) {
+          task<status> barrier = cluster_read_barrier();
+          if (status confirmed = co_await std::move(barrier); !confirmed) co_return confirmed;
+        }
+        if (request.revision <= 0 || request.revision > g->published_local) {
+          if (request.revision > g->published_local) co_return fail(errc::invalid_argument, kv::mvcc_messages::future_revision);
+          request.revision = g->published_local;
+        }
+        auto found = g->store.range(request);
+        if (found) found->revision = g->published_local;
+        co_return found;
+      }
       auto found = g->store.range(request);
       // Everything the read saw must be durable before it is shown.
       task<status> committing = owner_commit();
       if (status durable = co_await std::move(committing); !durable) co_return durable;
       co_return found;
-    }(std::move(request));
+    }(std::move(request), serializable);
   });
 }
 
@@ -736,7 +743,20 @@ task<result<std::int64_t>> lease_revoke(std::int64_t id) {
 }
 
 task<result<lease_status>> lease_keep_alive(std::int64_t id) {
-  return read_on_owner<lease_status>([id]() -> result<lease_status> {
+  // In a cluster only the leader's clock decides expiry: a follower has it renew there.
+  task<bool> forwarding = run_on_owner<bool>([]() -> task<bool> { co_return g->cluster && !cluster_is_leader(); });
+  if (co_await std::move(forwarding)) {
+    task<result<std::int64_t>> renewing = run_on_owner<result<std::int64_t>>(
+        [id]() -> task<result<std::int64_t>> { return cluster_forward_keep_alive(id); });
+    auto renewed = co_await std::move(renewing);
+    if (!renewed) co_return renewed.error();
+    lease_status s;
+    s.id = id;
+    s.ttl = s.granted_ttl = renewed.value();
+    s.revision = g->published.load(std::memory_order_acquire);
+    co_return s;
+  }
+  task<result<lease_status>> local = read_on_owner<lease_status>([id]() -> result<lease_status> {
     auto it = g->leases.find(id);
     if (it == g->leases.end()) return fail(errc::not_found, kv_messages::lease_not_found);
     it->second.expiry = clock::now() + std::chrono::seconds(it->second.granted_ttl);
@@ -746,6 +766,7 @@ task<result<lease_status>> lease_keep_alive(std::int64_t id) {
     s.revision = g->published_local;
     return s;
   });
+  co_return co_await std::move(local);
 }
 
 task<result<lease_status>> lease_time_to_live(std::int64_t id, bool keys) {
@@ -770,7 +791,44 @@ task<result<member_status>> status_now() {
     member_status s;
     s.revision = g->published_local;
     s.raft_index = g->next_index - 1;
+    s.raft_applied_index = s.raft_index;
+    s.leader = g->ids.member_id;
+    s.raft_term = g->ids.raft_term;
+    if (g->cluster) {
+      cluster_status c = cluster_status_now();
+      s.raft_index = c.raft_index;
+      s.raft_applied_index = c.applied_index;
+      s.leader = c.leader;
+      s.raft_term = c.term;
+    }
     return s;
+  });
+}
+
+task<member_view> members_now() {
+  return run_on_owner<member_view>([]() -> task<member_view> {
+    member_view view;
+    if (g->cluster) {
+      view.members = cluster_members();
+      view.leader = cluster_status_now().leader;
+      view.cluster = true;
+    } else {
+      view.members.push_back({g->ids.member_id, g->configured.name, g->configured.advertise_peer_urls,
+                              g->configured.advertise_client_urls});
+      view.leader = g->ids.member_id;
+    }
+    co_return view;
+  });
+}
+
+task<status> move_leader(std::uint64_t target) {
+  return run_on_owner<status>([target]() -> task<status> {
+    if (!g->cluster) {
+      if (target != g->ids.member_id) co_return fail(errc::not_found, "etcdserver: bad leader transferee");
+      co_return status::ok();
+    }
+    task<status> moving = cluster_move_leader(target);
+    co_return co_await std::move(moving);
   });
 }
 
@@ -1014,23 +1072,54 @@ std::uint64_t fnv1a(std::string_view text) {
   return h;
 }
 
-status replay_entry(const wal_entry& entry) {
+// Applies one decoded entry (replay, a committed entry, or a rebuild): the owner
+// primitives with logging off, so a request refused when served is refused identically.
+apply_outcome apply_entry(const wal_entry& entry) {
+  apply_outcome out;
   switch (entry.kind) {
-    case entry_kind_put: (void)owner_put(kv::put_request{entry.put.key, entry.put.value, entry.put.lease,
-                                                         entry.put.prev_kv, entry.put.ignore_value,
-                                                         entry.put.ignore_lease});
+    case entry_kind_put: {
+      auto done = owner_put(kv::put_request{entry.put.key, entry.put.value, entry.put.lease, entry.put.prev_kv,
+                                            entry.put.ignore_value, entry.put.ignore_lease});
+      if (done) out.put = std::move(done.value());
+      else out.failure = done.error();
       break;
-    case entry_kind_delete: (void)owner_delete_range(entry.delete_range); break;
-    case entry_kind_txn: (void)owner_txn(entry.txn); break;
-    case entry_kind_compact: (void)g->store.compact(entry.compact_revision); break;
+    }
+    case entry_kind_delete: {
+      auto done = owner_delete_range(entry.delete_range);
+      if (done) out.deleted = std::move(done.value());
+      else out.failure = done.error();
+      break;
+    }
+    case entry_kind_txn: {
+      auto done = owner_txn(entry.txn);
+      if (done) out.txn = std::move(done.value());
+      else out.failure = done.error();
+      break;
+    }
+    case entry_kind_compact: {
+      status compacted = g->store.compact(entry.compact_revision);
+      if (!compacted) out.failure = compacted;
+      break;
+    }
     case entry_kind_lease_grant:
-      if (!g->leases.contains(entry.lease_id)) apply_lease_grant(entry.lease_id, entry.lease_ttl);
+      if (!g->leases.contains(entry.lease_id)) {
+        apply_lease_grant(entry.lease_id, entry.lease_ttl);
+        lease_status granted;
+        granted.id = entry.lease_id;
+        granted.ttl = granted.granted_ttl = entry.lease_ttl;
+        granted.revision = g->store.current_revision();
+        out.lease = granted;
+      } else {
+        out.failure = fail(errc::already_exists, kv_messages::lease_exists);
+      }
       break;
     case entry_kind_lease_revoke:
       if (g->leases.contains(entry.lease_id)) apply_lease_revoke(entry.lease_id, entry.lease_expired);
+      else out.failure = fail(errc::not_found, kv_messages::lease_not_found);
       break;
   }
-  return status::ok();
+  out.revision = g->store.current_revision();
+  return out;
 }
 
 // Loads the newest snapshot that verifies into the store and leases; its index, or 0.
@@ -1047,7 +1136,9 @@ result<std::uint64_t> load_snapshot(core_state& s) {
   return snap.index;
 }
 
-status recover(core_state& s) {
+// `replay`: apply the WAL's entries now (a single node). A cluster member leaves them
+// in s.recovered.records for Raft, which hands the committed ones out to be applied.
+status recover(core_state& s, bool replay) {
   status made = kv::posix_wal_directory::create_directories(s.wal_dir);
   if (!made) return made;
   auto snapshot = load_snapshot(s);
@@ -1066,6 +1157,7 @@ status recover(core_state& s) {
   std::uint64_t entries = 0;
   s.replaying = true;
   for (const kv::wal_record& record : s.recovered.records) {
+    if (!replay) break;
     if (record.type != kv::wal_record_type::entry || record.index <= snapshot_index) continue;
     auto entry = decode_entry(record.data);
     if (!entry) {
@@ -1073,14 +1165,16 @@ status recover(core_state& s) {
       return {errc::corruption, s.wal_dir + ": entry " + std::to_string(record.index) + " is not a kv request (" +
                                     std::to_string(record.data.size()) + " bytes)"};
     }
-    (void)replay_entry(*entry);  // a request refused when served is refused identically
+    (void)apply_entry(*entry);  // a request refused when served is refused identically
     ++entries;
   }
   s.replaying = false;
   std::uint64_t last = s.recovered.last_index ? *s.recovered.last_index : 0;
   s.next_index = std::max(last, snapshot_index) + 1;
-  s.recovered.records.clear();
-  s.recovered.records.shrink_to_fit();
+  if (replay) {
+    s.recovered.records.clear();
+    s.recovered.records.shrink_to_fit();
+  }
   s.replayed = entries;
   s.revision = s.store.current_revision();
   s.published = s.store.current_revision();
@@ -1089,6 +1183,102 @@ status recover(core_state& s) {
 }
 
 }  // namespace
+
+apply_outcome apply_entry_data(std::string_view data) {
+  auto entry = decode_entry(data);
+  if (!entry) {
+    apply_outcome out;
+    out.failure = fail(errc::corruption, "a committed entry of " + std::to_string(data.size()) + " bytes is not a kv request");
+    g->context->log(log_level::error, out.failure.message());
+    return out;
+  }
+  return apply_entry(*entry);
+}
+
+status run_forwarded_request(std::string_view data, std::int64_t* ttl_out) {
+  if (!data.empty() && static_cast<std::uint8_t>(data[0]) == 0x7d) {  // keep-alive (cluster.cc)
+    if (data.size() != 9) return fail(errc::invalid_argument, "a malformed forwarded keep-alive");
+    std::uint64_t id = 0;
+    for (int i = 0; i < 8; ++i) id |= static_cast<std::uint64_t>(static_cast<std::uint8_t>(data[1 + i])) << (8 * i);
+    auto it = g->leases.find(static_cast<std::int64_t>(id));
+    if (it == g->leases.end()) return fail(errc::not_found, kv_messages::lease_not_found);
+    it->second.expiry = clock::now() + std::chrono::seconds(it->second.granted_ttl);
+    *ttl_out = it->second.granted_ttl;
+    return status::ok();
+  }
+  auto entry = decode_entry(data);
+  if (!entry) return fail(errc::invalid_argument, "a forwarded request that is not a kv request");
+  switch (entry->kind) {
+    case entry_kind_put: {
+      auto done = owner_put(kv::put_request{entry->put.key, entry->put.value, entry->put.lease, entry->put.prev_kv,
+                                            entry->put.ignore_value, entry->put.ignore_lease});
+      return done ? status::ok() : done.error();
+    }
+    case entry_kind_delete: {
+      auto done = owner_delete_range(entry->delete_range);
+      return done ? status::ok() : done.error();
+    }
+    case entry_kind_txn: {
+      auto done = owner_txn(entry->txn);
+      return done ? status::ok() : done.error();
+    }
+    case entry_kind_compact: {
+      std::int64_t revision = entry->compact_revision;
+      if (revision > g->store.current_revision()) return fail(errc::invalid_argument, kv::mvcc_messages::future_revision);
+      if (revision <= g->store.compact_revision()) return fail(errc::invalid_argument, kv::mvcc_messages::compacted);
+      if (status logged = log_entry(std::string(data)); !logged) return logged;
+      return g->store.compact(revision);
+    }
+    case entry_kind_lease_grant: {
+      auto done = owner_lease_grant(entry->lease_ttl, entry->lease_id);
+      return done ? status::ok() : done.error();
+    }
+    case entry_kind_lease_revoke: {
+      auto done = owner_lease_revoke(entry->lease_id);
+      return done ? status::ok() : done.error();
+    }
+  }
+  return fail(errc::invalid_argument, "a forwarded request of an unknown kind");
+}
+
+status rebuild_state(std::uint64_t through_index,
+                     const std::function<const std::string*(std::uint64_t index)>& entry_data_at) {
+  std::int64_t published = g->published_local;
+  g->store = kv::mvcc_store();
+  g->leases.clear();
+  g->replaying = true;
+  auto snapshot = load_snapshot(*g);
+  if (!snapshot) {
+    g->replaying = false;
+    return snapshot.error();
+  }
+  for (std::uint64_t i = snapshot.value() + 1; i <= through_index; ++i) {
+    const std::string* data = entry_data_at(i);
+    if (data == nullptr) {
+      g->replaying = false;
+      return fail(errc::corruption, "entry " + std::to_string(i) + " is no longer in the log");
+    }
+    if (data->empty()) continue;
+    auto forwarded = unwrap_forwarded(*data);
+    (void)apply_entry_data(forwarded ? forwarded->inner : std::string_view(*data));
+  }
+  g->replaying = false;
+  std::int64_t revision = g->store.current_revision();
+  std::erase_if(g->pending_events, [revision](const kv::event& e) { return e.kv.mod_revision > revision; });
+  std::erase_if(g->pending_expiry, [revision](std::int64_t r) { return r > revision; });
+  std::erase_if(g->expiry_revisions, [revision](std::int64_t r) { return r > revision; });
+  g->revision.store(revision, std::memory_order_relaxed);
+  g->leases_live.store(g->leases.size(), std::memory_order_relaxed);
+  if (revision < published)
+    g->context->log(log_level::error, "rebuilt revision " + std::to_string(revision) + " is below the published " +
+                                          std::to_string(published));
+  return status::ok();
+}
+
+void refresh_lease_expiries() {
+  auto now = clock::now();
+  for (auto& [id, lease] : g->leases) lease.expiry = now + std::chrono::seconds(lease.granted_ttl);
+}
 
 status core_start(module_context* context, const core_options& options) {
   auto state = std::make_unique<core_state>();
@@ -1103,10 +1293,21 @@ status core_start(module_context* context, const core_options& options) {
   state->lease_id_state = static_cast<std::uint64_t>(clock::now().time_since_epoch().count()) ^ state->ids.member_id;
   for (unsigned i = 0; i < context->shard_count(); ++i) state->shards.push_back(std::make_unique<shard_watchers>());
   g = state.get();
-  status recovered = recover(*state);
+  cluster_options cluster = options.cluster;
+  cluster.data_dir = state->dir;
+  state->configured = cluster;
+  bool clustered = cluster_mode_wanted(cluster);
+  status recovered = recover(*state, !clustered);
   if (!recovered) {
     g = nullptr;
     return {recovered.code(), "recovering " + state->wal_dir + ": " + recovered.message()};
+  }
+  if (clustered) {
+    auto joined = cluster_start(context, cluster);
+    if (!joined) {
+      g = nullptr;
+      return joined.error();
+    }
   }
   for (auto& sw : state->shards) sw->last_revision = state->store.current_revision();
   context->log(log_level::info, "recovered " + std::to_string(state->replayed.load()) + " entries from " +
@@ -1116,14 +1317,24 @@ status core_start(module_context* context, const core_options& options) {
   return status::ok();
 }
 
+namespace {
+task<void> start_cluster_when_open() {
+  if (!g->opened) co_await open_awaiter{};
+  if (g->writer) cluster_on_owner_start(*shard::current());
+}
+}  // namespace
+
 void core_on_shard_start(shard& s) {
   if (s.id() != owner_shard) return;
   spawn(open_writer());
+  if (g->cluster) spawn(start_cluster_when_open());
   spawn(expire_leases());
 }
 
 void core_on_shard_stop(shard& s) {
-  if (s.id() == owner_shard) g->stopping.store(true, std::memory_order_relaxed);
+  if (s.id() != owner_shard) return;
+  g->stopping.store(true, std::memory_order_relaxed);
+  if (g->cluster && g->opened && g->writer) cluster_on_owner_stop();
 }
 
 void core_stop() {

@@ -29,6 +29,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cluster.h"
 #include "keel/kv/mvcc.h"
 #include "keel/reactor/cross.h"
 #include "keel/reactor/shard.h"
@@ -92,8 +93,10 @@ int grpc_code_of(const status& failure) noexcept;
 
 // put: errc::not_found lease_not_found when request.lease names no lease.
 task<result<kv::put_result>> put(kv::put_request request);
-// Linearizable on one node: waits until everything it saw is durable.
-task<result<kv::range_result>> range(kv::range_request request);
+// Linearizable by default: on one node it waits until everything it saw is durable; in a
+// cluster it confirms leadership first (ReadIndex) and reads committed state only.
+// `serializable`: served from this member's committed state without asking anyone.
+task<result<kv::range_result>> range(kv::range_request request, bool serializable = false);
 task<result<kv::delete_range_result>> delete_range(kv::delete_range_request request);
 task<result<kv::txn_result>> txn(kv::txn_request request);
 // Returns the store's revision after the compaction (the header revision).
@@ -124,10 +127,26 @@ task<result<std::vector<std::int64_t>>> lease_list();
 // What /v3/maintenance/status and `endpoint status` show of this member.
 struct member_status {
   std::int64_t revision = 0;
-  std::uint64_t raft_index = 0;  // the last logged entry (applied too: one node applies at once)
+  std::uint64_t raft_index = 0;  // the last logged entry
+  std::uint64_t raft_applied_index = 0;  // committed and applied here
+  std::uint64_t leader = 0;      // the leader's member id (0: none known)
+  std::uint64_t raft_term = 0;
   std::uint64_t db_size = 0;     // bytes of keys and values held, every version (0 if unknown)
 };
 task<result<member_status>> status_now();
+
+// The members as /v2/members and /v3/cluster/member/list show them: a single node is
+// itself (its advertised URLs); a cluster member lists the membership with the client
+// URLs each member published. leader is the leader's id (0: none known).
+struct member_view {
+  std::vector<cluster_member_info> members;
+  std::uint64_t leader = 0;
+  bool cluster = false;  // a Raft cluster (else a single node)
+};
+task<member_view> members_now();
+// /v3/maintenance/transfer-leadership: on the leader, hands leadership to `target`.
+// A single node is its own leader: target must be itself.
+task<status> move_leader(std::uint64_t target);
 
 // Runs the task-returning `fn` on the owner shard (directly when already there).
 template <typename T, typename F>
@@ -215,6 +234,7 @@ struct core_options {
   std::string dir;  // "" = ./default.keel; the WAL is <dir>/wal, snapshots <dir>/snap
   std::uint64_t snapshot_count = 100000;  // entries between snapshots (etcd's --snapshot-count)
   std::uint64_t wal_segment_bytes = 0;    // 0: limits::wal_segment_bytes_max
+  cluster_options cluster;                // cluster.h (data_dir is set from dir)
 };
 // Main thread, before the shards run: recovers the WAL and replays it. Corruption is an
 // error naming the file and offset; keeld refuses to start.

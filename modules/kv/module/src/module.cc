@@ -10,12 +10,57 @@
 #include <string>
 
 #include "core.h"
+#include "keel/cluster.h"
 #include "keel/module.h"
 #include "keel/reactor/shard.h"
 
 namespace {
 
 namespace kvm = keel::kv_module;
+
+std::string string_of(const rapidjson::Value& doc, const char* key, const char* fallback = "") {
+  return doc.HasMember(key) && doc[key].IsString() ? doc[key].GetString() : fallback;
+}
+
+std::vector<std::string> strings_of(const rapidjson::Value& doc, const char* key) {
+  std::vector<std::string> out;
+  if (doc.HasMember(key) && doc[key].IsArray())
+    for (const auto& v : doc[key].GetArray())
+      if (v.IsString()) out.push_back(v.GetString());
+  return out;
+}
+
+// etcd's static-cluster flags (core keys) -> the cluster options. The member ids are
+// etcd's, computed from the peer URLs and the token.
+keel::status read_cluster_options(std::string_view core_json, kvm::cluster_options& out, std::string& data_dir) {
+  rapidjson::Document core;
+  std::string text(core_json);
+  core.Parse(text.c_str());
+  if (core.HasParseError() || !core.IsObject()) return {keel::errc::invalid_argument, "the core config is not an object"};
+  out.name = string_of(core, "name", "default");
+  data_dir = string_of(core, "data-dir");
+  out.token = string_of(core, "initial-cluster-token", "etcd-cluster");
+  out.listen_peer_urls = strings_of(core, "listen-peer-urls");
+  out.advertise_peer_urls = strings_of(core, "initial-advertise-peer-urls");
+  out.advertise_client_urls = strings_of(core, "advertise-client-urls");
+  if (core.HasMember("heartbeat-interval") && core["heartbeat-interval"].IsUint())
+    out.heartbeat_ms = core["heartbeat-interval"].GetUint();
+  if (core.HasMember("election-timeout") && core["election-timeout"].IsUint())
+    out.election_ms = core["election-timeout"].GetUint();
+  auto members = keel::parse_initial_cluster(string_of(core, "initial-cluster"));
+  if (!members) return members.error();
+  std::vector<std::uint64_t> ids;
+  for (const keel::cluster_member_spec& m : members.value()) {
+    kvm::cluster_member member;
+    member.name = m.name;
+    member.peer_urls = m.peer_urls;
+    member.id = keel::compute_member_id(m.peer_urls, out.token);
+    ids.push_back(member.id);
+    out.members.push_back(std::move(member));
+  }
+  out.cluster_id = keel::compute_cluster_id(ids);
+  return keel::status::ok();
+}
 
 int start(keel::module_context* context, char* error, std::size_t error_bytes) {
   rapidjson::Document config;
@@ -26,7 +71,14 @@ int start(keel::module_context* context, char* error, std::size_t error_bytes) {
     return 1;
   }
   kvm::core_options options;
+  std::string data_dir;
+  if (keel::status read = read_cluster_options(context->core_config_json(), options.cluster, data_dir); !read) {
+    std::snprintf(error, error_bytes, "%s", read.to_string().c_str());
+    return 1;
+  }
   options.dir = config["dir"].GetString();
+  // kv.dir wins; else etcd's --data-dir; else ./<name>.keel (as --data-dir's default).
+  if (options.dir.empty()) options.dir = data_dir.empty() ? "./" + options.cluster.name + ".keel" : data_dir;
   if (config.HasMember("snapshot-count") && config["snapshot-count"].IsUint64())
     options.snapshot_count = config["snapshot-count"].GetUint64();
   if (config.HasMember("wal-segment-bytes") && config["wal-segment-bytes"].IsUint64())
@@ -51,14 +103,14 @@ constexpr const char* schema = R"({
   "type": "object",
   "additionalProperties": false,
   "properties": {
-    "dir": {"type": "string", "default": "", "description": "Directory of the kv store (WAL in <dir>/wal, snapshots in <dir>/snap); \"\" means \"./default.keel\". The module cannot see --data-dir, so set this."},
+    "dir": {"type": "string", "default": "", "description": "Directory of the kv store (WAL in <dir>/wal, snapshots in <dir>/snap); \"\" means --data-dir, or ./<name>.keel without one."},
     "snapshot-count": {"type": "integer", "default": 100000, "minimum": 1, "description": "Committed entries between snapshots (etcd's --snapshot-count); the WAL before the snapshot preceding the newest is released."},
     "wal-segment-bytes": {"type": "integer", "default": 67108864, "minimum": 16777216, "maximum": 67108864, "description": "Size of each preallocated WAL segment (16 MiB to 64 MiB); smaller suits small disks and tests."}
   }
 })";
 
 const keel_module_descriptor descriptor = {
-    KEEL_MODULE_ABI_VERSION, "kv", "0.2.0", schema, nullptr, start, stop,
+    KEEL_MODULE_ABI_VERSION, "kv", "0.3.0", schema, nullptr, start, stop,
 };
 
 }  // namespace

@@ -110,7 +110,7 @@ task<result<message>> handle_range(message request) {
   if (table == nullptr) co_return error_answer(response, bad);
   auto decoded = native::decode(*table);
   if (!decoded) co_return error_answer(response, decoded.error());
-  task<result<kv::range_result>> asking = range(std::move(decoded).value());
+  task<result<kv::range_result>> asking = range(std::move(decoded).value(), table->serializable());
   auto got = co_await std::move(asking);
   if (!got) co_return error_answer(response, got.error());
   auto builder = new_builder();

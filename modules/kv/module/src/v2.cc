@@ -358,14 +358,54 @@ std::string member_json(const http_request& request) {
   return out;
 }
 
-void http_members(const http_request& request, http_response& response) {
-  add_cluster_headers(response);
-  response.send(200, "application/json", "{\"members\":[" + member_json(request) + "]}\n");
+// A cluster member as etcd's v2 members API shows it.
+std::string member_json(const cluster_member_info& m) {
+  std::string out = "{\"id\":\"" + hex_id(m.id) + "\",\"name\":";
+  append_go_string(out, m.name);
+  out += ",\"peerURLs\":[";
+  for (std::size_t i = 0; i < m.peer_urls.size(); ++i) {
+    if (i) out += ",";
+    append_go_string(out, m.peer_urls[i]);
+  }
+  out += "],\"clientURLs\":[";
+  for (std::size_t i = 0; i < m.client_urls.size(); ++i) {
+    if (i) out += ",";
+    append_go_string(out, m.client_urls[i]);
+  }
+  out += "]}";
+  return out;
 }
 
-void http_members_leader(const http_request& request, http_response& response) {
+task<void> http_members(const http_request& request, http_response& response) {
+  task<member_view> asking = members_now();
+  member_view view = co_await std::move(asking);
   add_cluster_headers(response);
-  response.send(200, "application/json", member_json(request) + "\n");
+  if (!view.cluster) {
+    response.send(200, "application/json", "{\"members\":[" + member_json(request) + "]}\n");
+    co_return;
+  }
+  std::string out = "{\"members\":[";
+  for (std::size_t i = 0; i < view.members.size(); ++i) {
+    if (i) out += ",";
+    out += member_json(view.members[i]);
+  }
+  response.send(200, "application/json", out + "]}\n");
+}
+
+task<void> http_members_leader(const http_request& request, http_response& response) {
+  task<member_view> asking = members_now();
+  member_view view = co_await std::move(asking);
+  add_cluster_headers(response);
+  if (!view.cluster) {
+    response.send(200, "application/json", member_json(request) + "\n");
+    co_return;
+  }
+  for (const cluster_member_info& m : view.members) {
+    if (m.id != view.leader) continue;
+    response.send(200, "application/json", member_json(m) + "\n");
+    co_return;
+  }
+  response.send(503, "application/json", "{\"message\":\"During election\"}\n");
 }
 
 void http_machines(const http_request& request, http_response& response) {
@@ -523,8 +563,8 @@ void register_v2_routes(http_router& router) {
     }
   }
   router.add("OPTIONS", "/v2/members", v2::http_options);
-  router.add("GET", "/v2/members", v2::http_members);
-  router.add("GET", "/v2/members/leader", v2::http_members_leader);
+  router.add_async("GET", "/v2/members", v2::http_members);
+  router.add_async("GET", "/v2/members/leader", v2::http_members_leader);
   router.add("GET", "/v2/machines", v2::http_machines);
   router.add("HEAD", "/v2/machines", v2::http_machines);
   router.add("GET", "/v2/stats/self", v2::http_stats_self);

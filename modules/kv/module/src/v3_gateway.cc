@@ -4,6 +4,8 @@
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
 
+#include <cerrno>
+#include <cstdlib>
 #include <array>
 #include <cctype>
 #include <cstdio>
@@ -464,10 +466,13 @@ std::optional<parse_error> parse_put(const rapidjson::Value& doc, kv::put_reques
   return std::nullopt;
 }
 
-std::optional<parse_error> parse_range(const rapidjson::Value& doc, kv::range_request& range) {
+// `serializable_out`: where a top-level range says whether it may skip the ReadIndex
+// confirmation (null inside a txn, which is always linearizable).
+std::optional<parse_error> parse_range(const rapidjson::Value& doc, kv::range_request& range,
+                                       bool* serializable_out = nullptr) {
   auto error = check_object(doc);
   if (error) return error;
-  bool serializable = false;  // one node: serializable and linearizable reads are the same
+  bool serializable = false;
   int order = 0, target = 0;
   if (!read_bytes(doc, "key", nullptr, range.key, error) ||
       !read_bytes(doc, "range_end", "rangeEnd", range.range_end, error) ||
@@ -487,8 +492,14 @@ std::optional<parse_error> parse_range(const rapidjson::Value& doc, kv::range_re
     return error;
   range.order = static_cast<kv::sort_order>(order);
   range.target = static_cast<kv::sort_target>(target);
+  if (serializable_out) *serializable_out = serializable;
   return std::nullopt;
 }
+
+struct range_call {
+  kv::range_request request;
+  bool serializable = false;
+};
 
 std::optional<parse_error> parse_delete_range(const rapidjson::Value& doc, kv::delete_range_request& request) {
   auto error = check_object(doc);
@@ -735,9 +746,10 @@ task<void> http_put(const http_request& request, http_response& response) {
 }
 
 task<void> http_range(const http_request& request, http_response& response) {
-  return serve_json<kv::range_request>(
-      request, response, [](const rapidjson::Value& doc, kv::range_request& r) { return parse_range(doc, r); },
-      [](kv::range_request r) { return answer(kv_module::range(std::move(r)), range_body); });
+  return serve_json<range_call>(
+      request, response,
+      [](const rapidjson::Value& doc, range_call& r) { return parse_range(doc, r.request, &r.serializable); },
+      [](range_call r) { return answer(kv_module::range(std::move(r.request), r.serializable), range_body); });
 }
 
 task<void> http_delete_range(const http_request& request, http_response& response) {
@@ -1083,16 +1095,94 @@ task<void> http_status(const http_request& request, http_response& response) {
         append_header(out, s.revision);
         out += ",\"version\":\"3.4.23\"";
         if (s.db_size) out += ",\"dbSize\":\"" + std::to_string(s.db_size) + "\"";
-        out += ",\"leader\":\"" + std::to_string(ids().member_id) + "\"";
+        out += ",\"leader\":\"" + std::to_string(s.leader) + "\"";
         out += ",\"raftIndex\":\"" + std::to_string(s.raft_index) + "\"";
-        out += ",\"raftTerm\":\"" + std::to_string(ids().raft_term) + "\"";
-        out += ",\"raftAppliedIndex\":\"" + std::to_string(s.raft_index) + "\"";
+        out += ",\"raftTerm\":\"" + std::to_string(s.raft_term) + "\"";
+        out += ",\"raftAppliedIndex\":\"" + std::to_string(s.raft_applied_index) + "\"";
         if (s.db_size) out += ",\"dbSizeInUse\":\"" + std::to_string(s.db_size) + "\"";
         out += "}";
         co_return reply{200, out};
       });
 }
 
+// ---- cluster ---------------------------------------------------------------------------------------
+
+void append_string_list(std::string& out, const std::vector<std::string>& items) {
+  out += "[";
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i) out += ",";
+    append_json_string(out, items[i]);
+  }
+  out += "]";
+}
+
+task<void> http_member_list(const http_request& request, http_response& response) {
+  return serve_json<lease_request>(
+      request, response,
+      [](const rapidjson::Value& doc, lease_request&) { return check_object(doc); },
+      [](lease_request) -> task<reply> {
+        task<member_view> asking = kv_module::members_now();
+        member_view view = co_await std::move(asking);
+        std::string out = "{";
+        append_header(out, published_revision());
+        out += ",\"members\":[";
+        for (std::size_t i = 0; i < view.members.size(); ++i) {
+          const cluster_member_info& m = view.members[i];
+          if (i) out += ",";
+          out += "{\"ID\":\"" + std::to_string(m.id) + "\"";
+          if (!m.name.empty()) {
+            out += ",\"name\":";
+            append_json_string(out, m.name);
+          }
+          out += ",\"peerURLs\":";
+          append_string_list(out, m.peer_urls);
+          if (!m.client_urls.empty()) {
+            out += ",\"clientURLs\":";
+            append_string_list(out, m.client_urls);
+          }
+          out += "}";
+        }
+        out += "]}";
+        co_return reply{200, out};
+      });
+}
+
+struct move_leader_request {
+  std::int64_t target = 0;
+};
+
+task<void> http_move_leader(const http_request& request, http_response& response) {
+  return serve_json<move_leader_request>(
+      request, response,
+      [](const rapidjson::Value& doc, move_leader_request& r) -> std::optional<parse_error> {
+        auto error = check_object(doc);
+        if (error) return error;
+        // A member id is a uint64: a JSON number or its decimal text (jsonpb's form).
+        const rapidjson::Value* v = field(doc, "targetID", "target_id");
+        if (!v || v->IsNull()) return std::nullopt;
+        if (v->IsUint64()) {
+          r.target = static_cast<std::int64_t>(v->GetUint64());
+          return std::nullopt;
+        }
+        std::string text = v->IsString() ? v->GetString() : "";
+        char* end = nullptr;
+        errno = 0;
+        unsigned long long id = std::strtoull(text.c_str(), &end, 10);
+        if (text.empty() || *end != '\0' || errno != 0)
+          return parse_error{"json: cannot unmarshal into Go value of type uint64 (targetID)"};
+        r.target = static_cast<std::int64_t>(id);
+        return std::nullopt;
+      },
+      [](move_leader_request r) -> task<reply> {
+        task<status> moving = kv_module::move_leader(static_cast<std::uint64_t>(r.target));
+        status moved = co_await std::move(moving);
+        if (!moved) co_return failure_reply(moved);
+        std::string out = "{";
+        append_header(out, published_revision());
+        out += "}";
+        co_return reply{200, out};
+      });
+}
 
 }  // namespace
 
@@ -1100,6 +1190,8 @@ void register_v3_routes(http_router& router) {
   for (const char* prefix : {"/v3", "/v3beta"}) {
     std::string p(prefix);
     router.add_async("POST", p + "/kv/put", http_put);
+    router.add_async("POST", p + "/cluster/member/list", http_member_list);
+    router.add_async("POST", p + "/maintenance/transfer-leadership", http_move_leader);
     router.add_async("POST", p + "/kv/range", http_range);
     router.add_async("POST", p + "/kv/deleterange", http_delete_range);
     router.add_async("POST", p + "/kv/txn", http_txn);

@@ -94,6 +94,8 @@ enum class frame_type : std::uint16_t {
   watch_cancel_request = 122, // keel.wire.WatchCancelRequest (kv.fbs)
   watch_cancel_response = 123, // keel.wire.WatchCancelResponse (kv.fbs)
   raft_message = 200,          // keel.wire.RaftMessage (raft.fbs), peer port only
+  raft_proposal = 201,         // keel.wire.RaftProposal (raft.fbs), peer port only
+  raft_proposal_result = 202,  // keel.wire.RaftProposalResult (raft.fbs), peer port only
 };
 
 // "echo_request", or nullptr when `type` is not in the registry.

@@ -31,4 +31,24 @@ std::string encode_raft_message(const message& m, std::uint64_t cluster_id);
 result<message> decode_raft_message(const std::uint8_t* data, std::size_t size, std::uint64_t expected_cluster_id,
                                     node_id self);
 
+// A follower's request that the leader propose `data` for it (frame type 201), and the
+// leader's answer (202). The kv module gives `data` its meaning; Raft does not look in it.
+struct proposal {
+  node_id from = no_node;
+  std::string data;
+};
+struct proposal_result {
+  int code = 0;  // 0: proposed at (index, term); else etcd's gRPC code with `message`
+  std::string message;
+  std::uint64_t index = 0;
+  std::uint64_t term = 0;
+  std::int64_t ttl = 0;
+};
+std::string encode_proposal(const proposal& p, std::uint64_t cluster_id);
+std::string encode_proposal_result(const proposal_result& r, std::uint64_t cluster_id);
+// Errors as decode_raft_message: corruption (does not verify), another cluster, from 0.
+result<proposal> decode_proposal(const std::uint8_t* data, std::size_t size, std::uint64_t expected_cluster_id);
+result<proposal_result> decode_proposal_result(const std::uint8_t* data, std::size_t size,
+                                               std::uint64_t expected_cluster_id);
+
 }  // namespace keel::raft

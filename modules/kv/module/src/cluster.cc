@@ -1,0 +1,1148 @@
+// cluster.cc — the kv engine's Raft group on the owner shard: member.json, the log in the
+// WAL, the ready loop, the peer port, forwarded writes and ReadIndex reads. See cluster.h.
+#include "cluster.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <unordered_map>
+
+#include "core_internal.h"
+#include "keel/limits.h"
+#include "keel/module.h"
+#include "keel/raft/raft.h"
+#include "keel/raft/wire.h"
+#include "keel/reactor/io.h"
+#include "keel/reactor/net.h"
+#include "keel/wire/frame.h"
+
+namespace keel::kv_module {
+
+namespace {
+
+using std::chrono::milliseconds;
+
+// A client request waits at most this long for its entry (etcd: 5 s plus two election
+// timeouts; keel keeps the same order).
+milliseconds request_timeout(unsigned election_ms) { return milliseconds(5000 + 2 * election_ms); }
+
+// One thing a coroutine waits for, with a timeout: fire() wakes it.
+struct wait_slot {
+  keel::timer timer;
+  bool fired = false;
+  status outcome;
+  void fire(status s) {
+    if (fired) return;
+    fired = true;
+    outcome = std::move(s);
+    timer.cancel();
+  }
+};
+
+// true when fired, false when the time ran out.
+task<bool> wait_for(wait_slot& slot, milliseconds timeout) {
+  if (slot.fired) co_return true;
+  task<bool> sleeping = slot.timer.sleep(timeout);
+  (void)co_await std::move(sleeping);
+  co_return slot.fired;
+}
+
+task<void> pause(milliseconds delay) {
+  keel::timer t;
+  task<bool> sleeping = t.sleep(delay);
+  (void)co_await std::move(sleeping);
+}
+
+struct forward_waiter {
+  wait_slot slot;
+  apply_outcome outcome;
+  std::int64_t ttl = 0;
+};
+
+struct commit_waiter {
+  wait_slot slot;
+};
+
+struct read_waiter {
+  wait_slot slot;
+};
+
+struct peer_link {
+  std::uint64_t id = 0;
+  std::string name;
+  endpoint where;
+  connection* conn = nullptr;
+  bool connecting = false;
+  clock::time_point next_attempt{};
+  std::uint64_t dropped = 0;
+};
+
+}  // namespace
+
+struct cluster_state {
+  module_context* context = nullptr;
+  std::vector<std::string> client_urls;  // this member's advertised ones
+  std::string data_dir;
+  std::uint64_t self = 0;
+  std::uint64_t cluster_id = 0;
+  std::string name;
+  std::vector<cluster_member_info> members;
+  std::vector<endpoint> listen;
+  unsigned heartbeat_ms = 100;
+  unsigned election_ms = 1000;
+  std::unique_ptr<raft::node> node;
+
+  std::uint64_t kv_applied = 0;      // the store reflects every entry up to here
+  std::uint64_t committed_done = 0;  // committed, applied and published
+  // Leader: logged and applied at once, not yet committed: (index, revision after it).
+  std::deque<std::pair<std::uint64_t, std::int64_t>> speculative;
+  std::uint64_t last_logged = 0;
+  std::uint64_t speculative_term = 0;  // the term the speculative entries were proposed in
+  raft::role last_role = raft::role::follower;
+  std::multimap<std::uint64_t, commit_waiter*> commit_waiters;
+
+  std::coroutine_handle<> loop_waiter;
+  bool kicked = false;
+  bool failed = false;  // the WAL failed: the member stops taking part
+  bool stopping = false;
+
+  std::map<std::uint64_t, std::unique_ptr<peer_link>> peers;
+  std::vector<tcp_listener*> listeners;
+  std::vector<connection*> inbound;
+
+  // Request ids of forwarded writes. Unique across restarts too: the log may still hold
+  // (and hand out again) an envelope sent before a restart, which must not be taken for
+  // the answer to a new request with the same id.
+  std::uint64_t next_request = 1;
+  std::unordered_map<std::uint64_t, forward_waiter*> forwards;
+
+  std::vector<read_waiter*> read_next, read_current;
+  bool read_round_active = false;
+  std::uint64_t read_counter = 0;
+  std::string read_context;
+  wait_slot* read_slot = nullptr;
+
+  std::uint64_t refused_frames = 0;
+};
+
+namespace {
+
+cluster_state& cs() { return *g->cluster; }
+
+void note(log_level level, const std::string& text) { cs().context->log(level, text); }
+
+std::string hex(std::uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// ---- WAL entry data <-> Raft entries ----------------------------------------------------------
+
+// Conf changes are logged with this first byte (kv entries start with their kind, 1..6 or
+// entry_kind_forwarded; an empty entry is a new leader's no-op).
+constexpr char conf_change_marker = static_cast<char>(0xc0);
+
+std::string wal_data_of(const raft::entry& e) {
+  if (e.type == raft::entry_type::conf_change) return std::string(1, conf_change_marker) + e.data;
+  return e.data;
+}
+
+raft::entry raft_entry_of(const kv::wal_record& r) {
+  raft::entry e;
+  e.term = r.term;
+  e.index = r.index;
+  if (!r.data.empty() && r.data[0] == conf_change_marker) {
+    e.type = raft::entry_type::conf_change;
+    e.data = r.data.substr(1);
+  } else {
+    e.type = raft::entry_type::normal;
+    e.data = r.data;
+  }
+  return e;
+}
+
+// ---- member.json ---------------------------------------------------------------------------------
+
+std::string member_file(const std::string& dir) { return dir + "/member.json"; }
+
+status write_file_durably(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return {errc::io_error, tmp + ": " + std::strerror(errno)};
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  int saved = errno;
+  ::close(fd);
+  if (!ok) return {errc::io_error, tmp + ": " + std::strerror(saved)};
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return {errc::io_error, path + ": " + std::strerror(errno)};
+  std::string dir = path.substr(0, path.rfind('/'));
+  int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    (void)::fsync(dfd);
+    ::close(dfd);
+  }
+  return status::ok();
+}
+
+std::string encode_member_file(const cluster_state& c) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
+  w.StartObject();
+  w.Key("name");
+  w.String(c.name.c_str());
+  w.Key("member_id");
+  w.String(hex(c.self).c_str());
+  w.Key("cluster_id");
+  w.String(hex(c.cluster_id).c_str());
+  w.Key("members");
+  w.StartArray();
+  for (const cluster_member_info& m : c.members) {
+    w.StartObject();
+    w.Key("id");
+    w.String(hex(m.id).c_str());
+    w.Key("name");
+    w.String(m.name.c_str());
+    w.Key("peer_urls");
+    w.StartArray();
+    for (const std::string& u : m.peer_urls) w.String(u.c_str());
+    w.EndArray();
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+  return std::string(buffer.GetString(), buffer.GetSize()) + "\n";
+}
+
+result<std::uint64_t> parse_hex_id(const rapidjson::Value& v, const std::string& file, const char* what) {
+  if (!v.IsString()) return status{errc::corruption, file + ": " + what + " is not a hex string"};
+  std::string text = v.GetString();
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long id = std::strtoull(text.c_str(), &end, 16);
+  if (text.empty() || *end != '\0' || errno != 0 || id == 0)
+    return status{errc::corruption, file + ": " + what + " \"" + text + "\" is not a member id"};
+  return static_cast<std::uint64_t>(id);
+}
+
+status read_member_file(cluster_state& c, const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  rapidjson::Document doc;
+  doc.Parse(text.str().c_str());
+  if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("name") || !doc["name"].IsString() ||
+      !doc.HasMember("member_id") || !doc.HasMember("cluster_id") || !doc.HasMember("members") ||
+      !doc["members"].IsArray())
+    return {errc::corruption, path + ": not a keel member file (want name, member_id, cluster_id, members)"};
+  c.name = doc["name"].GetString();
+  auto self = parse_hex_id(doc["member_id"], path, "member_id");
+  if (!self) return self.error();
+  auto cluster = parse_hex_id(doc["cluster_id"], path, "cluster_id");
+  if (!cluster) return cluster.error();
+  c.self = self.value();
+  c.cluster_id = cluster.value();
+  for (const auto& m : doc["members"].GetArray()) {
+    if (!m.IsObject() || !m.HasMember("id") || !m.HasMember("name") || !m["name"].IsString() ||
+        !m.HasMember("peer_urls") || !m["peer_urls"].IsArray())
+      return {errc::corruption, path + ": a member is not {id, name, peer_urls}"};
+    auto id = parse_hex_id(m["id"], path, "members[].id");
+    if (!id) return id.error();
+    cluster_member_info info{id.value(), m["name"].GetString(), {}};
+    for (const auto& u : m["peer_urls"].GetArray())
+      if (u.IsString()) info.peer_urls.push_back(u.GetString());
+    c.members.push_back(std::move(info));
+  }
+  return status::ok();
+}
+
+// ---- member attributes ---------------------------------------------------------------------------
+
+void put_u32(std::string& out, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+std::string encode_attributes(std::uint64_t id, const std::string& name, const std::vector<std::string>& urls) {
+  std::string out(1, static_cast<char>(entry_kind_member_attributes));
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((id >> (8 * i)) & 0xff));
+  put_u32(out, static_cast<std::uint32_t>(name.size()));
+  out += name;
+  put_u32(out, static_cast<std::uint32_t>(urls.size()));
+  for (const std::string& u : urls) {
+    put_u32(out, static_cast<std::uint32_t>(u.size()));
+    out += u;
+  }
+  return out;
+}
+
+bool is_attributes(std::string_view data) {
+  return !data.empty() && static_cast<std::uint8_t>(data[0]) == entry_kind_member_attributes;
+}
+
+// Applies a member's published name and client URLs; false if the bytes are malformed.
+bool apply_attributes(std::string_view data) {
+  std::size_t at = 1;
+  auto take = [&](std::size_t n) -> std::optional<std::string_view> {
+    if (data.size() - at < n) return std::nullopt;
+    std::string_view v = data.substr(at, n);
+    at += n;
+    return v;
+  };
+  auto u64 = [](std::string_view b, int bytes) {
+    std::uint64_t v = 0;
+    for (int i = 0; i < bytes; ++i) v |= static_cast<std::uint64_t>(static_cast<std::uint8_t>(b[i])) << (8 * i);
+    return v;
+  };
+  auto id_bytes = take(8);
+  if (!id_bytes) return false;
+  std::uint64_t id = u64(*id_bytes, 8);
+  auto name_size = take(4);
+  if (!name_size) return false;
+  auto name = take(u64(*name_size, 4));
+  auto count_bytes = take(4);
+  if (!name || !count_bytes) return false;
+  std::vector<std::string> urls;
+  for (std::uint64_t i = 0, n = u64(*count_bytes, 4); i < n; ++i) {
+    auto size = take(4);
+    if (!size) return false;
+    auto url = take(u64(*size, 4));
+    if (!url) return false;
+    urls.emplace_back(*url);
+  }
+  for (cluster_member_info& m : cs().members) {
+    if (m.id != id) continue;
+    m.name = std::string(*name);
+    m.client_urls = std::move(urls);
+    return true;
+  }
+  return true;  // a member not (yet) known here: nothing to record
+}
+
+// ---- the ready loop ------------------------------------------------------------------------------
+
+void kick() {
+  cluster_state& c = cs();
+  c.kicked = true;
+  if (c.loop_waiter) {
+    auto handle = c.loop_waiter;
+    c.loop_waiter = nullptr;
+    shard::current()->schedule(handle);
+  }
+}
+
+struct kick_awaiter {
+  bool await_ready() const noexcept { return cs().kicked; }
+  void await_suspend(std::coroutine_handle<> handle) noexcept { cs().loop_waiter = handle; }
+  void await_resume() const noexcept { cs().kicked = false; }
+};
+
+// Speculative entries record the revision after them exactly: cluster_log pushes the
+// revision before the entry, and cluster_note_applied (from the apply) moves it on.
+
+void send_frame(peer_link& link, wire::frame_type type, std::uint64_t request_id, const std::string& payload);
+void send_messages(std::vector<raft::message>& messages);
+
+// Everything up to `index` is committed and applied: publish and answer.
+void committed_through(std::uint64_t index) {
+  cluster_state& c = cs();
+  std::int64_t through = -1;  // the revision the newest committed speculative entry left
+  while (!c.speculative.empty() && c.speculative.front().first <= index) {
+    through = c.speculative.front().second;
+    c.speculative.pop_front();
+  }
+  // With nothing speculative left, everything applied is committed.
+  if (c.speculative.empty()) through = g->store.current_revision();
+  c.committed_done = std::max(c.committed_done, index);
+  if (through > 0) publish_through(through);
+  for (auto it = c.commit_waiters.begin(); it != c.commit_waiters.end() && it->first <= index;) {
+    it->second->slot.fire(status::ok());
+    it = c.commit_waiters.erase(it);
+  }
+}
+
+void fail_waiters_after(std::uint64_t index, const status& why) {
+  cluster_state& c = cs();
+  for (auto it = c.commit_waiters.upper_bound(index); it != c.commit_waiters.end();) {
+    it->second->slot.fire(why);
+    it = c.commit_waiters.erase(it);
+  }
+}
+
+// A leader that stepped down may hold applied entries that will never commit.
+void rebuild_after_step_down() {
+  cluster_state& c = cs();
+  std::uint64_t applied = c.node->applied_index();
+  if (c.kv_applied <= applied) {
+    c.speculative.clear();
+    return;
+  }
+  note(log_level::warn, "stepped down with entries " + std::to_string(applied + 1) + ".." +
+                            std::to_string(c.kv_applied) + " applied but not known committed; rebuilding the store "
+                            "from the committed log");
+  static const std::string empty;
+  status rebuilt = rebuild_state(applied, [&c](std::uint64_t i) -> const std::string* {
+    const raft::entry* e = c.node->entry_at(i);
+    if (e == nullptr) return nullptr;
+    if (e->type == raft::entry_type::conf_change) return &empty;
+    auto forwarded = unwrap_forwarded(e->data);
+    if (is_attributes(forwarded ? forwarded->inner : std::string_view(e->data))) return &empty;
+    return &e->data;
+  });
+  if (!rebuilt) {
+    note(log_level::error, "cannot rebuild the store: " + rebuilt.to_string() + "; this member stops serving");
+    c.failed = true;
+  }
+  c.speculative.clear();
+  c.kv_applied = applied;
+  c.last_logged = std::min(c.last_logged, applied);
+  fail_waiters_after(applied, status{errc::unavailable, "etcdserver: leader changed"});
+}
+
+void apply_committed(std::vector<raft::entry>& entries) {
+  cluster_state& c = cs();
+  for (raft::entry& e : entries) {
+    if (e.index <= c.kv_applied) continue;  // the leader applied it when it was proposed
+    if (e.type == raft::entry_type::conf_change) {
+      auto change = raft::decode_conf_change(e.data);
+      if (change) (void)c.node->apply_conf_change(change.value());
+      else note(log_level::error, "entry " + std::to_string(e.index) + ": bad conf change: " + change.error().to_string());
+    } else if (!e.data.empty()) {
+      auto forwarded = unwrap_forwarded(e.data);
+      std::string_view inner = forwarded ? forwarded->inner : std::string_view(e.data);
+      if (is_attributes(inner)) {
+        if (!apply_attributes(inner)) note(log_level::error, "entry " + std::to_string(e.index) + ": bad member attributes");
+        if (forwarded && forwarded->origin == c.self) cluster_deliver_outcome(forwarded->request_id, apply_outcome{});
+        c.kv_applied = e.index;
+        continue;
+      }
+      g->applying = true;
+      apply_outcome outcome = apply_entry_data(forwarded ? forwarded->inner : std::string_view(e.data));
+      g->applying = false;
+      if (forwarded && forwarded->origin == c.self) cluster_deliver_outcome(forwarded->request_id, std::move(outcome));
+    }
+    c.kv_applied = e.index;
+  }
+}
+
+void serve_read_states(const std::vector<raft::read_state>& states) {
+  cluster_state& c = cs();
+  for (const raft::read_state& r : states)
+    if (c.read_slot && r.context == c.read_context) c.read_slot->fire(status::ok());
+}
+
+void on_role(const raft::ready& rd) {
+  cluster_state& c = cs();
+  if (!rd.soft) return;
+  raft::role role = rd.soft->role;
+  if (role == c.last_role) return;
+  if (role == raft::role::leader) {
+    note(log_level::info, "became leader at term " + std::to_string(c.node->term()));
+    refresh_lease_expiries();
+  } else if (c.last_role == raft::role::leader) {
+    note(log_level::info, "stepped down at term " + std::to_string(c.node->term()) + "; leader is " +
+                              hex(c.node->leader()));
+  }
+  c.last_role = role;
+}
+
+task<void> ready_loop() {
+  cluster_state& c = cs();
+  while (!c.stopping && !c.failed) {
+    if (!c.node->has_ready()) {
+      co_await kick_awaiter{};
+      continue;
+    }
+      raft::ready rd = c.node->ready();
+    on_role(rd);
+    g->ids.raft_term = c.node->term();
+    // Speculative entries survive only while this member leads in the term they were
+    // proposed in (a member that stepped down and won again may have had them replaced).
+    if (c.node->role() != raft::role::leader || c.node->term() != c.speculative_term) rebuild_after_step_down();
+    send_messages(rd.messages);
+    if (!rd.snapshot.empty())
+      note(log_level::error, "a snapshot from the leader cannot be installed yet (index " +
+                                 std::to_string(rd.snapshot.metadata.index) + ")");
+    bool appended = false;
+    for (const raft::entry& e : rd.entries) {
+      status ok = g->writer->append(kv::wal_record::entry(e.term, e.index, wal_data_of(e)));
+      if (!ok) {
+        note_wal_failure(ok);
+        c.failed = true;
+        break;
+      }
+      appended = true;
+    }
+    if (c.failed) break;
+    if (rd.hard) {
+      status ok = g->writer->append(kv::wal_record::hard_state(rd.hard->term, rd.hard->vote, rd.hard->commit));
+      if (!ok) {
+        note_wal_failure(ok);
+        c.failed = true;
+        break;
+      }
+      appended = true;
+    }
+    if (appended && (rd.must_sync || !rd.entries.empty())) {
+      task<status> syncing = durable_now();
+      status durable = co_await std::move(syncing);
+      if (!durable) {
+        note_wal_failure(durable);
+        c.failed = true;
+        break;
+      }
+    }
+    send_messages(rd.messages_after_persist);
+    apply_committed(rd.committed_entries);
+    if (!rd.committed_entries.empty()) committed_through(rd.committed_entries.back().index);
+    serve_read_states(rd.read_states);
+    c.node->advance();
+  }
+  if (c.failed) {
+    note(log_level::error, "this member stopped taking part in the cluster (its WAL failed)");
+    fail_waiters_after(0, status{errc::unavailable, std::string(kv_messages::wal_unavailable) + "the member's log failed"});
+  }
+}
+
+task<void> ticker() {
+  cluster_state& c = cs();
+  keel::timer t;
+  while (!c.stopping) {
+    task<bool> sleeping = t.sleep(milliseconds(c.heartbeat_ms));
+    bool elapsed = co_await std::move(sleeping);
+    if (!elapsed || c.stopping) break;
+    c.node->tick();
+    kick();
+  }
+}
+
+// ---- the peer port -------------------------------------------------------------------------------
+
+void refuse_frame(const std::string& from, const status& why) {
+  cluster_state& c = cs();
+  // Logged, but not without bound: the first ten, then every thousandth.
+  if (c.refused_frames < 10 || c.refused_frames % 1000 == 0)
+    note(log_level::warn, "peer port: refused a frame from " + from + ": " + why.to_string());
+  ++c.refused_frames;
+}
+
+void send_frame(peer_link& link, wire::frame_type type, std::uint64_t request_id, const std::string& payload) {
+  std::string* out = link.conn->send_queue();
+  status framed = wire::append_frame(*out, type, request_id, 0, payload.data(), payload.size());
+  if (!framed) note(log_level::error, "peer frame not sent: " + framed.to_string());
+}
+
+task<void> read_outbound(peer_link* link, connection* conn);
+
+task<void> connect_peer(peer_link* link) {
+  task<result<connection*>> connecting = connection::connect(link->where);
+  auto conn = co_await std::move(connecting);
+  link->connecting = false;
+  if (!conn) {
+    link->next_attempt = clock::now() + milliseconds(100);
+    co_return;
+  }
+  if (cs().stopping) {
+    conn.value()->release();
+    co_return;
+  }
+  link->conn = conn.value();
+  spawn(read_outbound(link, conn.value()));
+}
+
+void ensure_connecting(peer_link& link) {
+  if (link.conn || link.connecting || clock::now() < link.next_attempt || cs().stopping) return;
+  link.connecting = true;
+  spawn(connect_peer(&link));
+}
+
+constexpr std::size_t peer_queue_bytes_max = 64u << 20;
+
+void send_messages(std::vector<raft::message>& messages) {
+  cluster_state& c = cs();
+  for (raft::message& m : messages) {
+    auto it = c.peers.find(m.to);
+    if (it == c.peers.end()) continue;
+    peer_link& link = *it->second;
+    if (!link.conn || link.conn->peer_closed() || link.conn->queued_bytes() > peer_queue_bytes_max) {
+      ++link.dropped;
+      c.node->report_unreachable(m.to);
+      ensure_connecting(link);
+      continue;
+    }
+    send_frame(link, wire::frame_type::raft_message, 0, raft::encode_raft_message(m, c.cluster_id));
+  }
+}
+
+status error_of_code(int code, std::string message) {
+  if (code <= 0 || code > static_cast<int>(errc::unavailable)) return {errc::unavailable, std::move(message)};
+  return {static_cast<errc>(code), std::move(message)};
+}
+
+void on_proposal_result(const wire::frame_view& frame) {
+  cluster_state& c = cs();
+  auto decoded = raft::decode_proposal_result(frame.payload.data(), frame.payload.size(), c.cluster_id);
+  if (!decoded) {
+    refuse_frame("the leader", decoded.error());
+    return;
+  }
+  auto it = c.forwards.find(frame.header.request_id);
+  if (it == c.forwards.end()) return;  // timed out already
+  forward_waiter* w = it->second;
+  if (decoded->code != 0) {
+    w->outcome.failure = error_of_code(decoded->code, decoded->message);
+    c.forwards.erase(it);
+    w->slot.fire(status::ok());
+  } else if (decoded->ttl != 0) {  // a keep-alive: answered here, nothing is logged
+    w->ttl = decoded->ttl;
+    c.forwards.erase(it);
+    w->slot.fire(status::ok());
+  }
+  // Otherwise proposed: the answer is the outcome of applying it here (cluster_deliver_outcome).
+}
+
+task<void> read_outbound(peer_link* link, connection* conn) {
+  wire::frame_decoder decoder;
+  for (;;) {
+    recv_buffer buffer = co_await conn->read();
+    if (buffer.size() == 0) break;
+    status decoded = wire::decode_frames(decoder, buffer.data(), buffer.size(), [](const wire::frame_view& f) {
+      if (f.header.type == wire::frame_type::raft_proposal_result) on_proposal_result(f);
+      return true;
+    });
+    if (!decoded) {
+      refuse_frame(link->name, decoded);
+      break;
+    }
+  }
+  if (link->conn == conn) link->conn = nullptr;
+  conn->release();
+}
+
+void answer_proposal(connection* conn, std::uint64_t request_id, const raft::proposal_result& r) {
+  std::string payload = raft::encode_proposal_result(r, cs().cluster_id);
+  status framed = wire::append_frame(*conn->send_queue(), wire::frame_type::raft_proposal_result, request_id, 0,
+                                     payload.data(), payload.size());
+  if (!framed) note(log_level::error, "proposal result not sent: " + framed.to_string());
+}
+
+constexpr std::uint8_t entry_kind_keep_alive = 0x7d;  // a forwarded keep-alive (never logged)
+
+void on_proposal(connection* conn, const wire::frame_view& frame) {
+  cluster_state& c = cs();
+  auto decoded = raft::decode_proposal(frame.payload.data(), frame.payload.size(), c.cluster_id);
+  if (!decoded) {
+    refuse_frame("a peer", decoded.error());
+    return;
+  }
+  raft::proposal_result r;
+  const std::string& data = decoded->data;
+  bool keep_alive = !data.empty() && static_cast<std::uint8_t>(data[0]) == entry_kind_keep_alive;
+  if (c.node->role() != raft::role::leader || (!keep_alive && !cluster_can_propose())) {
+    r.code = static_cast<int>(errc::unavailable);
+    r.message = "etcdserver: not leader";
+  } else {
+    g->forward_origin = decoded->from;
+    g->forward_request = frame.header.request_id;
+    std::int64_t ttl = 0;
+    status done = status::ok();
+    if (is_attributes(data)) {
+      done = cluster_log(data);
+      if (done && !apply_attributes(data)) done = status{errc::invalid_argument, "malformed member attributes"};
+    } else {
+      done = run_forwarded_request(data, &ttl);
+    }
+    g->forward_origin = 0;
+    g->forward_request = 0;
+    if (!done) {
+      r.code = static_cast<int>(done.code());
+      r.message = done.message();
+    } else {
+      r.index = c.last_logged;
+      r.term = c.node->term();
+      r.ttl = ttl;
+    }
+  }
+  answer_proposal(conn, frame.header.request_id, r);
+}
+
+task<void> serve_inbound(connection* conn) {
+  cluster_state& c = cs();
+  c.inbound.push_back(conn);
+  wire::frame_decoder decoder;
+  for (;;) {
+    recv_buffer buffer = co_await conn->read();
+    if (buffer.size() == 0 || c.stopping) break;
+    bool bad = false;
+    status decoded = wire::decode_frames(decoder, buffer.data(), buffer.size(), [&](const wire::frame_view& f) {
+      if (c.stopping) return false;
+      switch (f.header.type) {
+        case wire::frame_type::raft_message: {
+          auto m = raft::decode_raft_message(f.payload.data(), f.payload.size(), c.cluster_id, c.self);
+          if (!m) {
+            refuse_frame("a peer", m.error());
+            bad = true;
+            return false;
+          }
+          status stepped = c.node->step(m.value());
+          if (!stepped) refuse_frame(hex(m->from), stepped);
+          kick();
+          return true;
+        }
+        case wire::frame_type::raft_proposal: on_proposal(conn, f); return true;
+        default:
+          refuse_frame("a peer", status{errc::invalid_argument, std::string("frame type ") +
+                                                                    std::to_string(static_cast<unsigned>(f.header.type)) +
+                                                                    " is not served on the peer port"});
+          bad = true;
+          return false;
+      }
+    });
+    if (!decoded) {
+      refuse_frame("a peer", decoded);
+      std::string error_frame;
+      wire::append_error_frame(error_frame, wire::frame_type::error, 0, decoded);
+      conn->write(error_frame);
+      break;
+    }
+    if (bad) break;
+  }
+  std::erase(c.inbound, conn);
+  conn->release();
+}
+
+// Publishes this member's name and client URLs through the log once per start (as etcd's
+// publish), retrying until it is applied.
+task<void> publish_attributes() {
+  cluster_state& c = cs();
+  std::string entry = encode_attributes(c.self, c.name, c.client_urls);
+  while (!c.stopping && !c.failed) {
+    if (cluster_can_propose()) {
+      if (cluster_log(entry)) {
+        (void)apply_attributes(entry);
+        task<status> committing = cluster_commit();
+        if (co_await std::move(committing)) co_return;
+      }
+    } else if (c.node->leader() != raft::no_node && c.node->leader() != c.self) {
+      task<apply_outcome> forwarding = cluster_forward(entry);
+      apply_outcome outcome = co_await std::move(forwarding);
+      if (outcome.failure.is_ok()) co_return;
+    }
+    task<void> waiting = pause(milliseconds(200));
+    co_await std::move(waiting);
+  }
+}
+
+}  // namespace
+
+// ---- forwarded entries -------------------------------------------------------------------------
+
+std::string wrap_forwarded(std::uint64_t origin, std::uint64_t request_id, std::string_view inner) {
+  std::string out;
+  out.reserve(17 + inner.size());
+  out.push_back(static_cast<char>(entry_kind_forwarded));
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((origin >> (8 * i)) & 0xff));
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((request_id >> (8 * i)) & 0xff));
+  out.append(inner);
+  return out;
+}
+
+std::optional<forwarded_view> unwrap_forwarded(std::string_view data) {
+  if (data.size() < 17 || static_cast<std::uint8_t>(data[0]) != entry_kind_forwarded) return std::nullopt;
+  forwarded_view v;
+  for (int i = 0; i < 8; ++i) v.origin |= static_cast<std::uint64_t>(static_cast<std::uint8_t>(data[1 + i])) << (8 * i);
+  for (int i = 0; i < 8; ++i)
+    v.request_id |= static_cast<std::uint64_t>(static_cast<std::uint8_t>(data[9 + i])) << (8 * i);
+  v.inner = data.substr(17);
+  return v;
+}
+
+namespace {
+
+// ---- building the Raft node (main thread, from core_start) ------------------------------------
+
+status build_node(bool restart) {
+  cluster_state& c = cs();
+  raft::config cfg;
+  cfg.id = c.self;
+  cfg.heartbeat_tick = 1;
+  cfg.election_tick = static_cast<int>(std::max(2u, c.election_ms / std::max(1u, c.heartbeat_ms)));
+  cfg.pre_vote = true;
+  cfg.check_quorum = true;
+  cfg.seed = c.self ^ static_cast<std::uint64_t>(clock::now().time_since_epoch().count());
+  // The log as Raft persisted it: later entries replace earlier ones from their index.
+  std::vector<raft::entry> entries;
+  raft::hard_state hard;
+  for (const kv::wal_record& r : g->recovered.records) {
+    if (r.type == kv::wal_record_type::entry) {
+      while (!entries.empty() && entries.back().index >= r.index) entries.pop_back();
+      if (!entries.empty() && entries.back().index + 1 != r.index)
+        return {errc::corruption, g->wal_dir + ": entry " + std::to_string(r.index) + " follows entry " +
+                                      std::to_string(entries.back().index)};
+      entries.push_back(raft_entry_of(r));
+    } else if (r.type == kv::wal_record_type::hard_state) {
+      hard = {r.term, r.vote, r.commit};
+    }
+  }
+  if (!entries.empty() && entries.front().index != 1)
+    return {errc::corruption, g->wal_dir + ": the log starts at entry " + std::to_string(entries.front().index) +
+                                  " and no snapshot covers the entries before it"};
+  if (hard.commit > (entries.empty() ? 0 : entries.back().index)) hard.commit = entries.empty() ? 0 : entries.back().index;
+  g->recovered.records.clear();
+  g->recovered.records.shrink_to_fit();
+  if (restart || !entries.empty()) {
+    cfg.initial_hard_state = hard;
+    cfg.initial_entries = std::move(entries);
+    if (cfg.initial_entries.empty() && hard.empty()) {
+      // member.json written but nothing logged yet: bootstrap again.
+      for (auto& m : c.members) cfg.voters.push_back(m.id);
+    }
+  } else {
+    for (auto& m : c.members) cfg.voters.push_back(m.id);
+  }
+  std::sort(cfg.voters.begin(), cfg.voters.end());
+  if (status valid = raft::validate(cfg); !valid) return {valid.code(), "raft config: " + valid.message()};
+  c.node = std::make_unique<raft::node>(std::move(cfg));
+  if (!restart) {
+    if (status written = write_file_durably(member_file(c.data_dir), encode_member_file(c)); !written) return written;
+    c.context->log(log_level::info, "bootstrapping cluster " + hex(c.cluster_id) + " as member " + hex(c.self) + " (" +
+                                        c.name + ") of " + std::to_string(c.members.size()));
+  }
+  g->ids.cluster_id = c.cluster_id;
+  g->ids.member_id = c.self;
+  return status::ok();
+}
+
+}  // namespace
+
+// ---- start / stop ------------------------------------------------------------------------------
+
+result<bool> cluster_start(module_context* context, const cluster_options& options) {
+  auto c = std::make_unique<cluster_state>();
+  c->context = context;
+  c->data_dir = options.data_dir;
+  c->heartbeat_ms = options.heartbeat_ms;
+  c->client_urls = options.advertise_client_urls;
+  c->next_request = static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) | 1;
+  c->election_ms = options.election_ms;
+  std::string path = member_file(options.data_dir);
+  bool restart = ::access(path.c_str(), F_OK) == 0;
+  if (restart) {
+    if (status read = read_member_file(*c, path); !read) return read;
+    context->log(log_level::info, "rejoining cluster " + hex(c->cluster_id) + " as member " + hex(c->self) + " (" +
+                                      c->name + ") from " + path + "; the bootstrap flags are ignored");
+  } else {
+    if (options.members.size() <= 1) return false;  // a single node: no Raft
+    if (g->recovered.entries > 0)
+      return status{errc::invalid_argument, g->wal_dir + " holds a single node's log; a member of a new cluster must "
+                                                         "start with an empty data dir"};
+    c->name = options.name;
+    std::vector<std::uint64_t> ids;
+    for (const cluster_member& m : options.members) {
+      c->members.push_back({m.id, m.name, m.peer_urls});
+      ids.push_back(m.id);
+      if (m.name == options.name) c->self = m.id;
+    }
+    if (c->self == 0)
+      return status{errc::invalid_argument, "couldn't find local name \"" + options.name +
+                                                "\" in the initial cluster configuration (--initial-cluster)"};
+    c->cluster_id = options.cluster_id;
+  }
+  for (const std::string& url : options.listen_peer_urls) {
+    auto where = parse_endpoint(url);
+    if (!where) return status{errc::invalid_argument, "listen-peer-urls: " + url + ": " + where.error().message()};
+    c->listen.push_back(where.value());
+  }
+  g->cluster = c.release();
+  if (status built = build_node(restart); !built) {
+    delete g->cluster;
+    g->cluster = nullptr;
+    return built;
+  }
+  return true;
+}
+
+bool cluster_mode_wanted(const cluster_options& options) {
+  return ::access(member_file(options.data_dir).c_str(), F_OK) == 0 || options.members.size() > 1;
+}
+
+void cluster_on_owner_start(shard& s) {
+  cluster_state& c = cs();
+  for (auto& m : c.members) {
+    if (m.id == c.self || m.peer_urls.empty()) continue;
+    auto where = parse_endpoint(m.peer_urls.front());
+    if (!where) {
+      note(log_level::error, "member " + m.name + ": peer URL " + m.peer_urls.front() + ": " + where.error().message());
+      continue;
+    }
+    auto link = std::make_unique<peer_link>();
+    link->id = m.id;
+    link->name = m.name;
+    link->where = where.value();
+    c.peers[m.id] = std::move(link);
+  }
+  for (const endpoint& where : c.listen) {
+    auto fd = listen_tcp(where);
+    if (!fd) {
+      note(log_level::error, "cannot listen for peers on " + where.host + ":" + std::to_string(where.port) + ": " +
+                                 fd.error().message());
+      continue;
+    }
+    c.listeners.push_back(tcp_listener::start(fd.value(), [](int peer) {
+      connection* conn = connection::adopt(peer);
+      spawn(serve_inbound(conn));
+    }));
+    note(log_level::info, "listening for peers on " + where.host + ":" + std::to_string(where.port));
+  }
+  for (auto& [id, link] : c.peers) ensure_connecting(*link);
+  spawn(ticker());
+  spawn(ready_loop());
+  spawn(publish_attributes());
+  kick();
+  (void)s;
+}
+
+void cluster_on_owner_stop() {
+  cluster_state& c = cs();
+  c.stopping = true;
+  for (tcp_listener* l : c.listeners) l->close();
+  c.listeners.clear();
+  for (auto& [id, link] : c.peers)
+    if (link->conn) {
+      link->conn->release();
+      link->conn = nullptr;
+    }
+  kick();
+}
+
+// ---- used by core.cc -------------------------------------------------------------------------------
+
+bool cluster_is_leader() { return cs().node->role() == raft::role::leader; }
+
+bool cluster_can_propose() {
+  cluster_state& c = cs();
+  return !c.failed && c.node->role() == raft::role::leader && c.kv_applied == c.node->last_index() &&
+         c.node->lead_transferee() == raft::no_node;
+}
+
+task<bool> cluster_wait_can_propose() {
+  cluster_state& c = cs();
+  auto deadline = clock::now() + milliseconds(c.election_ms);
+  while (!cluster_can_propose()) {
+    if (c.node->role() != raft::role::leader || clock::now() > deadline) co_return false;
+    task<void> waiting = pause(milliseconds(2));
+    co_await std::move(waiting);
+  }
+  co_return true;
+}
+
+status cluster_log(std::string data) {
+  cluster_state& c = cs();
+  if (!cluster_can_propose()) return fail(errc::unavailable, "etcdserver: not leader");
+  if (g->forward_origin != 0) data = wrap_forwarded(g->forward_origin, g->forward_request, data);
+  if (data.size() > limits::wal_entry_data_bytes_max) return fail(errc::too_large, kv_messages::request_too_large);
+  auto proposed = c.node->propose(std::move(data));
+  if (!proposed) return fail(errc::unavailable, "etcdserver: " + proposed.error().message());
+  c.speculative.emplace_back(proposed->index, g->store.current_revision());
+  c.speculative_term = proposed->term;
+  c.last_logged = proposed->index;
+  c.kv_applied = proposed->index;
+  kick();
+  return status::ok();
+}
+
+task<status> cluster_commit() {
+  cluster_state& c = cs();
+  std::uint64_t index = c.last_logged;
+  if (c.failed) co_return fail(errc::unavailable, std::string(kv_messages::wal_unavailable) + "the member's log failed");
+  if (index <= c.committed_done) co_return status::ok();
+  commit_waiter w;
+  auto it = c.commit_waiters.emplace(index, &w);
+  bool fired = co_await wait_for(w.slot, request_timeout(c.election_ms));
+  if (!fired) {
+    c.commit_waiters.erase(it);
+    co_return fail(errc::unavailable, "etcdserver: request timed out");
+  }
+  co_return w.slot.outcome;
+}
+
+namespace {
+
+task<void> read_round() {
+  cluster_state& c = cs();
+  c.read_round_active = true;
+  while (!c.read_next.empty() && !c.stopping) {
+    c.read_current = std::move(c.read_next);
+    c.read_next.clear();
+    auto deadline = clock::now() + request_timeout(c.election_ms);
+    bool confirmed = false;
+    while (!confirmed && clock::now() < deadline && !c.stopping) {
+      c.read_context = std::to_string(++c.read_counter);
+      status asked = c.node->read_index(c.read_context);
+      kick();
+      if (!asked) {
+        task<void> waiting = pause(milliseconds(10));
+        co_await std::move(waiting);
+        continue;
+      }
+      wait_slot slot;
+      c.read_slot = &slot;
+      task<bool> waiting = wait_for(slot, milliseconds(std::max(200u, c.election_ms)));
+      confirmed = co_await std::move(waiting);
+      c.read_slot = nullptr;
+    }
+    status outcome = confirmed ? status::ok() : status{errc::unavailable, "etcdserver: request timed out"};
+    for (read_waiter* w : c.read_current) w->slot.fire(outcome);
+    c.read_current.clear();
+  }
+  c.read_round_active = false;
+}
+
+}  // namespace
+
+task<status> cluster_read_barrier() {
+  cluster_state& c = cs();
+  read_waiter w;
+  c.read_next.push_back(&w);
+  if (!c.read_round_active) spawn(read_round());
+  bool fired = co_await wait_for(w.slot, request_timeout(c.election_ms) + milliseconds(500));
+  if (!fired) {
+    std::erase(c.read_next, &w);
+    std::erase(c.read_current, &w);
+    co_return fail(errc::unavailable, "etcdserver: request timed out");
+  }
+  co_return w.slot.outcome;
+}
+
+namespace {
+
+// Sends `data` to the leader as request `id`; waits for a leader to be known and reachable.
+task<status> send_to_leader(std::uint64_t id, const std::string& data, clock::time_point deadline) {
+  cluster_state& c = cs();
+  for (;;) {
+    if (c.stopping) co_return fail(errc::unavailable, "etcdserver: server stopped");
+    raft::node_id leader = c.node->leader();
+    if (leader == c.self) co_return fail(errc::unavailable, "etcdserver: leader changed");
+    if (leader != raft::no_node) {
+      auto it = c.peers.find(leader);
+      if (it != c.peers.end()) {
+        peer_link& link = *it->second;
+        if (link.conn && !link.conn->peer_closed()) {
+          send_frame(link, wire::frame_type::raft_proposal, id, raft::encode_proposal({c.self, data}, c.cluster_id));
+          co_return status::ok();
+        }
+        ensure_connecting(link);
+      }
+    }
+    if (clock::now() > deadline) co_return fail(errc::unavailable, "etcdserver: no leader");
+    task<void> waiting = pause(milliseconds(10));
+    co_await std::move(waiting);
+  }
+}
+
+}  // namespace
+
+task<apply_outcome> cluster_forward(std::string entry) {
+  cluster_state& c = cs();
+  forward_waiter w;
+  std::uint64_t id = c.next_request++;
+  auto deadline = clock::now() + request_timeout(c.election_ms);
+  c.forwards[id] = &w;
+  task<status> sending = send_to_leader(id, entry, deadline);
+  status sent = co_await std::move(sending);
+  if (!sent) {
+    c.forwards.erase(id);
+    w.outcome.failure = sent;
+    co_return std::move(w.outcome);
+  }
+  auto left = std::chrono::duration_cast<milliseconds>(deadline - clock::now());
+  bool fired = co_await wait_for(w.slot, std::max(left, milliseconds(1)));
+  if (!fired) {
+    c.forwards.erase(id);
+    w.outcome.failure = fail(errc::unavailable, "etcdserver: request timed out");
+  }
+  co_return std::move(w.outcome);
+}
+
+task<result<std::int64_t>> cluster_forward_keep_alive(std::int64_t lease_id) {
+  std::string data(1, static_cast<char>(entry_kind_keep_alive));
+  for (int i = 0; i < 8; ++i) data.push_back(static_cast<char>((static_cast<std::uint64_t>(lease_id) >> (8 * i)) & 0xff));
+  cluster_state& c = cs();
+  forward_waiter w;
+  std::uint64_t id = c.next_request++;
+  auto deadline = clock::now() + request_timeout(c.election_ms);
+  c.forwards[id] = &w;
+  task<status> sending = send_to_leader(id, data, deadline);
+  status sent = co_await std::move(sending);
+  if (!sent) {
+    c.forwards.erase(id);
+    co_return sent;
+  }
+  auto left = std::chrono::duration_cast<milliseconds>(deadline - clock::now());
+  bool fired = co_await wait_for(w.slot, std::max(left, milliseconds(1)));
+  if (!fired) {
+    c.forwards.erase(id);
+    co_return fail(errc::unavailable, "etcdserver: request timed out");
+  }
+  if (!w.outcome.failure.is_ok()) co_return w.outcome.failure;
+  co_return w.ttl;
+}
+
+void cluster_deliver_outcome(std::uint64_t request_id, apply_outcome outcome) {
+  cluster_state& c = cs();
+  auto it = c.forwards.find(request_id);
+  if (it == c.forwards.end()) return;
+  forward_waiter* w = it->second;
+  c.forwards.erase(it);
+  w->outcome = std::move(outcome);
+  w->slot.fire(status::ok());
+}
+
+void cluster_note_applied() {
+  cluster_state& c = cs();
+  if (!c.speculative.empty()) c.speculative.back().second = g->store.current_revision();
+}
+
+cluster_status cluster_status_now() {
+  cluster_state& c = cs();
+  cluster_status s;
+  s.member_id = c.self;
+  s.cluster_id = c.cluster_id;
+  s.leader = c.node->leader();
+  s.term = c.node->term();
+  s.raft_index = c.node->last_index();
+  s.applied_index = c.committed_done;
+  s.commit_index = c.node->commit_index();
+  return s;
+}
+
+std::vector<cluster_member_info> cluster_members() { return cs().members; }
+
+task<status> cluster_move_leader(std::uint64_t target) {
+  cluster_state& c = cs();
+  if (c.node->role() != raft::role::leader) co_return fail(errc::unavailable, "etcdserver: not leader");
+  bool known = false;
+  for (const cluster_member_info& m : c.members) known = known || m.id == target;
+  if (!known) co_return fail(errc::not_found, "etcdserver: bad leader transferee");
+  if (target == c.self) co_return status::ok();
+  status asked = c.node->transfer_leadership(target);
+  kick();
+  if (!asked) co_return fail(errc::unavailable, "etcdserver: " + asked.message());
+  auto deadline = clock::now() + milliseconds(2 * c.election_ms);
+  while (clock::now() < deadline) {
+    if (c.node->leader() == target) co_return status::ok();
+    task<void> waiting = pause(milliseconds(10));
+    co_await std::move(waiting);
+  }
+  co_return fail(errc::unavailable, "etcdserver: request timed out, leader transfer took too long");
+}
+
+}  // namespace keel::kv_module

@@ -1,0 +1,145 @@
+// core_internal.h — the kv engine's state and the owner-shard functions that core.cc
+// (the engine) and cluster.cc (its Raft driver) share. Not an API: only these two files
+// include it. Everything here belongs to the owner shard unless it is atomic.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <coroutine>
+#include <functional>
+#include <optional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cluster.h"
+#include "core.h"
+#include "keel/kv/wal.h"
+#include "keel/kv/wal_recovery.h"
+
+namespace keel::kv_module {
+
+struct cluster_state;  // cluster.cc
+
+using clock = std::chrono::steady_clock;
+
+struct lease_entry {
+  std::int64_t granted_ttl = 0;
+  clock::time_point expiry;
+  std::set<std::string> keys;
+};
+
+// Events made durable by one group commit, shared read-only by every shard's watchers.
+struct event_batch {
+  std::vector<kv::event> events;
+  std::vector<std::int64_t> expiry_revisions;  // sorted
+  std::int64_t revision = 0;                   // the newest published revision after it
+};
+
+// One shard's watchers (touched only on that shard).
+struct shard_watchers {
+  std::vector<watcher::state*> list;
+  std::int64_t last_revision = 0;  // the newest batch revision this shard received
+};
+
+struct core_state {
+  module_context* context = nullptr;
+  std::string dir, wal_dir;
+  identity ids;
+
+  // Owner shard only once the shards run.
+  std::unique_ptr<kv::uring_wal_storage> storage;
+  kv::wal_recovery recovered;
+  kv::mvcc_store store;
+  std::unique_ptr<kv::wal_writer> writer;
+  status open_failure;
+  bool opened = false;
+  std::vector<std::coroutine_handle<>> open_waiters;
+  std::uint64_t next_index = 1;
+  std::uint64_t commits_in_flight = 0;
+  std::map<std::int64_t, lease_entry> leases;
+  std::set<std::int64_t> expiry_revisions;
+  std::vector<kv::event> pending_events;         // applied, not yet durable
+  std::vector<std::int64_t> pending_expiry;      // revisions among them made by expiry
+  std::int64_t published_local = 1;              // owner's copy of `published`
+  std::uint64_t lease_id_state = 0;
+  bool replaying = false;   // recovery: nothing is logged, no events are collected
+  // Cluster mode (cluster.cc; null on a single node, whose log is written directly).
+  cluster_state* cluster = nullptr;
+  kv_module::cluster_options configured;  // as configured (a single node shows its URLs from here)
+  bool applying = false;    // applying a committed entry: nothing is logged
+  std::string* capture = nullptr;  // a follower's write: log_entry stores the entry here
+  std::uint64_t forward_origin = 0;   // a forwarded write being logged: who asked
+  std::uint64_t forward_request = 0;  // and its request id there
+  bool wal_failure_logged = false;
+
+  std::vector<std::unique_ptr<shard_watchers>> shards;
+
+  // Snapshots (owner shard; the file is written on `snapshot_thread`).
+  std::string snap_dir;
+  std::uint64_t snapshot_count = 100000;
+  std::uint64_t wal_segment_bytes = 0;
+  std::uint64_t snapshot_index = 0;           // the newest durable snapshot
+  std::uint64_t snapshot_previous_index = 0;  // the one before: the WAL is kept from here
+  std::uint64_t snapshot_pending_index = 0;   // being written
+  bool snapshot_busy = false;  // from the fork until finish_snapshot() reaped the child
+  pid_t snapshot_child = 0;     // the process writing the snapshot (0: none)
+  int snapshot_result_fd = -1;  // what it says when it is done ("ok <bytes>" or the error)
+  std::atomic<std::uint64_t> snapshots_taken{0};
+  std::atomic<std::uint64_t> snapshot_last_bytes{0};
+  std::atomic<std::uint64_t> snapshot_last_save_microseconds{0};
+  std::atomic<std::uint64_t> wal_segments_released{0};
+  // Copies of the writer's statistics, refreshed by the owner after each commit.
+  std::atomic<std::uint64_t> wal_batches{0};
+  std::atomic<std::uint64_t> wal_records{0};
+  std::atomic<std::uint64_t> wal_bytes{0};
+
+  std::atomic<std::int64_t> published{1};
+  std::atomic<std::int64_t> revision{1};
+  std::atomic<std::uint64_t> watchers{0};
+  std::atomic<std::uint64_t> replayed{0};
+  std::atomic<std::uint64_t> leases_live{0};
+  std::atomic<std::uint64_t> leases_expired{0};
+  std::atomic<std::uint64_t> events_published{0};
+  std::atomic<std::uint64_t> watch_catchups{0};
+  std::atomic<bool> stopping{false};
+};
+
+extern core_state* g;
+
+// ---- shared by core.cc and cluster.cc (owner shard) ----------------------------------------
+
+status fail(errc code, std::string_view message);
+// Publishes the pending events of revisions <= through (they are committed and durable).
+void publish_through(std::int64_t through);
+// Waits for the fdatasync covering every record appended to the WAL so far.
+task<status> durable_now();
+// Says once, in the log, that the WAL stopped taking writes and why.
+void note_wal_failure(const status& failure);
+
+// What applying one entry gave (for the member whose client asked, cluster.cc).
+struct apply_outcome {
+  status failure;
+  std::optional<kv::put_result> put;
+  std::optional<kv::delete_range_result> deleted;
+  std::optional<kv::txn_result> txn;
+  std::optional<lease_status> lease;
+  std::int64_t revision = 0;  // the store's revision after the entry
+};
+// Applies one committed kv entry (WAL entry encoding; not empty) without logging it:
+// events are collected for the watchers. errc::corruption if the bytes are not an entry.
+apply_outcome apply_entry_data(std::string_view data);
+// Runs a client's request (WAL entry encoding) on the leader as if it had arrived here:
+// checks, logs (through cluster_log) and applies. Used for a follower's forwarded write.
+status run_forwarded_request(std::string_view data, std::int64_t* ttl_out);
+// Rebuilds the store and leases from the newest snapshot plus `entries` (committed,
+// consecutive after it; entry_at returns nullptr past the end), dropping every applied
+// but uncommitted change. Pending events past the rebuilt revision are dropped.
+status rebuild_state(std::uint64_t through_index,
+                     const std::function<const std::string*(std::uint64_t index)>& entry_data_at);
+// A new leader restarts every lease's TTL (etcd's lessor Promote).
+void refresh_lease_expiries();
+
+}  // namespace keel::kv_module

@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Fault-injection test: 3 members under a concurrent put/get workload.
+
+  python3 tests/cluster/fault_test.py --binary etcd
+  python3 tests/cluster/fault_test.py --binary build/cmd/keeld/keeld
+
+Scenarios (one cluster, one continuous workload):
+  1. kill -9 the leader: a new leader is agreed and a put invoked after the
+     kill is acknowledged within --max-failover seconds; restart the old
+     leader; after quiescing the workload it serves (serializable) the same
+     values and revision as the leader.
+  2. kill -9 a follower: puts keep being acknowledged; restart it; it
+     catches up.
+  3. SIGSTOP the leader for --stop-seconds, SIGCONT: puts are acknowledged
+     again afterwards; all members converge.
+Then: final linearizable read of every key; lincheck on the whole history
+(with the final reads appended) must find no violation, and no acknowledged
+put may be lost.
+
+Exit 0 pass, 1 fail, 77 skip (binary not found).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cluster as cl  # noqa: E402
+import lincheck  # noqa: E402
+
+
+def log(msg):
+    sys.stdout.write("[%7.2f] %s\n" % (time.monotonic() - T0, msg))
+    sys.stdout.flush()
+
+
+T0 = time.monotonic()
+
+
+class Failure(Exception):
+    pass
+
+
+def require(cond, msg):
+    if not cond:
+        raise Failure(msg)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--binary", default="etcd")
+    ap.add_argument("--extra-args", default="",
+                    help="extra server flags as one string, e.g. '--heartbeat-interval 50'")
+    ap.add_argument("--base-port", type=int, default=29400)
+    ap.add_argument("--workdir", help="parent dir for the run's work dir (default: $TMPDIR)")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir even on success")
+    ap.add_argument("--clients", type=int, default=6)
+    ap.add_argument("--keys", type=int, default=6)
+    ap.add_argument("--timeout", type=float, default=1.0, help="per-request client timeout (s)")
+    ap.add_argument("--max-failover", type=float, default=10.0,
+                    help="bound (s) from kill -9 of the leader to the first acked put")
+    ap.add_argument("--stop-seconds", type=float, default=3.0)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--check-timeout", type=float, default=20.0, help="lincheck timeout per key")
+    a = ap.parse_args()
+
+    binary = a.binary
+    if not (shutil.which(binary) or os.path.exists(binary)):
+        print("SKIP: server binary %r not found" % binary)
+        return 77
+    binary = shutil.which(binary) or os.path.abspath(binary)
+
+    cl.install_signal_handlers()
+    if a.workdir:
+        os.makedirs(a.workdir, exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix="fault-", dir=a.workdir)
+    log("binary %s, workdir %s" % (binary, workdir))
+    c = None
+    w = None
+    report = {}
+    ok = False
+    try:
+        c = cl.Cluster(binary, 3, a.base_port, workdir, a.extra_args.split(), log=log)
+        L = c.leader()
+        log("cluster up, leader m%d" % L)
+        w = cl.Workload(c, clients=a.clients, keys=a.keys, timeout=a.timeout, seed=a.seed)
+        log("workload: %d clients, %d keys, timeout %.1fs, seed %d"
+            % (a.clients, a.keys, a.timeout, w.seed))
+        w.start()
+        time.sleep(2.0)
+        require(w.first_ack_put_after(0) is not None, "no put acknowledged in warm-up")
+
+        # -- 1. kill -9 the leader ------------------------------------------------
+        L = c.wait_leader()[0]
+        t_kill = time.monotonic_ns()
+        c.kill9(L)
+        log("scenario 1: kill -9 leader m%d" % L)
+        NL, t_elect = c.wait_leader(exclude=L, timeout=a.max_failover)
+        log("  new leader m%d agreed after %.3fs (by polling status)" % (NL, t_elect))
+        ack = w.wait_ack_put_after(t_kill, a.max_failover)
+        require(ack is not None, "no put acknowledged within %.1fs of killing the leader"
+                % a.max_failover)
+        failover = (ack - t_kill) / 1e9
+        report["leader_kill_to_first_ack_put_s"] = round(failover, 3)
+        report["leader_kill_to_leader_agreed_s"] = round(t_elect, 3)
+        log("  first acknowledged put invoked after the kill: %.3fs after the kill" % failover)
+        time.sleep(1.0)
+        c.restart(L)
+        log("  restarted m%d" % L)
+        time.sleep(1.0)
+        w.pause()
+        conv = c.wait_converged(w.keys, timeout=15)
+        log("  quiesced: all members serve identical values+revision (%.2fs)" % conv)
+        w.resume()
+
+        # -- 2. kill -9 a follower --------------------------------------------------
+        L = c.wait_leader()[0]
+        F = [i for i in range(3) if i != L][0]
+        t_kill = time.monotonic_ns()
+        c.kill9(F)
+        log("scenario 2: kill -9 follower m%d (leader m%d)" % (F, L))
+        time.sleep(2.0)
+        ack = w.wait_ack_put_after(t_kill, 5.0)
+        require(ack is not None, "no put acknowledged after killing a follower")
+        report["follower_kill_to_first_ack_put_s"] = round((ack - t_kill) / 1e9, 3)
+        log("  puts continue (first ack %.3fs after the kill)" % ((ack - t_kill) / 1e9))
+        c.restart(F)
+        log("  restarted m%d" % F)
+        time.sleep(1.0)
+        w.pause()
+        conv = c.wait_converged(w.keys, timeout=15)
+        log("  quiesced: all members converged (%.2fs)" % conv)
+        w.resume()
+
+        # -- 3. SIGSTOP the leader --------------------------------------------------
+        L = c.wait_leader()[0]
+        t_stop = time.monotonic_ns()
+        c.stop(L)
+        log("scenario 3: SIGSTOP leader m%d for %.1fs" % (L, a.stop_seconds))
+        time.sleep(a.stop_seconds)
+        t_cont = time.monotonic_ns()
+        c.cont(L)
+        NL, _ = c.wait_leader(timeout=a.max_failover)
+        log("  SIGCONT; leader now m%d%s" % (NL, " (unchanged)" if NL == L else ""))
+        ack = w.wait_ack_put_after(t_cont, a.max_failover)
+        require(ack is not None, "no put acknowledged after SIGCONT")
+        report["cont_to_first_ack_put_s"] = round((ack - t_cont) / 1e9, 3)
+        ack = w.first_ack_put_after(t_stop)
+        report["leader_sigstop_to_first_ack_put_s"] = round((ack - t_stop) / 1e9, 3)
+        log("  first put acknowledged %.3fs after SIGSTOP, %.3fs after SIGCONT"
+            % ((ack - t_stop) / 1e9, report["cont_to_first_ack_put_s"]))
+        time.sleep(2.0)
+
+        # -- final ---------------------------------------------------------------------
+        w.stop()
+        conv = c.wait_converged(w.keys, timeout=15)
+        log("workload stopped; members converged (%.2fs)" % conv)
+        L = c.wait_leader()[0]
+        final = {}
+        t_f = time.monotonic_ns()
+        for k in w.keys:
+            final[k] = cl.kv_get(c.url(L), k, 5.0)[0]
+        t_f2 = time.monotonic_ns()
+        hist = w.history()
+        st = w.stats()
+        report.update(st)
+        with open(os.path.join(workdir, "history.json"), "w") as f:
+            json.dump(hist, f)
+        checked = hist + [{"client": "final", "op": "get", "key": k, "input": None,
+                           "output": v, "call_ns": t_f, "return_ns": t_f2}
+                          for k, v in final.items()]
+        t0 = time.monotonic()
+        res = lincheck.check(checked, timeout_per_key=a.check_timeout)
+        report["lincheck"] = res.status
+        report["lincheck_s"] = round(time.monotonic() - t0, 2)
+        lost = lincheck.lost_writes(hist, final)
+        seen = set(e["output"] for e in hist if e["op"] == "get" and e.get("return_ns"))
+        seen |= set(final.values())
+        report["unknown_puts_later_observed"] = sum(
+            1 for e in hist if e["op"] == "put" and e.get("return_ns") is None
+            and not e.get("failed") and e["input"] in seen)
+        report["lost_acked_writes"] = len(lost)
+        log("lincheck: %s in %.2fs (%s)" % (res.status, report["lincheck_s"],
+            ", ".join("%s:%d ops" % (k, r.ops) for k, r in res.per_key.items())))
+        if not res.ok:
+            log(res.explanation)
+        for x in lost[:10]:
+            log("LOST: key %s put %r (%s)" % (x["key"], x["put"]["input"], x["reason"]))
+        require(res.status != "not linearizable", "linearizability violation on key %r"
+                % res.bad_key)
+        require(res.ok, "linearizability check inconclusive: " + res.explanation)
+        require(not lost, "%d acknowledged writes lost" % len(lost))
+        ok = True
+    except Failure as e:
+        log("FAIL: %s" % e)
+    except Exception:
+        log("ERROR:\n" + traceback.format_exc())
+    finally:
+        if w is not None:
+            w.stop()
+        if not ok and c is not None:
+            c.dump_logs(n=25, out=sys.stdout)
+        if c is not None:
+            c.stop_all()
+
+    print("\n==== report (%s) ====" % os.path.basename(binary))
+    for k in ("ops", "ok", "unknown", "failed", "put_ok", "put_unknown", "put_failed",
+              "get_ok", "get_failed", "unknown_puts_later_observed", "leader_kill_to_leader_agreed_s",
+              "leader_kill_to_first_ack_put_s", "follower_kill_to_first_ack_put_s",
+              "leader_sigstop_to_first_ack_put_s", "cont_to_first_ack_put_s", "lincheck", "lincheck_s", "lost_acked_writes"):
+        if k in report:
+            print("  %-34s %s" % (k, report[k]))
+    print("  result: %s" % ("PASS" if ok else "FAIL"))
+    if ok and not a.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print("  workdir kept: %s" % workdir)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
