@@ -7,10 +7,12 @@
 #include <rapidjson/document.h>
 
 #include <cstdio>
+#include <unistd.h>
 #include <string>
 
 #include "core.h"
 #include "keel/cluster.h"
+#include "keel/discovery/client.h"
 #include "keel/module.h"
 #include "keel/reactor/shard.h"
 
@@ -47,7 +49,35 @@ keel::status read_cluster_options(std::string_view core_json, kvm::cluster_optio
     out.heartbeat_ms = core["heartbeat-interval"].GetUint();
   if (core.HasMember("election-timeout") && core["election-timeout"].IsUint())
     out.election_ms = core["election-timeout"].GetUint();
-  auto members = keel::parse_initial_cluster(string_of(core, "initial-cluster"));
+  std::string initial_cluster = string_of(core, "initial-cluster");
+  std::string discovery = string_of(core, "discovery");
+  if (!discovery.empty()) {
+    // etcd: with --discovery the bootstrap cluster comes from the token, and the member
+    // ids are computed with the discovery URL as the cluster token.
+    std::string dir = data_dir.empty() ? "./" + out.name + ".keel" : data_dir;
+    if (::access((dir + "/member.json").c_str(), F_OK) == 0) {
+      std::fprintf(stderr, "kv: discovery token ignored since a cluster has already been initialized\n");
+    } else {
+      out.token = discovery;
+      keel::discovery::discovery_request request;
+      request.url = discovery;
+      request.name = out.name;
+      request.peer_urls = out.advertise_peer_urls;
+      request.member_id = keel::format_member_id(keel::compute_member_id(out.advertise_peer_urls, discovery));
+      auto found = keel::discovery::discover_initial_cluster(request);
+      if (!found) {
+        std::string fallback = string_of(core, "discovery-fallback", "proxy");
+        if (found.error().code() == keel::errc::already_exists)
+          return {found.error().code(), found.error().message() + " (--discovery-fallback=" + fallback +
+                                            ": keel has no proxy mode, so this member exits; remove it or use a "
+                                            "new token)"};
+        return {found.error().code(), "--discovery " + discovery + ": " + found.error().message()};
+      }
+      initial_cluster = found.value();
+      std::fprintf(stderr, "kv: discovery %s gave --initial-cluster %s\n", discovery.c_str(), initial_cluster.c_str());
+    }
+  }
+  auto members = keel::parse_initial_cluster(initial_cluster);
   if (!members) return members.error();
   std::vector<std::uint64_t> ids;
   for (const keel::cluster_member_spec& m : members.value()) {
