@@ -128,6 +128,20 @@ result<message> decode_raft_message(const std::uint8_t* data, std::size_t size, 
   return m;
 }
 
+std::optional<std::uint64_t> peek_raft_cluster_id(const std::uint8_t* data, std::size_t size, node_id self) {
+  flatbuffers::Verifier verifier(data, size);
+  if (!verifier.VerifyBuffer<fw::RaftMessage>(nullptr)) return std::nullopt;
+  const fw::RaftMessage* in = flatbuffers::GetRoot<fw::RaftMessage>(data);
+  if (in->to() != self) return std::nullopt;
+  return in->cluster_id();
+}
+
+node_id peek_raft_sender(const std::uint8_t* data, std::size_t size) {
+  flatbuffers::Verifier verifier(data, size);
+  if (!verifier.VerifyBuffer<fw::RaftMessage>(nullptr)) return no_node;
+  return flatbuffers::GetRoot<fw::RaftMessage>(data)->from();
+}
+
 std::string encode_proposal(const proposal& p, std::uint64_t cluster_id) {
   flatbuffers::FlatBufferBuilder b(64 + p.data.size());
   auto data = bytes_of(b, p.data);

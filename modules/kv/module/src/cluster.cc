@@ -18,6 +18,7 @@
 #include <unordered_map>
 
 #include "core_internal.h"
+#include "keel/cluster.h"
 #include "keel/limits.h"
 #include "keel/module.h"
 #include "keel/raft/raft.h"
@@ -67,6 +68,8 @@ struct forward_waiter {
   wait_slot slot;
   apply_outcome outcome;
   std::int64_t ttl = 0;
+  std::uint64_t index = 0;     // a membership change: the conf change's index
+  bool wants_index = false;    // answered by the leader's result, not by an apply
 };
 
 struct commit_waiter {
@@ -91,6 +94,8 @@ struct peer_link {
 
 struct cluster_state {
   module_context* context = nullptr;
+  std::string token;     // the cluster token: new members' ids are computed with it
+  bool removed = false;  // this member was removed from the cluster
   std::vector<std::string> client_urls;  // this member's advertised ones
   std::string data_dir;
   std::uint64_t self = 0;
@@ -204,6 +209,8 @@ std::string encode_member_file(const cluster_state& c) {
   w.String(hex(c.self).c_str());
   w.Key("cluster_id");
   w.String(hex(c.cluster_id).c_str());
+  w.Key("token");
+  w.String(c.token.c_str());
   w.Key("members");
   w.StartArray();
   for (const cluster_member_info& m : c.members) {
@@ -212,6 +219,8 @@ std::string encode_member_file(const cluster_state& c) {
     w.String(hex(m.id).c_str());
     w.Key("name");
     w.String(m.name.c_str());
+    w.Key("learner");
+    w.Bool(m.learner);
     w.Key("peer_urls");
     w.StartArray();
     for (const std::string& u : m.peer_urls) w.String(u.c_str());
@@ -251,13 +260,15 @@ status read_member_file(cluster_state& c, const std::string& path) {
   if (!cluster) return cluster.error();
   c.self = self.value();
   c.cluster_id = cluster.value();
+  if (doc.HasMember("token") && doc["token"].IsString()) c.token = doc["token"].GetString();
   for (const auto& m : doc["members"].GetArray()) {
     if (!m.IsObject() || !m.HasMember("id") || !m.HasMember("name") || !m["name"].IsString() ||
         !m.HasMember("peer_urls") || !m["peer_urls"].IsArray())
       return {errc::corruption, path + ": a member is not {id, name, peer_urls}"};
     auto id = parse_hex_id(m["id"], path, "members[].id");
     if (!id) return id.error();
-    cluster_member_info info{id.value(), m["name"].GetString(), {}};
+    cluster_member_info info{id.value(), m["name"].GetString(), {}, {}, false};
+    if (m.HasMember("learner") && m["learner"].IsBool()) info.learner = m["learner"].GetBool();
     for (const auto& u : m["peer_urls"].GetArray())
       if (u.IsString()) info.peer_urls.push_back(u.GetString());
     c.members.push_back(std::move(info));
@@ -325,6 +336,116 @@ bool apply_attributes(std::string_view data) {
     return true;
   }
   return true;  // a member not (yet) known here: nothing to record
+}
+
+// ---- membership ------------------------------------------------------------------------------------
+
+std::string encode_peer_urls(const std::vector<std::string>& urls) {
+  std::string out;
+  put_u32(out, static_cast<std::uint32_t>(urls.size()));
+  for (const std::string& u : urls) {
+    put_u32(out, static_cast<std::uint32_t>(u.size()));
+    out += u;
+  }
+  return out;
+}
+
+std::vector<std::string> decode_peer_urls(std::string_view data) {
+  std::vector<std::string> urls;
+  auto u32 = [&](std::size_t at) {
+    std::uint32_t v = 0;
+    for (int i = 0; i < 4; ++i) v |= static_cast<std::uint32_t>(static_cast<std::uint8_t>(data[at + i])) << (8 * i);
+    return v;
+  };
+  if (data.size() < 4) return urls;
+  std::size_t at = 4;
+  for (std::uint32_t i = 0, n = u32(0); i < n && at + 4 <= data.size(); ++i) {
+    std::uint32_t size = u32(at);
+    at += 4;
+    if (data.size() - at < size) break;
+    urls.emplace_back(data.substr(at, size));
+    at += size;
+  }
+  return urls;
+}
+
+void add_link(const cluster_member_info& m) {
+  cluster_state& c = cs();
+  if (m.id == c.self || m.peer_urls.empty() || c.peers.contains(m.id)) return;
+  auto where = parse_endpoint(m.peer_urls.front());
+  if (!where) {
+    note(log_level::error, "member " + hex(m.id) + ": peer URL " + m.peer_urls.front() + ": " + where.error().message());
+    return;
+  }
+  auto link = std::make_unique<peer_link>();
+  link->id = m.id;
+  link->name = m.name.empty() ? hex(m.id) : m.name;
+  link->where = where.value();
+  c.peers[m.id] = std::move(link);
+}
+
+void drop_link(std::uint64_t id) {
+  cluster_state& c = cs();
+  auto it = c.peers.find(id);
+  if (it == c.peers.end()) return;
+  // The link is kept (not freed): a connect or a reader may still refer to it; it only
+  // stops being used.
+  if (it->second->conn) {
+    it->second->conn->release();
+    it->second->conn = nullptr;
+  }
+  static std::vector<std::unique_ptr<peer_link>> retired;
+  retired.push_back(std::move(it->second));
+  c.peers.erase(it);
+}
+
+void save_member_file() {
+  cluster_state& c = cs();
+  status written = write_file_durably(member_file(c.data_dir), encode_member_file(c));
+  if (!written) note(log_level::error, "cannot update " + member_file(c.data_dir) + ": " + written.to_string());
+}
+
+// A committed conf change: Raft's membership, then ours (names, URLs, peer links).
+void apply_membership(const raft::conf_change& change, std::uint64_t index) {
+  cluster_state& c = cs();
+  (void)c.node->apply_conf_change(change);
+  auto it = std::find_if(c.members.begin(), c.members.end(),
+                         [&](const cluster_member_info& m) { return m.id == change.node; });
+  bool changed = false;
+  switch (change.type) {
+    case raft::conf_change_type::add_voter:
+    case raft::conf_change_type::add_learner: {
+      bool learner = change.type == raft::conf_change_type::add_learner;
+      if (it == c.members.end()) {
+        cluster_member_info m{change.node, "", decode_peer_urls(change.context), {}, learner};
+        c.members.push_back(m);
+        add_link(m);
+        changed = true;
+        note(log_level::info, "entry " + std::to_string(index) + ": added member " + hex(change.node) +
+                                  (learner ? " (learner)" : ""));
+      } else if (it->learner != learner) {
+        it->learner = learner;
+        changed = true;
+        note(log_level::info, "entry " + std::to_string(index) + ": member " + hex(change.node) +
+                                  (learner ? " is a learner" : " promoted to voter"));
+      }
+      break;
+    }
+    case raft::conf_change_type::remove_node:
+      if (it != c.members.end()) {
+        c.members.erase(it);
+        drop_link(change.node);
+        changed = true;
+        note(log_level::info, "entry " + std::to_string(index) + ": removed member " + hex(change.node));
+      }
+      if (change.node == c.self) {
+        c.removed = true;
+        note(log_level::error, "this member was removed from the cluster: it stops taking part (etcd: "
+                               "\"the member has been permanently removed from the cluster\")");
+      }
+      break;
+  }
+  if (changed) save_member_file();
 }
 
 // ---- the ready loop ------------------------------------------------------------------------------
@@ -413,7 +534,7 @@ void apply_committed(std::vector<raft::entry>& entries) {
     if (e.index <= c.kv_applied) continue;  // the leader applied it when it was proposed
     if (e.type == raft::entry_type::conf_change) {
       auto change = raft::decode_conf_change(e.data);
-      if (change) (void)c.node->apply_conf_change(change.value());
+      if (change) apply_membership(change.value(), e.index);
       else note(log_level::error, "entry " + std::to_string(e.index) + ": bad conf change: " + change.error().to_string());
     } else if (!e.data.empty()) {
       auto forwarded = unwrap_forwarded(e.data);
@@ -456,7 +577,7 @@ void on_role(const raft::ready& rd) {
 
 task<void> ready_loop() {
   cluster_state& c = cs();
-  while (!c.stopping && !c.failed) {
+  while (!c.stopping && !c.failed && !c.removed) {
     if (!c.node->has_ready()) {
       co_await kick_awaiter{};
       continue;
@@ -605,6 +726,10 @@ void on_proposal_result(const wire::frame_view& frame) {
     w->ttl = decoded->ttl;
     c.forwards.erase(it);
     w->slot.fire(status::ok());
+  } else if (w->wants_index) {  // a membership change: wait for its apply here
+    w->index = decoded->index;
+    c.forwards.erase(it);
+    w->slot.fire(status::ok());
   }
   // Otherwise proposed: the answer is the outcome of applying it here (cluster_deliver_outcome).
 }
@@ -635,6 +760,57 @@ void answer_proposal(connection* conn, std::uint64_t request_id, const raft::pro
 }
 
 constexpr std::uint8_t entry_kind_keep_alive = 0x7d;  // a forwarded keep-alive (never logged)
+// A forwarded membership change (never logged as such: the leader proposes the conf
+// change): u8 0x7b | u8 type | u64 node | the peer URLs (encode_peer_urls).
+constexpr std::uint8_t entry_kind_conf_request = 0x7b;
+
+std::string encode_conf_request(std::uint8_t type, std::uint64_t id, const std::vector<std::string>& urls) {
+  std::string out(1, static_cast<char>(entry_kind_conf_request));
+  out.push_back(static_cast<char>(type));
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((id >> (8 * i)) & 0xff));
+  return out + encode_peer_urls(urls);
+}
+
+// The checks of etcd's server before a membership change, then the proposal (leader).
+// Returns the conf change entry's index.
+result<std::uint64_t> propose_membership(std::string_view request) {
+  cluster_state& c = cs();
+  if (request.size() < 10) return status{errc::invalid_argument, "a malformed membership change"};
+  auto type = static_cast<raft::conf_change_type>(static_cast<std::uint8_t>(request[1]));
+  std::uint64_t id = 0;
+  for (int i = 0; i < 8; ++i) id |= static_cast<std::uint64_t>(static_cast<std::uint8_t>(request[2 + i])) << (8 * i);
+  std::vector<std::string> urls = decode_peer_urls(request.substr(10));
+  if (c.node->role() != raft::role::leader) return status{errc::unavailable, "etcdserver: not leader"};
+  auto it = std::find_if(c.members.begin(), c.members.end(), [&](const cluster_member_info& m) { return m.id == id; });
+  switch (type) {
+    case raft::conf_change_type::add_voter:
+    case raft::conf_change_type::add_learner:
+      if (!(it != c.members.end() && it->learner && type == raft::conf_change_type::add_voter)) {
+        for (const cluster_member_info& m : c.members)
+          for (const std::string& u : m.peer_urls)
+            if (std::find(urls.begin(), urls.end(), u) != urls.end())
+              return status{errc::already_exists, "etcdserver: peerURL exists"};
+        if (it != c.members.end()) return status{errc::already_exists, "etcdserver: member ID already exist"};
+      }
+      if (it != c.members.end() && it->learner) {
+        auto pr = c.node->progress(id);
+        if (!pr || pr->match * 10 < c.node->commit_index() * 9)
+          return status{errc::unavailable, "etcdserver: can only promote a learner member which is in sync with leader"};
+      }
+      break;
+    case raft::conf_change_type::remove_node:
+      if (it == c.members.end()) return status{errc::not_found, "etcdserver: member not found"};
+      break;
+  }
+  raft::conf_change change{type, id, encode_peer_urls(urls)};
+  auto proposed = c.node->propose_conf_change(change);
+  if (!proposed) {
+    std::string why = proposed.error().message();
+    return status{errc::unavailable, "etcdserver: unhealthy cluster (" + why + ")"};
+  }
+  kick();
+  return proposed->index;
+}
 
 void on_proposal(connection* conn, const wire::frame_view& frame) {
   cluster_state& c = cs();
@@ -646,7 +822,8 @@ void on_proposal(connection* conn, const wire::frame_view& frame) {
   raft::proposal_result r;
   const std::string& data = decoded->data;
   bool keep_alive = !data.empty() && static_cast<std::uint8_t>(data[0]) == entry_kind_keep_alive;
-  if (c.node->role() != raft::role::leader || (!keep_alive && !cluster_can_propose())) {
+  bool conf_request = !data.empty() && static_cast<std::uint8_t>(data[0]) == entry_kind_conf_request;
+  if (c.node->role() != raft::role::leader || (!keep_alive && !conf_request && !cluster_can_propose())) {
     r.code = static_cast<int>(errc::unavailable);
     r.message = "etcdserver: not leader";
   } else {
@@ -654,7 +831,11 @@ void on_proposal(connection* conn, const wire::frame_view& frame) {
     g->forward_request = frame.header.request_id;
     std::int64_t ttl = 0;
     status done = status::ok();
-    if (is_attributes(data)) {
+    if (!data.empty() && static_cast<std::uint8_t>(data[0]) == entry_kind_conf_request) {
+      auto proposed = propose_membership(data);
+      if (proposed) r.index = proposed.value();
+      else done = proposed.error();
+    } else if (is_attributes(data)) {
       done = cluster_log(data);
       if (done && !apply_attributes(data)) done = status{errc::invalid_argument, "malformed member attributes"};
     } else {
@@ -666,12 +847,27 @@ void on_proposal(connection* conn, const wire::frame_view& frame) {
       r.code = static_cast<int>(done.code());
       r.message = done.message();
     } else {
-      r.index = c.last_logged;
+      if (r.index == 0) r.index = c.last_logged;
       r.term = c.node->term();
       r.ttl = ttl;
     }
   }
   answer_proposal(conn, frame.header.request_id, r);
+}
+
+// A member joining with --initial-cluster-state existing learns the cluster id from the
+// first verified Raft message addressed to it by a member it was told about.
+void adopt_cluster_id(const wire::frame_view& f) {
+  cluster_state& c = cs();
+  auto id = raft::peek_raft_cluster_id(f.payload.data(), f.payload.size(), c.self);
+  if (!id || *id == 0) return;
+  auto from = raft::peek_raft_sender(f.payload.data(), f.payload.size());
+  bool known = std::any_of(c.members.begin(), c.members.end(), [&](const cluster_member_info& m) { return m.id == from; });
+  if (!known) return;
+  c.cluster_id = *id;
+  g->ids.cluster_id = *id;
+  note(log_level::info, "joined cluster " + hex(c.cluster_id) + " (first contact from member " + hex(from) + ")");
+  save_member_file();
 }
 
 task<void> serve_inbound(connection* conn) {
@@ -686,6 +882,7 @@ task<void> serve_inbound(connection* conn) {
       if (c.stopping) return false;
       switch (f.header.type) {
         case wire::frame_type::raft_message: {
+          if (c.cluster_id == 0) adopt_cluster_id(f);
           auto m = raft::decode_raft_message(f.payload.data(), f.payload.size(), c.cluster_id, c.self);
           if (!m) {
             refuse_frame("a peer", m.error());
@@ -769,7 +966,7 @@ namespace {
 
 // ---- building the Raft node (main thread, from core_start) ------------------------------------
 
-status build_node(bool restart) {
+status build_node(bool restart, bool join) {
   cluster_state& c = cs();
   raft::config cfg;
   cfg.id = c.self;
@@ -805,13 +1002,16 @@ status build_node(bool restart) {
       // member.json written but nothing logged yet: bootstrap again.
       for (auto& m : c.members) cfg.voters.push_back(m.id);
     }
-  } else {
+  } else if (!join) {
     for (auto& m : c.members) cfg.voters.push_back(m.id);
   }
   std::sort(cfg.voters.begin(), cfg.voters.end());
   if (status valid = raft::validate(cfg); !valid) return {valid.code(), "raft config: " + valid.message()};
   c.node = std::make_unique<raft::node>(std::move(cfg));
-  if (!restart) {
+  if (join) {
+    c.context->log(log_level::info, "joining an existing cluster as member " + hex(c.self) + " (" + c.name +
+                                        "); waiting for its leader to contact this member");
+  } else if (!restart) {
     if (status written = write_file_durably(member_file(c.data_dir), encode_member_file(c)); !written) return written;
     c.context->log(log_level::info, "bootstrapping cluster " + hex(c.cluster_id) + " as member " + hex(c.self) + " (" +
                                         c.name + ") of " + std::to_string(c.members.size()));
@@ -840,21 +1040,22 @@ result<bool> cluster_start(module_context* context, const cluster_options& optio
     context->log(log_level::info, "rejoining cluster " + hex(c->cluster_id) + " as member " + hex(c->self) + " (" +
                                       c->name + ") from " + path + "; the bootstrap flags are ignored");
   } else {
-    if (options.members.size() <= 1) return false;  // a single node: no Raft
+    if (options.members.size() <= 1 && !options.join_existing) return false;  // a single node: no Raft
     if (g->recovered.entries > 0)
       return status{errc::invalid_argument, g->wal_dir + " holds a single node's log; a member of a new cluster must "
                                                          "start with an empty data dir"};
     c->name = options.name;
     std::vector<std::uint64_t> ids;
     for (const cluster_member& m : options.members) {
-      c->members.push_back({m.id, m.name, m.peer_urls});
+      c->members.push_back({m.id, m.name, m.peer_urls, {}, false});
       ids.push_back(m.id);
       if (m.name == options.name) c->self = m.id;
     }
     if (c->self == 0)
       return status{errc::invalid_argument, "couldn't find local name \"" + options.name +
                                                 "\" in the initial cluster configuration (--initial-cluster)"};
-    c->cluster_id = options.cluster_id;
+    c->cluster_id = options.join_existing ? 0 : options.cluster_id;  // a joiner learns it from the leader
+    c->token = options.token;
   }
   for (const std::string& url : options.listen_peer_urls) {
     auto where = parse_endpoint(url);
@@ -862,7 +1063,7 @@ result<bool> cluster_start(module_context* context, const cluster_options& optio
     c->listen.push_back(where.value());
   }
   g->cluster = c.release();
-  if (status built = build_node(restart); !built) {
+  if (status built = build_node(restart, !restart && options.join_existing); !built) {
     delete g->cluster;
     g->cluster = nullptr;
     return built;
@@ -871,24 +1072,13 @@ result<bool> cluster_start(module_context* context, const cluster_options& optio
 }
 
 bool cluster_mode_wanted(const cluster_options& options) {
-  return ::access(member_file(options.data_dir).c_str(), F_OK) == 0 || options.members.size() > 1;
+  return ::access(member_file(options.data_dir).c_str(), F_OK) == 0 || options.members.size() > 1 ||
+         options.join_existing;
 }
 
 void cluster_on_owner_start(shard& s) {
   cluster_state& c = cs();
-  for (auto& m : c.members) {
-    if (m.id == c.self || m.peer_urls.empty()) continue;
-    auto where = parse_endpoint(m.peer_urls.front());
-    if (!where) {
-      note(log_level::error, "member " + m.name + ": peer URL " + m.peer_urls.front() + ": " + where.error().message());
-      continue;
-    }
-    auto link = std::make_unique<peer_link>();
-    link->id = m.id;
-    link->name = m.name;
-    link->where = where.value();
-    c.peers[m.id] = std::move(link);
-  }
+  for (const cluster_member_info& m : c.members) add_link(m);
   for (const endpoint& where : c.listen) {
     auto fd = listen_tcp(where);
     if (!fd) {
@@ -1125,6 +1315,62 @@ cluster_status cluster_status_now() {
 }
 
 std::vector<cluster_member_info> cluster_members() { return cs().members; }
+
+namespace {
+task<status> send_to_leader(std::uint64_t id, const std::string& data, clock::time_point deadline);
+}  // namespace
+
+result<cluster_member_info> cluster_plan_add(const std::vector<std::string>& peer_urls, bool learner) {
+  cluster_state& c = cs();
+  if (peer_urls.empty()) return status{errc::invalid_argument, "etcdserver: member peer URLs are empty"};
+  for (const std::string& u : peer_urls) {
+    auto where = parse_endpoint(u);
+    if (!where || !(u.starts_with("http://") || u.starts_with("https://")))
+      return status{errc::invalid_argument, "etcdserver: bad peer URL " + u};
+  }
+  cluster_member_info m;
+  m.id = keel::compute_member_id(peer_urls, c.token);
+  m.peer_urls = peer_urls;
+  m.learner = learner;
+  return m;
+}
+
+task<status> cluster_change_membership(std::uint8_t type, std::uint64_t id, std::vector<std::string> peer_urls) {
+  cluster_state& c = cs();
+  std::string request = encode_conf_request(type, id, peer_urls);
+  std::uint64_t index = 0;
+  if (c.node->role() == raft::role::leader) {
+    auto proposed = propose_membership(request);
+    if (!proposed) co_return proposed.error();
+    index = proposed.value();
+  } else {
+    forward_waiter w;
+    w.wants_index = true;
+    std::uint64_t request_id = c.next_request++;
+    auto deadline = clock::now() + request_timeout(c.election_ms);
+    c.forwards[request_id] = &w;
+    task<status> sending = send_to_leader(request_id, request, deadline);
+    status sent = co_await std::move(sending);
+    if (!sent) {
+      c.forwards.erase(request_id);
+      co_return sent;
+    }
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - clock::now());
+    bool fired = co_await wait_for(w.slot, std::max(left, milliseconds(1)));
+    c.forwards.erase(request_id);
+    if (!fired) co_return fail(errc::unavailable, "etcdserver: request timed out");
+    if (!w.outcome.failure.is_ok()) co_return w.outcome.failure;
+    index = w.index;
+  }
+  // Answered once this member applied the change (etcd waits for the apply too).
+  auto deadline = clock::now() + request_timeout(c.election_ms);
+  while (c.kv_applied < index) {
+    if (clock::now() > deadline) co_return fail(errc::unavailable, "etcdserver: request timed out");
+    task<void> waiting = pause(milliseconds(5));
+    co_await std::move(waiting);
+  }
+  co_return status::ok();
+}
 
 task<status> cluster_move_leader(std::uint64_t target) {
   cluster_state& c = cs();

@@ -52,6 +52,7 @@ struct cluster_options {
   std::vector<std::string> advertise_peer_urls;    // this member's, for a single node's view
   std::vector<std::string> advertise_client_urls;  // this member's; published to the others
   std::string token;               // --initial-cluster-token
+  bool join_existing = false;      // --initial-cluster-state existing: join, do not bootstrap
   std::uint64_t cluster_id = 0;    // of the bootstrap membership (etcd's computation)
   std::vector<std::string> listen_peer_urls;
   unsigned heartbeat_ms = 100;
@@ -116,8 +117,22 @@ struct cluster_member_info {
   std::string name;  // "" until the member published its attributes (etcd: "unstarted")
   std::vector<std::string> peer_urls;
   std::vector<std::string> client_urls;  // published by the member through the log
+  bool learner = false;
 };
 std::vector<cluster_member_info> cluster_members();
+
+// Membership changes (etcd's MemberAdd / MemberRemove / MemberPromote), one at a time,
+// through Raft conf-change entries whose context carries the peer URLs. Any member may be
+// asked: a follower forwards the change to the leader and answers once it applied it.
+// A new member's id is etcd's computation from its peer URLs and the cluster token, so
+// the member started with --initial-cluster-state existing and the same URLs and token
+// knows its own id. Errors (etcd's messages): unavailable "etcdserver: not leader" /
+// "etcdserver: unhealthy cluster"; already_exists "etcdserver: peerURL exists" or
+// "etcdserver: member ID already exist"; not_found "etcdserver: member not found";
+// failed_precondition as unavailable "etcdserver: can only promote a learner member which
+// is in sync with leader".
+result<cluster_member_info> cluster_plan_add(const std::vector<std::string>& peer_urls, bool learner);
+task<status> cluster_change_membership(std::uint8_t type, std::uint64_t id, std::vector<std::string> peer_urls);
 
 // Entry-data of a member's attributes (etcd publishes them through Raft the same way once
 // a member starts): u8 kind 0x7c | u64 id | u32 n | name | u32 count | (u32 n | url)*.

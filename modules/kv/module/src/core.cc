@@ -821,6 +821,54 @@ task<member_view> members_now() {
   });
 }
 
+namespace {
+status no_raft_group() {
+  return fail(errc::unsupported, "keel: this member runs as a single node (no Raft group): start the first member "
+                                 "with a --initial-cluster of the members to be, or change membership on a cluster");
+}
+
+task<result<member_change>> change_membership(std::uint8_t type, std::uint64_t id, std::vector<std::string> urls,
+                                              cluster_member_info planned) {
+  return run_on_owner<result<member_change>>(
+      [type, id, urls = std::move(urls), planned = std::move(planned)]() mutable -> task<result<member_change>> {
+        return [](std::uint8_t type, std::uint64_t id, std::vector<std::string> urls,
+                  cluster_member_info planned) -> task<result<member_change>> {
+          if (!g->cluster) co_return no_raft_group();
+          task<status> changing = cluster_change_membership(type, id, std::move(urls));
+          status changed = co_await std::move(changing);
+          if (!changed) co_return changed;
+          member_change out;
+          out.members = cluster_members();
+          out.member = std::move(planned);
+          for (const cluster_member_info& m : out.members)
+            if (m.id == id) out.member = m;
+          co_return out;
+        }(type, id, std::move(urls), std::move(planned));
+      });
+}
+}  // namespace
+
+task<result<member_change>> member_add(std::vector<std::string> peer_urls, bool learner) {
+  task<result<cluster_member_info>> planning = run_on_owner<result<cluster_member_info>>(
+      [peer_urls, learner]() -> task<result<cluster_member_info>> {
+        if (!g->cluster) co_return no_raft_group();
+        co_return cluster_plan_add(peer_urls, learner);
+      });
+  auto planned = co_await std::move(planning);
+  if (!planned) co_return planned.error();
+  std::uint64_t id = planned->id;
+  task<result<member_change>> adding = change_membership(learner ? 1 : 0, id, std::move(peer_urls), planned.value());
+  co_return co_await std::move(adding);
+}
+
+task<result<member_change>> member_remove(std::uint64_t id) {
+  return change_membership(2, id, {}, cluster_member_info{id, "", {}, {}, false});
+}
+
+task<result<member_change>> member_promote(std::uint64_t id) {
+  return change_membership(0, id, {}, cluster_member_info{id, "", {}, {}, false});
+}
+
 task<status> move_leader(std::uint64_t target) {
   return run_on_owner<status>([target]() -> task<status> {
     if (!g->cluster) {

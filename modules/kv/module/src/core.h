@@ -144,6 +144,17 @@ struct member_view {
   bool cluster = false;  // a Raft cluster (else a single node)
 };
 task<member_view> members_now();
+// Membership changes (cluster.h has the semantics). A single node has no Raft group, so
+// they fail with errc::unsupported there. member_add returns the new member; all return
+// the membership after the change.
+struct member_change {
+  cluster_member_info member;
+  std::vector<cluster_member_info> members;
+};
+task<result<member_change>> member_add(std::vector<std::string> peer_urls, bool learner);
+task<result<member_change>> member_remove(std::uint64_t id);
+task<result<member_change>> member_promote(std::uint64_t id);
+
 // /v3/maintenance/transfer-leadership: on the leader, hands leadership to `target`.
 // A single node is its own leader: target must be itself.
 task<status> move_leader(std::uint64_t target);

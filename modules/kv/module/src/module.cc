@@ -42,6 +42,7 @@ keel::status read_cluster_options(std::string_view core_json, kvm::cluster_optio
   out.name = string_of(core, "name", "default");
   data_dir = string_of(core, "data-dir");
   out.token = string_of(core, "initial-cluster-token", "etcd-cluster");
+  out.join_existing = string_of(core, "initial-cluster-state", "new") == "existing";
   out.listen_peer_urls = strings_of(core, "listen-peer-urls");
   out.advertise_peer_urls = strings_of(core, "initial-advertise-peer-urls");
   out.advertise_client_urls = strings_of(core, "advertise-client-urls");

@@ -4,8 +4,12 @@
 // v2_watch.cc, the JSON in v2_json.cc; the mapping is in v2.h and README.md "etcd v2".
 #include "v2.h"
 
+#include <rapidjson/document.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstdlib>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -392,6 +396,65 @@ task<void> http_members(const http_request& request, http_response& response) {
   response.send(200, "application/json", out + "]}\n");
 }
 
+// etcd v2's members API errors: {"message": "..."} with the status etcd gives.
+void send_members_error(http_response& response, int http_status, const std::string& message) {
+  std::string out = "{\"message\":";
+  append_go_string(out, message);
+  response.send(http_status, "application/json", out + "}\n");
+}
+
+int members_status_of(const status& failure) {
+  switch (failure.code()) {
+    case errc::already_exists: return 409;
+    case errc::not_found: return 404;
+    case errc::invalid_argument: return 400;
+    case errc::unsupported: return 501;
+    default: return 500;
+  }
+}
+
+// POST /v2/members {"peerURLs": [...]}: 201 with the new member (etcd's v2 member add).
+task<void> http_members_add(const http_request& request, http_response& response) {
+  add_cluster_headers(response);
+  rapidjson::Document doc;
+  doc.Parse(request.body.data(), request.body.size());
+  if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("peerURLs") || !doc["peerURLs"].IsArray()) {
+    send_members_error(response, 400, "invalid peerURLs: want {\"peerURLs\": [\"http://host:port\", ...]}");
+    co_return;
+  }
+  std::vector<std::string> urls;
+  for (const auto& u : doc["peerURLs"].GetArray())
+    if (u.IsString()) urls.emplace_back(u.GetString());
+  task<result<member_change>> adding = member_add(std::move(urls), false);
+  auto added = co_await std::move(adding);
+  if (!added) {
+    send_members_error(response, members_status_of(added.error()), added.error().message());
+    co_return;
+  }
+  response.send(201, "application/json", member_json(added->member) + "\n");
+}
+
+// DELETE /v2/members/<hex id>: 204 (etcd's v2 member remove).
+task<void> http_members_remove(const http_request& request, http_response& response) {
+  add_cluster_headers(response);
+  std::string_view path = request.path();
+  std::string text(path.substr(path.rfind('/') + 1));
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long id = std::strtoull(text.c_str(), &end, 16);
+  if (text.empty() || *end != '\0' || errno != 0) {
+    send_members_error(response, 404, "No such member: " + text);
+    co_return;
+  }
+  task<result<member_change>> removing = member_remove(id);
+  auto removed = co_await std::move(removing);
+  if (!removed) {
+    send_members_error(response, members_status_of(removed.error()), removed.error().message());
+    co_return;
+  }
+  response.send(204, "application/json", "");
+}
+
 task<void> http_members_leader(const http_request& request, http_response& response) {
   task<member_view> asking = members_now();
   member_view view = co_await std::move(asking);
@@ -565,6 +628,8 @@ void register_v2_routes(http_router& router) {
   router.add("OPTIONS", "/v2/members", v2::http_options);
   router.add_async("GET", "/v2/members", v2::http_members);
   router.add_async("GET", "/v2/members/leader", v2::http_members_leader);
+  router.add_async("POST", "/v2/members", v2::http_members_add);
+  router.add_prefix_async("DELETE", "/v2/members/", v2::http_members_remove);
   router.add("GET", "/v2/machines", v2::http_machines);
   router.add("HEAD", "/v2/machines", v2::http_machines);
   router.add("GET", "/v2/stats/self", v2::http_stats_self);

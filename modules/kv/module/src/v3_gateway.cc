@@ -1116,6 +1116,108 @@ void append_string_list(std::string& out, const std::vector<std::string>& items)
   out += "]";
 }
 
+// etcd's etcdserverpb.Member as the gateway prints it (empty fields omitted).
+void append_member(std::string& out, const cluster_member_info& m) {
+  out += "{\"ID\":\"" + std::to_string(m.id) + "\"";
+  if (!m.name.empty()) {
+    out += ",\"name\":";
+    append_json_string(out, m.name);
+  }
+  out += ",\"peerURLs\":";
+  append_string_list(out, m.peer_urls);
+  if (!m.client_urls.empty()) {
+    out += ",\"clientURLs\":";
+    append_string_list(out, m.client_urls);
+  }
+  if (m.learner) out += ",\"isLearner\":true";
+  out += "}";
+}
+
+void append_members(std::string& out, const std::vector<cluster_member_info>& members) {
+  out += ",\"members\":[";
+  for (std::size_t i = 0; i < members.size(); ++i) {
+    if (i) out += ",";
+    append_member(out, members[i]);
+  }
+  out += "]";
+}
+
+// A member id field: a uint64 as a JSON number or its decimal text (jsonpb's form).
+std::optional<parse_error> read_member_id(const rapidjson::Value& doc, const char* name, const char* camel,
+                                          std::uint64_t& out) {
+  const rapidjson::Value* v = field(doc, name, camel);
+  if (!v || v->IsNull()) return std::nullopt;
+  if (v->IsUint64()) {
+    out = v->GetUint64();
+    return std::nullopt;
+  }
+  std::string text = v->IsString() ? v->GetString() : "";
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long id = std::strtoull(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno != 0)
+    return parse_error{std::string("json: cannot unmarshal into Go value of type uint64 (") + name + ")"};
+  out = id;
+  return std::nullopt;
+}
+
+struct member_add_request {
+  std::vector<std::string> peer_urls;
+  bool learner = false;
+};
+
+struct member_id_request {
+  std::uint64_t id = 0;
+};
+
+task<void> http_member_add(const http_request& request, http_response& response) {
+  return serve_json<member_add_request>(
+      request, response,
+      [](const rapidjson::Value& doc, member_add_request& r) -> std::optional<parse_error> {
+        auto error = check_object(doc);
+        if (error) return error;
+        const rapidjson::Value* urls = field(doc, "peerURLs", "peer_urls");
+        if (urls && urls->IsArray())
+          for (const auto& u : urls->GetArray())
+            if (u.IsString()) r.peer_urls.emplace_back(u.GetString());
+        if (!read_bool(doc, "isLearner", "is_learner", r.learner, error)) return error;
+        return std::nullopt;
+      },
+      [](member_add_request r) -> task<reply> {
+        task<result<member_change>> adding = kv_module::member_add(std::move(r.peer_urls), r.learner);
+        auto added = co_await std::move(adding);
+        if (!added) co_return failure_reply(added.error());
+        std::string out = "{";
+        append_header(out, published_revision());
+        out += ",\"member\":";
+        append_member(out, added->member);
+        append_members(out, added->members);
+        out += "}";
+        co_return reply{200, out};
+      });
+}
+
+template <bool Remove>
+task<void> http_member_change(const http_request& request, http_response& response) {
+  return serve_json<member_id_request>(
+      request, response,
+      [](const rapidjson::Value& doc, member_id_request& r) -> std::optional<parse_error> {
+        auto error = check_object(doc);
+        if (error) return error;
+        return read_member_id(doc, "ID", "id", r.id);
+      },
+      [](member_id_request r) -> task<reply> {
+        task<result<member_change>> changing = Remove ? kv_module::member_remove(r.id) : kv_module::member_promote(r.id);
+        auto changed = co_await std::move(changing);
+        if (!changed) co_return failure_reply(changed.error());
+        std::string out = "{";
+        append_header(out, published_revision());
+        append_members(out, changed->members);
+        out += "}";
+        co_return reply{200, out};
+      });
+}
+
 task<void> http_member_list(const http_request& request, http_response& response) {
   return serve_json<lease_request>(
       request, response,
@@ -1125,24 +1227,8 @@ task<void> http_member_list(const http_request& request, http_response& response
         member_view view = co_await std::move(asking);
         std::string out = "{";
         append_header(out, published_revision());
-        out += ",\"members\":[";
-        for (std::size_t i = 0; i < view.members.size(); ++i) {
-          const cluster_member_info& m = view.members[i];
-          if (i) out += ",";
-          out += "{\"ID\":\"" + std::to_string(m.id) + "\"";
-          if (!m.name.empty()) {
-            out += ",\"name\":";
-            append_json_string(out, m.name);
-          }
-          out += ",\"peerURLs\":";
-          append_string_list(out, m.peer_urls);
-          if (!m.client_urls.empty()) {
-            out += ",\"clientURLs\":";
-            append_string_list(out, m.client_urls);
-          }
-          out += "}";
-        }
-        out += "]}";
+        append_members(out, view.members);
+        out += "}";
         co_return reply{200, out};
       });
 }
@@ -1157,19 +1243,8 @@ task<void> http_move_leader(const http_request& request, http_response& response
       [](const rapidjson::Value& doc, move_leader_request& r) -> std::optional<parse_error> {
         auto error = check_object(doc);
         if (error) return error;
-        // A member id is a uint64: a JSON number or its decimal text (jsonpb's form).
-        const rapidjson::Value* v = field(doc, "targetID", "target_id");
-        if (!v || v->IsNull()) return std::nullopt;
-        if (v->IsUint64()) {
-          r.target = static_cast<std::int64_t>(v->GetUint64());
-          return std::nullopt;
-        }
-        std::string text = v->IsString() ? v->GetString() : "";
-        char* end = nullptr;
-        errno = 0;
-        unsigned long long id = std::strtoull(text.c_str(), &end, 10);
-        if (text.empty() || *end != '\0' || errno != 0)
-          return parse_error{"json: cannot unmarshal into Go value of type uint64 (targetID)"};
+        std::uint64_t id = 0;
+        if (auto bad = read_member_id(doc, "targetID", "target_id", id)) return bad;
         r.target = static_cast<std::int64_t>(id);
         return std::nullopt;
       },
@@ -1191,6 +1266,9 @@ void register_v3_routes(http_router& router) {
     std::string p(prefix);
     router.add_async("POST", p + "/kv/put", http_put);
     router.add_async("POST", p + "/cluster/member/list", http_member_list);
+    router.add_async("POST", p + "/cluster/member/add", http_member_add);
+    router.add_async("POST", p + "/cluster/member/remove", http_member_change<true>);
+    router.add_async("POST", p + "/cluster/member/promote", http_member_change<false>);
     router.add_async("POST", p + "/maintenance/transfer-leadership", http_move_leader);
     router.add_async("POST", p + "/kv/range", http_range);
     router.add_async("POST", p + "/kv/deleterange", http_delete_range);

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "keel/raft/message.h"
@@ -30,6 +31,12 @@ std::string encode_raft_message(const message& m, std::uint64_t cluster_id);
 //     snapshot message without one).
 result<message> decode_raft_message(const std::uint8_t* data, std::size_t size, std::uint64_t expected_cluster_id,
                                     node_id self);
+
+// For a member joining a cluster whose id it does not know yet: the cluster id of a
+// RaftMessage payload that verifies and is addressed to `self` (nullopt otherwise), and
+// its sender. The message itself must still pass decode_raft_message.
+std::optional<std::uint64_t> peek_raft_cluster_id(const std::uint8_t* data, std::size_t size, node_id self);
+node_id peek_raft_sender(const std::uint8_t* data, std::size_t size);
 
 // A follower's request that the leader propose `data` for it (frame type 201), and the
 // leader's answer (202). The kv module gives `data` its meaning; Raft does not look in it.

@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Membership changes on a keeld cluster, as etcd's runtime-reconfiguration guide does them.
+
+1. Three members (static --initial-cluster); a few writes.
+2. `member add --learner` (POST /v3/cluster/member/add, asked of a follower, which
+   forwards it) for a fourth peer URL; the answer names the new member, unstarted.
+3. The fourth member starts with --initial-cluster (all four) and
+   --initial-cluster-state existing: it joins, learns the cluster id, catches up from the
+   leader's log (its serializable reads equal the leader's) and publishes its name.
+4. Promoting it (POST /v3/cluster/member/promote) makes it a voter.
+5. Adding the same peer URL again is refused (a duplicate), and removing an unknown id
+   is refused (member not found).
+6. `member remove` of the fourth: three members remain, writes continue, and the removed
+   member says so in its log.
+7. v2: POST /v2/members adds (201), DELETE /v2/members/<id> removes (204).
+
+Usage: membership_test.py --binary build/bin/keeld [--base-port 29450]
+Ports: base..base+9.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cluster as harness  # noqa: E402
+
+
+def post(url, path, body, method="POST"):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            text = r.read()
+            return r.status, (json.loads(text) if text else None)
+    except urllib.error.HTTPError as e:
+        text = e.read()
+        return e.code, (json.loads(text) if text else None)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", required=True)
+    ap.add_argument("--base-port", type=int, default=29450)
+    ap.add_argument("--workdir")
+    o = ap.parse_args()
+    if o.workdir:
+        os.makedirs(o.workdir, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="keel-membership-", dir=o.workdir)
+    failures = []
+
+    def check(ok, what):
+        print(("ok   " if ok else "FAIL ") + what, flush=True)
+        if not ok:
+            failures.append(what)
+
+    c = None
+    joiner = None
+    try:
+        c = harness.Cluster(o.binary, size=3, base_port=o.base_port, workdir=os.path.join(work, "members"))
+        leader = c.leader()
+        for k in ("a", "b", "c"):
+            harness.kv_put(c.url(leader), "m/" + k, "v" + k, 2.0)
+        follower = next(i for i in range(3) if i != leader)
+        peer = "http://127.0.0.1:%d" % (o.base_port + 7)
+        client = "http://127.0.0.1:%d" % (o.base_port + 6)
+        code, added = post(c.url(follower), "/v3/cluster/member/add", {"peerURLs": [peer], "isLearner": True})
+        check(code == 200 and added["member"].get("isLearner") and len(added["members"]) == 4,
+              "member add --learner on a follower: %d, 4 members" % code)
+        new_id = int(added["member"]["ID"]) if code == 200 else 0
+
+        initial = c.initial_cluster + ",m3=" + peer
+        log = open(os.path.join(work, "m3.log"), "wb")
+        joiner = subprocess.Popen([o.binary, "--name", "m3", "--data-dir", os.path.join(work, "m3.data"),
+                                   "--listen-client-urls", client, "--advertise-client-urls", client,
+                                   "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                                   "--initial-cluster", initial, "--initial-cluster-state", "existing",
+                                   "--initial-cluster-token", c.token],
+                                  stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        caught = False
+        while time.monotonic() < deadline and not caught:
+            try:
+                caught = all(harness.kv_get(client, "m/" + k, 1.0, serializable=True)[0] == "v" + k for k in "abc")
+            except (harness.NotSent, harness.Unknown, harness.HttpError):
+                pass
+            time.sleep(0.1)
+        check(caught, "the joiner (--initial-cluster-state existing) caught up from the leader's log")
+
+        code, promoted = post(c.url(leader), "/v3/cluster/member/promote", {"ID": str(new_id)})
+        deadline = time.monotonic() + 5
+        while code != 200 and time.monotonic() < deadline:  # promotion waits for the learner to be in sync
+            time.sleep(0.2)
+            code, promoted = post(c.url(leader), "/v3/cluster/member/promote", {"ID": str(new_id)})
+        check(code == 200 and not any(m.get("isLearner") for m in promoted["members"]), "promote: a voter now")
+        deadline = time.monotonic() + 5
+        named = False
+        while time.monotonic() < deadline and not named:
+            code, listed = post(c.url(follower), "/v3/cluster/member/list", {})
+            named = any(m.get("name") == "m3" and m.get("clientURLs") == [client] for m in listed["members"])
+            time.sleep(0.1)
+        check(named, "member list shows m3 with its client URL")
+
+        code, dup = post(c.url(leader), "/v3/cluster/member/add", {"peerURLs": [peer]})
+        check(code != 200, "adding the same peer URL again is refused (%d %s)" % (code, (dup or {}).get("error")))
+        code, missing = post(c.url(leader), "/v3/cluster/member/remove", {"ID": "12345"})
+        check(code != 200 and "member not found" in json.dumps(missing), "removing an unknown id: member not found")
+
+        code, removed = post(c.url(follower), "/v3/cluster/member/remove", {"ID": str(new_id)})
+        check(code == 200 and len(removed["members"]) == 3, "member remove: 3 members remain")
+        harness.kv_put(c.url(leader), "m/after", "1", 5.0)
+        check(harness.kv_get(c.url(follower), "m/after", 5.0)[0] == "1", "writes continue after the removal")
+        time.sleep(0.5)
+        with open(os.path.join(work, "m3.log")) as f:
+            check("removed from the cluster" in f.read(), "the removed member says so in its log")
+
+        code, v2 = post(c.url(leader), "/v2/members", {"peerURLs": ["http://127.0.0.1:%d" % (o.base_port + 9)]})
+        check(code == 201 and v2.get("peerURLs"), "v2: POST /v2/members -> 201")
+        if code == 201:
+            code, _ = post(c.url(follower), "/v2/members/" + v2["id"], None, method="DELETE")
+            check(code == 204, "v2: DELETE /v2/members/<id> -> 204")
+    except Exception as e:  # noqa: BLE001
+        failures.append(repr(e))
+        print("FAIL", repr(e))
+        if c:
+            c.dump_logs()
+    finally:
+        if joiner:
+            joiner.kill()
+            joiner.wait()
+        if c:
+            c.stop_all()
+    print("%d failed" % len(failures))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
