@@ -302,9 +302,15 @@ std::variant<std::monostate, http_response, http_error> parse_response(std::stri
   return response;
 }
 
-std::variant<http_response, http_error> http_get(const endpoint_address& address,
+namespace {
+
+// Sends one request (`extra_headers` end in CRLF) and reads the whole reply.
+std::variant<http_response, http_error> exchange(const endpoint_address& address,
+                                                 std::string_view method,
                                                  std::string_view host_header,
                                                  std::string_view path,
+                                                 std::string_view extra_headers,
+                                                 std::string_view body,
                                                  const http_request_limits& limits) {
   auto start = clock::now();
   dial_deadlines deadlines{start + limits.dial_timeout, start + limits.command_timeout};
@@ -312,9 +318,10 @@ std::variant<http_response, http_error> http_get(const endpoint_address& address
   if (auto* error = std::get_if<http_error>(&dialed)) return *error;
   socket_fd fd(std::get<int>(dialed));
 
-  std::string request = "GET " + std::string(path) + " HTTP/1.1\r\nHost: " +
+  std::string request = std::string(method) + " " + std::string(path) + " HTTP/1.1\r\nHost: " +
                         std::string(host_header) +
-                        "\r\nUser-Agent: keelctl\r\nAccept: */*\r\nConnection: close\r\n\r\n";
+                        "\r\nUser-Agent: keelctl\r\nAccept: */*\r\nConnection: close\r\n" +
+                        std::string(extra_headers) + "\r\n" + std::string(body);
   if (auto error = send_all(fd.get(), request, deadlines.command)) return *error;
 
   std::string received;
@@ -334,6 +341,25 @@ std::variant<http_response, http_error> http_get(const endpoint_address& address
     if (auto* response = std::get_if<http_response>(&parsed)) return std::move(*response);
     if (auto* error = std::get_if<http_error>(&parsed)) return *error;
   }
+}
+
+}  // namespace
+
+std::variant<http_response, http_error> http_get(const endpoint_address& address,
+                                                 std::string_view host_header,
+                                                 std::string_view path,
+                                                 const http_request_limits& limits) {
+  return exchange(address, "GET", host_header, path, "", "", limits);
+}
+
+std::variant<http_response, http_error> http_post(const endpoint_address& address,
+                                                  std::string_view host_header,
+                                                  std::string_view path,
+                                                  std::string_view body,
+                                                  const http_request_limits& limits) {
+  std::string headers = "Content-Type: application/json\r\nContent-Length: " +
+                        std::to_string(body.size()) + "\r\n";
+  return exchange(address, "POST", host_header, path, headers, body, limits);
 }
 
 }  // namespace keel::ctl

@@ -1,7 +1,7 @@
 // cmd/keelctl/http_client.h — a tiny blocking HTTP/1.1 client for keelctl.
 //
-// keelctl asks a server one question per connection: it sends a GET with
-// `Connection: close`, reads the whole reply and hangs up. That is all the client
+// keelctl asks a server one question per connection: it sends a GET (or a POST with a
+// JSON body) with `Connection: close`, reads the whole reply and hangs up. That is all the client
 // does; it has no keep-alive, no TLS, no redirects and no reactor. It uses plain POSIX
 // sockets: a non-blocking connect() bounded by the dial timeout, then poll() for every
 // send and receive, bounded by one overall deadline.
@@ -53,6 +53,15 @@ std::variant<http_response, http_error> http_get(const endpoint_address& address
                                                  std::string_view host_header,
                                                  std::string_view path,
                                                  const http_request_limits& limits);
+
+// POSTs `body` (a JSON document, sent as application/json) to `path` and returns the
+// complete reply; otherwise as http_get. Used for the v3 JSON gateway
+// (/v3/cluster/member/list, /v3/maintenance/status, ...).
+std::variant<http_response, http_error> http_post(const endpoint_address& address,
+                                                  std::string_view host_header,
+                                                  std::string_view path,
+                                                  std::string_view body,
+                                                  const http_request_limits& limits);
 
 // Parses a complete or partial HTTP/1.1 response held in `bytes`.
 // Returns: a response when the message is complete (or `at_eof` and the body is

@@ -5,6 +5,9 @@
 // that scripts written for one work with the other:
 //
 //   keelctl [global flags] endpoint health
+//   keelctl [global flags] endpoint status [--cluster]      (cluster_commands.h: these
+//   keelctl [global flags] member list|add|remove|promote    POST to the v3 JSON gateway)
+//   keelctl [global flags] move-leader HEXID
 //   keelctl [global flags] version
 //   keelctl wal check DIR      (offline: what WAL recovery would do; changes nothing)
 //
@@ -31,8 +34,10 @@
 
 #include <sys/stat.h>
 
+#include "cluster_commands.h"
 #include "http_client.h"
 #include "kv_commands.h"
+#include "table.h"
 #include "keel/kv/snapshot.h"
 #include "keel/kv/wal_recovery.h"
 #include "v2_commands.h"
@@ -60,6 +65,10 @@ struct options {
   bool help = false;
   bool version = false;
   std::vector<std::string> command;  // the non-flag words, e.g. {"endpoint", "health"}
+  // The cluster verbs' own flags (cluster_commands.h).
+  bool cluster = false;                  // endpoint status --cluster
+  std::optional<std::string> peer_urls;  // member add --peer-urls
+  bool learner = false;                  // member add --learner
 };
 
 struct usage_error {
@@ -72,6 +81,16 @@ void print_usage(std::FILE* out) {
       "\n"
       "Usage:\n"
       "  keelctl [flags] endpoint health   check that each endpoint answers GET /health\n"
+      "  keelctl [flags] endpoint status [--cluster]\n"
+      "                                    each endpoint's member id, version, db size, leader,\n"
+      "                                    raft term and index (POST /v3/maintenance/status);\n"
+      "                                    --cluster: every member's client URLs instead\n"
+      "  keelctl [flags] member list       the members: id, status, name, peer and client URLs,\n"
+      "                                    learner (POST /v3/cluster/member/list)\n"
+      "  keelctl [flags] member add NAME --peer-urls=URL[,URL] [--learner]\n"
+      "  keelctl [flags] member remove ID | member promote ID   (ID in hex)\n"
+      "  keelctl [flags] move-leader ID    hand leadership to member ID (hex), asking the\n"
+      "                                    leader among the endpoints\n"
       "  keelctl [flags] version           print the server's etcdserver/etcdcluster versions\n"
       "  keelctl v2 COMMAND ...            etcdctl's v2 commands (set, get, ls, watch...; also\n"
       "                                    ETCDCTL_API=2 keelctl COMMAND); keelctl v2 --help\n"
@@ -196,6 +215,18 @@ std::optional<usage_error> apply_flag(options& parsed, std::string_view name, st
     }
     auto rounded = std::chrono::ceil<milliseconds>(*duration);
     (name == "dial-timeout" ? parsed.limits.dial_timeout : parsed.limits.command_timeout) = rounded;
+  } else if (name == "cluster" || name == "learner") {
+    bool on = false;
+    if (value == "true" || value == "1" || value == "t" || value == "T" || value == "TRUE" || value == "True") {
+      on = true;
+    } else if (!(value == "false" || value == "0" || value == "f" || value == "F" || value == "FALSE" ||
+                 value == "False")) {
+      return usage_error{"invalid argument \"" + std::string(value) + "\" for \"--" + std::string(name) +
+                         "\" flag: strconv.ParseBool: parsing \"" + std::string(value) + "\": invalid syntax"};
+    }
+    (name == "cluster" ? parsed.cluster : parsed.learner) = on;
+  } else if (name == "peer-urls") {
+    parsed.peer_urls = std::string(value);
   } else if (name == "write-out") {
     if (value == "simple") parsed.format = output_format::simple;
     else if (value == "json") parsed.format = output_format::json;
@@ -213,7 +244,10 @@ std::string_view canonical_flag(std::string_view typed, bool& takes_value) {
   if (typed == "--dial-timeout") return "dial-timeout";
   if (typed == "--command-timeout") return "command-timeout";
   if (typed == "-w" || typed == "--write-out") return "write-out";
+  if (typed == "--peer-urls") return "peer-urls";
   takes_value = false;
+  if (typed == "--cluster") return "cluster";
+  if (typed == "--learner") return "learner";
   if (typed == "-h" || typed == "--help") return "help";
   if (typed == "--version") return "version";
   return "";
@@ -244,7 +278,9 @@ std::variant<options, usage_error> parse_arguments(int argc, char** argv) {
     if (name == "help") { parsed.help = true; continue; }
     if (name == "version") { parsed.version = true; continue; }
     std::string_view value;
-    if (equals != std::string_view::npos) {
+    if (!takes_value) {  // a boolean: --cluster, --cluster=false
+      value = equals != std::string_view::npos ? argument.substr(equals + 1) : "true";
+    } else if (equals != std::string_view::npos) {
       value = argument.substr(equals + 1);
     } else if (i + 1 < argc) {
       value = argv[++i];
@@ -258,40 +294,6 @@ std::variant<options, usage_error> parse_arguments(int argc, char** argv) {
 }
 
 // ---- output helpers -------------------------------------------------------------
-
-// Renders rows like etcdctl's tablewriter: headers centred, cells right-aligned.
-std::string render_table(const std::vector<std::string>& headers,
-                         const std::vector<std::vector<std::string>>& rows) {
-  // Width in characters, not bytes: "µs" is two bytes but one column.
-  auto columns = [](const std::string& s) {
-    std::size_t n = 0;
-    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-    return n;
-  };
-  std::vector<std::size_t> widths;
-  for (const auto& h : headers) widths.push_back(columns(h));
-  for (const auto& row : rows) {
-    for (std::size_t c = 0; c < row.size(); ++c) widths[c] = std::max(widths[c], columns(row[c]));
-  }
-  std::string rule = "+";
-  for (std::size_t w : widths) rule += std::string(w + 2, '-') + "+";
-  rule += "\n";
-
-  std::string out = rule + "|";
-  for (std::size_t c = 0; c < headers.size(); ++c) {
-    std::size_t gap = widths[c] - columns(headers[c]);
-    out += " " + std::string(gap / 2, ' ') + headers[c] + std::string(gap - gap / 2, ' ') + " |";
-  }
-  out += "\n" + rule;
-  for (const auto& row : rows) {
-    out += "|";
-    for (std::size_t c = 0; c < row.size(); ++c) {
-      out += " " + std::string(widths[c] - columns(row[c]), ' ') + row[c] + " |";
-    }
-    out += "\n";
-  }
-  return out + rule;
-}
 
 int fail(const std::string& message) {
   std::fprintf(stderr, "Error: %s\n", message.c_str());
@@ -567,6 +569,18 @@ int handle_wal_check(const std::string& argument) {
 
 // ---- dispatch --------------------------------------------------------------------
 
+int run_cluster(const options& opts) {
+  cluster_invocation inv;
+  inv.endpoints = opts.endpoints;
+  inv.limits = opts.limits;
+  inv.format = opts.format == output_format::json ? "json" : opts.format == output_format::table ? "table" : "simple";
+  inv.words = opts.command;
+  inv.cluster = opts.cluster;
+  inv.peer_urls = opts.peer_urls;
+  inv.learner = opts.learner;
+  return run_cluster_command(inv);
+}
+
 int run(const options& opts) {
   if (opts.help) {
     print_usage(stdout);
@@ -581,12 +595,19 @@ int run(const options& opts) {
     print_usage(stdout);
     return exit_success;
   }
+  // The cluster verbs' flags belong to their verbs only, as with etcdctl.
+  bool endpoint_status = words[0] == "endpoint" && words.size() > 1 && words[1] == "status";
+  bool member_add = words[0] == "member" && words.size() > 1 && words[1] == "add";
+  if (opts.cluster && !endpoint_status) return usage_failure("unknown flag: --cluster");
+  if (opts.peer_urls && !member_add) return usage_failure("unknown flag: --peer-urls");
+  if (opts.learner && !member_add) return usage_failure("unknown flag: --learner");
+  if (is_cluster_command(words)) return run_cluster(opts);
   if (words[0] == "version") {
     if (words.size() > 1) return usage_failure("unexpected argument \"" + words[1] + "\" for \"version\"");
     return handle_version(opts);
   }
   if (words[0] == "endpoint") {
-    if (words.size() < 2) return usage_failure("\"endpoint\" needs a subcommand: health");
+    if (words.size() < 2) return usage_failure("\"endpoint\" needs a subcommand: health or status");
     if (words[1] != "health") return usage_failure("unknown command \"" + words[1] + "\" for \"keelctl endpoint\"");
     if (words.size() > 2) return usage_failure("unexpected argument \"" + words[2] + "\" for \"endpoint health\"");
     return handle_endpoint_health(opts);
