@@ -75,6 +75,7 @@ constexpr type_kind kinds[] = {
     {frame_type::raft_message, "raft_message", "keel.wire.RaftMessage", verify_root<RaftMessage>},
     {frame_type::raft_proposal, "raft_proposal", "keel.wire.RaftProposal", verify_root<RaftProposal>},
     {frame_type::raft_proposal_result, "raft_proposal_result", "keel.wire.RaftProposalResult", verify_root<RaftProposalResult>},
+    {frame_type::raft_snapshot_chunk, "raft_snapshot_chunk", "keel.wire.RaftSnapshotChunk", verify_root<RaftSnapshotChunk>},
 };
 
 const type_kind* find_kind(frame_type type) noexcept {

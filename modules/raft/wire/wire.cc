@@ -142,6 +142,41 @@ node_id peek_raft_sender(const std::uint8_t* data, std::size_t size) {
   return flatbuffers::GetRoot<fw::RaftMessage>(data)->from();
 }
 
+std::string encode_snapshot_chunk(const snapshot_chunk& c, std::uint64_t cluster_id) {
+  flatbuffers::FlatBufferBuilder b(128 + c.data.size() + c.members.size());
+  auto data = bytes_of(b, c.data);
+  auto members = b.CreateString(c.members);
+  b.Finish(fw::CreateRaftSnapshotChunk(b, cluster_id, c.from, c.index, c.term, c.offset, c.total, data, members));
+  return std::string(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
+}
+
+result<snapshot_chunk> decode_snapshot_chunk(const std::uint8_t* data, std::size_t size,
+                                             std::uint64_t expected_cluster_id) {
+  flatbuffers::Verifier verifier(data, size);
+  if (!verifier.VerifyBuffer<fw::RaftSnapshotChunk>(nullptr))
+    return status{errc::corruption, "snapshot chunk refused: " + std::to_string(size) +
+                                        " bytes that do not verify as keel.wire.RaftSnapshotChunk"};
+  const fw::RaftSnapshotChunk* in = flatbuffers::GetRoot<fw::RaftSnapshotChunk>(data);
+  if (in->cluster_id() != expected_cluster_id)
+    return refuse("snapshot chunk from cluster " + std::to_string(in->cluster_id()) + ", this is cluster " +
+                  std::to_string(expected_cluster_id));
+  snapshot_chunk c;
+  c.from = in->from();
+  c.index = in->index();
+  c.term = in->term();
+  c.offset = in->offset();
+  c.total = in->total();
+  c.data = string_of(in->data());
+  c.members = in->members() ? in->members()->str() : std::string();
+  if (c.from == no_node) return refuse("snapshot chunk from node 0");
+  if (c.index == 0) return refuse("snapshot chunk of a snapshot at index 0");
+  if (c.data.size() > snapshot_chunk_bytes_max) return refuse("snapshot chunk of " + std::to_string(c.data.size()) + " bytes");
+  if (c.offset > c.total || c.total - c.offset < c.data.size())
+    return refuse("snapshot chunk at " + std::to_string(c.offset) + "+" + std::to_string(c.data.size()) +
+                  " beyond the file's " + std::to_string(c.total) + " bytes");
+  return c;
+}
+
 std::string encode_proposal(const proposal& p, std::uint64_t cluster_id) {
   flatbuffers::FlatBufferBuilder b(64 + p.data.size());
   auto data = bytes_of(b, p.data);

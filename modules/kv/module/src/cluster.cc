@@ -3,6 +3,7 @@
 #include "cluster.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <rapidjson/document.h>
@@ -14,11 +15,13 @@
 #include <deque>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <unordered_map>
 
 #include "core_internal.h"
 #include "keel/cluster.h"
+#include "keel/kv/snapshot.h"
 #include "keel/limits.h"
 #include "keel/module.h"
 #include "keel/raft/raft.h"
@@ -68,7 +71,8 @@ struct forward_waiter {
   wait_slot slot;
   apply_outcome outcome;
   std::int64_t ttl = 0;
-  std::uint64_t index = 0;     // a membership change: the conf change's index
+  std::uint64_t index = 0;     // a membership change: the conf change's index and term
+  std::uint64_t term = 0;
   bool wants_index = false;    // answered by the leader's result, not by an apply
 };
 
@@ -82,6 +86,7 @@ struct read_waiter {
 
 struct peer_link {
   std::uint64_t id = 0;
+  bool retired = false;  // the member was removed: the link is no longer used
   std::string name;
   endpoint where;
   connection* conn = nullptr;
@@ -96,6 +101,20 @@ struct cluster_state {
   module_context* context = nullptr;
   std::string token;     // the cluster token: new members' ids are computed with it
   bool removed = false;  // this member was removed from the cluster
+  bool bootstrap = false;  // this member bootstraps the cluster (member.json "bootstrap")
+  std::set<std::uint64_t> removed_members;  // removed while this member ran: told so when they call
+  // A snapshot is due: the leader stops proposing until its speculative entries are
+  // committed, so the forked snapshot holds committed state only.
+  bool snapshot_wanted = false;
+  // A snapshot being received from the leader (frames 203), into <snap>/incoming.snap.tmp.
+  struct incoming_snapshot {
+    int fd = -1;
+    std::uint64_t from = 0, index = 0, term = 0, offset = 0, total = 0;
+    bool complete = false;
+    std::string members;  // the leader's member table (JSON)
+  } incoming;
+  std::uint64_t snapshots_sent = 0;
+  std::uint64_t snapshots_installed = 0;
   std::vector<std::string> client_urls;  // this member's advertised ones
   std::string data_dir;
   std::uint64_t self = 0;
@@ -154,6 +173,9 @@ std::string hex(std::uint64_t v) {
 
 // ---- WAL entry data <-> Raft entries ----------------------------------------------------------
 
+// An entry must fit, with a Raft append's own fields, in one peer frame.
+constexpr std::size_t entry_data_bytes_max = wire::frame_payload_bytes_max - 64 * 1024;
+
 // Conf changes are logged with this first byte (kv entries start with their kind, 1..6 or
 // entry_kind_forwarded; an empty entry is a new leader's no-op).
 constexpr char conf_change_marker = static_cast<char>(0xc0);
@@ -211,6 +233,8 @@ std::string encode_member_file(const cluster_state& c) {
   w.String(hex(c.cluster_id).c_str());
   w.Key("token");
   w.String(c.token.c_str());
+  w.Key("bootstrap");
+  w.Bool(c.bootstrap);
   w.Key("members");
   w.StartArray();
   for (const cluster_member_info& m : c.members) {
@@ -243,6 +267,24 @@ result<std::uint64_t> parse_hex_id(const rapidjson::Value& v, const std::string&
   return static_cast<std::uint64_t>(id);
 }
 
+result<std::vector<cluster_member_info>> parse_members(const rapidjson::Value& members, const std::string& where) {
+  std::vector<cluster_member_info> out;
+  if (!members.IsArray()) return status{errc::corruption, where + ": members is not an array"};
+  for (const auto& m : members.GetArray()) {
+    if (!m.IsObject() || !m.HasMember("id") || !m.HasMember("name") || !m["name"].IsString() ||
+        !m.HasMember("peer_urls") || !m["peer_urls"].IsArray())
+      return status{errc::corruption, where + ": a member is not {id, name, peer_urls}"};
+    auto id = parse_hex_id(m["id"], where, "members[].id");
+    if (!id) return id.error();
+    cluster_member_info info{id.value(), m["name"].GetString(), {}, {}, false};
+    if (m.HasMember("learner") && m["learner"].IsBool()) info.learner = m["learner"].GetBool();
+    for (const auto& u : m["peer_urls"].GetArray())
+      if (u.IsString()) info.peer_urls.push_back(u.GetString());
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
 status read_member_file(cluster_state& c, const std::string& path) {
   std::ifstream in(path);
   std::stringstream text;
@@ -261,18 +303,10 @@ status read_member_file(cluster_state& c, const std::string& path) {
   c.self = self.value();
   c.cluster_id = cluster.value();
   if (doc.HasMember("token") && doc["token"].IsString()) c.token = doc["token"].GetString();
-  for (const auto& m : doc["members"].GetArray()) {
-    if (!m.IsObject() || !m.HasMember("id") || !m.HasMember("name") || !m["name"].IsString() ||
-        !m.HasMember("peer_urls") || !m["peer_urls"].IsArray())
-      return {errc::corruption, path + ": a member is not {id, name, peer_urls}"};
-    auto id = parse_hex_id(m["id"], path, "members[].id");
-    if (!id) return id.error();
-    cluster_member_info info{id.value(), m["name"].GetString(), {}, {}, false};
-    if (m.HasMember("learner") && m["learner"].IsBool()) info.learner = m["learner"].GetBool();
-    for (const auto& u : m["peer_urls"].GetArray())
-      if (u.IsString()) info.peer_urls.push_back(u.GetString());
-    c.members.push_back(std::move(info));
-  }
+  if (doc.HasMember("bootstrap") && doc["bootstrap"].IsBool()) c.bootstrap = doc["bootstrap"].GetBool();
+  auto members = parse_members(doc["members"], path);
+  if (!members) return members.error();
+  c.members = std::move(members.value());
   return status::ok();
 }
 
@@ -389,9 +423,11 @@ void drop_link(std::uint64_t id) {
   auto it = c.peers.find(id);
   if (it == c.peers.end()) return;
   // The link is kept (not freed): a connect or a reader may still refer to it; it only
-  // stops being used.
+  // stops being used. The reader owns the connection: shutting the socket down ends it,
+  // and the reader releases it.
+  it->second->retired = true;
   if (it->second->conn) {
-    it->second->conn->release();
+    ::shutdown(it->second->conn->fd(), SHUT_RDWR);
     it->second->conn = nullptr;
   }
   static std::vector<std::unique_ptr<peer_link>> retired;
@@ -438,6 +474,7 @@ void apply_membership(const raft::conf_change& change, std::uint64_t index) {
         changed = true;
         note(log_level::info, "entry " + std::to_string(index) + ": removed member " + hex(change.node));
       }
+      c.removed_members.insert(change.node);
       if (change.node == c.self) {
         c.removed = true;
         note(log_level::error, "this member was removed from the cluster: it stops taking part (etcd: "
@@ -446,6 +483,138 @@ void apply_membership(const raft::conf_change& change, std::uint64_t index) {
       break;
   }
   if (changed) save_member_file();
+}
+
+// ---- snapshots ------------------------------------------------------------------------------------
+
+void refuse_frame(const std::string& from, const status& why);
+
+// The snapshot file of entry `index` in the snap dir (its name carries term and index).
+std::optional<std::string> snapshot_file_at(std::uint64_t index) {
+  auto names = kv::list_snapshots(g->snap_dir);
+  if (!names) return std::nullopt;
+  for (const std::string& name : names.value()) {
+    auto parsed = kv::parse_snapshot_name(name);
+    if (parsed && parsed->second == index) return g->snap_dir + "/" + name;
+  }
+  return std::nullopt;
+}
+
+// A snapshot is due every snapshot-count committed entries; it must hold committed state
+// only, so a leader first lets its speculative entries commit (snapshot_wanted stops new
+// proposals for the few milliseconds that takes).
+void maybe_cluster_snapshot() {
+  cluster_state& c = cs();
+  if (g->snapshot_busy || c.committed_done < g->snapshot_index + g->snapshot_count) return;
+  if (!c.speculative.empty() || c.kv_applied != c.committed_done) {
+    c.snapshot_wanted = c.node->role() == raft::role::leader;
+    return;
+  }
+  c.snapshot_wanted = false;
+  auto term = c.node->term_at(c.committed_done);
+  if (!term) return;
+  start_snapshot(c.committed_done, *term);
+}
+
+void incoming_reset() {
+  cluster_state& c = cs();
+  if (c.incoming.fd >= 0) ::close(c.incoming.fd);
+  c.incoming = {};
+}
+
+std::string incoming_path() { return g->snap_dir + "/incoming.snap.tmp"; }
+
+// One piece of a snapshot the leader streams to this member (frame 203).
+void on_snapshot_chunk(const wire::frame_view& f) {
+  cluster_state& c = cs();
+  auto chunk = raft::decode_snapshot_chunk(f.payload.data(), f.payload.size(), c.cluster_id);
+  if (!chunk) {
+    refuse_frame("a peer", chunk.error());
+    return;
+  }
+  auto& in = c.incoming;
+  if (chunk->offset == 0) {
+    incoming_reset();
+    (void)kv::posix_wal_directory::create_directories(g->snap_dir);
+    in.fd = ::open(incoming_path().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (in.fd < 0) {
+      note(log_level::error, "snapshot from the leader: " + incoming_path() + ": " + std::strerror(errno));
+      return;
+    }
+    in.from = chunk->from;
+    in.index = chunk->index;
+    in.term = chunk->term;
+    in.total = chunk->total;
+    in.members = chunk->members;
+    note(log_level::info, "receiving a snapshot at entry " + std::to_string(in.index) + " (" +
+                              std::to_string(in.total) + " bytes) from " + hex(in.from));
+  }
+  if (in.fd < 0 || chunk->index != in.index || chunk->offset != in.offset) {
+    if (in.fd >= 0) note(log_level::warn, "snapshot piece out of order at " + std::to_string(chunk->offset) + "; dropped");
+    incoming_reset();
+    return;
+  }
+  if (::write(in.fd, chunk->data.data(), chunk->data.size()) != static_cast<ssize_t>(chunk->data.size())) {
+    note(log_level::error, "snapshot from the leader: writing " + incoming_path() + ": " + std::strerror(errno));
+    incoming_reset();
+    return;
+  }
+  in.offset += chunk->data.size();
+  if (in.offset == in.total) {
+    in.complete = ::fsync(in.fd) == 0;
+    ::close(in.fd);
+    in.fd = -1;
+  }
+}
+
+// rd.snapshot: the received file becomes this member's newest snapshot, durably, and the
+// store is rebuilt from it. False (and the member stops) when it cannot be.
+bool install_snapshot(const raft::snapshot& snap) {
+  cluster_state& c = cs();
+  auto& in = c.incoming;
+  const auto& meta = snap.metadata;
+  if (!in.complete || in.index != meta.index || in.term != meta.term) {
+    note(log_level::error, "Raft installs a snapshot at entry " + std::to_string(meta.index) +
+                               " but no complete file for it was received");
+    return false;
+  }
+  std::string final_path = g->snap_dir + "/" + kv::snapshot_name(meta.term, meta.index);
+  if (::rename(incoming_path().c_str(), final_path.c_str()) != 0) {
+    note(log_level::error, "installing the snapshot: " + final_path + ": " + std::strerror(errno));
+    return false;
+  }
+  if (int dfd = ::open(g->snap_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
+    (void)::fsync(dfd);
+    ::close(dfd);
+  }
+  (void)g->writer->append(kv::wal_record::snapshot(meta.index, meta.term));
+  status rebuilt = rebuild_state(meta.index, [](std::uint64_t) -> const std::string* { return nullptr; });
+  if (!rebuilt) {
+    note(log_level::error, "restoring the received snapshot: " + rebuilt.to_string());
+    return false;
+  }
+  rapidjson::Document doc;
+  doc.Parse(in.members.c_str());
+  if (!doc.HasParseError() && doc.IsObject() && doc.HasMember("members")) {
+    auto members = parse_members(doc["members"], "the leader's member table");
+    if (members) {
+      for (const cluster_member_info& m : members.value()) add_link(m);
+      c.members = std::move(members.value());
+      save_member_file();
+    }
+  }
+  g->snapshot_previous_index = g->snapshot_index;
+  g->snapshot_index = meta.index;
+  c.speculative.clear();
+  c.kv_applied = meta.index;
+  c.committed_done = meta.index;
+  c.last_logged = meta.index;
+  publish_through(g->store.current_revision());
+  ++c.snapshots_installed;
+  note(log_level::info, "installed the leader's snapshot at entry " + std::to_string(meta.index) + ", revision " +
+                            std::to_string(g->store.current_revision()));
+  incoming_reset();
+  return true;
 }
 
 // ---- the ready loop ------------------------------------------------------------------------------
@@ -499,9 +668,10 @@ void fail_waiters_after(std::uint64_t index, const status& why) {
 }
 
 // A leader that stepped down may hold applied entries that will never commit.
-void rebuild_after_step_down() {
+// `committed`: the newest entry known committed (handed out in this ready or before).
+void rebuild_after_step_down(std::uint64_t committed) {
   cluster_state& c = cs();
-  std::uint64_t applied = c.node->applied_index();
+  std::uint64_t applied = std::max(c.node->applied_index(), std::min(committed, c.kv_applied));
   if (c.kv_applied <= applied) {
     c.speculative.clear();
     return;
@@ -587,14 +757,24 @@ task<void> ready_loop() {
     g->ids.raft_term = c.node->term();
     // Speculative entries survive only while this member leads in the term they were
     // proposed in (a member that stepped down and won again may have had them replaced).
-    if (c.node->role() != raft::role::leader || c.node->term() != c.speculative_term) rebuild_after_step_down();
+    if (c.node->role() != raft::role::leader || c.node->term() != c.speculative_term)
+      rebuild_after_step_down(rd.committed_entries.empty() ? 0 : rd.committed_entries.back().index);
     send_messages(rd.messages);
-    if (!rd.snapshot.empty())
-      note(log_level::error, "a snapshot from the leader cannot be installed yet (index " +
-                                 std::to_string(rd.snapshot.metadata.index) + ")");
+    if (!rd.snapshot.empty() && !install_snapshot(rd.snapshot)) {
+      c.failed = true;
+      break;
+    }
     bool appended = false;
     for (const raft::entry& e : rd.entries) {
-      status ok = g->writer->append(kv::wal_record::entry(e.term, e.index, wal_data_of(e)));
+      kv::wal_record record = kv::wal_record::entry(e.term, e.index, wal_data_of(e));
+      status ok = g->writer->append(record);
+      if (!ok && ok.code() == errc::too_large && appended) {
+        // The writer's pending buffer is full (a large ready): write what it holds, then
+        // go on; the ready is persisted in several syncs before advance().
+        task<status> draining = durable_now();
+        status drained = co_await std::move(draining);
+        ok = drained ? g->writer->append(record) : drained;
+      }
       if (!ok) {
         note_wal_failure(ok);
         c.failed = true;
@@ -624,12 +804,23 @@ task<void> ready_loop() {
     send_messages(rd.messages_after_persist);
     apply_committed(rd.committed_entries);
     if (!rd.committed_entries.empty()) committed_through(rd.committed_entries.back().index);
+    maybe_cluster_snapshot();
     serve_read_states(rd.read_states);
     c.node->advance();
   }
-  if (c.failed) {
-    note(log_level::error, "this member stopped taking part in the cluster (its WAL failed)");
-    fail_waiters_after(0, status{errc::unavailable, std::string(kv_messages::wal_unavailable) + "the member's log failed"});
+  if (c.failed || c.removed) {
+    if (c.failed) note(log_level::error, "this member stopped taking part in the cluster (its WAL failed)");
+    status why = c.failed ? status{errc::unavailable, std::string(kv_messages::wal_unavailable) + "the member's log failed"}
+                          : status{errc::unavailable, "etcdserver: the member has been permanently removed from the cluster"};
+    fail_waiters_after(0, why);
+    for (auto& [id, w] : c.forwards) {
+      w->outcome.failure = why;
+      w->slot.fire(status::ok());
+    }
+    c.forwards.clear();
+    for (read_waiter* w : c.read_next) w->slot.fire(why);
+    c.read_next.clear();
+    if (c.read_slot) c.read_slot->fire(why);
   }
 }
 
@@ -640,6 +831,7 @@ task<void> ticker() {
     task<bool> sleeping = t.sleep(milliseconds(c.heartbeat_ms));
     bool elapsed = co_await std::move(sleeping);
     if (!elapsed || c.stopping) break;
+    if (c.failed || c.removed) break;  // no ready loop drains what ticks would produce
     c.node->tick();
     kick();
   }
@@ -671,7 +863,7 @@ task<void> connect_peer(peer_link* link) {
     link->next_attempt = clock::now() + milliseconds(100);
     co_return;
   }
-  if (cs().stopping) {
+  if (cs().stopping || link->retired) {
     conn.value()->release();
     co_return;
   }
@@ -686,6 +878,64 @@ void ensure_connecting(peer_link& link) {
 }
 
 constexpr std::size_t peer_queue_bytes_max = 64u << 20;
+constexpr std::string_view removed_message = "etcdserver: the member has been permanently removed from the cluster";
+
+// Streams the snapshot file in pieces, then the SNAPSHOT message itself, on the link.
+task<void> send_snapshot(peer_link* link, raft::message m) {
+  cluster_state& c = cs();
+  std::uint64_t index = m.snapshot.metadata.index;
+  auto path = snapshot_file_at(index);
+  std::string bytes;
+  if (path) {
+    std::ifstream file(*path, std::ios::binary);
+    std::stringstream all;
+    all << file.rdbuf();
+    bytes = all.str();
+  }
+  if (bytes.empty()) {
+    note(log_level::error, "no snapshot file for entry " + std::to_string(index) + " to send to " + link->name);
+    c.node->report_snapshot(m.to, false);
+    kick();
+    co_return;
+  }
+  note(log_level::info, "sending the snapshot at entry " + std::to_string(index) + " (" + std::to_string(bytes.size()) +
+                            " bytes) to " + link->name);
+  std::string members = encode_member_file(c);
+  for (std::size_t offset = 0; offset < bytes.size(); offset += raft::snapshot_chunk_bytes_max) {
+    connection* conn = link->conn;
+    if (!conn || conn->peer_closed() || c.stopping) {
+      c.node->report_snapshot(m.to, false);
+      kick();
+      co_return;
+    }
+    raft::snapshot_chunk chunk;
+    chunk.from = c.self;
+    chunk.index = index;
+    chunk.term = m.snapshot.metadata.term;
+    chunk.offset = offset;
+    chunk.total = bytes.size();
+    chunk.data = bytes.substr(offset, raft::snapshot_chunk_bytes_max);
+    if (offset == 0) chunk.members = members;
+    send_frame(*link, wire::frame_type::raft_snapshot_chunk, 0, raft::encode_snapshot_chunk(chunk, c.cluster_id));
+    if (conn->queued_bytes() > 8 * raft::snapshot_chunk_bytes_max) {
+      bool alive = co_await conn->drained();
+      if (!alive || link->conn != conn) {
+        c.node->report_snapshot(m.to, false);
+        kick();
+        co_return;
+      }
+    }
+  }
+  if (!link->conn) {
+    c.node->report_snapshot(m.to, false);
+    kick();
+    co_return;
+  }
+  send_frame(*link, wire::frame_type::raft_message, 0, raft::encode_raft_message(m, c.cluster_id));
+  ++c.snapshots_sent;
+  c.node->report_snapshot(m.to, true);
+  kick();
+}
 
 void send_messages(std::vector<raft::message>& messages) {
   cluster_state& c = cs();
@@ -697,6 +947,10 @@ void send_messages(std::vector<raft::message>& messages) {
       ++link.dropped;
       c.node->report_unreachable(m.to);
       ensure_connecting(link);
+      continue;
+    }
+    if (m.type == raft::message_type::snapshot) {
+      spawn(send_snapshot(&link, std::move(m)));
       continue;
     }
     send_frame(link, wire::frame_type::raft_message, 0, raft::encode_raft_message(m, c.cluster_id));
@@ -715,6 +969,14 @@ void on_proposal_result(const wire::frame_view& frame) {
     refuse_frame("the leader", decoded.error());
     return;
   }
+  if (frame.header.request_id == 0 && decoded->message == removed_message) {
+    if (!c.removed)
+      note(log_level::error, "this member was removed from the cluster: it stops taking part (etcd: \"the member "
+                             "has been permanently removed from the cluster\")");
+    c.removed = true;
+    kick();
+    return;
+  }
   auto it = c.forwards.find(frame.header.request_id);
   if (it == c.forwards.end()) return;  // timed out already
   forward_waiter* w = it->second;
@@ -728,6 +990,7 @@ void on_proposal_result(const wire::frame_view& frame) {
     w->slot.fire(status::ok());
   } else if (w->wants_index) {  // a membership change: wait for its apply here
     w->index = decoded->index;
+    w->term = decoded->term;
     c.forwards.erase(it);
     w->slot.fire(status::ok());
   }
@@ -763,6 +1026,7 @@ constexpr std::uint8_t entry_kind_keep_alive = 0x7d;  // a forwarded keep-alive 
 // A forwarded membership change (never logged as such: the leader proposes the conf
 // change): u8 0x7b | u8 type | u64 node | the peer URLs (encode_peer_urls).
 constexpr std::uint8_t entry_kind_conf_request = 0x7b;
+constexpr std::uint8_t conf_request_promote = 3;
 
 std::string encode_conf_request(std::uint8_t type, std::uint64_t id, const std::vector<std::string>& urls) {
   std::string out(1, static_cast<char>(entry_kind_conf_request));
@@ -776,12 +1040,19 @@ std::string encode_conf_request(std::uint8_t type, std::uint64_t id, const std::
 result<std::uint64_t> propose_membership(std::string_view request) {
   cluster_state& c = cs();
   if (request.size() < 10) return status{errc::invalid_argument, "a malformed membership change"};
-  auto type = static_cast<raft::conf_change_type>(static_cast<std::uint8_t>(request[1]));
+  // Types: raft::conf_change_type's numbers, and conf_request_promote.
+  bool promote = static_cast<std::uint8_t>(request[1]) == conf_request_promote;
+  auto type = promote ? raft::conf_change_type::add_voter
+                      : static_cast<raft::conf_change_type>(static_cast<std::uint8_t>(request[1]));
   std::uint64_t id = 0;
   for (int i = 0; i < 8; ++i) id |= static_cast<std::uint64_t>(static_cast<std::uint8_t>(request[2 + i])) << (8 * i);
   std::vector<std::string> urls = decode_peer_urls(request.substr(10));
   if (c.node->role() != raft::role::leader) return status{errc::unavailable, "etcdserver: not leader"};
   auto it = std::find_if(c.members.begin(), c.members.end(), [&](const cluster_member_info& m) { return m.id == id; });
+  if (promote && it == c.members.end()) return status{errc::not_found, "etcdserver: member not found"};
+  if (promote && !it->learner) return status{errc::invalid_argument, "etcdserver: can only promote a learner member"};
+  if (!promote && type == raft::conf_change_type::add_voter && it != c.members.end() && it->learner)
+    return status{errc::already_exists, "etcdserver: member ID already exist"};
   switch (type) {
     case raft::conf_change_type::add_voter:
     case raft::conf_change_type::add_learner:
@@ -833,8 +1104,11 @@ void on_proposal(connection* conn, const wire::frame_view& frame) {
     status done = status::ok();
     if (!data.empty() && static_cast<std::uint8_t>(data[0]) == entry_kind_conf_request) {
       auto proposed = propose_membership(data);
-      if (proposed) r.index = proposed.value();
-      else done = proposed.error();
+      if (proposed) {
+        r.index = proposed.value();
+      } else {
+        done = proposed.error();
+      }
     } else if (is_attributes(data)) {
       done = cluster_log(data);
       if (done && !apply_attributes(data)) done = status{errc::invalid_argument, "malformed member attributes"};
@@ -889,12 +1163,22 @@ task<void> serve_inbound(connection* conn) {
             bad = true;
             return false;
           }
+          if (c.failed || c.removed) return true;  // out of the cluster: nothing is stepped
+          if (c.removed_members.contains(m->from)) {
+            // etcd answers a removed member's messages with "removed" (it then stops).
+            raft::proposal_result told;
+            told.code = static_cast<int>(errc::not_found);
+            told.message = std::string(removed_message);
+            answer_proposal(conn, 0, told);
+            return true;
+          }
           status stepped = c.node->step(m.value());
           if (!stepped) refuse_frame(hex(m->from), stepped);
           kick();
           return true;
         }
         case wire::frame_type::raft_proposal: on_proposal(conn, f); return true;
+        case wire::frame_type::raft_snapshot_chunk: on_snapshot_chunk(f); return true;
         default:
           refuse_frame("a peer", status{errc::invalid_argument, std::string("frame type ") +
                                                                     std::to_string(static_cast<unsigned>(f.header.type)) +
@@ -975,31 +1259,45 @@ status build_node(bool restart, bool join) {
   cfg.pre_vote = true;
   cfg.check_quorum = true;
   cfg.seed = c.self ^ static_cast<std::uint64_t>(clock::now().time_since_epoch().count());
-  // The log as Raft persisted it: later entries replace earlier ones from their index.
+  // The log as Raft persisted it: later entries replace earlier ones from their index;
+  // entries the newest snapshot covers are not needed (the store starts from it).
+  std::uint64_t snapshot_index = g->snapshot_index;
   std::vector<raft::entry> entries;
   raft::hard_state hard;
   for (const kv::wal_record& r : g->recovered.records) {
     if (r.type == kv::wal_record_type::entry) {
+      if (r.index <= snapshot_index) continue;
       while (!entries.empty() && entries.back().index >= r.index) entries.pop_back();
-      if (!entries.empty() && entries.back().index + 1 != r.index)
-        return {errc::corruption, g->wal_dir + ": entry " + std::to_string(r.index) + " follows entry " +
-                                      std::to_string(entries.back().index)};
+      std::uint64_t expected = entries.empty() ? snapshot_index + 1 : entries.back().index + 1;
+      if (r.index != expected)
+        return {errc::corruption, g->wal_dir + ": entry " + std::to_string(r.index) + " where entry " +
+                                      std::to_string(expected) + " was expected (the newest snapshot covers up to entry " +
+                                      std::to_string(snapshot_index) + ")"};
       entries.push_back(raft_entry_of(r));
     } else if (r.type == kv::wal_record_type::hard_state) {
       hard = {r.term, r.vote, r.commit};
     }
   }
-  if (!entries.empty() && entries.front().index != 1)
-    return {errc::corruption, g->wal_dir + ": the log starts at entry " + std::to_string(entries.front().index) +
-                                  " and no snapshot covers the entries before it"};
-  if (hard.commit > (entries.empty() ? 0 : entries.back().index)) hard.commit = entries.empty() ? 0 : entries.back().index;
+  std::uint64_t last = entries.empty() ? snapshot_index : entries.back().index;
+  hard.commit = std::min(std::max(hard.commit, snapshot_index), last);
+  if (snapshot_index > 0) {
+    cfg.initial_snapshot.metadata.index = snapshot_index;
+    cfg.initial_snapshot.metadata.term = g->snapshot_term;
+    for (const cluster_member_info& m : c.members)
+      (m.learner ? cfg.initial_snapshot.metadata.conf.learners : cfg.initial_snapshot.metadata.conf.voters).push_back(m.id);
+    std::sort(cfg.initial_snapshot.metadata.conf.voters.begin(), cfg.initial_snapshot.metadata.conf.voters.end());
+    std::sort(cfg.initial_snapshot.metadata.conf.learners.begin(), cfg.initial_snapshot.metadata.conf.learners.end());
+    c.kv_applied = snapshot_index;
+    c.committed_done = snapshot_index;
+  }
   g->recovered.records.clear();
   g->recovered.records.shrink_to_fit();
   if (restart || !entries.empty()) {
     cfg.initial_hard_state = hard;
     cfg.initial_entries = std::move(entries);
-    if (cfg.initial_entries.empty() && hard.empty()) {
-      // member.json written but nothing logged yet: bootstrap again.
+    if (cfg.initial_entries.empty() && hard.empty() && c.bootstrap) {
+      // member.json written but nothing logged yet: bootstrap again (never for a member
+      // that joined an existing cluster: it waits for the leader again).
       for (auto& m : c.members) cfg.voters.push_back(m.id);
     }
   } else if (!join) {
@@ -1055,6 +1353,7 @@ result<bool> cluster_start(module_context* context, const cluster_options& optio
       return status{errc::invalid_argument, "couldn't find local name \"" + options.name +
                                                 "\" in the initial cluster configuration (--initial-cluster)"};
     c->cluster_id = options.join_existing ? 0 : options.cluster_id;  // a joiner learns it from the leader
+    c->bootstrap = !options.join_existing;
     c->token = options.token;
   }
   for (const std::string& url : options.listen_peer_urls) {
@@ -1107,7 +1406,7 @@ void cluster_on_owner_stop() {
   c.listeners.clear();
   for (auto& [id, link] : c.peers)
     if (link->conn) {
-      link->conn->release();
+      ::shutdown(link->conn->fd(), SHUT_RDWR);  // its reader releases it
       link->conn = nullptr;
     }
   kick();
@@ -1119,7 +1418,8 @@ bool cluster_is_leader() { return cs().node->role() == raft::role::leader; }
 
 bool cluster_can_propose() {
   cluster_state& c = cs();
-  return !c.failed && c.node->role() == raft::role::leader && c.kv_applied == c.node->last_index() &&
+  return !c.failed && !c.snapshot_wanted && c.node->role() == raft::role::leader &&
+         c.kv_applied == c.node->last_index() &&
          c.node->lead_transferee() == raft::no_node;
 }
 
@@ -1138,7 +1438,7 @@ status cluster_log(std::string data) {
   cluster_state& c = cs();
   if (!cluster_can_propose()) return fail(errc::unavailable, "etcdserver: not leader");
   if (g->forward_origin != 0) data = wrap_forwarded(g->forward_origin, g->forward_request, data);
-  if (data.size() > limits::wal_entry_data_bytes_max) return fail(errc::too_large, kv_messages::request_too_large);
+  if (data.size() > entry_data_bytes_max) return fail(errc::too_large, kv_messages::request_too_large);
   auto proposed = c.node->propose(std::move(data));
   if (!proposed) return fail(errc::unavailable, "etcdserver: " + proposed.error().message());
   c.speculative.emplace_back(proposed->index, g->store.current_revision());
@@ -1175,7 +1475,9 @@ task<void> read_round() {
     auto deadline = clock::now() + request_timeout(c.election_ms);
     bool confirmed = false;
     while (!confirmed && clock::now() < deadline && !c.stopping) {
-      c.read_context = std::to_string(++c.read_counter);
+      // Unique across members and restarts: the leader drops a read whose context equals
+      // one still pending (it takes it for a retry).
+      c.read_context = hex(c.self) + "-" + std::to_string(c.next_request) + "-" + std::to_string(++c.read_counter);
       status asked = c.node->read_index(c.read_context);
       kick();
       if (!asked) {
@@ -1188,6 +1490,7 @@ task<void> read_round() {
       task<bool> waiting = wait_for(slot, milliseconds(std::max(200u, c.election_ms)));
       confirmed = co_await std::move(waiting);
       c.read_slot = nullptr;
+      if (confirmed && !slot.outcome.is_ok()) break;  // the member left the cluster
     }
     status outcome = confirmed ? status::ok() : status{errc::unavailable, "etcdserver: request timed out"};
     for (read_waiter* w : c.read_current) w->slot.fire(outcome);
@@ -1301,6 +1604,16 @@ void cluster_note_applied() {
   if (!c.speculative.empty()) c.speculative.back().second = g->store.current_revision();
 }
 
+void cluster_snapshot_done(std::uint64_t index, std::uint64_t previous) {
+  cluster_state& c = cs();
+  (void)index;
+  // Raft keeps its log from the snapshot before the newest on, as the WAL does: a member
+  // a little behind still gets entries; one further behind gets the older snapshot.
+  if (previous == 0 || previous <= c.node->last_snapshot().metadata.index || previous > c.node->applied_index()) return;
+  status compacted = c.node->compact(previous, c.node->membership(), "");
+  if (!compacted) note(log_level::warn, "raft log compaction at entry " + std::to_string(previous) + ": " + compacted.to_string());
+}
+
 cluster_status cluster_status_now() {
   cluster_state& c = cs();
   cluster_status s;
@@ -1314,7 +1627,11 @@ cluster_status cluster_status_now() {
   return s;
 }
 
-std::vector<cluster_member_info> cluster_members() { return cs().members; }
+std::vector<cluster_member_info> cluster_members() {
+  std::vector<cluster_member_info> out = cs().members;
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id < b.id; });  // etcd: by ID
+  return out;
+}
 
 namespace {
 task<status> send_to_leader(std::uint64_t id, const std::string& data, clock::time_point deadline);
@@ -1339,10 +1656,12 @@ task<status> cluster_change_membership(std::uint8_t type, std::uint64_t id, std:
   cluster_state& c = cs();
   std::string request = encode_conf_request(type, id, peer_urls);
   std::uint64_t index = 0;
+  std::uint64_t term = 0;
   if (c.node->role() == raft::role::leader) {
     auto proposed = propose_membership(request);
     if (!proposed) co_return proposed.error();
     index = proposed.value();
+    term = c.node->term();
   } else {
     forward_waiter w;
     w.wants_index = true;
@@ -1361,6 +1680,7 @@ task<status> cluster_change_membership(std::uint8_t type, std::uint64_t id, std:
     if (!fired) co_return fail(errc::unavailable, "etcdserver: request timed out");
     if (!w.outcome.failure.is_ok()) co_return w.outcome.failure;
     index = w.index;
+    term = w.term;
   }
   // Answered once this member applied the change (etcd waits for the apply too).
   auto deadline = clock::now() + request_timeout(c.election_ms);
@@ -1369,6 +1689,10 @@ task<status> cluster_change_membership(std::uint8_t type, std::uint64_t id, std:
     task<void> waiting = pause(milliseconds(5));
     co_await std::move(waiting);
   }
+  // The entry applied at `index` must be the one proposed (a leader change may have put
+  // another there).
+  auto applied_term = c.node->term_at(index);
+  if (applied_term && term != 0 && *applied_term != term) co_return fail(errc::unavailable, "etcdserver: leader changed");
   co_return status::ok();
 }
 

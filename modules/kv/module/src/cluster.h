@@ -95,6 +95,10 @@ task<result<std::int64_t>> cluster_forward_keep_alive(std::int64_t lease_id);
 // Called by apply_entry_data's caller for a forwarded entry whose origin is this member.
 void cluster_deliver_outcome(std::uint64_t request_id, apply_outcome outcome);
 
+// core.cc's finish_snapshot: the snapshot at `index` is durable; Raft may drop its log
+// up to `previous` (the snapshot before it, so lagging members still get entries).
+void cluster_snapshot_done(std::uint64_t index, std::uint64_t previous);
+
 struct cluster_status {
   std::uint64_t member_id = 0;
   std::uint64_t cluster_id = 0;

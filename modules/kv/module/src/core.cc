@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -326,9 +327,8 @@ status decode_state(std::string_view payload, const std::string& file) {
   ::_exit(written ? 0 : 1);
 }
 
-task<void> take_snapshot() {
+task<void> take_snapshot(std::uint64_t index, std::uint64_t term) {
   g->snapshot_busy = true;
-  std::uint64_t index = g->next_index - 1;
   int go[2], result[2];
   if (::pipe2(go, O_CLOEXEC) != 0) {
     g->snapshot_busy = false;
@@ -345,7 +345,7 @@ task<void> take_snapshot() {
   if (child == 0) {
     ::close(go[1]);
     ::close(result[0]);
-    snapshot_child(go[0], result[1], g->snap_dir, g->ids.raft_term, index);
+    snapshot_child(go[0], result[1], g->snap_dir, term, index);
   }
   int fork_errno = errno;
   g->snapshot_last_save_microseconds.store(
@@ -362,6 +362,7 @@ task<void> take_snapshot() {
   g->snapshot_child = child;
   g->snapshot_result_fd = result[0];
   g->snapshot_pending_index = index;
+  g->snapshot_pending_term = term;
   task<status> committing = durable_now();
   status durable = co_await std::move(committing);
   char verdict = durable ? 'y' : 'n';
@@ -396,7 +397,7 @@ void finish_snapshot() {
   g->snapshot_index = g->snapshot_pending_index;
   g->snapshots_taken.fetch_add(1, std::memory_order_relaxed);
   if (g->writer && g->writer->failure().is_ok()) {
-    (void)g->writer->append(kv::wal_record::snapshot(g->snapshot_index, g->ids.raft_term));
+    (void)g->writer->append(kv::wal_record::snapshot(g->snapshot_index, g->snapshot_pending_term));
     std::size_t before = g->writer->segment_names().size();
     if (g->snapshot_previous_index > 0) {
       status released = g->writer->release_before(g->snapshot_previous_index + 1);
@@ -407,13 +408,20 @@ void finish_snapshot() {
   }
   g->context->log(log_level::info, "snapshot at entry " + std::to_string(g->snapshot_index) + " (" +
                                        std::to_string(g->snapshot_last_bytes.load()) + " bytes)");
+  if (g->cluster) cluster_snapshot_done(g->snapshot_index, g->snapshot_previous_index);
+}
+
+void start_snapshot(std::uint64_t index, std::uint64_t term) {
+  finish_snapshot();
+  if (g->snapshot_busy || g->replaying) return;
+  spawn(take_snapshot(index, term));
 }
 
 void maybe_snapshot() {
   finish_snapshot();  // a cheap check when nothing is done
   if (g->snapshot_busy || g->replaying) return;
   if (g->next_index - 1 < g->snapshot_index + g->snapshot_count) return;
-  spawn(take_snapshot());
+  spawn(take_snapshot(g->next_index - 1, g->ids.raft_term));
 }
 
 // ---- the lease expiry loop (owner shard) ------------------------------------------------------
@@ -686,8 +694,10 @@ task<result<kv::txn_result>> txn(kv::txn_request request) {
 
 task<result<std::int64_t>> compact(std::int64_t revision, bool physical) {
   return write_on_owner<std::int64_t>([revision, physical]() -> result<std::int64_t> {
-    // Refused before logging: a compaction the store would refuse changes nothing.
-    if (revision > g->store.current_revision()) return fail(errc::invalid_argument, kv::mvcc_messages::future_revision);
+    // Refused before logging: a compaction the store would refuse changes nothing. In a
+    // cluster only committed (published) revisions may be compacted: reads run there.
+    std::int64_t newest = g->cluster ? g->published_local : g->store.current_revision();
+    if (revision > newest) return fail(errc::invalid_argument, kv::mvcc_messages::future_revision);
     if (revision <= g->store.compact_revision()) return fail(errc::invalid_argument, kv::mvcc_messages::compacted);
     if (status logged = log_entry(encode_compact_entry(revision, physical)); !logged) return logged;
     status compacted = g->store.compact(revision);
@@ -705,6 +715,9 @@ task<result<kv::range_result>> range(kv::range_request request, bool serializabl
         // last durable revision (the store may hold applied entries that never became
         // durable, and those must not be shown).
         if (!g->writer || !g->open_failure.is_ok()) co_return ready;
+        // A cluster member whose log failed stops following the leader: only what it
+        // committed before may be served, and only to a serializable read.
+        if (g->cluster && !serializable) co_return ready;
         if (request.revision <= 0 || request.revision > g->published_local) request.revision = g->published_local;
         auto found = g->store.range(request);
         if (found) found->revision = g->published_local;
@@ -866,7 +879,7 @@ task<result<member_change>> member_remove(std::uint64_t id) {
 }
 
 task<result<member_change>> member_promote(std::uint64_t id) {
-  return change_membership(0, id, {}, cluster_member_info{id, "", {}, {}, false});
+  return change_membership(3, id, {}, cluster_member_info{id, "", {}, {}, false});  // 3: promote (cluster.cc)
 }
 
 task<status> move_leader(std::uint64_t target) {
@@ -1179,6 +1192,7 @@ result<std::uint64_t> load_snapshot(core_state& s) {
   if (!newest.value()) return std::uint64_t{0};
   const kv::loaded_snapshot& snap = *newest.value();
   if (status decoded = decode_state(snap.payload, snap.file); !decoded) return decoded;
+  s.snapshot_term = snap.term;
   s.context->log(log_level::info, "loaded snapshot " + snap.file + " (entry " + std::to_string(snap.index) +
                                       ", revision " + std::to_string(s.store.current_revision()) + ")");
   return snap.index;
@@ -1272,7 +1286,7 @@ status run_forwarded_request(std::string_view data, std::int64_t* ttl_out) {
     }
     case entry_kind_compact: {
       std::int64_t revision = entry->compact_revision;
-      if (revision > g->store.current_revision()) return fail(errc::invalid_argument, kv::mvcc_messages::future_revision);
+      if (revision > g->published_local) return fail(errc::invalid_argument, kv::mvcc_messages::future_revision);
       if (revision <= g->store.compact_revision()) return fail(errc::invalid_argument, kv::mvcc_messages::compacted);
       if (status logged = log_entry(std::string(data)); !logged) return logged;
       return g->store.compact(revision);
@@ -1340,6 +1354,17 @@ status core_start(module_context* context, const core_options& options) {
   state->ids.member_id = fnv1a("keel-kv member " + state->dir);
   state->lease_id_state = static_cast<std::uint64_t>(clock::now().time_since_epoch().count()) ^ state->ids.member_id;
   for (unsigned i = 0; i < context->shard_count(); ++i) state->shards.push_back(std::make_unique<shard_watchers>());
+  // One keeld per data dir (etcd locks its WAL the same way): a second one would write
+  // the same log. The lock lives as long as the process (the fd is never closed).
+  if (status made = kv::posix_wal_directory::create_directories(state->dir); !made) return made;
+  std::string lock_path = state->dir + "/keel.lock";
+  int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd < 0) return {errc::io_error, lock_path + ": " + std::strerror(errno)};
+  if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(lock_fd);
+    return {errc::unavailable, "the data dir " + state->dir + " is in use by another keeld (" + lock_path +
+                                   " is locked); stop it first"};
+  }
   g = state.get();
   cluster_options cluster = options.cluster;
   cluster.data_dir = state->dir;

@@ -82,8 +82,10 @@ struct core_state {
   std::uint64_t snapshot_count = 100000;
   std::uint64_t wal_segment_bytes = 0;
   std::uint64_t snapshot_index = 0;           // the newest durable snapshot
+  std::uint64_t snapshot_term = 0;            // its term (as loaded at start)
   std::uint64_t snapshot_previous_index = 0;  // the one before: the WAL is kept from here
   std::uint64_t snapshot_pending_index = 0;   // being written
+  std::uint64_t snapshot_pending_term = 0;
   bool snapshot_busy = false;  // from the fork until finish_snapshot() reaped the child
   pid_t snapshot_child = 0;     // the process writing the snapshot (0: none)
   int snapshot_result_fd = -1;  // what it says when it is done ("ok <bytes>" or the error)
@@ -139,6 +141,9 @@ status run_forwarded_request(std::string_view data, std::int64_t* ttl_out);
 // but uncommitted change. Pending events past the rebuilt revision are dropped.
 status rebuild_state(std::uint64_t through_index,
                      const std::function<const std::string*(std::uint64_t index)>& entry_data_at);
+// Starts a snapshot of the state as of entry `index` (of `term`) in a forked child, unless
+// one is being written. REQUIRES: the store holds exactly the entries up to index.
+void start_snapshot(std::uint64_t index, std::uint64_t term);
 // A new leader restarts every lease's TTL (etcd's lessor Promote).
 void refresh_lease_expiries();
 

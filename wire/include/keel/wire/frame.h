@@ -96,6 +96,7 @@ enum class frame_type : std::uint16_t {
   raft_message = 200,          // keel.wire.RaftMessage (raft.fbs), peer port only
   raft_proposal = 201,         // keel.wire.RaftProposal (raft.fbs), peer port only
   raft_proposal_result = 202,  // keel.wire.RaftProposalResult (raft.fbs), peer port only
+  raft_snapshot_chunk = 203,   // keel.wire.RaftSnapshotChunk (raft.fbs), peer port only
 };
 
 // "echo_request", or nullptr when `type` is not in the registry.

@@ -51,6 +51,23 @@ struct proposal_result {
   std::uint64_t term = 0;
   std::int64_t ttl = 0;
 };
+// One piece of a snapshot file (frame type 203).
+struct snapshot_chunk {
+  node_id from = no_node;
+  std::uint64_t index = 0;
+  std::uint64_t term = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t total = 0;
+  std::string data;
+  std::string members;  // first piece only
+};
+inline constexpr std::size_t snapshot_chunk_bytes_max = 1u << 20;
+std::string encode_snapshot_chunk(const snapshot_chunk& c, std::uint64_t cluster_id);
+// Errors as decode_proposal, and invalid_argument when the piece does not fit in total
+// or carries more than snapshot_chunk_bytes_max.
+result<snapshot_chunk> decode_snapshot_chunk(const std::uint8_t* data, std::size_t size,
+                                             std::uint64_t expected_cluster_id);
+
 std::string encode_proposal(const proposal& p, std::uint64_t cluster_id);
 std::string encode_proposal_result(const proposal_result& r, std::uint64_t cluster_id);
 // Errors as decode_raft_message: corruption (does not verify), another cluster, from 0.
