@@ -1083,50 +1083,71 @@ result<std::uint64_t> propose_membership(std::string_view request) {
   return proposed->index;
 }
 
-void on_proposal(connection* conn, const wire::frame_view& frame) {
+// Runs a follower's forwarded request on this leader; the answer for its proposer.
+raft::proposal_result run_proposal(std::uint64_t from, std::uint64_t request_id, const std::string& data) {
+  cluster_state& c = cs();
+  raft::proposal_result r;
+  bool keep_alive = !data.empty() && static_cast<std::uint8_t>(data[0]) == entry_kind_keep_alive;
+  bool conf_request = !data.empty() && static_cast<std::uint8_t>(data[0]) == entry_kind_conf_request;
+  if (c.node->role() != raft::role::leader || (!keep_alive && !conf_request && !cluster_can_propose())) {
+    r.code = static_cast<int>(errc::unavailable);
+    r.message = "etcdserver: not leader";
+    return r;
+  }
+  g->forward_origin = from;
+  g->forward_request = request_id;
+  std::int64_t ttl = 0;
+  status done = status::ok();
+  if (conf_request) {
+    auto proposed = propose_membership(data);
+    if (proposed) {
+      r.index = proposed.value();
+    } else {
+      done = proposed.error();
+    }
+  } else if (is_attributes(data)) {
+    done = cluster_log(data);
+    if (done && !apply_attributes(data)) done = status{errc::invalid_argument, "malformed member attributes"};
+  } else {
+    done = run_forwarded_request(data, &ttl);
+  }
+  g->forward_origin = 0;
+  g->forward_request = 0;
+  if (!done) {
+    r.code = static_cast<int>(done.code());
+    r.message = done.message();
+  } else {
+    if (r.index == 0) r.index = c.last_logged;
+    r.term = c.node->term();
+    r.ttl = ttl;
+  }
+  return r;
+}
+
+// A leader that cannot propose for a moment (a snapshot is due, or it has just been
+// elected and applies its log) lets the request wait instead of refusing it.
+task<void> run_proposal_later(connection* conn, std::shared_ptr<bool> alive, raft::proposal p, std::uint64_t request_id) {
+  task<bool> waiting = cluster_wait_can_propose();
+  (void)co_await std::move(waiting);
+  raft::proposal_result r = run_proposal(p.from, request_id, p.data);
+  if (*alive) answer_proposal(conn, request_id, r);
+}
+
+void on_proposal(connection* conn, const std::shared_ptr<bool>& alive, const wire::frame_view& frame) {
   cluster_state& c = cs();
   auto decoded = raft::decode_proposal(frame.payload.data(), frame.payload.size(), c.cluster_id);
   if (!decoded) {
     refuse_frame("a peer", decoded.error());
     return;
   }
-  raft::proposal_result r;
   const std::string& data = decoded->data;
-  bool keep_alive = !data.empty() && static_cast<std::uint8_t>(data[0]) == entry_kind_keep_alive;
-  bool conf_request = !data.empty() && static_cast<std::uint8_t>(data[0]) == entry_kind_conf_request;
-  if (c.node->role() != raft::role::leader || (!keep_alive && !conf_request && !cluster_can_propose())) {
-    r.code = static_cast<int>(errc::unavailable);
-    r.message = "etcdserver: not leader";
-  } else {
-    g->forward_origin = decoded->from;
-    g->forward_request = frame.header.request_id;
-    std::int64_t ttl = 0;
-    status done = status::ok();
-    if (!data.empty() && static_cast<std::uint8_t>(data[0]) == entry_kind_conf_request) {
-      auto proposed = propose_membership(data);
-      if (proposed) {
-        r.index = proposed.value();
-      } else {
-        done = proposed.error();
-      }
-    } else if (is_attributes(data)) {
-      done = cluster_log(data);
-      if (done && !apply_attributes(data)) done = status{errc::invalid_argument, "malformed member attributes"};
-    } else {
-      done = run_forwarded_request(data, &ttl);
-    }
-    g->forward_origin = 0;
-    g->forward_request = 0;
-    if (!done) {
-      r.code = static_cast<int>(done.code());
-      r.message = done.message();
-    } else {
-      if (r.index == 0) r.index = c.last_logged;
-      r.term = c.node->term();
-      r.ttl = ttl;
-    }
+  bool needs_log = data.empty() || (static_cast<std::uint8_t>(data[0]) != entry_kind_keep_alive &&
+                                    static_cast<std::uint8_t>(data[0]) != entry_kind_conf_request);
+  if (needs_log && c.node->role() == raft::role::leader && !cluster_can_propose()) {
+    spawn(run_proposal_later(conn, alive, std::move(decoded.value()), frame.header.request_id));
+    return;
   }
-  answer_proposal(conn, frame.header.request_id, r);
+  answer_proposal(conn, frame.header.request_id, run_proposal(decoded->from, frame.header.request_id, data));
 }
 
 // A member joining with --initial-cluster-state existing learns the cluster id from the
@@ -1147,6 +1168,7 @@ void adopt_cluster_id(const wire::frame_view& f) {
 task<void> serve_inbound(connection* conn) {
   cluster_state& c = cs();
   c.inbound.push_back(conn);
+  auto alive = std::make_shared<bool>(true);  // answers that wait check it before writing
   wire::frame_decoder decoder;
   for (;;) {
     recv_buffer buffer = co_await conn->read();
@@ -1177,7 +1199,7 @@ task<void> serve_inbound(connection* conn) {
           kick();
           return true;
         }
-        case wire::frame_type::raft_proposal: on_proposal(conn, f); return true;
+        case wire::frame_type::raft_proposal: on_proposal(conn, alive, f); return true;
         case wire::frame_type::raft_snapshot_chunk: on_snapshot_chunk(f); return true;
         default:
           refuse_frame("a peer", status{errc::invalid_argument, std::string("frame type ") +
@@ -1197,6 +1219,7 @@ task<void> serve_inbound(connection* conn) {
     if (bad) break;
   }
   std::erase(c.inbound, conn);
+  *alive = false;
   conn->release();
 }
 
@@ -1545,24 +1568,32 @@ task<status> send_to_leader(std::uint64_t id, const std::string& data, clock::ti
 
 task<apply_outcome> cluster_forward(std::string entry) {
   cluster_state& c = cs();
-  forward_waiter w;
-  std::uint64_t id = c.next_request++;
   auto deadline = clock::now() + request_timeout(c.election_ms);
-  c.forwards[id] = &w;
-  task<status> sending = send_to_leader(id, entry, deadline);
-  status sent = co_await std::move(sending);
-  if (!sent) {
-    c.forwards.erase(id);
-    w.outcome.failure = sent;
-    co_return std::move(w.outcome);
+  for (;;) {
+    forward_waiter w;
+    std::uint64_t id = c.next_request++;
+    c.forwards[id] = &w;
+    task<status> sending = send_to_leader(id, entry, deadline);
+    status sent = co_await std::move(sending);
+    if (!sent) {
+      c.forwards.erase(id);
+      w.outcome.failure = sent;
+      co_return std::move(w.outcome);
+    }
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - clock::now());
+    bool fired = co_await wait_for(w.slot, std::max(left, milliseconds(1)));
+    if (!fired) {
+      c.forwards.erase(id);
+      w.outcome.failure = fail(errc::unavailable, "etcdserver: request timed out");
+      co_return std::move(w.outcome);
+    }
+    // "not leader": the member asked had lost its leadership and proposed nothing, so
+    // asking the new leader is safe.
+    bool refused = !w.outcome.failure.is_ok() && w.outcome.failure.message() == "etcdserver: not leader";
+    if (!refused || clock::now() > deadline) co_return std::move(w.outcome);
+    task<void> waiting = pause(milliseconds(10));
+    co_await std::move(waiting);
   }
-  auto left = std::chrono::duration_cast<milliseconds>(deadline - clock::now());
-  bool fired = co_await wait_for(w.slot, std::max(left, milliseconds(1)));
-  if (!fired) {
-    c.forwards.erase(id);
-    w.outcome.failure = fail(errc::unavailable, "etcdserver: request timed out");
-  }
-  co_return std::move(w.outcome);
 }
 
 task<result<std::int64_t>> cluster_forward_keep_alive(std::int64_t lease_id) {

@@ -289,6 +289,14 @@ task<outcome> run(key_request request) {
 
 task<void> http_keys(const http_request& request, http_response& response) {
   if (redirected_to_clean_path(request, response)) co_return;
+  // In a cluster, a follower has the leader serve v2 writes and quorum reads (v2_proxy.cc).
+  if (request.method != "GET" && request.method != "HEAD") {
+    task<bool> relaying = serve_on_leader(request, response);
+    if (co_await std::move(relaying)) co_return;
+  } else if (request.query().find("quorum=true") != std::string_view::npos) {
+    task<bool> relaying = serve_on_leader(request, response);
+    if (co_await std::move(relaying)) co_return;
+  }
   add_cluster_headers(response);
   auto parsed = parse_key_request(request);
   if (auto* bad = std::get_if<error>(&parsed)) {

@@ -1,0 +1,113 @@
+// v2_proxy.cc — etcd v2 writes on a cluster follower are served by the leader: the
+// follower sends the same HTTP request to the leader's client URL and relays the answer
+// (as etcd 3.4's v2 API does through its own forwarding). v2's compare-and-swap and
+// directory rules read and write the leader's state in one step, so they cannot be split
+// into a forwarded log entry the way v3 writes are (cluster.h).
+#include <string>
+
+#include "core.h"
+#include "keel/reactor/http.h"
+#include "keel/reactor/net.h"
+#include "v2.h"
+
+namespace keel::kv_module::v2 {
+
+namespace {
+
+struct relayed {
+  int status = 0;
+  std::string content_type;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+};
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Parses a whole HTTP/1.1 response read until the server closed (Connection: close).
+bool parse_relayed(const std::string& bytes, relayed& out) {
+  std::size_t head_end = bytes.find("\r\n\r\n");
+  if (head_end == std::string::npos || !bytes.starts_with("HTTP/1.")) return false;
+  std::size_t line_end = bytes.find("\r\n");
+  std::size_t sp = bytes.find(' ');
+  if (sp == std::string::npos || sp > line_end) return false;
+  out.status = std::atoi(bytes.c_str() + sp + 1);
+  std::size_t at = line_end + 2;
+  std::size_t content_length = std::string::npos;
+  while (at < head_end) {
+    std::size_t eol = bytes.find("\r\n", at);
+    std::string_view line(bytes.data() + at, eol - at);
+    at = eol + 2;
+    std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos) continue;
+    std::string name = lower(line.substr(0, colon));
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+    if (name == "content-type") out.content_type = std::string(value);
+    else if (name == "content-length") content_length = static_cast<std::size_t>(std::atoll(std::string(value).c_str()));
+    else if (name.starts_with("x-etcd-") || name.starts_with("x-raft-")) out.headers.emplace_back(std::string(line.substr(0, colon)), std::string(value));
+  }
+  out.body = bytes.substr(head_end + 4);
+  if (content_length != std::string::npos && out.body.size() > content_length) out.body.resize(content_length);
+  return out.status >= 100;
+}
+
+task<std::optional<relayed>> ask(const std::string& url, const http_request& request) {
+  auto where = parse_endpoint(url);
+  if (!where) co_return std::nullopt;
+  task<result<connection*>> connecting = connection::connect(where.value());
+  auto conn = co_await std::move(connecting);
+  if (!conn) co_return std::nullopt;
+  connection* c = conn.value();
+  std::string out = request.method + " " + request.url + " HTTP/1.1\r\nHost: " + where->host + ":" +
+                    std::to_string(where->port) + "\r\nConnection: close\r\n";
+  std::string_view type = request.header("Content-Type");
+  if (!type.empty()) out += "Content-Type: " + std::string(type) + "\r\n";
+  out += "Content-Length: " + std::to_string(request.body.size()) + "\r\n\r\n" + request.body;
+  c->write(out);
+  std::string bytes;
+  for (;;) {
+    recv_buffer buffer = co_await c->read();
+    if (buffer.size() == 0) break;
+    bytes.append(buffer.data(), buffer.size());
+    if (bytes.size() > 64u << 20) break;
+  }
+  c->release();
+  relayed r;
+  if (!parse_relayed(bytes, r)) co_return std::nullopt;
+  co_return r;
+}
+
+}  // namespace
+
+task<bool> serve_on_leader(const http_request& request, http_response& response) {
+  task<member_view> asking = members_now();
+  member_view view = co_await std::move(asking);
+  if (!view.cluster || view.leader == ids().member_id) co_return false;
+  std::string url;
+  for (const cluster_member_info& m : view.members)
+    if (m.id == view.leader && !m.client_urls.empty()) url = m.client_urls.front();
+  if (url.empty()) {
+    add_cluster_headers(response);
+    response.send(503, "application/json",
+                  "{\"errorCode\":300,\"message\":\"Raft Internal Error\",\"cause\":\"etcdserver: no leader\",\"index\":0}\n");
+    co_return true;
+  }
+  task<std::optional<relayed>> relaying = ask(url, request);
+  auto answer = co_await std::move(relaying);
+  if (!answer) {
+    add_cluster_headers(response);
+    response.send(503, "application/json",
+                  "{\"errorCode\":300,\"message\":\"Raft Internal Error\",\"cause\":\"etcdserver: the leader did not "
+                  "answer\",\"index\":0}\n");
+    co_return true;
+  }
+  for (const auto& [name, value] : answer->headers) response.add_header(name, value);
+  response.send(answer->status, answer->content_type.empty() ? "application/json" : answer->content_type, answer->body);
+  co_return true;
+}
+
+}  // namespace keel::kv_module::v2
