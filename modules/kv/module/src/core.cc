@@ -496,6 +496,12 @@ int grpc_code_of(const status& failure) noexcept {
 
 task<status> owner_ready() {
   if (!g->opened) co_await open_awaiter{};
+  // A leader that cannot propose for a moment (a snapshot is due, or it was just elected
+  // and applies its log) makes the surfaces that log through owner primitives (v2) wait.
+  if (g->cluster && cluster_is_leader() && !cluster_can_propose()) {
+    task<bool> waiting = cluster_wait_can_propose();
+    (void)co_await std::move(waiting);
+  }
   co_return writer_unusable();
 }
 

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Bad input on a keeld member's peer port is verified, refused and logged, and changes
+nothing: the leader, the term and the data stay as they were.
+
+Sends, with peer_probe, to the leader's peer port: garbage bytes, a frame with a corrupt
+CRC, a heartbeat from another cluster id, an append carrying an entry of a term above the
+message's (a forged term), a message addressed to another member, and a frame type the
+peer port does not serve. Each connection must be closed (after an error frame where the
+stream was not frames), the leader's log must name each refusal, and afterwards every
+member reports the same leader and term as before, reads return the data written before,
+and writes continue.
+
+Usage: peer_input_test.py --binary build/bin/keeld --probe build/tests/cluster/peer_probe
+Ports: base..base+5.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cluster as harness  # noqa: E402
+
+KINDS = ["garbage", "corrupt-crc", "other-cluster", "forged-term", "misaddressed", "unknown-type"]
+# What the member's log says for each (keel/raft/wire.h and the frame decoder's messages).
+LOGGED = {
+    "garbage": "refused a frame",
+    "corrupt-crc": "refused a frame",
+    "other-cluster": "from cluster",
+    "forged-term": "an entry of term",
+    "misaddressed": "addressed to",
+    "unknown-type": "keel.wire.EchoRequest",  # refused by the frame verifier before dispatch
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", required=True)
+    ap.add_argument("--probe", required=True)
+    ap.add_argument("--base-port", type=int, default=29460)
+    ap.add_argument("--workdir")
+    o = ap.parse_args()
+    if o.workdir:
+        os.makedirs(o.workdir, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="keel-peer-input-", dir=o.workdir)
+    failures = []
+
+    def check(ok, what):
+        print(("ok   " if ok else "FAIL ") + what, flush=True)
+        if not ok:
+            failures.append(what)
+
+    c = None
+    try:
+        c = harness.Cluster(o.binary, size=3, base_port=o.base_port, workdir=os.path.join(work, "members"))
+        leader = c.leader()
+        harness.kv_put(c.url(leader), "p/a", "1", 5.0)
+        before = [c.status(i) for i in range(3)]
+        cluster_id = before[leader]["header"]["cluster_id"]
+        leader_id = before[leader]["header"]["member_id"]
+        follower = next(i for i in range(3) if i != leader)
+        follower_id = before[follower]["header"]["member_id"]
+        term = before[leader]["raftTerm"]
+        peer_port = o.base_port + 2 * leader + 1
+        for kind in KINDS:
+            out = subprocess.run([o.probe, "127.0.0.1", str(peer_port), kind, str(cluster_id), str(follower_id),
+                                  str(leader_id), str(term)], capture_output=True, text=True, timeout=10)
+            said = out.stdout.strip()
+            check(out.returncode == 0 and (said == "closed" or said.startswith("error-frame")),
+                  "%s: the connection was closed (%s)" % (kind, said or out.stderr.strip()))
+        time.sleep(0.3)
+        with open(c.members[leader].log_path) as f:
+            log = f.read()
+        for kind in KINDS:
+            check(LOGGED[kind] in log, "%s: the refusal is logged (%r)" % (kind, LOGGED[kind]))
+        after = [c.status(i) for i in range(3)]
+        check(all(a["leader"] == before[leader]["leader"] for a in after), "every member still follows the same leader")
+        check(all(a["raftTerm"] == term for a in after), "the term is unchanged (%s)" % term)
+        check(all(harness.kv_get(c.url(i), "p/a", 5.0)[0] == "1" for i in range(3)), "the data is unchanged")
+        harness.kv_put(c.url(follower), "p/b", "2", 5.0)
+        check(harness.kv_get(c.url(leader), "p/b", 5.0)[0] == "2", "writes continue")
+    except Exception as e:  # noqa: BLE001
+        failures.append(repr(e))
+        print("FAIL", repr(e))
+        if c:
+            c.dump_logs()
+    finally:
+        if c:
+            c.stop_all()
+    print("%d failed" % len(failures))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
