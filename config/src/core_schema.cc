@@ -93,6 +93,12 @@ constexpr std::string_view schema_text = R"json({
       "enum": ["exit", "proxy"],
       "default": "proxy"
     },
+    "snapshot-count": {
+      "description": "Committed entries between snapshots (etcd's flag; the kv module's kv.snapshot-count wins when set).",
+      "type": "integer",
+      "minimum": 1,
+      "default": 100000
+    },
     "shards": {
       "description": "Number of reactor shards (threads); 0 means one per online CPU core.",
       "type": "integer",

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Snapshots in a keeld cluster, and a member catching up through snapshot transfer.
 
-Three members with --kv.snapshot-count 1000. A follower is killed; 5,000 puts follow, so
+Three members with --snapshot-count 1000 (etcd's flag). A follower is killed; 5,000 puts follow, so
 every member snapshots several times and Raft drops its log up to the snapshot before
 the newest. The follower is restarted: the leader's log no longer reaches back to it, so
 it gets the snapshot file streamed in pieces (frames 203) and installs it, then the
@@ -55,7 +55,7 @@ def main():
     c = None
     try:
         c = harness.Cluster(o.binary, size=3, base_port=o.base_port, workdir=os.path.join(work, "members"),
-                            extra_args=["--kv.snapshot-count", "1000"])
+                            extra_args=["--snapshot-count", "1000"])  # etcd's flag
         leader = c.leader()
         lagging = next(i for i in range(3) if i != leader)
         c.kill9(lagging)

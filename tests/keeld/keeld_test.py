@@ -404,6 +404,7 @@ class CommandLineTest(KeeldTestCase):
             "election-timeout": 1000,
             "discovery": "",
             "discovery-fallback": "proxy",
+            "snapshot-count": 100000,
             "shards": 0,
             "modules": ["kv"],
             "module-path": [],

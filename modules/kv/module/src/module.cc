@@ -112,6 +112,14 @@ int start(keel::module_context* context, char* error, std::size_t error_bytes) {
   if (options.dir.empty()) options.dir = data_dir.empty() ? "./" + options.cluster.name + ".keel" : data_dir;
   if (config.HasMember("snapshot-count") && config["snapshot-count"].IsUint64())
     options.snapshot_count = config["snapshot-count"].GetUint64();
+  // etcd's --snapshot-count (a core key) applies unless kv.snapshot-count was changed.
+  if (options.snapshot_count == 100000) {
+    rapidjson::Document core;
+    std::string core_text(context->core_config_json());
+    core.Parse(core_text.c_str());
+    if (!core.HasParseError() && core.IsObject() && core.HasMember("snapshot-count") && core["snapshot-count"].IsUint64())
+      options.snapshot_count = core["snapshot-count"].GetUint64();
+  }
   if (config.HasMember("wal-segment-bytes") && config["wal-segment-bytes"].IsUint64())
     options.wal_segment_bytes = config["wal-segment-bytes"].GetUint64();
   keel::status started = kvm::core_start(context, options);
