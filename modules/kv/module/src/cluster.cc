@@ -609,7 +609,7 @@ bool install_snapshot(const raft::snapshot& snap) {
   c.kv_applied = meta.index;
   c.committed_done = meta.index;
   c.last_logged = meta.index;
-  publish_through(g->store.current_revision());
+  publish_resync(g->store.current_revision());
   ++c.snapshots_installed;
   note(log_level::info, "installed the leader's snapshot at entry " + std::to_string(meta.index) + ", revision " +
                             std::to_string(g->store.current_revision()));

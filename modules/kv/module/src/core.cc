@@ -210,6 +210,23 @@ void publish_through(std::int64_t through) {
   deliver(shared);
 }
 
+void publish_resync(std::int64_t through) {
+  g->pending_events.clear();
+  g->pending_expiry.clear();
+  auto batch = std::make_shared<event_batch>();
+  batch->revision = through;
+  batch->resync = true;
+  g->published_local = through;
+  g->published.store(through, std::memory_order_release);
+  std::shared_ptr<const event_batch> shared = std::move(batch);
+  unsigned self = shard::current()->id();
+  for (unsigned s = 0; s < g->shards.size(); ++s) {
+    if (s == self) continue;
+    post_to(s, [shared] { deliver(shared); });
+  }
+  deliver(shared);
+}
+
 task<status> durable_now() {
   task<status> committing = g->writer->commit();
   ++g->commits_in_flight;
@@ -973,6 +990,21 @@ void deliver(const std::shared_ptr<const event_batch>& batch) {
   here.last_revision = std::max(here.last_revision, batch->revision);
   for (watcher::state* w : here.list) {
     if (w->finished) continue;
+    if (batch->resync) {
+      // Read everything from next_rev on from history (the store was replaced).
+      if (w->asking) {
+        w->held.clear();
+        w->held_overflow = true;
+      } else if (w->synced) {
+        if (!w->pending.empty()) w->next_rev = w->pending.front()->kv.mod_revision;
+        w->pending.clear();
+        w->keep.clear();
+        w->expiry.clear();
+        w->synced = false;
+        wake(*w);
+      }
+      continue;
+    }
     if (w->synced) {
       offer(*w, batch);
     } else if (w->asking && !w->held_overflow) {

@@ -36,6 +36,9 @@ struct event_batch {
   std::vector<kv::event> events;
   std::vector<std::int64_t> expiry_revisions;  // sorted
   std::int64_t revision = 0;                   // the newest published revision after it
+  // The store jumped to `revision` without events (a snapshot installed from the leader):
+  // every watcher reads what it has not seen from the store's history instead.
+  bool resync = false;
 };
 
 // One shard's watchers (touched only on that shard).
@@ -116,6 +119,10 @@ extern core_state* g;
 status fail(errc code, std::string_view message);
 // Publishes the pending events of revisions <= through (they are committed and durable).
 void publish_through(std::int64_t through);
+// After the store was replaced by a snapshot: publishes `through` with no events and has
+// every watcher catch up from history (never a silent gap; a watcher behind the
+// snapshot's compaction is told compact_revision).
+void publish_resync(std::int64_t through);
 // Waits for the fdatasync covering every record appended to the WAL so far.
 task<status> durable_now();
 // Says once, in the log, that the WAL stopped taking writes and why.
