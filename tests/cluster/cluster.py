@@ -10,6 +10,8 @@ Stdlib only.  Members are started with etcd's static-bootstrap flags on
     c.kill9(c.leader()); ...; w.stop(); lincheck.check(w.history())
 
 Ports: member i uses client port base_port + 2*i and peer port base_port+2*i+1.
+With peer_proxy=True (see peerproxy.py) base_port+2*i+1 is the port of member i's
+peer proxy, which it advertises, and it listens for peers on base_port+2*size+i.
 
 Processes are ours: they are stopped by stop_all() (also at exit, on SIGINT /
 SIGTERM via install_signal_handlers(), and when the harness dies: members are
@@ -184,6 +186,7 @@ class Member:
         self.state = "down"        # "running" | "stopped" (SIGSTOP) | "killed" | "down"
         self.member_id = None      # decimal string from /v3/maintenance/status
         self.cmd = None
+        self.listen_peer_url = peer_url  # differs from peer_url behind a peer proxy
 
     @property
     def pid(self):
@@ -193,11 +196,12 @@ class Member:
 class Cluster:
     def __init__(self, binary, size=3, base_port=29400, workdir=None, extra_args=(),
                  heartbeat_ms=None, election_ms=None, ready_timeout=30.0, start=True,
-                 log=None):
+                 log=None, peer_proxy=False):
         self.binary = binary
         self.size = size
         self.base_port = base_port
-        if not (29400 <= base_port and base_port + 2 * size - 1 <= 29499):
+        nports = 3 * size if peer_proxy else 2 * size
+        if not (29400 <= base_port and base_port + nports - 1 <= 29499):
             raise ValueError("ports must stay within 29400-29499")
         self.own_workdir = workdir is None
         self.workdir = os.path.abspath(workdir or tempfile.mkdtemp(prefix="keel-cluster-"))
@@ -221,7 +225,21 @@ class Cluster:
                 os.path.join(self.workdir, name + ".log")))
         self.initial_cluster = ",".join("%s=%s" % (m.name, m.peer_url) for m in self.members)
         self._setpriv = shutil.which("setpriv")
+        self.proxies = None
         _LIVE_CLUSTERS.append(self)
+        if peer_proxy:
+            import peerproxy
+            for m in self.members:
+                m.listen_peer_url = "http://127.0.0.1:%d" % (base_port + 2 * size + m.idx)
+            try:
+                self.proxies = peerproxy.PeerProxies(
+                    [_hostport(m.peer_url)[1] for m in self.members],
+                    [_hostport(m.listen_peer_url)[1] for m in self.members],
+                    lambda i: self.members[i].pid if self.members[i].state in ("running", "stopped") else None,
+                    log=self.log)
+            except BaseException:
+                self.stop_all()
+                raise
         if start:
             try:
                 self.start(ready_timeout)
@@ -238,7 +256,7 @@ class Cluster:
                 "--data-dir", m.data_dir,
                 "--listen-client-urls", m.client_url,
                 "--advertise-client-urls", m.client_url,
-                "--listen-peer-urls", m.peer_url,
+                "--listen-peer-urls", m.listen_peer_url,
                 "--initial-advertise-peer-urls", m.peer_url,
                 "--initial-cluster", self.initial_cluster,
                 "--initial-cluster-state", "new",
@@ -333,6 +351,9 @@ class Cluster:
                     p.kill()
                     p.wait()
             m.state = "down"
+        if getattr(self, "proxies", None) is not None:
+            self.proxies.close()
+            self.proxies = None
         if self in _LIVE_CLUSTERS:
             _LIVE_CLUSTERS.remove(self)
 
@@ -614,9 +635,12 @@ def main():
     ap.add_argument("--base-port", type=int, default=29400)
     ap.add_argument("--workdir")
     ap.add_argument("--extra-args", default="", help="extra server flags, one string")
+    ap.add_argument("--peer-proxy", action="store_true",
+                    help="put a peerproxy.PeerProxies in front of the peer ports")
     a = ap.parse_args()
     install_signal_handlers()
-    c = Cluster(a.binary, a.size, a.base_port, a.workdir, a.extra_args.split())
+    c = Cluster(a.binary, a.size, a.base_port, a.workdir, a.extra_args.split(),
+                peer_proxy=a.peer_proxy)
     for m in c.members:
         print("%s pid %d client %s peer %s log %s" % (m.name, m.pid, m.client_url,
                                                      m.peer_url, m.log_path))
