@@ -108,6 +108,19 @@ def main():
             time.sleep(0.1)
         check(named, "member list shows m3 with its client URL")
 
+        extra_url = "http://127.0.0.1:%d" % (o.base_port + 8)
+        code, _ = post(c.url(follower), "/v2/members/%x" % new_id, {"peerURLs": [peer, extra_url]}, method="PUT")
+        code3, updated = post(c.url(leader), "/v3/cluster/member/list", {})
+        urls = [m["peerURLs"] for m in updated["members"] if int(m["ID"]) == new_id]
+        check(code == 204 and urls == [[peer, extra_url]], "v2 PUT /v2/members/<id> (member update) on a follower: %d %r"
+              % (code, urls))
+        code, _ = post(c.url(leader), "/v3/cluster/member/update", {"ID": str(new_id), "peerURLs": [peer]})
+        code3, updated = post(c.url(follower), "/v3/cluster/member/list", {})
+        urls = [m["peerURLs"] for m in updated["members"] if int(m["ID"]) == new_id]
+        check(code == 200 and urls == [[peer]], "v3 member update back to one URL: %d %r" % (code, urls))
+        code, missing = post(c.url(leader), "/v3/cluster/member/update", {"ID": "12345", "peerURLs": [extra_url]})
+        check(code != 200 and "member not found" in json.dumps(missing), "updating an unknown id: member not found")
+
         code, dup = post(c.url(leader), "/v3/cluster/member/add", {"peerURLs": [peer]})
         check(code != 200, "adding the same peer URL again is refused (%d %s)" % (code, (dup or {}).get("error")))
         code, missing = post(c.url(leader), "/v3/cluster/member/remove", {"ID": "12345"})

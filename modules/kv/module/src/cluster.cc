@@ -441,6 +441,35 @@ void save_member_file() {
   if (!written) note(log_level::error, "cannot update " + member_file(c.data_dir) + ": " + written.to_string());
 }
 
+bool is_member_entry(std::string_view data) {
+  return !data.empty() && (static_cast<std::uint8_t>(data[0]) == entry_kind_member_attributes ||
+                           static_cast<std::uint8_t>(data[0]) == entry_kind_member_update);
+}
+
+// A member's new peer URLs: its link is rebuilt to the new address.
+bool apply_member_update(std::string_view data) {
+  if (data.size() < 9) return false;
+  std::uint64_t id = 0;
+  for (int i = 0; i < 8; ++i) id |= static_cast<std::uint64_t>(static_cast<std::uint8_t>(data[1 + i])) << (8 * i);
+  std::vector<std::string> urls = decode_peer_urls(data.substr(9));
+  if (urls.empty()) return false;
+  cluster_state& c = cs();
+  for (cluster_member_info& m : c.members) {
+    if (m.id != id) continue;
+    m.peer_urls = urls;
+    drop_link(id);
+    add_link(m);
+    save_member_file();
+    note(log_level::info, "member " + hex(id) + " now has peer URL " + urls.front());
+  }
+  return true;
+}
+
+bool apply_member_entry(std::string_view data) {
+  if (static_cast<std::uint8_t>(data[0]) == entry_kind_member_update) return apply_member_update(data);
+  return apply_attributes(data);
+}
+
 // A committed conf change: Raft's membership, then ours (names, URLs, peer links).
 void apply_membership(const raft::conf_change& change, std::uint64_t index) {
   cluster_state& c = cs();
@@ -685,7 +714,7 @@ void rebuild_after_step_down(std::uint64_t committed) {
     if (e == nullptr) return nullptr;
     if (e->type == raft::entry_type::conf_change) return &empty;
     auto forwarded = unwrap_forwarded(e->data);
-    if (is_attributes(forwarded ? forwarded->inner : std::string_view(e->data))) return &empty;
+    if (is_member_entry(forwarded ? forwarded->inner : std::string_view(e->data))) return &empty;
     return &e->data;
   });
   if (!rebuilt) {
@@ -709,8 +738,8 @@ void apply_committed(std::vector<raft::entry>& entries) {
     } else if (!e.data.empty()) {
       auto forwarded = unwrap_forwarded(e.data);
       std::string_view inner = forwarded ? forwarded->inner : std::string_view(e.data);
-      if (is_attributes(inner)) {
-        if (!apply_attributes(inner)) note(log_level::error, "entry " + std::to_string(e.index) + ": bad member attributes");
+      if (is_member_entry(inner)) {
+        if (!apply_member_entry(inner)) note(log_level::error, "entry " + std::to_string(e.index) + ": bad member entry");
         if (forwarded && forwarded->origin == c.self) cluster_deliver_outcome(forwarded->request_id, apply_outcome{});
         c.kv_applied = e.index;
         continue;
@@ -1105,9 +1134,9 @@ raft::proposal_result run_proposal(std::uint64_t from, std::uint64_t request_id,
     } else {
       done = proposed.error();
     }
-  } else if (is_attributes(data)) {
+  } else if (is_member_entry(data)) {
     done = cluster_log(data);
-    if (done && !apply_attributes(data)) done = status{errc::invalid_argument, "malformed member attributes"};
+    if (done && !apply_member_entry(data)) done = status{errc::invalid_argument, "a malformed member entry"};
   } else {
     done = run_forwarded_request(data, &ttl);
   }
@@ -1725,6 +1754,35 @@ task<status> cluster_change_membership(std::uint8_t type, std::uint64_t id, std:
   auto applied_term = c.node->term_at(index);
   if (applied_term && term != 0 && *applied_term != term) co_return fail(errc::unavailable, "etcdserver: leader changed");
   co_return status::ok();
+}
+
+task<status> cluster_update_member(std::uint64_t id, std::vector<std::string> peer_urls) {
+  cluster_state& c = cs();
+  if (peer_urls.empty()) co_return fail(errc::invalid_argument, "etcdserver: member peer URLs are empty");
+  bool known = false;
+  for (const cluster_member_info& m : c.members) {
+    if (m.id == id) {
+      known = true;
+      continue;
+    }
+    for (const std::string& u : m.peer_urls)
+      if (std::find(peer_urls.begin(), peer_urls.end(), u) != peer_urls.end())
+        co_return fail(errc::already_exists, "etcdserver: peerURL exists");
+  }
+  if (!known) co_return fail(errc::not_found, "etcdserver: member not found");
+  std::string entry(1, static_cast<char>(entry_kind_member_update));
+  for (int i = 0; i < 8; ++i) entry.push_back(static_cast<char>((id >> (8 * i)) & 0xff));
+  entry += encode_peer_urls(peer_urls);
+  task<bool> leading = cluster_wait_can_propose();
+  if (co_await std::move(leading)) {
+    if (status logged = cluster_log(entry); !logged) co_return logged;
+    (void)apply_member_entry(entry);
+    task<status> committing = cluster_commit();
+    co_return co_await std::move(committing);
+  }
+  task<apply_outcome> forwarding = cluster_forward(entry);
+  apply_outcome outcome = co_await std::move(forwarding);
+  co_return outcome.failure;
 }
 
 task<status> cluster_move_leader(std::uint64_t target) {

@@ -141,6 +141,10 @@ task<status> cluster_change_membership(std::uint8_t type, std::uint64_t id, std:
 // Entry-data of a member's attributes (etcd publishes them through Raft the same way once
 // a member starts): u8 kind 0x7c | u64 id | u32 n | name | u32 count | (u32 n | url)*.
 inline constexpr std::uint8_t entry_kind_member_attributes = 0x7c;
+// Entry-data of a member's new peer URLs (etcd's MemberUpdate; Raft's membership is
+// unchanged): u8 kind 0x7a | u64 id | u32 count | (u32 n | url)*.
+inline constexpr std::uint8_t entry_kind_member_update = 0x7a;
+task<status> cluster_update_member(std::uint64_t id, std::vector<std::string> peer_urls);
 
 // Entry-data envelope of a forwarded write: u8 kind 0x7e | u64 origin | u64 request id |
 // the request's own entry bytes.

@@ -905,6 +905,23 @@ task<result<member_change>> member_promote(std::uint64_t id) {
   return change_membership(3, id, {}, cluster_member_info{id, "", {}, {}, false});  // 3: promote (cluster.cc)
 }
 
+task<result<member_change>> member_update(std::uint64_t id, std::vector<std::string> peer_urls) {
+  return run_on_owner<result<member_change>>(
+      [id, peer_urls = std::move(peer_urls)]() mutable -> task<result<member_change>> {
+        return [](std::uint64_t id, std::vector<std::string> urls) -> task<result<member_change>> {
+          if (!g->cluster) co_return no_raft_group();
+          task<status> updating = cluster_update_member(id, std::move(urls));
+          status updated = co_await std::move(updating);
+          if (!updated) co_return updated;
+          member_change out;
+          out.members = cluster_members();
+          for (const cluster_member_info& m : out.members)
+            if (m.id == id) out.member = m;
+          co_return out;
+        }(id, std::move(peer_urls));
+      });
+}
+
 task<status> move_leader(std::uint64_t target) {
   return run_on_owner<status>([target]() -> task<status> {
     if (!g->cluster) {

@@ -154,6 +154,8 @@ struct member_change {
 task<result<member_change>> member_add(std::vector<std::string> peer_urls, bool learner);
 task<result<member_change>> member_remove(std::uint64_t id);
 task<result<member_change>> member_promote(std::uint64_t id);
+// etcd's MemberUpdate: new peer URLs for a member (Raft's membership is unchanged).
+task<result<member_change>> member_update(std::uint64_t id, std::vector<std::string> peer_urls);
 
 // /v3/maintenance/transfer-leadership: on the leader, hands leadership to `target`.
 // A single node is its own leader: target must be itself.

@@ -463,6 +463,36 @@ task<void> http_members_remove(const http_request& request, http_response& respo
   response.send(204, "application/json", "");
 }
 
+// PUT /v2/members/<hex id> {"peerURLs": [...]}: 204 (etcd's v2 member update).
+task<void> http_members_update(const http_request& request, http_response& response) {
+  add_cluster_headers(response);
+  std::string_view path = request.path();
+  std::string text(path.substr(path.rfind('/') + 1));
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long id = std::strtoull(text.c_str(), &end, 16);
+  if (text.empty() || *end != '\0' || errno != 0) {
+    send_members_error(response, 404, "No such member: " + text);
+    co_return;
+  }
+  rapidjson::Document doc;
+  doc.Parse(request.body.data(), request.body.size());
+  if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("peerURLs") || !doc["peerURLs"].IsArray()) {
+    send_members_error(response, 400, "invalid peerURLs: want {\"peerURLs\": [\"http://host:port\", ...]}");
+    co_return;
+  }
+  std::vector<std::string> urls;
+  for (const auto& u : doc["peerURLs"].GetArray())
+    if (u.IsString()) urls.emplace_back(u.GetString());
+  task<result<member_change>> updating = member_update(id, std::move(urls));
+  auto updated = co_await std::move(updating);
+  if (!updated) {
+    send_members_error(response, members_status_of(updated.error()), updated.error().message());
+    co_return;
+  }
+  response.send(204, "application/json", "");
+}
+
 task<void> http_members_leader(const http_request& request, http_response& response) {
   task<member_view> asking = members_now();
   member_view view = co_await std::move(asking);
@@ -638,6 +668,7 @@ void register_v2_routes(http_router& router) {
   router.add_async("GET", "/v2/members/leader", v2::http_members_leader);
   router.add_async("POST", "/v2/members", v2::http_members_add);
   router.add_prefix_async("DELETE", "/v2/members/", v2::http_members_remove);
+  router.add_prefix_async("PUT", "/v2/members/", v2::http_members_update);
   router.add("GET", "/v2/machines", v2::http_machines);
   router.add("HEAD", "/v2/machines", v2::http_machines);
   router.add("GET", "/v2/stats/self", v2::http_stats_self);

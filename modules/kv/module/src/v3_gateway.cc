@@ -1218,6 +1218,36 @@ task<void> http_member_change(const http_request& request, http_response& respon
       });
 }
 
+struct member_update_request {
+  std::uint64_t id = 0;
+  std::vector<std::string> peer_urls;
+};
+
+task<void> http_member_update(const http_request& request, http_response& response) {
+  return serve_json<member_update_request>(
+      request, response,
+      [](const rapidjson::Value& doc, member_update_request& r) -> std::optional<parse_error> {
+        auto error = check_object(doc);
+        if (error) return error;
+        if (auto bad = read_member_id(doc, "ID", "id", r.id)) return bad;
+        const rapidjson::Value* urls = field(doc, "peerURLs", "peer_urls");
+        if (urls && urls->IsArray())
+          for (const auto& u : urls->GetArray())
+            if (u.IsString()) r.peer_urls.emplace_back(u.GetString());
+        return std::nullopt;
+      },
+      [](member_update_request r) -> task<reply> {
+        task<result<member_change>> updating = kv_module::member_update(r.id, std::move(r.peer_urls));
+        auto updated = co_await std::move(updating);
+        if (!updated) co_return failure_reply(updated.error());
+        std::string out = "{";
+        append_header(out, published_revision());
+        append_members(out, updated->members);
+        out += "}";
+        co_return reply{200, out};
+      });
+}
+
 task<void> http_member_list(const http_request& request, http_response& response) {
   return serve_json<lease_request>(
       request, response,
@@ -1269,6 +1299,7 @@ void register_v3_routes(http_router& router) {
     router.add_async("POST", p + "/cluster/member/add", http_member_add);
     router.add_async("POST", p + "/cluster/member/remove", http_member_change<true>);
     router.add_async("POST", p + "/cluster/member/promote", http_member_change<false>);
+    router.add_async("POST", p + "/cluster/member/update", http_member_update);
     router.add_async("POST", p + "/maintenance/transfer-leadership", http_move_leader);
     router.add_async("POST", p + "/kv/range", http_range);
     router.add_async("POST", p + "/kv/deleterange", http_delete_range);
