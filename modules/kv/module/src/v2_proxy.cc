@@ -8,6 +8,7 @@
 #include "core.h"
 #include "keel/reactor/http.h"
 #include "keel/reactor/net.h"
+#include "keel/reactor/shard.h"
 #include "v2.h"
 
 namespace keel::kv_module::v2 {
@@ -27,16 +28,18 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-// Parses a whole HTTP/1.1 response read until the server closed (Connection: close).
-bool parse_relayed(const std::string& bytes, relayed& out) {
+// Parses the head of an HTTP/1.1 response once it is complete: status, the headers the
+// relay keeps, and the body's length. False while the head is incomplete or malformed.
+bool parse_head(const std::string& bytes, relayed& out, std::size_t& body_at, std::size_t& body_size, bool& close) {
   std::size_t head_end = bytes.find("\r\n\r\n");
   if (head_end == std::string::npos || !bytes.starts_with("HTTP/1.")) return false;
   std::size_t line_end = bytes.find("\r\n");
   std::size_t sp = bytes.find(' ');
   if (sp == std::string::npos || sp > line_end) return false;
   out.status = std::atoi(bytes.c_str() + sp + 1);
+  body_size = 0;
+  close = false;
   std::size_t at = line_end + 2;
-  std::size_t content_length = std::string::npos;
   while (at < head_end) {
     std::size_t eol = bytes.find("\r\n", at);
     std::string_view line(bytes.data() + at, eol - at);
@@ -47,38 +50,92 @@ bool parse_relayed(const std::string& bytes, relayed& out) {
     std::string_view value = line.substr(colon + 1);
     while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
     if (name == "content-type") out.content_type = std::string(value);
-    else if (name == "content-length") content_length = static_cast<std::size_t>(std::atoll(std::string(value).c_str()));
+    else if (name == "content-length") body_size = static_cast<std::size_t>(std::atoll(std::string(value).c_str()));
+    else if (name == "connection") close = lower(value) == "close";
     else if (name.starts_with("x-etcd-") || name.starts_with("x-raft-")) out.headers.emplace_back(std::string(line.substr(0, colon)), std::string(value));
   }
-  out.body = bytes.substr(head_end + 4);
-  if (content_length != std::string::npos && out.body.size() > content_length) out.body.resize(content_length);
+  body_at = head_end + 4;
   return out.status >= 100;
+}
+
+// Idle keep-alive connections to the leader, per shard (connections belong to a shard).
+struct idle_pool {
+  std::string url;
+  std::vector<connection*> conns;
+  bool hooked = false;  // releases its connections when the shard stops
+};
+thread_local idle_pool pool;
+
+// One request on `c`; nullopt when the connection failed. `answered_nothing`: it closed
+// before sending a byte (a reused connection the server had closed).
+task<std::optional<relayed>> exchange(connection* c, const std::string& out, bool& answered_nothing, bool& reusable) {
+  c->write(out);
+  std::string bytes;
+  relayed r;
+  std::size_t body_at = 0, body_size = 0;
+  bool close = false, head = false;
+  answered_nothing = true;
+  reusable = false;
+  for (;;) {
+    recv_buffer buffer = co_await c->read();
+    if (buffer.size() == 0) co_return std::nullopt;
+    answered_nothing = false;
+    bytes.append(buffer.data(), buffer.size());
+    if (!head) head = parse_head(bytes, r, body_at, body_size, close);
+    if (head && bytes.size() >= body_at + body_size) break;
+    if (bytes.size() > 64u << 20) co_return std::nullopt;
+  }
+  r.body = bytes.substr(body_at, body_size);
+  reusable = !close && bytes.size() == body_at + body_size;
+  co_return r;
 }
 
 task<std::optional<relayed>> ask(const std::string& url, const http_request& request) {
   auto where = parse_endpoint(url);
   if (!where) co_return std::nullopt;
-  task<result<connection*>> connecting = connection::connect(where.value());
-  auto conn = co_await std::move(connecting);
-  if (!conn) co_return std::nullopt;
-  connection* c = conn.value();
   std::string out = request.method + " " + request.url + " HTTP/1.1\r\nHost: " + where->host + ":" +
-                    std::to_string(where->port) + "\r\nConnection: close\r\n";
+                    std::to_string(where->port) + "\r\n";
   std::string_view type = request.header("Content-Type");
   if (!type.empty()) out += "Content-Type: " + std::string(type) + "\r\n";
   out += "Content-Length: " + std::to_string(request.body.size()) + "\r\n\r\n" + request.body;
-  c->write(out);
-  std::string bytes;
-  for (;;) {
-    recv_buffer buffer = co_await c->read();
-    if (buffer.size() == 0) break;
-    bytes.append(buffer.data(), buffer.size());
-    if (bytes.size() > 64u << 20) break;
+  if (!pool.hooked) {
+    pool.hooked = true;
+    shard::current()->at_stop([] {
+      for (connection* c : pool.conns) c->release();
+      pool.conns.clear();
+    });
   }
-  c->release();
-  relayed r;
-  if (!parse_relayed(bytes, r)) co_return std::nullopt;
-  co_return r;
+  if (pool.url != url) {  // the leader changed: its old connections go
+    for (connection* c : pool.conns) c->release();
+    pool.conns.clear();
+    pool.url = url;
+  }
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    connection* c = nullptr;
+    bool reused = !pool.conns.empty();
+    if (reused) {
+      c = pool.conns.back();
+      pool.conns.pop_back();
+    } else {
+      task<result<connection*>> connecting = connection::connect(where.value());
+      auto conn = co_await std::move(connecting);
+      if (!conn) co_return std::nullopt;
+      c = conn.value();
+    }
+    bool answered_nothing = false, reusable = false;
+    task<std::optional<relayed>> asking = exchange(c, out, answered_nothing, reusable);
+    auto answer = co_await std::move(asking);
+    if (answer) {
+      if (reusable && pool.url == url && pool.conns.size() < 64) pool.conns.push_back(c);
+      else c->release();
+      co_return answer;
+    }
+    c->release();
+    // Only a reused connection that the server had closed before reading anything is
+    // retried (the request cannot have been served then); anything else is not repeated.
+    if (!(reused && answered_nothing)) co_return std::nullopt;
+  }
+  co_return std::nullopt;
 }
 
 }  // namespace
