@@ -57,7 +57,8 @@ class connection final : public completion {
  public:
   // Takes ownership of a connected socket. REQUIRES: on a shard thread.
   static connection* adopt(int fd);
-  // Connects to `where` (resolving names with getaddrinfo) and adopts the socket.
+  // Connects to `where` (resolving names with getaddrinfo) and adopts the socket. An
+  // unanswered SYN fails after about 7 s (two retries), not Linux's 2 minutes.
   static task<result<connection*>> connect(endpoint where);
 
   int fd() const noexcept { return _fd; }
