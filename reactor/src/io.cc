@@ -33,6 +33,7 @@ void io_request::await_suspend(std::coroutine_handle<> waiter) noexcept {
   KEEL_ASSERT_MSG(self != nullptr, "io_request awaited off a shard thread");
   _waiter = waiter;
   _in_flight = true;
+  self->note_io_started();
   // A linked pair must reach the kernel in one submission: if the SQ had room for only
   // the write, get_sqe() would submit it alone and the link to the fsync would be lost
   // (the fsync could then finish first, and both would post a completion).
@@ -91,6 +92,7 @@ void io_request::complete(int result, unsigned cqe_flags) noexcept {
   }
   _result = result;
   _in_flight = false;
+  shard::current()->note_io_finished();
   shard::current()->schedule(_waiter);
 }
 
@@ -100,6 +102,7 @@ void io_request::write_part::complete(int result, unsigned) noexcept {
   // short count, never the size it asked for.
   owner->_result = result;
   owner->_in_flight = false;
+  shard::current()->note_io_finished();
   shard::current()->schedule(owner->_waiter);
 }
 

@@ -392,7 +392,7 @@ void shard::run() {
         io_uring_cqe* cqe = nullptr;
         io_uring_submit_and_wait_timeout(_ring.get(), &cqe, 1, &wait, nullptr);
         reap();
-        if (_ready.empty() && !has_incoming()) break;
+        if (_ready.empty() && !has_incoming() && _io_waiting == 0) break;
       }
       if (std::chrono::steady_clock::now() > stop_deadline) break;
       continue;

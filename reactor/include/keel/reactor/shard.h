@@ -167,6 +167,13 @@ class shard {
 
   io_uring* ring() noexcept { return _ring.get(); }
 
+  // io_request operations submitted and not yet completed; a stopping shard waits for
+  // them (up to its deadline) so that every coroutine waiting on one resumes and ends,
+  // instead of being left suspended (and its frame leaked) behind an uncancellable
+  // io-wq operation such as a WAL segment's fallocate.
+  void note_io_started() noexcept { ++_io_waiting; }
+  void note_io_finished() noexcept { --_io_waiting; }
+
  private:
   friend class keel::system;
   shard(keel::system& owner, unsigned id);
@@ -208,6 +215,7 @@ class shard {
   unsigned _idle_poll_microseconds = 0;
   std::uint64_t _recv_buffers_returned = 0;
   shard_stats _stats;
+  std::uint64_t _io_waiting = 0;  // last: modules built before it still find the rest
 };
 
 // Options for starting the shards.
