@@ -462,6 +462,64 @@ class Cluster:
 # ---------------------------------------------------------------------------
 # workload
 
+class Checks:
+    """The "ok   ..." / "FAIL ..." lines of a scenario test. check(ok, what) prints one;
+    failed(what) records an error that ended the scenario; status() prints "N failed"
+    and returns the exit status (1 if anything failed)."""
+
+    def __init__(self):
+        self.failures = []
+
+    def __call__(self, ok, what):
+        print(("ok   " if ok else "FAIL ") + what, flush=True)
+        if not ok:
+            self.failures.append(what)
+
+    def failed(self, what):
+        self.failures.append(what)
+        print("FAIL", what, flush=True)
+
+    def status(self):
+        print("%d failed" % len(self.failures))
+        return 1 if self.failures else 0
+
+
+def check_history(c, leader, keys, hist, workdir, report, log, check_timeout):
+    """The end of a fault run: reads every key once more on `leader` (a final read after
+    everything), saves `hist` to workdir/history.json, checks the history plus those reads
+    for linearizability and for acknowledged writes lost, logs what it found and fills
+    `report`. Returns (lincheck.Result, lost writes)."""
+    import lincheck  # beside this file
+    final = {}
+    t_f = time.monotonic_ns()
+    for k in keys:
+        final[k] = kv_get(c.url(leader), k, 5.0)[0]
+    t_f2 = time.monotonic_ns()
+    with open(os.path.join(workdir, "history.json"), "w") as f:
+        json.dump(hist, f)
+    checked = hist + [{"client": "final", "op": "get", "key": k, "input": None,
+                       "output": v, "call_ns": t_f, "return_ns": t_f2}
+                      for k, v in final.items()]
+    t0 = time.monotonic()
+    res = lincheck.check(checked, timeout_per_key=check_timeout)
+    report["lincheck"] = res.status
+    report["lincheck_s"] = round(time.monotonic() - t0, 2)
+    lost = lincheck.lost_writes(hist, final)
+    seen = set(e["output"] for e in hist if e["op"] == "get" and e.get("return_ns"))
+    seen |= set(final.values())
+    report["unknown_puts_later_observed"] = sum(
+        1 for e in hist if e["op"] == "put" and e.get("return_ns") is None
+        and not e.get("failed") and e["input"] in seen)
+    report["lost_acked_writes"] = len(lost)
+    log("lincheck: %s in %.2fs (%s)" % (res.status, report["lincheck_s"],
+        ", ".join("%s:%d ops" % (k, r.ops) for k, r in res.per_key.items())))
+    if not res.ok:
+        log(res.explanation)
+    for x in lost[:10]:
+        log("LOST: key %s put %r (%s)" % (x["key"], x["put"]["input"], x["reason"]))
+    return res, lost
+
+
 class Workload:
     """Client threads doing random put/get on random live members.
 

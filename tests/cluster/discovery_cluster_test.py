@@ -66,12 +66,7 @@ def main():
                              "--modules=kv,discovery", "--shards", "1"],
                             stdout=host_log, stderr=subprocess.STDOUT)
     c = None
-    failures = []
-
-    def check(ok, what):
-        print(("ok   " if ok else "FAIL ") + what, flush=True)
-        if not ok:
-            failures.append(what)
+    check = harness.Checks()
 
     try:
         deadline = time.monotonic() + 10
@@ -133,8 +128,7 @@ def main():
         check(extra.returncode != 0 and "cluster is full" in extra.stderr,
               "a fourth member is refused: %s" % (extra.stderr.strip().splitlines() or [""])[-1])
     except Exception as e:  # noqa: BLE001
-        failures.append(repr(e))
-        print("FAIL", repr(e))
+        check.failed(repr(e))
         if c:
             c.dump_logs()
     finally:
@@ -142,8 +136,7 @@ def main():
             c.stop_all()
         host.terminate()
         host.wait(timeout=10)
-    print("%d failed" % len(failures))
-    return 1 if failures else 0
+    return check.status()
 
 
 if __name__ == "__main__":

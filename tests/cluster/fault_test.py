@@ -21,7 +21,6 @@ Exit 0 pass, 1 fail, 77 skip (binary not found).
 """
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -31,7 +30,6 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster as cl  # noqa: E402
-import lincheck  # noqa: E402
 
 
 def log(msg):
@@ -161,36 +159,10 @@ def main():
         conv = c.wait_converged(w.keys, timeout=15)
         log("workload stopped; members converged (%.2fs)" % conv)
         L = c.wait_leader()[0]
-        final = {}
-        t_f = time.monotonic_ns()
-        for k in w.keys:
-            final[k] = cl.kv_get(c.url(L), k, 5.0)[0]
-        t_f2 = time.monotonic_ns()
         hist = w.history()
         st = w.stats()
         report.update(st)
-        with open(os.path.join(workdir, "history.json"), "w") as f:
-            json.dump(hist, f)
-        checked = hist + [{"client": "final", "op": "get", "key": k, "input": None,
-                           "output": v, "call_ns": t_f, "return_ns": t_f2}
-                          for k, v in final.items()]
-        t0 = time.monotonic()
-        res = lincheck.check(checked, timeout_per_key=a.check_timeout)
-        report["lincheck"] = res.status
-        report["lincheck_s"] = round(time.monotonic() - t0, 2)
-        lost = lincheck.lost_writes(hist, final)
-        seen = set(e["output"] for e in hist if e["op"] == "get" and e.get("return_ns"))
-        seen |= set(final.values())
-        report["unknown_puts_later_observed"] = sum(
-            1 for e in hist if e["op"] == "put" and e.get("return_ns") is None
-            and not e.get("failed") and e["input"] in seen)
-        report["lost_acked_writes"] = len(lost)
-        log("lincheck: %s in %.2fs (%s)" % (res.status, report["lincheck_s"],
-            ", ".join("%s:%d ops" % (k, r.ops) for k, r in res.per_key.items())))
-        if not res.ok:
-            log(res.explanation)
-        for x in lost[:10]:
-            log("LOST: key %s put %r (%s)" % (x["key"], x["put"]["input"], x["reason"]))
+        res, lost = cl.check_history(c, L, w.keys, hist, workdir, report, log, a.check_timeout)
         require(res.status != "not linearizable", "linearizability violation on key %r"
                 % res.bad_key)
         require(res.ok, "linearizability check inconclusive: " + res.explanation)

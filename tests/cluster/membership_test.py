@@ -54,12 +54,7 @@ def main():
     if o.workdir:
         os.makedirs(o.workdir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="keel-membership-", dir=o.workdir)
-    failures = []
-
-    def check(ok, what):
-        print(("ok   " if ok else "FAIL ") + what, flush=True)
-        if not ok:
-            failures.append(what)
+    check = harness.Checks()
 
     c = None
     joiner = None
@@ -146,8 +141,7 @@ def main():
             code, _ = post(c.url(follower), "/v2/members/" + v2["id"], None, method="DELETE")
             check(code == 204, "v2: DELETE /v2/members/<id> -> 204")
     except Exception as e:  # noqa: BLE001
-        failures.append(repr(e))
-        print("FAIL", repr(e))
+        check.failed(repr(e))
         if c:
             c.dump_logs()
     finally:
@@ -156,8 +150,7 @@ def main():
             joiner.wait()
         if c:
             c.stop_all()
-    print("%d failed" % len(failures))
-    return 1 if failures else 0
+    return check.status()
 
 
 if __name__ == "__main__":

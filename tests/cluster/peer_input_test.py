@@ -46,12 +46,7 @@ def main():
     if o.workdir:
         os.makedirs(o.workdir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="keel-peer-input-", dir=o.workdir)
-    failures = []
-
-    def check(ok, what):
-        print(("ok   " if ok else "FAIL ") + what, flush=True)
-        if not ok:
-            failures.append(what)
+    check = harness.Checks()
 
     c = None
     try:
@@ -83,15 +78,13 @@ def main():
         harness.kv_put(c.url(follower), "p/b", "2", 5.0)
         check(harness.kv_get(c.url(leader), "p/b", 5.0)[0] == "2", "writes continue")
     except Exception as e:  # noqa: BLE001
-        failures.append(repr(e))
-        print("FAIL", repr(e))
+        check.failed(repr(e))
         if c:
             c.dump_logs()
     finally:
         if c:
             c.stop_all()
-    print("%d failed" % len(failures))
-    return 1 if failures else 0
+    return check.status()
 
 
 if __name__ == "__main__":

@@ -46,12 +46,7 @@ def main():
     if o.workdir:
         os.makedirs(o.workdir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="keel-snapshot-transfer-", dir=o.workdir)
-    failures = []
-
-    def check(ok, what):
-        print(("ok   " if ok else "FAIL ") + what, flush=True)
-        if not ok:
-            failures.append(what)
+    check = harness.Checks()
 
     c = None
     try:
@@ -131,15 +126,13 @@ def main():
         counts = [count(c.url(i))[0] for i in range(3)]
         check(counts == [o.keys] * 3, "after kill -9 and restart of every member: counts %r (%.2fs)" % (counts, took))
     except Exception as e:  # noqa: BLE001
-        failures.append(repr(e))
-        print("FAIL", repr(e))
+        check.failed(repr(e))
         if c:
             c.dump_logs()
     finally:
         if c:
             c.stop_all()
-    print("%d failed" % len(failures))
-    return 1 if failures else 0
+    return check.status()
 
 
 if __name__ == "__main__":

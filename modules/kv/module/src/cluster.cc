@@ -329,10 +329,6 @@ std::string encode_attributes(std::uint64_t id, const std::string& name, const s
   return out;
 }
 
-bool is_attributes(std::string_view data) {
-  return !data.empty() && static_cast<std::uint8_t>(data[0]) == entry_kind_member_attributes;
-}
-
 // Applies a member's published name and client URLs; false if the bytes are malformed.
 bool apply_attributes(std::string_view data) {
   std::size_t at = 1;
@@ -1595,25 +1591,36 @@ task<status> send_to_leader(std::uint64_t id, const std::string& data, clock::ti
 
 }  // namespace
 
+namespace {
+
+// Sends `data` to the leader as a new forwarded request and waits until `w` is answered:
+// by the leader's result frame, or by this member applying the entry. Errors: it could
+// not be sent, or no answer came by `deadline`.
+task<status> ask_leader(const std::string& data, forward_waiter& w, clock::time_point deadline) {
+  cluster_state& c = cs();
+  std::uint64_t id = c.next_request++;
+  c.forwards[id] = &w;
+  task<status> sending = send_to_leader(id, data, deadline);
+  status sent = co_await std::move(sending);
+  if (sent) {
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - clock::now());
+    if (!co_await wait_for(w.slot, std::max(left, milliseconds(1))))
+      sent = fail(errc::unavailable, "etcdserver: request timed out");
+  }
+  c.forwards.erase(id);  // (whoever answered has removed it already)
+  co_return sent;
+}
+
+}  // namespace
+
 task<apply_outcome> cluster_forward(std::string entry) {
   cluster_state& c = cs();
   auto deadline = clock::now() + request_timeout(c.election_ms);
   for (;;) {
     forward_waiter w;
-    std::uint64_t id = c.next_request++;
-    c.forwards[id] = &w;
-    task<status> sending = send_to_leader(id, entry, deadline);
-    status sent = co_await std::move(sending);
-    if (!sent) {
-      c.forwards.erase(id);
-      w.outcome.failure = sent;
-      co_return std::move(w.outcome);
-    }
-    auto left = std::chrono::duration_cast<milliseconds>(deadline - clock::now());
-    bool fired = co_await wait_for(w.slot, std::max(left, milliseconds(1)));
-    if (!fired) {
-      c.forwards.erase(id);
-      w.outcome.failure = fail(errc::unavailable, "etcdserver: request timed out");
+    task<status> asking = ask_leader(entry, w, deadline);
+    if (status asked = co_await std::move(asking); !asked) {
+      w.outcome.failure = asked;
       co_return std::move(w.outcome);
     }
     // "not leader": the member asked had lost its leadership and proposed nothing, so
@@ -1628,23 +1635,9 @@ task<apply_outcome> cluster_forward(std::string entry) {
 task<result<std::int64_t>> cluster_forward_keep_alive(std::int64_t lease_id) {
   std::string data(1, static_cast<char>(entry_kind_keep_alive));
   for (int i = 0; i < 8; ++i) data.push_back(static_cast<char>((static_cast<std::uint64_t>(lease_id) >> (8 * i)) & 0xff));
-  cluster_state& c = cs();
   forward_waiter w;
-  std::uint64_t id = c.next_request++;
-  auto deadline = clock::now() + request_timeout(c.election_ms);
-  c.forwards[id] = &w;
-  task<status> sending = send_to_leader(id, data, deadline);
-  status sent = co_await std::move(sending);
-  if (!sent) {
-    c.forwards.erase(id);
-    co_return sent;
-  }
-  auto left = std::chrono::duration_cast<milliseconds>(deadline - clock::now());
-  bool fired = co_await wait_for(w.slot, std::max(left, milliseconds(1)));
-  if (!fired) {
-    c.forwards.erase(id);
-    co_return fail(errc::unavailable, "etcdserver: request timed out");
-  }
+  task<status> asking = ask_leader(data, w, clock::now() + request_timeout(cs().election_ms));
+  if (status asked = co_await std::move(asking); !asked) co_return asked;
   if (!w.outcome.failure.is_ok()) co_return w.outcome.failure;
   co_return w.ttl;
 }
@@ -1693,10 +1686,6 @@ std::vector<cluster_member_info> cluster_members() {
   return out;
 }
 
-namespace {
-task<status> send_to_leader(std::uint64_t id, const std::string& data, clock::time_point deadline);
-}  // namespace
-
 result<cluster_member_info> cluster_plan_add(const std::vector<std::string>& peer_urls, bool learner) {
   cluster_state& c = cs();
   if (peer_urls.empty()) return status{errc::invalid_argument, "etcdserver: member peer URLs are empty"};
@@ -1725,19 +1714,8 @@ task<status> cluster_change_membership(std::uint8_t type, std::uint64_t id, std:
   } else {
     forward_waiter w;
     w.wants_index = true;
-    std::uint64_t request_id = c.next_request++;
-    auto deadline = clock::now() + request_timeout(c.election_ms);
-    c.forwards[request_id] = &w;
-    task<status> sending = send_to_leader(request_id, request, deadline);
-    status sent = co_await std::move(sending);
-    if (!sent) {
-      c.forwards.erase(request_id);
-      co_return sent;
-    }
-    auto left = std::chrono::duration_cast<milliseconds>(deadline - clock::now());
-    bool fired = co_await wait_for(w.slot, std::max(left, milliseconds(1)));
-    c.forwards.erase(request_id);
-    if (!fired) co_return fail(errc::unavailable, "etcdserver: request timed out");
+    task<status> asking = ask_leader(request, w, clock::now() + request_timeout(c.election_ms));
+    if (status asked = co_await std::move(asking); !asked) co_return asked;
     if (!w.outcome.failure.is_ok()) co_return w.outcome.failure;
     index = w.index;
     term = w.term;

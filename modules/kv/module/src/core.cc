@@ -457,10 +457,8 @@ task<void> expire_leases() {
     for (auto& [id, lease] : g->leases)
       if (lease.expiry <= now) due.push_back(id);
     if (due.empty()) continue;
-    for (std::int64_t id : due) {
-      if (!log_entry(encode_lease_revoke_entry(id, true))) break;
-      apply_lease_revoke(id, true);
-    }
+    for (std::int64_t id : due)
+      if (!owner_lease_revoke(id, true)) break;
     task<status> committing = owner_commit();
     status durable = co_await std::move(committing);
     if (!durable) g->context->log(log_level::error, "lease expiry not durable: " + durable.to_string());
@@ -568,10 +566,24 @@ result<lease_status> owner_lease_grant(std::int64_t ttl, std::int64_t id) {
   return granted;
 }
 
-result<std::int64_t> owner_lease_revoke(std::int64_t id) {
+result<std::int64_t> owner_lease_revoke(std::int64_t id, bool expired) {
   if (!g->leases.contains(id)) return fail(errc::not_found, kv_messages::lease_not_found);
-  if (status logged = log_entry(encode_lease_revoke_entry(id, false)); !logged) return logged;
-  return apply_lease_revoke(id, false);
+  if (status logged = log_entry(encode_lease_revoke_entry(id, expired)); !logged) return logged;
+  return apply_lease_revoke(id, expired);
+}
+
+result<std::int64_t> owner_compact(std::int64_t revision, bool physical) {
+  if (!g->replaying && !g->applying) {
+    // Refused before logging: a compaction the store would refuse changes nothing. In a
+    // cluster only committed (published) revisions may be compacted: reads run there.
+    std::int64_t newest = g->cluster ? g->published_local : g->store.current_revision();
+    if (revision > newest) return fail(errc::invalid_argument, kv::mvcc_messages::future_revision);
+    if (revision <= g->store.compact_revision()) return fail(errc::invalid_argument, kv::mvcc_messages::compacted);
+  }
+  if (status logged = log_entry(encode_compact_entry(revision, physical)); !logged) return logged;
+  status compacted = g->store.compact(revision);
+  if (!compacted) return compacted;
+  return g->store.current_revision();
 }
 
 std::optional<lease_status> owner_lease(std::int64_t id, bool keys) {
@@ -716,17 +728,7 @@ task<result<kv::txn_result>> txn(kv::txn_request request) {
 }
 
 task<result<std::int64_t>> compact(std::int64_t revision, bool physical) {
-  return write_on_owner<std::int64_t>([revision, physical]() -> result<std::int64_t> {
-    // Refused before logging: a compaction the store would refuse changes nothing. In a
-    // cluster only committed (published) revisions may be compacted: reads run there.
-    std::int64_t newest = g->cluster ? g->published_local : g->store.current_revision();
-    if (revision > newest) return fail(errc::invalid_argument, kv::mvcc_messages::future_revision);
-    if (revision <= g->store.compact_revision()) return fail(errc::invalid_argument, kv::mvcc_messages::compacted);
-    if (status logged = log_entry(encode_compact_entry(revision, physical)); !logged) return logged;
-    status compacted = g->store.compact(revision);
-    if (!compacted) return compacted;
-    return g->store.current_revision();
-  });
+  return write_on_owner<std::int64_t>([revision, physical] { return owner_compact(revision, physical); });
 }
 
 task<result<kv::range_result>> range(kv::range_request request, bool serializable) {
@@ -1188,8 +1190,9 @@ std::uint64_t fnv1a(std::string_view text) {
   return h;
 }
 
-// Applies one decoded entry (replay, a committed entry, or a rebuild): the owner
-// primitives with logging off, so a request refused when served is refused identically.
+// Runs one decoded entry through the owner primitives: with logging off (replay, a
+// committed entry, a rebuild) a request refused when served is refused identically; on a
+// leader running a follower's forwarded request, it is checked, logged and applied.
 apply_outcome apply_entry(const wal_entry& entry) {
   apply_outcome out;
   switch (entry.kind) {
@@ -1213,26 +1216,21 @@ apply_outcome apply_entry(const wal_entry& entry) {
       break;
     }
     case entry_kind_compact: {
-      status compacted = g->store.compact(entry.compact_revision);
-      if (!compacted) out.failure = compacted;
+      auto done = owner_compact(entry.compact_revision, entry.physical);
+      if (!done) out.failure = done.error();
       break;
     }
-    case entry_kind_lease_grant:
-      if (!g->leases.contains(entry.lease_id)) {
-        apply_lease_grant(entry.lease_id, entry.lease_ttl);
-        lease_status granted;
-        granted.id = entry.lease_id;
-        granted.ttl = granted.granted_ttl = entry.lease_ttl;
-        granted.revision = g->store.current_revision();
-        out.lease = granted;
-      } else {
-        out.failure = fail(errc::already_exists, kv_messages::lease_exists);
-      }
+    case entry_kind_lease_grant: {
+      auto done = owner_lease_grant(entry.lease_ttl, entry.lease_id);
+      if (done) out.lease = std::move(done.value());
+      else out.failure = done.error();
       break;
-    case entry_kind_lease_revoke:
-      if (g->leases.contains(entry.lease_id)) apply_lease_revoke(entry.lease_id, entry.lease_expired);
-      else out.failure = fail(errc::not_found, kv_messages::lease_not_found);
+    }
+    case entry_kind_lease_revoke: {
+      auto done = owner_lease_revoke(entry.lease_id, entry.lease_expired);
+      if (!done) out.failure = done.error();
       break;
+    }
   }
   out.revision = g->store.current_revision();
   return out;
@@ -1325,37 +1323,7 @@ status run_forwarded_request(std::string_view data, std::int64_t* ttl_out) {
   }
   auto entry = decode_entry(data);
   if (!entry) return fail(errc::invalid_argument, "a forwarded request that is not a kv request");
-  switch (entry->kind) {
-    case entry_kind_put: {
-      auto done = owner_put(kv::put_request{entry->put.key, entry->put.value, entry->put.lease, entry->put.prev_kv,
-                                            entry->put.ignore_value, entry->put.ignore_lease});
-      return done ? status::ok() : done.error();
-    }
-    case entry_kind_delete: {
-      auto done = owner_delete_range(entry->delete_range);
-      return done ? status::ok() : done.error();
-    }
-    case entry_kind_txn: {
-      auto done = owner_txn(entry->txn);
-      return done ? status::ok() : done.error();
-    }
-    case entry_kind_compact: {
-      std::int64_t revision = entry->compact_revision;
-      if (revision > g->published_local) return fail(errc::invalid_argument, kv::mvcc_messages::future_revision);
-      if (revision <= g->store.compact_revision()) return fail(errc::invalid_argument, kv::mvcc_messages::compacted);
-      if (status logged = log_entry(std::string(data)); !logged) return logged;
-      return g->store.compact(revision);
-    }
-    case entry_kind_lease_grant: {
-      auto done = owner_lease_grant(entry->lease_ttl, entry->lease_id);
-      return done ? status::ok() : done.error();
-    }
-    case entry_kind_lease_revoke: {
-      auto done = owner_lease_revoke(entry->lease_id);
-      return done ? status::ok() : done.error();
-    }
-  }
-  return fail(errc::invalid_argument, "a forwarded request of an unknown kind");
+  return apply_entry(*entry).failure;
 }
 
 status rebuild_state(std::uint64_t through_index,

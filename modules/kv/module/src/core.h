@@ -182,7 +182,12 @@ result<kv::put_result> owner_put(const kv::put_request& request);
 result<kv::delete_range_result> owner_delete_range(const kv::delete_range_request& request);
 result<kv::txn_result> owner_txn(const kv::txn_request& request);
 result<lease_status> owner_lease_grant(std::int64_t ttl, std::int64_t id);
-result<std::int64_t> owner_lease_revoke(std::int64_t id);
+// `expired`: the owner's expiry timer, not a client (etcd v2 shows it as "expire").
+result<std::int64_t> owner_lease_revoke(std::int64_t id, bool expired = false);
+// Compacts the store's history up to `revision` (the header revision after it). Refused
+// before logging when the store would refuse it: a future revision (in a cluster, beyond
+// the published one), or one already compacted.
+result<std::int64_t> owner_compact(std::int64_t revision, bool physical);
 // The lease's state now (remaining whole seconds, truncated as etcd), nullopt if there is none.
 std::optional<lease_status> owner_lease(std::int64_t id, bool keys);
 // Waits for the fdatasync covering everything logged so far, then publishes its events.

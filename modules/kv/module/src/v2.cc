@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <variant>
 
@@ -421,19 +422,40 @@ int members_status_of(const status& failure) {
   }
 }
 
-// POST /v2/members {"peerURLs": [...]}: 201 with the new member (etcd's v2 member add).
-task<void> http_members_add(const http_request& request, http_response& response) {
-  add_cluster_headers(response);
+// The member id at the end of /v2/members/<hex id>; answers 404 itself when it is not one.
+std::optional<std::uint64_t> member_id_of_path(const http_request& request, http_response& response) {
+  std::string_view path = request.path();
+  std::string text(path.substr(path.rfind('/') + 1));
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long id = std::strtoull(text.c_str(), &end, 16);
+  if (text.empty() || *end != '\0' || errno != 0) {
+    send_members_error(response, 404, "No such member: " + text);
+    return std::nullopt;
+  }
+  return id;
+}
+
+// The body {"peerURLs": [...]}; answers 400 itself when it is not that.
+std::optional<std::vector<std::string>> peer_urls_of_body(const http_request& request, http_response& response) {
   rapidjson::Document doc;
   doc.Parse(request.body.data(), request.body.size());
   if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("peerURLs") || !doc["peerURLs"].IsArray()) {
     send_members_error(response, 400, "invalid peerURLs: want {\"peerURLs\": [\"http://host:port\", ...]}");
-    co_return;
+    return std::nullopt;
   }
   std::vector<std::string> urls;
   for (const auto& u : doc["peerURLs"].GetArray())
     if (u.IsString()) urls.emplace_back(u.GetString());
-  task<result<member_change>> adding = member_add(std::move(urls), false);
+  return urls;
+}
+
+// POST /v2/members {"peerURLs": [...]}: 201 with the new member (etcd's v2 member add).
+task<void> http_members_add(const http_request& request, http_response& response) {
+  add_cluster_headers(response);
+  auto urls = peer_urls_of_body(request, response);
+  if (!urls) co_return;
+  task<result<member_change>> adding = member_add(std::move(*urls), false);
   auto added = co_await std::move(adding);
   if (!added) {
     send_members_error(response, members_status_of(added.error()), added.error().message());
@@ -442,52 +464,18 @@ task<void> http_members_add(const http_request& request, http_response& response
   response.send(201, "application/json", member_json(added->member) + "\n");
 }
 
-// DELETE /v2/members/<hex id>: 204 (etcd's v2 member remove).
-task<void> http_members_remove(const http_request& request, http_response& response) {
+// DELETE /v2/members/<hex id>: 204 (etcd's v2 member remove); PUT with {"peerURLs": [...]}:
+// 204 (etcd's v2 member update).
+task<void> http_members_change(const http_request& request, http_response& response) {
   add_cluster_headers(response);
-  std::string_view path = request.path();
-  std::string text(path.substr(path.rfind('/') + 1));
-  char* end = nullptr;
-  errno = 0;
-  unsigned long long id = std::strtoull(text.c_str(), &end, 16);
-  if (text.empty() || *end != '\0' || errno != 0) {
-    send_members_error(response, 404, "No such member: " + text);
-    co_return;
-  }
-  task<result<member_change>> removing = member_remove(id);
-  auto removed = co_await std::move(removing);
-  if (!removed) {
-    send_members_error(response, members_status_of(removed.error()), removed.error().message());
-    co_return;
-  }
-  response.send(204, "application/json", "");
-}
-
-// PUT /v2/members/<hex id> {"peerURLs": [...]}: 204 (etcd's v2 member update).
-task<void> http_members_update(const http_request& request, http_response& response) {
-  add_cluster_headers(response);
-  std::string_view path = request.path();
-  std::string text(path.substr(path.rfind('/') + 1));
-  char* end = nullptr;
-  errno = 0;
-  unsigned long long id = std::strtoull(text.c_str(), &end, 16);
-  if (text.empty() || *end != '\0' || errno != 0) {
-    send_members_error(response, 404, "No such member: " + text);
-    co_return;
-  }
-  rapidjson::Document doc;
-  doc.Parse(request.body.data(), request.body.size());
-  if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("peerURLs") || !doc["peerURLs"].IsArray()) {
-    send_members_error(response, 400, "invalid peerURLs: want {\"peerURLs\": [\"http://host:port\", ...]}");
-    co_return;
-  }
-  std::vector<std::string> urls;
-  for (const auto& u : doc["peerURLs"].GetArray())
-    if (u.IsString()) urls.emplace_back(u.GetString());
-  task<result<member_change>> updating = member_update(id, std::move(urls));
-  auto updated = co_await std::move(updating);
-  if (!updated) {
-    send_members_error(response, members_status_of(updated.error()), updated.error().message());
+  auto id = member_id_of_path(request, response);
+  if (!id) co_return;
+  std::optional<std::vector<std::string>> urls;
+  if (request.method == "PUT" && !(urls = peer_urls_of_body(request, response))) co_return;
+  task<result<member_change>> changing = urls ? member_update(*id, std::move(*urls)) : member_remove(*id);
+  auto changed = co_await std::move(changing);
+  if (!changed) {
+    send_members_error(response, members_status_of(changed.error()), changed.error().message());
     co_return;
   }
   response.send(204, "application/json", "");
@@ -667,8 +655,8 @@ void register_v2_routes(http_router& router) {
   router.add_async("GET", "/v2/members", v2::http_members);
   router.add_async("GET", "/v2/members/leader", v2::http_members_leader);
   router.add_async("POST", "/v2/members", v2::http_members_add);
-  router.add_prefix_async("DELETE", "/v2/members/", v2::http_members_remove);
-  router.add_prefix_async("PUT", "/v2/members/", v2::http_members_update);
+  router.add_prefix_async("DELETE", "/v2/members/", v2::http_members_change);
+  router.add_prefix_async("PUT", "/v2/members/", v2::http_members_change);
   router.add("GET", "/v2/machines", v2::http_machines);
   router.add("HEAD", "/v2/machines", v2::http_machines);
   router.add("GET", "/v2/stats/self", v2::http_stats_self);

@@ -1161,6 +1161,14 @@ std::optional<parse_error> read_member_id(const rapidjson::Value& doc, const cha
   return std::nullopt;
 }
 
+// etcd's peerURLs field (a list of strings; anything else in it is skipped).
+void read_peer_urls(const rapidjson::Value& doc, std::vector<std::string>& out) {
+  const rapidjson::Value* urls = field(doc, "peerURLs", "peer_urls");
+  if (urls && urls->IsArray())
+    for (const auto& u : urls->GetArray())
+      if (u.IsString()) out.emplace_back(u.GetString());
+}
+
 struct member_add_request {
   std::vector<std::string> peer_urls;
   bool learner = false;
@@ -1176,10 +1184,7 @@ task<void> http_member_add(const http_request& request, http_response& response)
       [](const rapidjson::Value& doc, member_add_request& r) -> std::optional<parse_error> {
         auto error = check_object(doc);
         if (error) return error;
-        const rapidjson::Value* urls = field(doc, "peerURLs", "peer_urls");
-        if (urls && urls->IsArray())
-          for (const auto& u : urls->GetArray())
-            if (u.IsString()) r.peer_urls.emplace_back(u.GetString());
+        read_peer_urls(doc, r.peer_urls);
         if (!read_bool(doc, "isLearner", "is_learner", r.learner, error)) return error;
         return std::nullopt;
       },
@@ -1230,10 +1235,7 @@ task<void> http_member_update(const http_request& request, http_response& respon
         auto error = check_object(doc);
         if (error) return error;
         if (auto bad = read_member_id(doc, "ID", "id", r.id)) return bad;
-        const rapidjson::Value* urls = field(doc, "peerURLs", "peer_urls");
-        if (urls && urls->IsArray())
-          for (const auto& u : urls->GetArray())
-            if (u.IsString()) r.peer_urls.emplace_back(u.GetString());
+        read_peer_urls(doc, r.peer_urls);
         return std::nullopt;
       },
       [](member_update_request r) -> task<reply> {
