@@ -55,7 +55,9 @@ class wal_storage : public wal_directory {
   virtual task<void> end_of_turn() = 0;
 };
 
-// The real storage: POSIX for metadata and recovery, the shard's io_uring for data.
+// The real storage: POSIX for metadata, recovery and the write into the page cache (a
+// buffered write that io_uring would punt to a worker thread), the shard's io_uring for
+// fdatasync and fallocate.
 // REQUIRES: the task-returning functions are awaited on a shard thread.
 class uring_wal_storage final : public wal_storage {
  public:
