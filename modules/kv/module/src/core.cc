@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <coroutine>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <cerrno>
@@ -829,9 +830,24 @@ task<result<std::vector<std::int64_t>>> lease_list() {
   });
 }
 
+// The bytes of the regular files directly in `dir` (0 when it cannot be read).
+std::uint64_t bytes_of_files_in(const std::string& dir) {
+  std::uint64_t total = 0;
+  std::error_code failed;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, failed)) {
+    std::error_code ignored;
+    if (!entry.is_regular_file(ignored)) continue;
+    std::uintmax_t size = entry.file_size(ignored);
+    if (!ignored) total += size;
+  }
+  return total;
+}
+
 task<result<member_status>> status_now() {
   return read_on_owner<member_status>([]() -> result<member_status> {
     member_status s;
+    s.db_size = bytes_of_files_in(g->wal_dir) + bytes_of_files_in(g->snap_dir);
+    s.db_size_in_use = g->store.bytes_held();
     s.revision = g->published_local;
     s.raft_index = g->next_index - 1;
     s.raft_applied_index = s.raft_index;

@@ -131,7 +131,11 @@ struct member_status {
   std::uint64_t raft_applied_index = 0;  // committed and applied here
   std::uint64_t leader = 0;      // the leader's member id (0: none known)
   std::uint64_t raft_term = 0;
-  std::uint64_t db_size = 0;     // bytes of keys and values held, every version (0 if unknown)
+  // etcd's dbSize is its bbolt file; keel's is the bytes of the files of the WAL and
+  // snapshot directories (segments count whole: they are preallocated). dbSizeInUse:
+  // the keys and values of every retained version (what compaction can give back).
+  std::uint64_t db_size = 0;
+  std::uint64_t db_size_in_use = 0;
 };
 task<result<member_status>> status_now();
 

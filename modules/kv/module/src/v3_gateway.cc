@@ -1099,7 +1099,7 @@ task<void> http_status(const http_request& request, http_response& response) {
         out += ",\"raftIndex\":\"" + std::to_string(s.raft_index) + "\"";
         out += ",\"raftTerm\":\"" + std::to_string(s.raft_term) + "\"";
         out += ",\"raftAppliedIndex\":\"" + std::to_string(s.raft_applied_index) + "\"";
-        if (s.db_size) out += ",\"dbSizeInUse\":\"" + std::to_string(s.db_size) + "\"";
+        if (s.db_size_in_use) out += ",\"dbSizeInUse\":\"" + std::to_string(s.db_size_in_use) + "\"";
         out += "}";
         co_return reply{200, out};
       });

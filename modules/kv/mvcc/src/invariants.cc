@@ -113,6 +113,10 @@ status mvcc_store::check_invariants() const {
       ++logged;
     }
   }
+  if (s.bytes != detail::count_bytes(s)) {
+    return status(errc::corruption, "mvcc invariant: bytes held is " + std::to_string(s.bytes) +
+                                        ", the versions add up to " + std::to_string(detail::count_bytes(s)));
+  }
   if (logged != versions_above_compaction) {
     return status(errc::corruption, "mvcc invariant: change log and histories disagree");
   }

@@ -370,6 +370,7 @@ result<mvcc_store> mvcc_store::load(std::string_view bytes) {
   if (!decoded) return decoded.error();
   mvcc_store store;
   *store._state = std::move(decoded.value());
+  store._state->bytes = detail::count_bytes(*store._state);
   return store;
 }
 

@@ -48,7 +48,21 @@ struct mvcc_state {
   // revision -> the keys changed at it, in operation order. Only revisions above
   // `compacted`: events_since reads it, compact prunes it.
   absl::btree_map<std::int64_t, std::vector<std::string>> changes;
+  // Sum of version_bytes() over every retained version (mvcc_store::bytes_held).
+  std::uint64_t bytes = 0;
 };
+
+// What one retained version counts towards mvcc_store::bytes_held(): its key and value.
+inline std::uint64_t version_bytes(std::string_view key, const version_entry& v) {
+  return key.size() + v.value.size();
+}
+// The bytes of every version in the index, counted from scratch (load, invariants).
+inline std::uint64_t count_bytes(const mvcc_state& s) {
+  std::uint64_t total = 0;
+  for (const auto& [key, history] : s.index)
+    for (const version_entry& v : history.versions) total += version_bytes(key, v);
+  return total;
+}
 
 // Rules 2 to 5 of README.md "Invariants" for one key's history: "" when it keeps them,
 // else what is wrong (and at which revision). check_invariants() and load() use it.

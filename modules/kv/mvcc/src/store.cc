@@ -171,6 +171,7 @@ class write_batch {
     event change{event_type::put, to_key_value(request.key, entry), std::nullopt};
     if (previous) change.prev_kv = to_key_value(request.key, *previous);
     if (request.prev_kv) out.prev_kv = change.prev_kv;
+    _state.bytes += detail::version_bytes(request.key, entry);
     history.versions.push_back(std::move(entry));
     record(request.key, std::move(change));
     out.revision = _revision;
@@ -188,6 +189,7 @@ class write_batch {
                         version_entry tombstone;
                         tombstone.mod_revision = _revision;
                         tombstone.tombstone = true;
+                        _state.bytes += detail::version_bytes(key, tombstone);
                         history.versions.push_back(std::move(tombstone));
                         ++out.deleted;
                         record(key, std::move(change));
@@ -325,6 +327,7 @@ mvcc_store& mvcc_store::operator=(mvcc_store&&) noexcept = default;
 
 std::int64_t mvcc_store::current_revision() const noexcept { return _state->current; }
 std::int64_t mvcc_store::compact_revision() const noexcept { return _state->compacted; }
+std::uint64_t mvcc_store::bytes_held() const noexcept { return _state->bytes; }
 
 std::size_t mvcc_store::key_count() const noexcept { return _state->index.size(); }
 std::size_t mvcc_store::version_count() const noexcept {
@@ -442,7 +445,9 @@ status mvcc_store::compact(std::int64_t revision) {
       auto kept = std::prev(after);
       // The latest version at or before the compact revision stays unless it is a
       // tombstone: a tombstone only ends a generation nobody can read any more.
-      versions.erase(versions.begin(), kept->tombstone ? after : kept);
+      auto dropped_end = kept->tombstone ? after : kept;
+      for (auto v = versions.begin(); v != dropped_end; ++v) s.bytes -= detail::version_bytes(it->first, *v);
+      versions.erase(versions.begin(), dropped_end);
     }
     if (versions.empty()) {
       it = s.index.erase(it);

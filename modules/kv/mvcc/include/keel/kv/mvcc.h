@@ -238,6 +238,9 @@ class mvcc_store {
   mvcc_store& operator=(const mvcc_store&) = delete;
 
   std::int64_t current_revision() const noexcept;
+  // The bytes of keys and values of every retained version, tombstones included (a
+  // tombstone counts its key): what compaction can give back. O(1).
+  std::uint64_t bytes_held() const noexcept;
   // -1 until the first compact (as etcd's compactMainRev).
   std::int64_t compact_revision() const noexcept;
 
