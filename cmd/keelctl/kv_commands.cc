@@ -980,6 +980,8 @@ void print_txn(const session& s, const native::txn_response& r) {
             json_delete_body(w, revision_only(op.delete_range.revision), op.delete_range);
             w.EndObject();
             break;
+          case kv::request_op::kind::txn:  // etcdctl's txn syntax cannot ask for a nested txn
+            break;
         }
         w.EndObject();
         w.EndObject();
@@ -996,6 +998,7 @@ void print_txn(const session& s, const native::txn_response& r) {
       case kv::request_op::kind::range: print_get(s, {}, op.range, plain); break;
       case kv::request_op::kind::put: print_put(s, {}, op.put); break;
       case kv::request_op::kind::delete_range: print_del(s, {}, op.delete_range); break;
+      case kv::request_op::kind::txn: break;  // never asked for (etcdctl's txn syntax)
     }
   }
 }

@@ -208,6 +208,26 @@ def deleterange_txn_compaction(server, data_dir):
     check("/v3beta txn with no ops: succeeded, no responses",
           status == 200 and answer.get("succeeded") is True and "responses" not in answer, answer)
 
+    # A nested txn: its compare is decided before the outer put, and a restart replays it
+    # the same way; one refused for a duplicate key changes nothing, then or on replay.
+    missing = {"result": "EQUAL", "target": "VERSION", "key": b64("nest/a"), "version": "0"}
+    status, answer = server.post("/v3/kv/txn", {"compare": [missing], "success": [
+        {"request_put": {"key": b64("nest/a"), "value": b64("1")}},
+        {"request_txn": {"compare": [missing], "success": [{"request_put": {"key": b64("nest/b"), "value": b64("1")}}],
+                         "failure": [{"request_put": {"key": b64("nest/c"), "value": b64("1")}}]}}]})
+    nested = (answer.get("responses") or [{}, {}])[-1].get("response_txn", {})
+    check("nested txn: 200, both succeeded, the nested response has an empty header",
+          status == 200 and answer.get("succeeded") is True and nested.get("succeeded") is True
+          and nested.get("header") == {} and "response_put" in nested.get("responses", [{}])[0], (status, answer))
+    status, answer = server.post("/v3/kv/txn", {"success": [
+        {"request_put": {"key": b64("nest/d"), "value": b64("1")}},
+        {"request_txn": {"success": [{"request_put": {"key": b64("nest/d"), "value": b64("2")}}]}}]})
+    check("nested txn putting the outer's key: 400 duplicate key",
+          status == 400 and answer.get("error") == "etcdserver: duplicate key given in txn request", (status, answer))
+    status, answer = server.range("nest/", "nest0")
+    check("nested txn: nest/a and nest/b written, nest/c and nest/d not",
+          [unb64(kv["key"]) for kv in answer.get("kvs", [])] == ["nest/a", "nest/b"], answer)
+
     # Compaction.
     status, answer = server.range("t")
     current = rev(answer)

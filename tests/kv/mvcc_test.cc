@@ -410,6 +410,79 @@ BOOST_AUTO_TEST_CASE(txn_rejects_duplicate_key_and_too_many_operations) {
   require_invariants(store);
 }
 
+// A compare that holds while `key` does not exist.
+compare key_missing(std::string key) {
+  compare c;
+  c.key = std::move(key);
+  c.target = compare_target::version;
+  c.result = compare_result::equal;
+  c.number = 0;
+  return c;
+}
+
+BOOST_AUTO_TEST_CASE(nested_txn_decides_every_branch_first_and_applies_at_one_revision) {
+  mvcc_store store;
+  put(store, "x", "1");  // 2
+  txn_request inner;
+  inner.compares.push_back(key_missing("a"));  // holds: decided before the outer puts a
+  inner.success.push_back(request_op::of(put_of("b", "1")));
+  inner.success.push_back(request_op::of(ranged("a")));  // reads the outer's put
+  inner.failure.push_back(request_op::of(put_of("c", "1")));
+  txn_request other;  // in the branch not taken: never applied
+  other.success.push_back(request_op::of(put_of("d", "1")));
+  txn_request outer;
+  outer.compares.push_back(key_missing("a"));
+  outer.success.push_back(request_op::of(put_of("a", "1")));
+  outer.success.push_back(request_op::of(inner));
+  outer.failure.push_back(request_op::of(other));
+  auto out = store.txn(outer);
+  BOOST_REQUIRE(out.is_ok());
+  require_invariants(store);
+  BOOST_TEST(out->succeeded);
+  BOOST_TEST(out->revision == 3);
+  BOOST_REQUIRE(out->responses.size() == 2u);
+  const response_op& nested = out->responses[1];
+  BOOST_TEST((nested.type == request_op::kind::txn));
+  BOOST_TEST(nested.txn.succeeded);
+  BOOST_REQUIRE(nested.txn.responses.size() == 2u);
+  BOOST_TEST(nested.txn.responses[0].put.revision == 3);
+  BOOST_TEST((keys_of(nested.txn.responses[1].range) == std::vector<std::string>{"a"}));
+  BOOST_REQUIRE(out->events.size() == 2u);  // a then b, both at revision 3
+  BOOST_TEST(out->events[0].kv.key == "a");
+  BOOST_TEST(out->events[1].kv.key == "b");
+  for (const auto& e : out->events) BOOST_TEST(e.kv.mod_revision == 3);
+  BOOST_TEST(get(store, ranged("c")).kvs.empty());
+  BOOST_TEST(get(store, ranged("d")).kvs.empty());
+}
+
+BOOST_AUTO_TEST_CASE(nested_txn_duplicate_keys_and_operation_budget_follow_etcd) {
+  mvcc_store store;
+  // the outer's put and the nested txn's put of the same key
+  txn_request inner;
+  inner.success.push_back(request_op::of(put_of("k", "2")));
+  txn_request outer;
+  outer.success.push_back(request_op::of(put_of("k", "1")));
+  outer.success.push_back(request_op::of(inner));
+  BOOST_TEST((mvcc_error_of(store.txn(outer).error()) == mvcc_error::duplicate_key));
+  // the nested txn's branches may each put it once, if the outer does not
+  txn_request both;
+  both.success.push_back(request_op::of(put_of("k", "1")));
+  both.failure.push_back(request_op::of(put_of("k", "2")));
+  txn_request wrapper;
+  wrapper.success.push_back(request_op::of(both));
+  BOOST_TEST(store.txn(wrapper).is_ok());
+  // a nested txn gets the budget its parent leaves: 100 ops leave 28
+  txn_request big;
+  for (int i = 0; i < 99; ++i) big.success.push_back(request_op::of(put_of("p" + std::to_string(i), "v")));
+  txn_request rest;
+  for (int i = 0; i < 29; ++i) rest.success.push_back(request_op::of(put_of("q" + std::to_string(i), "v")));
+  big.success.push_back(request_op::of(rest));
+  BOOST_TEST((mvcc_error_of(store.txn(big).error()) == mvcc_error::too_many_operations));
+  big.success.back().txn.success.pop_back();
+  BOOST_TEST(store.txn(big).is_ok());
+  require_invariants(store);
+}
+
 BOOST_AUTO_TEST_CASE(txn_with_a_failing_op_changes_nothing) {
   mvcc_store store;
   put(store, "a", "1");
@@ -790,6 +863,9 @@ struct random_run {
           BOOST_REQUIRE(response.range.kvs == expected);
           break;
         }
+        case request_op::kind::txn:  // covered by the nested_txn_* cases
+          BOOST_FAIL("the model generates no nested txn");
+          break;
       }
     }
     BOOST_REQUIRE(out->revision == (changed ? rev : m.current));

@@ -494,6 +494,65 @@ def bad_input_checks(p):
     p.same("txn duplicate key: nothing applied", "/v3/kv/range", {"key": b64("t")})
 
 
+def nested_txn_checks(p):
+    def put(key, value):
+        return {"request_put": {"key": b64(key), "value": b64(value)}}
+
+    def missing(key):  # a compare that holds while key does not exist
+        return {"key": b64(key), "target": "VERSION", "result": "EQUAL", "version": "0"}
+
+    p.same("nested txn: the outer succeeds, the nested takes its failure branch and reads the outer's put",
+           "/v3/kv/txn", {"compare": [missing("nt/a")], "success": [
+               put("nt/a", "1"),
+               {"request_txn": {"compare": [{"key": b64("nt/b"), "target": "VALUE", "result": "EQUAL",
+                                             "value": b64("x")}],
+                                "success": [put("nt/c", "1")],
+                                "failure": [put("nt/d", "1"), {"request_range": {"key": b64("nt/a")}}]}}]})
+    p.same("nested txn: its compares see the state before the outer's puts", "/v3/kv/txn", {"success": [
+        put("nt/e", "1"), {"requestTxn": {"compare": [missing("nt/e")], "success": [put("nt/f", "1")]}}]})
+    p.same("nested txn in the failure branch, three levels deep", "/v3/kv/txn", {
+        "compare": [missing("nt/a")], "failure": [
+            {"request_txn": {"success": [
+                put("nt/g", "1"),
+                {"request_txn": {"compare": [missing("nt/g")], "success": [put("nt/h", "1")],
+                                 "failure": [put("nt/i", "1")]}}]}}]})
+    p.same("nested txn: the same key in both branches of a nested txn is allowed", "/v3/kv/txn", {"success": [
+        {"request_txn": {"compare": [missing("nt/j")], "success": [put("nt/j", "1")], "failure": [put("nt/j", "2")]}}]})
+    p.same("nested txn: a key put by the outer and the nested txn: 400 duplicate key", "/v3/kv/txn", {"success": [
+        put("nt/k", "1"), {"request_txn": {"success": [put("nt/k", "2")]}}]})
+    p.same("nested txn: a nested delete covering the outer's put: 400 duplicate key", "/v3/kv/txn", {"success": [
+        put("nt/l", "1"), {"request_txn": {"success": [{"request_delete_range": {"key": b64("nt/"),
+                                                                                  "range_end": b64("nt0")}}]}}]})
+    p.same("nested txn: an outer delete covering a nested put: 400 duplicate key", "/v3/kv/txn", {"success": [
+        {"request_delete_range": {"key": b64("nt/m")}}, {"request_txn": {"failure": [put("nt/m", "2")]}}]})
+    p.same("nested txn: 100 outer ops and 40 nested: 400 too many operations", "/v3/kv/txn", {"success": [
+        put("nt/n%d" % i, "v") for i in range(99)] + [{"request_txn": {"success": [
+            put("nt/o%d" % i, "v") for i in range(40)]}}]})
+    p.same("nested txn: 100 outer ops and 28 nested are allowed", "/v3/kv/txn", {"success": [
+        put("nt/p%d" % i, "v") for i in range(99)] + [{"request_txn": {"success": [
+            put("nt/q%d" % i, "v") for i in range(28)]}}]})
+    p.same("nested txn: a nested range of a future revision fails the whole txn", "/v3/kv/txn", {"success": [
+        put("nt/r", "1"), {"request_txn": {"success": [{"request_range": {"key": b64("nt/a"),
+                                                                          "revision": "100000"}}]}}]})
+    p.same("an op with request_txn and request_put: the txn (jsonpb keeps the last oneof field)", "/v3/kv/txn",
+           {"success": [{"request_txn": {}, "request_put": {"key": b64("nt/s")}}]})
+    p.same("an op with request_put and request_range: the put", "/v3/kv/txn",
+           {"success": [{"request_range": {"key": b64("nt/a")}, "request_put": {"key": b64("nt/t")}}]})
+    p.same("an op with no request", "/v3/kv/txn", {"success": [{}]})
+    p.same("nested txn: an empty nested txn", "/v3/kv/txn", {"success": [{"request_txn": {}}]})
+
+    def nest(levels, innermost):
+        body = {"success": [innermost]}
+        for _ in range(levels - 1):
+            body = {"success": [{"request_txn": body}]}
+        return body
+    p.same("nested txn: 128 levels with a put at the bottom are allowed", "/v3/kv/txn", nest(128, put("nt/u", "1")))
+    p.same("nested txn: 129 levels: 400 too many operations", "/v3/kv/txn", nest(129, put("nt/v", "1")))
+    p.same("nested txn: 300 levels: 400 too many operations", "/v3/kv/txn", nest(300, put("nt/w", "1")))
+    p.same("nested txn: what the txns above wrote, and nothing of the refused ones", "/v3/kv/range",
+           {"key": b64("nt/"), "range_end": b64("nt0"), "keys_only": True})
+
+
 def lease_checks(p):
     p.same("lease grant ID 1000 TTL 60", "/v3/lease/grant", {"ID": "1000", "TTL": "60"})
     p.same("lease grant ID 1000 again: 412 lease already exists (code 9)", "/v3/lease/grant", {"ID": 1000, "TTL": 60})
@@ -672,6 +731,7 @@ def main():
         print("etcd on %d (base revision %d), keeld on %d (base revision %d)" % (etcd.port, etcd.base, keel.port, keel.base))
         compacted_at = kv_checks(p)
         bad_input_checks(p)
+        nested_txn_checks(p)
         lease_checks(p)
         status_checks(p)
         watch_checks(p, compacted_at)

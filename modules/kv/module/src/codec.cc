@@ -165,6 +165,9 @@ struct reader {
   bool done() const { return ok && at == data.size(); }
 };
 
+void put_txn_body(std::string& out, const kv::txn_request& request);
+bool get_txn_body(reader& in, kv::txn_request& txn, std::size_t depth);
+
 void put_op(std::string& out, const kv::request_op& op) {
   switch (op.type) {
     case kv::request_op::kind::range: {
@@ -200,10 +203,14 @@ void put_op(std::string& out, const kv::request_op& op) {
       put_string(out, d.range_end);
       break;
     }
+    case kv::request_op::kind::txn:
+      out.push_back(3);
+      put_txn_body(out, op.txn);
+      break;
   }
 }
 
-bool get_op(reader& in, kv::request_op& op) {
+bool get_op(reader& in, kv::request_op& op, std::size_t depth) {
   std::uint8_t kind = in.u8();
   if (kind == 0) {
     kv::range_request r;
@@ -241,19 +248,63 @@ bool get_op(reader& in, kv::request_op& op) {
     d.key = in.str();
     d.range_end = in.str();
     op = kv::request_op::of(std::move(d));
+  } else if (kind == 3) {
+    if (depth >= kv::mvcc_txn_depth_max) return false;
+    kv::txn_request nested;
+    if (!get_txn_body(in, nested, depth + 1)) return false;
+    op = kv::request_op::of(std::move(nested));
   } else {
     return false;
   }
   return in.ok;
 }
 
-bool get_ops(reader& in, std::vector<kv::request_op>& ops) {
+bool get_ops(reader& in, std::vector<kv::request_op>& ops, std::size_t depth) {
   std::uint64_t n = in.le(4);
-  if (!in.ok || n > in.data.size()) return false;  // each op takes at least one byte
-  ops.resize(n);
-  for (auto& op : ops)
-    if (!get_op(in, op)) return false;
+  if (!in.ok || n > in.data.size() - in.at) return false;  // each op takes at least one byte
+  // One at a time: memory grows with what decodes, not with what a count claims.
+  for (std::uint64_t i = 0; i < n; ++i) {
+    kv::request_op op;
+    if (!get_op(in, op, depth)) return false;
+    ops.push_back(std::move(op));
+  }
   return true;
+}
+
+// compares, success, failure (README "WAL entry encoding").
+void put_txn_body(std::string& out, const kv::txn_request& request) {
+  put_u32(out, static_cast<std::uint32_t>(request.compares.size()));
+  for (const auto& c : request.compares) {
+    out.push_back(static_cast<char>(c.result));
+    out.push_back(static_cast<char>(c.target));
+    put_string(out, c.key);
+    put_string(out, c.range_end);
+    put_u64(out, static_cast<std::uint64_t>(c.number));
+    put_string(out, c.value);
+  }
+  for (const auto* ops : {&request.success, &request.failure}) {
+    put_u32(out, static_cast<std::uint32_t>(ops->size()));
+    for (const auto& op : *ops) put_op(out, op);
+  }
+}
+
+// `depth`: how many txns enclose this one (0 for the entry's own).
+bool get_txn_body(reader& in, kv::txn_request& txn, std::size_t depth) {
+  std::uint64_t n = in.le(4);
+  if (!in.ok || n > in.data.size() - in.at) return false;
+  for (std::uint64_t i = 0; i < n && in.ok; ++i) {
+    kv::compare c;
+    std::uint8_t result = in.u8(), target = in.u8();
+    if (result > 3 || target > 4) return false;
+    c.result = static_cast<kv::compare_result>(result);
+    c.target = static_cast<kv::compare_target>(target);
+    c.key = in.str();
+    c.range_end = in.str();
+    c.number = in.i64();
+    c.value = in.str();
+    txn.compares.push_back(std::move(c));
+  }
+  return in.ok && get_ops(in, txn.success, depth) && get_ops(in, txn.failure, depth);
 }
 
 }  // namespace
@@ -270,19 +321,7 @@ std::string encode_delete_entry(const kv::delete_range_request& request) {
 std::string encode_txn_entry(const kv::txn_request& request) {
   std::string out;
   out.push_back(static_cast<char>(entry_kind_txn));
-  put_u32(out, static_cast<std::uint32_t>(request.compares.size()));
-  for (const auto& c : request.compares) {
-    out.push_back(static_cast<char>(c.result));
-    out.push_back(static_cast<char>(c.target));
-    put_string(out, c.key);
-    put_string(out, c.range_end);
-    put_u64(out, static_cast<std::uint64_t>(c.number));
-    put_string(out, c.value);
-  }
-  for (const auto* ops : {&request.success, &request.failure}) {
-    put_u32(out, static_cast<std::uint32_t>(ops->size()));
-    for (const auto& op : *ops) put_op(out, op);
-  }
+  put_txn_body(out, request);
   return out;
 }
 
@@ -314,23 +353,9 @@ std::optional<wal_entry> decode_entry(std::string_view data) {
       entry.delete_range.range_end = in.str();
       break;
     }
-    case entry_kind_txn: {
-      std::uint64_t n = in.le(4);
-      if (!in.ok || n > data.size()) return std::nullopt;
-      entry.txn.compares.resize(n);
-      for (auto& c : entry.txn.compares) {
-        std::uint8_t result = in.u8(), target = in.u8();
-        if (result > 3 || target > 4) return std::nullopt;
-        c.result = static_cast<kv::compare_result>(result);
-        c.target = static_cast<kv::compare_target>(target);
-        c.key = in.str();
-        c.range_end = in.str();
-        c.number = in.i64();
-        c.value = in.str();
-      }
-      if (!get_ops(in, entry.txn.success) || !get_ops(in, entry.txn.failure)) return std::nullopt;
+    case entry_kind_txn:
+      if (!get_txn_body(in, entry.txn, 0)) return std::nullopt;
       break;
-    }
     case entry_kind_compact: {
       std::uint8_t flags = in.u8();
       if (flags & ~1u) return std::nullopt;

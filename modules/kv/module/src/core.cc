@@ -137,11 +137,16 @@ status check_lease(std::int64_t lease) {
   return status::ok();
 }
 
+// Every put of both branches, nested txns too (stricter than etcd, which checks only the
+// branches the compares choose).
 status check_txn_leases(const kv::txn_request& request) {
   for (const auto* ops : {&request.success, &request.failure})
-    for (const kv::request_op& op : *ops)
+    for (const kv::request_op& op : *ops) {
       if (op.type == kv::request_op::kind::put)
         if (status bad = check_lease(op.put.lease); !bad) return bad;
+      if (op.type == kv::request_op::kind::txn)
+        if (status bad = check_txn_leases(op.txn); !bad) return bad;
+    }
   return status::ok();
 }
 

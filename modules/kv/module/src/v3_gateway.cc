@@ -554,33 +554,41 @@ std::optional<parse_error> parse_compare(const rapidjson::Value& doc, kv::compar
   return std::nullopt;
 }
 
-std::optional<parse_error> parse_request_op(const rapidjson::Value& doc, kv::request_op& op) {
+std::optional<parse_error> parse_txn(const rapidjson::Value& doc, kv::txn_request& txn, std::size_t depth);
+
+// `depth`: how many txns enclose the op.
+std::optional<parse_error> parse_request_op(const rapidjson::Value& doc, kv::request_op& op, std::size_t depth) {
   auto error = check_object(doc);
   if (error) return error;
-  int requests = 0;
-  for (const char* name : {"request_range", "requestRange", "request_put", "requestPut", "request_delete_range",
-                           "requestDeleteRange", "request_txn", "requestTxn"})
-    requests += doc.HasMember(name) ? 1 : 0;
-  if (requests != 1) return parse_error{"a txn operation must have exactly one request"};
-  if (const auto* v = field(doc, "request_range", "requestRange")) {
-    kv::range_request range;
-    if ((error = parse_range(*v, range))) return error;
-    op = kv::request_op::of(std::move(range));
-  } else if (const auto* v = field(doc, "request_put", "requestPut")) {
-    kv::put_request put;
-    if ((error = parse_put(*v, put))) return error;
-    op = kv::request_op::of(std::move(put));
+  // jsonpb (grpc-gateway 1.9) sets each oneof member present in turn, in declaration
+  // order, so with several the last declared wins; with none, etcd's checkRequestOp
+  // answers "key not found".
+  if (const auto* nested_doc = field(doc, "request_txn", "requestTxn")) {
+    // Deeper than the store's op budget allows (mvcc_store::txn): refused as etcd would.
+    if (depth >= kv::mvcc_txn_depth_max) return parse_error{std::string(kv::mvcc_messages::too_many_operations)};
+    kv::txn_request nested;
+    if ((error = parse_txn(*nested_doc, nested, depth + 1))) return error;
+    op = kv::request_op::of(std::move(nested));
   } else if (const auto* v = field(doc, "request_delete_range", "requestDeleteRange")) {
     kv::delete_range_request request;
     if ((error = parse_delete_range(*v, request))) return error;
     op = kv::request_op::of(std::move(request));
+  } else if (const auto* v = field(doc, "request_put", "requestPut")) {
+    kv::put_request put;
+    if ((error = parse_put(*v, put))) return error;
+    op = kv::request_op::of(std::move(put));
+  } else if (const auto* v = field(doc, "request_range", "requestRange")) {
+    kv::range_request range;
+    if ((error = parse_range(*v, range))) return error;
+    op = kv::request_op::of(std::move(range));
   } else {
-    return parse_error{"nested txn (request_txn) is not supported"};
+    return parse_error{"etcdserver: key not found"};
   }
   return std::nullopt;
 }
 
-std::optional<parse_error> parse_txn(const rapidjson::Value& doc, kv::txn_request& txn) {
+// `depth`: how many txns enclose this one (0 for the request's own).
+std::optional<parse_error> parse_txn(const rapidjson::Value& doc, kv::txn_request& txn, std::size_t depth) {
   auto error = check_object(doc);
   if (error) return error;
   if (const auto* v = field(doc, "compare", nullptr); v && !v->IsNull()) {
@@ -597,7 +605,7 @@ std::optional<parse_error> parse_txn(const rapidjson::Value& doc, kv::txn_reques
     if (!v->IsArray()) return parse_error{std::string("bad input: field \"") + name + "\" must be an array"};
     for (const auto& item : v->GetArray()) {
       kv::request_op op;
-      if ((error = parse_request_op(item, op))) return error;
+      if ((error = parse_request_op(item, op, depth))) return error;
       ops->push_back(std::move(op));
     }
   }
@@ -650,36 +658,45 @@ void append_nested_header(std::string& out, std::int64_t revision) {
   out += "{\"header\":{\"revision\":\"" + std::to_string(revision) + "\"}";
 }
 
+// `succeeded` and `responses` of a TxnResponse, each response with a header holding only
+// its revision; a nested txn's own header is empty (etcd 3.4's newTxnResp).
+void append_txn_fields(std::string& out, bool succeeded, const std::vector<kv::response_op>& responses) {
+  if (succeeded) out += ",\"succeeded\":true";  // grpc-gateway omits false
+  if (responses.empty()) return;
+  out += ",\"responses\":[";
+  for (std::size_t i = 0; i < responses.size(); ++i) {
+    const kv::response_op& op = responses[i];
+    if (i) out += ',';
+    switch (op.type) {
+      case kv::request_op::kind::range:
+        out += "{\"response_range\":";
+        append_nested_header(out, op.range.revision);
+        append_range_fields(out, op.range);
+        break;
+      case kv::request_op::kind::put:
+        out += "{\"response_put\":";
+        append_nested_header(out, op.put.revision);
+        append_put_fields(out, op.put);
+        break;
+      case kv::request_op::kind::delete_range:
+        out += "{\"response_delete_range\":";
+        append_nested_header(out, op.delete_range.revision);
+        append_delete_fields(out, op.delete_range);
+        break;
+      case kv::request_op::kind::txn:
+        out += "{\"response_txn\":{\"header\":{}";
+        append_txn_fields(out, op.txn.succeeded, op.txn.responses);
+        break;
+    }
+    out += "}}";
+  }
+  out += ']';
+}
+
 std::string txn_body(const kv::txn_result& done) {
   std::string out = "{";
   append_header(out, done.revision);
-  if (done.succeeded) out += ",\"succeeded\":true";  // grpc-gateway omits false
-  if (!done.responses.empty()) {
-    out += ",\"responses\":[";
-    for (std::size_t i = 0; i < done.responses.size(); ++i) {
-      const kv::response_op& op = done.responses[i];
-      if (i) out += ',';
-      switch (op.type) {
-        case kv::request_op::kind::range:
-          out += "{\"response_range\":";
-          append_nested_header(out, op.range.revision);
-          append_range_fields(out, op.range);
-          break;
-        case kv::request_op::kind::put:
-          out += "{\"response_put\":";
-          append_nested_header(out, op.put.revision);
-          append_put_fields(out, op.put);
-          break;
-        case kv::request_op::kind::delete_range:
-          out += "{\"response_delete_range\":";
-          append_nested_header(out, op.delete_range.revision);
-          append_delete_fields(out, op.delete_range);
-          break;
-      }
-      out += "}}";
-    }
-    out += ']';
-  }
+  append_txn_fields(out, done.succeeded, done.responses);
   out += "}";
   return out;
 }
@@ -761,7 +778,7 @@ task<void> http_delete_range(const http_request& request, http_response& respons
 
 task<void> http_txn(const http_request& request, http_response& response) {
   return serve_json<kv::txn_request>(
-      request, response, [](const rapidjson::Value& doc, kv::txn_request& t) { return parse_txn(doc, t); },
+      request, response, [](const rapidjson::Value& doc, kv::txn_request& t) { return parse_txn(doc, t, 0); },
       [](kv::txn_request t) { return answer(kv_module::txn(std::move(t)), txn_body); });
 }
 

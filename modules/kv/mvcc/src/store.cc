@@ -2,6 +2,7 @@
 // etcd 3.4's (mvcc/kvstore_txn.go, mvcc/key_index.go, etcdserver/apply.go); where keel
 // differs the comment says why.
 #include <algorithm>
+#include <set>
 #include <string>
 #include <utility>
 
@@ -274,28 +275,83 @@ bool evaluate(const detail::mvcc_state& s, const compare& c) {
   return all;
 }
 
-// etcd checkIntervals: within one branch no key is put twice, and no delete covers a
-// key the branch puts.
-status check_duplicates(const std::vector<request_op>& ops) {
-  std::vector<std::string_view> puts;
-  for (const request_op& op : ops) {
-    if (op.type == request_op::kind::put) puts.push_back(op.put.key);
-  }
-  std::sort(puts.begin(), puts.end());
-  bool duplicate = std::adjacent_find(puts.begin(), puts.end()) != puts.end();
-  for (const request_op& op : ops) {
-    if (duplicate) break;
-    if (op.type != request_op::kind::delete_range) continue;
-    for (std::string_view key : puts) {
-      if (in_range(op.delete_range.key, op.delete_range.range_end, key)) duplicate = true;
-    }
-  }
-  if (duplicate) return error(errc::invalid_argument, mvcc_messages::duplicate_key);
+// etcd checkTxnRequest: at most `max` compares and ops in each branch; a nested txn gets
+// what its parent's largest count leaves.
+status check_txn_size(const txn_request& t, std::size_t max) {
+  std::size_t counted = std::max({t.compares.size(), t.success.size(), t.failure.size()});
+  if (counted > max) return error(errc::too_large, mvcc_messages::too_many_operations);
+  for (const auto* branch : {&t.success, &t.failure})
+    for (const request_op& op : *branch)
+      if (op.type == request_op::kind::txn)
+        if (status checked = check_txn_size(op.txn, max - counted); !checked) return checked;
   return status::ok();
 }
 
-status check_ops(const detail::mvcc_state& s, const std::vector<request_op>& ops) {
+struct key_interval {
+  std::string_view key, range_end;  // range_end empty: the key alone
+};
+
+bool covered(const std::vector<key_interval>& deletes, std::string_view key) {
+  return std::any_of(deletes.begin(), deletes.end(),
+                     [&](const key_interval& d) { return in_range(d.key, d.range_end, key); });
+}
+
+status duplicate_key() { return error(errc::invalid_argument, mvcc_messages::duplicate_key); }
+
+// etcd checkIntervals over one list of ops: the keys they put and the ranges they delete,
+// or duplicate_key when a key is put twice or put and deleted. A key may be put once in
+// each branch of a nested txn (only one of them runs).
+status check_intervals(const std::vector<request_op>& ops, std::set<std::string_view>& puts,
+                       std::vector<key_interval>& deletes) {
+  for (const request_op& op : ops)
+    if (op.type == request_op::kind::delete_range) deletes.push_back({op.delete_range.key, op.delete_range.range_end});
   for (const request_op& op : ops) {
+    if (op.type != request_op::kind::txn) continue;
+    std::set<std::string_view> puts_then, puts_else;
+    std::vector<key_interval> deletes_then, deletes_else;
+    if (status checked = check_intervals(op.txn.success, puts_then, deletes_then); !checked) return checked;
+    if (status checked = check_intervals(op.txn.failure, puts_else, deletes_else); !checked) return checked;
+    for (std::string_view key : puts_then) {
+      if (puts.contains(key) || covered(deletes, key)) return duplicate_key();
+      puts.insert(key);
+    }
+    for (std::string_view key : puts_else) {
+      if ((puts.contains(key) && !puts_then.contains(key)) || covered(deletes, key)) return duplicate_key();
+      puts.insert(key);
+    }
+    deletes.insert(deletes.end(), deletes_then.begin(), deletes_then.end());
+    deletes.insert(deletes.end(), deletes_else.begin(), deletes_else.end());
+  }
+  for (const request_op& op : ops) {
+    if (op.type != request_op::kind::put) continue;
+    if (puts.contains(op.put.key) || covered(deletes, op.put.key)) return duplicate_key();
+    puts.insert(op.put.key);
+  }
+  return status::ok();
+}
+
+status check_branches(const txn_request& t) {
+  for (const auto* branch : {&t.success, &t.failure}) {
+    std::set<std::string_view> puts;
+    std::vector<key_interval> deletes;
+    if (status checked = check_intervals(*branch, puts, deletes); !checked) return checked;
+  }
+  return status::ok();
+}
+
+// etcd compareToPath: the branch each txn on the chosen path takes, in pre-order, all
+// decided on the state before the outermost txn changes anything.
+void choose_path(const detail::mvcc_state& s, const txn_request& t, std::vector<bool>& path) {
+  bool succeeded = std::all_of(t.compares.begin(), t.compares.end(), [&](const compare& c) { return evaluate(s, c); });
+  path.push_back(succeeded);
+  for (const request_op& op : succeeded ? t.success : t.failure)
+    if (op.type == request_op::kind::txn) choose_path(s, op.txn, path);
+}
+
+// Everything on the chosen path that can fail, checked before the first change.
+status check_path(const detail::mvcc_state& s, const txn_request& t, const std::vector<bool>& path,
+                  std::size_t& at) {
+  for (const request_op& op : path[at++] ? t.success : t.failure) {
     switch (op.type) {
       case request_op::kind::range: {
         if (op.range.key.empty()) return empty_key_error();
@@ -311,9 +367,48 @@ status check_ops(const detail::mvcc_state& s, const std::vector<request_op>& ops
       case request_op::kind::delete_range:
         if (op.delete_range.key.empty()) return empty_key_error();
         break;
+      case request_op::kind::txn:
+        if (status checked = check_path(s, op.txn, path, at); !checked) return checked;
+        break;
     }
   }
   return status::ok();
+}
+
+// Applies the chosen path in operation order; a range reads what the txn wrote before it.
+void apply_path(const detail::mvcc_state& s, write_batch& batch, const txn_request& t, const std::vector<bool>& path,
+                std::size_t& at, bool& succeeded, std::vector<response_op>& responses) {
+  succeeded = path[at++];
+  for (const request_op& op : succeeded ? t.success : t.failure) {
+    response_op response;
+    response.type = op.type;
+    switch (op.type) {
+      case request_op::kind::range: {
+        auto ranged = do_range(s, op.range, batch.read_revision());
+        KEEL_ASSERT_MSG(ranged.is_ok(), "txn range failed after check_path");
+        response.range = std::move(ranged.value());
+        break;
+      }
+      case request_op::kind::put: batch.put(op.put, response.put); break;
+      case request_op::kind::delete_range: batch.remove(op.delete_range, response.delete_range); break;
+      case request_op::kind::txn:
+        apply_path(s, batch, op.txn, path, at, response.txn.succeeded, response.txn.responses);
+        break;
+    }
+    responses.push_back(std::move(response));
+  }
+}
+
+// Header revisions of the write responses are the txn's (etcd: one header per txn).
+void set_write_revisions(std::vector<response_op>& responses, std::int64_t revision) {
+  for (response_op& response : responses) {
+    if (response.type == request_op::kind::put) response.put.revision = revision;
+    if (response.type == request_op::kind::delete_range) response.delete_range.revision = revision;
+    if (response.type == request_op::kind::txn) {
+      response.txn.revision = revision;
+      set_write_revisions(response.txn.responses, revision);
+    }
+  }
 }
 
 }  // namespace
@@ -386,49 +481,20 @@ result<range_result> mvcc_store::range(const range_request& request) const {
 }
 
 result<txn_result> mvcc_store::txn(const txn_request& request) {
-  if (request.compares.size() > mvcc_txn_operations_max ||
-      request.success.size() > mvcc_txn_operations_max ||
-      request.failure.size() > mvcc_txn_operations_max) {
-    return error(errc::too_large, mvcc_messages::too_many_operations);
-  }
-  for (const auto* branch : {&request.success, &request.failure}) {
-    status checked = check_duplicates(*branch);
-    if (!checked) return checked;
-  }
-  txn_result out;
-  out.succeeded = std::all_of(request.compares.begin(), request.compares.end(),
-                              [&](const compare& c) { return evaluate(*_state, c); });
-  const std::vector<request_op>& ops = out.succeeded ? request.success : request.failure;
-  // Everything that can fail is checked before the first change: all or nothing.
-  status checked = check_ops(*_state, ops);
-  if (!checked) return checked;
+  if (status checked = check_txn_size(request, mvcc_txn_operations_max); !checked) return checked;
+  if (status checked = check_branches(request); !checked) return checked;
+  std::vector<bool> path;
+  choose_path(*_state, request, path);
+  std::size_t at = 0;
+  if (status checked = check_path(*_state, request, path, at); !checked) return checked;
 
+  txn_result out;
   write_batch batch(*_state);
-  for (const request_op& op : ops) {
-    response_op response;
-    response.type = op.type;
-    switch (op.type) {
-      case request_op::kind::range: {
-        auto ranged = do_range(*_state, op.range, batch.read_revision());
-        KEEL_ASSERT_MSG(ranged.is_ok(), "txn range failed after check_ops");
-        response.range = std::move(ranged.value());
-        break;
-      }
-      case request_op::kind::put: batch.put(op.put, response.put); break;
-      case request_op::kind::delete_range:
-        batch.remove(op.delete_range, response.delete_range);
-        break;
-    }
-    out.responses.push_back(std::move(response));
-  }
+  at = 0;
+  apply_path(*_state, batch, request, path, at, out.succeeded, out.responses);
   out.events = std::move(batch.events());
   out.revision = batch.finish();
-  // Header revisions of the write responses are the txn's (etcd: one header per txn).
-  for (response_op& response : out.responses) {
-    if (response.type == request_op::kind::put) response.put.revision = out.revision;
-    if (response.type == request_op::kind::delete_range)
-      response.delete_range.revision = out.revision;
-  }
+  set_write_revisions(out.responses, out.revision);
   return out;
 }
 

@@ -39,6 +39,10 @@ struct mvcc_state;  // src/state.h
 
 // etcd's --max-txn-ops default. (Belongs in keel/limits.h once the lead moves it there.)
 inline constexpr std::size_t mvcc_txn_operations_max = 128;
+// How deep txns nest at most. Every level takes at least one op of its parent's budget
+// (mvcc_store::txn), so a txn the store accepts is never deeper; decoders refuse deeper
+// input before recursing further.
+inline constexpr std::size_t mvcc_txn_depth_max = mvcc_txn_operations_max;
 
 namespace mvcc_messages {
 inline constexpr std::string_view compacted = "mvcc: required revision has been compacted";
@@ -164,12 +168,23 @@ struct compare {
   std::string value;        // value
 };
 
+struct request_op;
+
+// A nested txn is a request_op of kind txn (etcd 3.3+): its compares are evaluated with
+// the parent's, on the state before the outermost txn changed anything.
+struct txn_request {
+  std::vector<compare> compares;
+  std::vector<request_op> success;
+  std::vector<request_op> failure;
+};
+
 struct request_op {
-  enum class kind : std::uint8_t { range, put, delete_range };
+  enum class kind : std::uint8_t { range, put, delete_range, txn };
   kind type = kind::range;
   range_request range;
   put_request put;
   delete_range_request delete_range;
+  txn_request txn;
 
   static request_op of(range_request r) {
     request_op op;
@@ -189,6 +204,21 @@ struct request_op {
     op.delete_range = std::move(r);
     return op;
   }
+  static request_op of(txn_request r) {
+    request_op op;
+    op.type = kind::txn;
+    op.txn = std::move(r);
+    return op;
+  }
+};
+
+struct response_op;
+
+struct txn_result {
+  bool succeeded = false;
+  std::int64_t revision = 0;  // new revision if the branch changed anything, else current
+  std::vector<response_op> responses;
+  std::vector<event> events;  // every change of the branch, in operation order (outermost only)
 };
 
 struct response_op {
@@ -196,19 +226,7 @@ struct response_op {
   range_result range;
   put_result put;  // events are in txn_result::events, not here
   delete_range_result delete_range;
-};
-
-struct txn_request {
-  std::vector<compare> compares;
-  std::vector<request_op> success;
-  std::vector<request_op> failure;
-};
-
-struct txn_result {
-  bool succeeded = false;
-  std::int64_t revision = 0;  // new revision if the branch changed anything, else current
-  std::vector<response_op> responses;
-  std::vector<event> events;  // every change of the branch, in operation order
+  txn_result txn;  // a nested txn's branch and responses (its events are the outer's)
 };
 
 // ---- history ------------------------------------------------------------------------
@@ -258,11 +276,15 @@ class mvcc_store {
   // range({key}) at the current revision, without building a range result: for callers
   // that look up many single keys (etcd v2's directory walk).
   std::optional<key_value> get(std::string_view key) const;
-  // Compares are evaluated at the current revision; the chosen branch is checked first
-  // (range revisions) and then applied whole at one new revision, or not at all.
-  // Errors: too_many_operations (> mvcc_txn_operations_max compares or ops in a branch),
-  // duplicate_key (a branch puts a key twice, or deletes a key it puts), and the errors
-  // of the chosen branch's requests.
+  // Compares — a nested txn's too, along the chosen branches — are evaluated at the
+  // current revision before anything changes; the chosen path is checked first (range
+  // revisions, puts) and then applied whole at one new revision, or not at all (etcd
+  // 3.4's applierV3backend.Txn).
+  // Errors: too_many_operations (more than mvcc_txn_operations_max compares or ops in a
+  // branch; a nested txn gets what its parent's largest count leaves, as etcd's
+  // checkTxnRequest), duplicate_key (etcd's checkIntervals: a key put twice, or put and
+  // deleted, anywhere in the tree except once in each branch of one nested txn), and the
+  // errors of the chosen path's requests.
   result<txn_result> txn(const txn_request& request);
   // Keeps, for each key, the latest version at or before `revision` unless it is a
   // tombstone, and drops everything older. Errors: future_revision if revision > current,
