@@ -158,7 +158,8 @@ void encode_watch_cancel(flatbuffers::FlatBufferBuilder& b, std::int64_t watch_i
 // ---- requests: decode (server side) -----------------------------------------------------------
 // errc::invalid_argument for what a verified buffer can still get wrong: an enum value
 // outside its range, a Compare whose target names no field, a nested txn (not supported:
-// "etcdserver: nested txn is not supported").
+// "etcdserver: nested txn is not supported"), a txn op without a request (NONE, or a body
+// type whose table is absent, which the Verifier lets through).
 
 inline constexpr std::string_view nested_txn_message = "etcdserver: nested txn is not supported";
 
