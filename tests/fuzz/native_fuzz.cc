@@ -135,22 +135,9 @@ bool same(const T& a, const T& b) {
 bool same(const txn_request& a, const txn_request& b);
 bool same(const txn_result& a, const txn_result& b);
 
-// An op's nested txn, in an mvcc.h whose ops have one (a `txn` member): this builds
-// against the store's types with or without nested txns.
-template <typename Op>
-bool same_nested(const Op& a, const Op& b) {
-  if constexpr (requires { a.txn; }) {
-    return same(a.txn, b.txn);
-  } else {
-    return true;
-  }
-}
-bool same(const request_op& a, const request_op& b) {
-  return fields(a) == fields(b) && same_nested(a, b);
-}
-bool same(const response_op& a, const response_op& b) {
-  return fields(a) == fields(b) && same_nested(a, b);
-}
+// An op's fields, then its nested txn (empty unless the op is one).
+bool same(const request_op& a, const request_op& b) { return fields(a) == fields(b) && same(a.txn, b.txn); }
+bool same(const response_op& a, const response_op& b) { return fields(a) == fields(b) && same(a.txn, b.txn); }
 
 template <typename T>
 bool same(const std::vector<T>& a, const std::vector<T>& b) {
@@ -182,13 +169,17 @@ bool valid(const wire::RangeRequest& r) {
 bool valid(const wire::PutRequest&) { return true; }          // never refused
 bool valid(const wire::DeleteRangeRequest&) { return true; }  // never refused
 bool valid(const wire::Compare& c) { return in_range(c.result()) && in_range(c.target()); }
+bool valid(const wire::TxnRequest& t);
+// A nested txn is read recursively; the Verifier's depth limit (64 tables) keeps it far
+// below mvcc_txn_depth_max, so the decoder's own depth refusal is never reached here.
 bool valid(const wire::RequestOp& op) {
   if (op.request() == nullptr) return false;  // NONE, or a body type without its body
   switch (op.request_type()) {
     case wire::RequestOpBody::RangeRequest: return valid(*op.request_as_RangeRequest());
     case wire::RequestOpBody::PutRequest:
     case wire::RequestOpBody::DeleteRangeRequest: return true;
-    default: return false;  // a nested txn, or a body type kv.fbs does not have
+    case wire::RequestOpBody::TxnRequest: return valid(*op.request_as_TxnRequest());
+    default: return false;  // a body type kv.fbs does not have
   }
 }
 template <typename T>
@@ -355,7 +346,8 @@ std::size_t plain_ops(const wire::TxnResponse& t) {
         auto body = op->response_type();
         return op->response() != nullptr && (body == wire::ResponseOpBody::RangeResponse ||
                                              body == wire::ResponseOpBody::PutResponse ||
-                                             body == wire::ResponseOpBody::DeleteRangeResponse);
+                                             body == wire::ResponseOpBody::DeleteRangeResponse ||
+                                             body == wire::ResponseOpBody::TxnResponse);
       }));
 }
 void keeps_promises(const wire::TxnResponse& t, const native::txn_response& r) {

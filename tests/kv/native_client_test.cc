@@ -263,19 +263,39 @@ BOOST_AUTO_TEST_CASE(txn_runs_the_branch_its_compares_choose) {
   BOOST_TEST(refused.error().message == "etcdserver: duplicate key given in txn request");
 }
 
-BOOST_AUTO_TEST_CASE(nested_txn_is_refused_with_invalid_argument) {
+BOOST_AUTO_TEST_CASE(nested_txn_runs_the_branches_decided_before_any_change) {
   auto c = connect();
-  flatbuffers::FlatBufferBuilder b;
-  auto inner = wire::CreateTxnRequest(b);
-  std::vector<flatbuffers::Offset<wire::RequestOp>> ops{
-      wire::CreateRequestOp(b, wire::RequestOpBody::TxnRequest, inner.Union())};
-  auto success = b.CreateVector(ops);
-  b.Finish(wire::CreateTxnRequest(b, 0, success, 0));
-  auto id = must(c->send_frame(wire::frame_type::txn_request, b));
-  auto refused = c->wait(kv::pending<native::txn_response>{id});
+  kv::compare missing;  // holds while /n/a does not exist
+  missing.key = "/n/a";
+  missing.target = kv::compare_target::version;
+  missing.number = 0;
+  kv::txn_request inner;
+  inner.compares = {missing};  // decided before the outer put: holds
+  inner.success = {kv::request_op::of(put_of("/n/b", "1")), kv::request_op::of(range_of("/n/a"))};
+  inner.failure = {kv::request_op::of(put_of("/n/c", "1"))};
+  kv::txn_request outer;
+  outer.compares = {missing};
+  outer.success = {kv::request_op::of(put_of("/n/a", "1")), kv::request_op::of(inner)};
+  auto done = must(c->txn(outer));
+  BOOST_TEST(done.succeeded);
+  BOOST_TEST_REQUIRE(done.responses.size() == 2u);
+  const kv::response_op& nested = done.responses[1];
+  BOOST_TEST_REQUIRE((nested.type == kv::request_op::kind::txn));
+  BOOST_TEST(nested.txn.succeeded);
+  BOOST_TEST_REQUIRE(nested.txn.responses.size() == 2u);
+  BOOST_TEST(nested.txn.responses[0].put.revision == done.header.revision);
+  BOOST_TEST(nested.txn.responses[1].range.kvs.at(0).value == "1");  // the outer's put
+  BOOST_TEST(must(c->range(range_of("/n/b"))).kvs.size() == 1u);
+  BOOST_TEST(must(c->range(range_of("/n/c"))).kvs.empty());
+
+  kv::txn_request twice;  // the outer and the nested txn put the same key
+  kv::txn_request again;
+  again.success = {kv::request_op::of(put_of("/n/d", "2"))};
+  twice.success = {kv::request_op::of(put_of("/n/d", "1")), kv::request_op::of(again)};
+  auto refused = c->txn(twice);
   BOOST_TEST_REQUIRE(!refused.is_ok());
   BOOST_TEST(refused.error().grpc_code == 3);
-  BOOST_TEST(refused.error().message == std::string(native::nested_txn_message));
+  BOOST_TEST(refused.error().message == "etcdserver: duplicate key given in txn request");
 }
 
 BOOST_AUTO_TEST_CASE(errors_carry_etcd_codes_and_messages) {

@@ -105,17 +105,60 @@ BOOST_AUTO_TEST_CASE(requests_decode_to_what_was_encoded) {
   BOOST_TEST((decoded_watch.value() == watch));
 }
 
-BOOST_AUTO_TEST_CASE(a_nested_txn_is_refused_when_decoded) {
+BOOST_AUTO_TEST_CASE(a_nested_txn_round_trips_through_a_frame) {
+  kv::txn_request inner;
+  kv::compare c;
+  c.key = "k";
+  c.target = kv::compare_target::value;
+  c.value = "v";
+  inner.compares = {c};
+  kv::put_request put;
+  put.key = "p";
+  put.value = "1";
+  inner.failure = {kv::request_op::of(put)};
+  kv::txn_request middle;
+  middle.success = {kv::request_op::of(inner)};
+  kv::txn_request outer;
+  outer.success = {kv::request_op::of(put), kv::request_op::of(middle)};
   flatbuffers::FlatBufferBuilder b;
-  auto inner = wire::CreateTxnRequest(b);
-  std::vector<flatbuffers::Offset<wire::RequestOp>> ops{
-      wire::CreateRequestOp(b, wire::RequestOpBody::TxnRequest, inner.Union())};
-  auto success = b.CreateVector(ops);
-  b.Finish(wire::CreateTxnRequest(b, 0, success, 0));
-  auto decoded = native::decode(*flatbuffers::GetRoot<wire::TxnRequest>(b.GetBufferPointer()));
-  BOOST_TEST_REQUIRE(!decoded.is_ok());
-  BOOST_TEST((decoded.error().code() == errc::invalid_argument));
-  BOOST_TEST(decoded.error().message() == std::string(native::nested_txn_message));
+  native::encode(b, outer);
+  std::string bytes;
+  wire::frame_decoder decoder;
+  auto payload = through_a_frame(b, wire::frame_type::txn_request, bytes, decoder);
+  auto decoded = native::decode(root<wire::TxnRequest>(payload));
+  BOOST_TEST_REQUIRE(decoded.is_ok());
+  const kv::txn_request& t = decoded.value();
+  BOOST_TEST_REQUIRE(t.success.size() == 2u);
+  BOOST_TEST_REQUIRE((t.success[1].type == kv::request_op::kind::txn));
+  const kv::txn_request& m = t.success[1].txn;
+  BOOST_TEST_REQUIRE((m.success.size() == 1u && m.success[0].type == kv::request_op::kind::txn));
+  const kv::txn_request& i = m.success[0].txn;
+  BOOST_TEST_REQUIRE((i.compares.size() == 1u && i.failure.size() == 1u));
+  BOOST_TEST(i.compares[0].value == "v");
+  BOOST_TEST(i.failure[0].put.key == "p");
+
+  // The response: the nested txn's branch and responses, without a header of its own.
+  kv::txn_result result;
+  result.succeeded = true;
+  kv::response_op put_done;
+  put_done.type = kv::request_op::kind::put;
+  put_done.put.revision = 7;
+  kv::response_op nested;
+  nested.type = kv::request_op::kind::txn;
+  nested.txn.succeeded = false;
+  nested.txn.responses = {put_done};
+  result.responses = {put_done, nested};
+  native::response_header header;
+  header.revision = 7;
+  native::encode_txn_response(b, header, result);
+  payload = through_a_frame(b, wire::frame_type::txn_response, bytes, decoder);
+  native::txn_response answer;
+  BOOST_TEST_REQUIRE(native::decode_payload(wire::frame_type::txn_response, payload, answer).is_ok());
+  BOOST_TEST_REQUIRE(answer.responses.size() == 2u);
+  BOOST_TEST_REQUIRE((answer.responses[1].type == kv::request_op::kind::txn));
+  BOOST_TEST(!answer.responses[1].txn.succeeded);
+  BOOST_TEST_REQUIRE(answer.responses[1].txn.responses.size() == 1u);
+  BOOST_TEST(answer.responses[1].txn.responses[0].put.revision == 7);
 }
 
 // Found by fuzz_native: the Verifier accepts a union whose type is set and whose table is

@@ -177,6 +177,8 @@ fb::Offset<wire::DeleteRangeRequest> delete_table(fb::FlatBufferBuilder& b, cons
   return wire::CreateDeleteRangeRequest(b, key, end, r.prev_kv);
 }
 
+fb::Offset<wire::TxnRequest> txn_table(fb::FlatBufferBuilder& b, const txn_request& request);
+
 fb::Offset<fb::Vector<fb::Offset<wire::RequestOp>>> ops_of(fb::FlatBufferBuilder& b,
                                                            const std::vector<request_op>& ops) {
   std::vector<fb::Offset<wire::RequestOp>> offsets;
@@ -194,15 +196,49 @@ fb::Offset<fb::Vector<fb::Offset<wire::RequestOp>>> ops_of(fb::FlatBufferBuilder
         offsets.push_back(wire::CreateRequestOp(b, wire::RequestOpBody::DeleteRangeRequest,
                                                 delete_table(b, op.delete_range).Union()));
         break;
+      case request_op::kind::txn:
+        offsets.push_back(wire::CreateRequestOp(b, wire::RequestOpBody::TxnRequest, txn_table(b, op.txn).Union()));
+        break;
     }
   }
   return b.CreateVector(offsets);
 }
 
+fb::Offset<wire::TxnRequest> txn_table(fb::FlatBufferBuilder& b, const txn_request& request) {
+  std::vector<fb::Offset<wire::Compare>> compares;
+  compares.reserve(request.compares.size());
+  for (const compare& c : request.compares) {
+    auto key = bytes_of(b, c.key);
+    auto end = optional_bytes_of(b, c.range_end);
+    bool is_value = c.target == compare_target::value;
+    auto value = is_value ? bytes_of(b, c.value) : bytes_offset();
+    wire::CompareBuilder cb(b);
+    cb.add_result(wire_of(c.result));
+    cb.add_target(wire_of(c.target));
+    cb.add_key(key);
+    if (!c.range_end.empty()) cb.add_range_end(end);
+    switch (c.target) {
+      case compare_target::version: cb.add_version(c.number); break;
+      case compare_target::create: cb.add_create_revision(c.number); break;
+      case compare_target::mod: cb.add_mod_revision(c.number); break;
+      case compare_target::lease: cb.add_lease(c.number); break;
+      case compare_target::value: cb.add_value(value); break;
+    }
+    compares.push_back(cb.Finish());
+  }
+  auto compare_vector = b.CreateVector(compares);
+  auto success = ops_of(b, request.success);
+  auto failure = ops_of(b, request.failure);
+  return wire::CreateTxnRequest(b, compare_vector, success, failure);
+}
+
 constexpr std::string_view op_without_request_message =
     "etcdserver: txn operation without a request";
 
-result<std::vector<request_op>> decode_ops(const fb::Vector<fb::Offset<wire::RequestOp>>* ops) {
+result<txn_request> decode_txn(const wire::TxnRequest& request, std::size_t depth);
+
+// `depth`: how many txns enclose these ops.
+result<std::vector<request_op>> decode_ops(const fb::Vector<fb::Offset<wire::RequestOp>>* ops, std::size_t depth) {
   std::vector<request_op> out;
   if (ops == nullptr) return out;
   out.reserve(ops->size());
@@ -224,8 +260,14 @@ result<std::vector<request_op>> decode_ops(const fb::Vector<fb::Offset<wire::Req
       case wire::RequestOpBody::DeleteRangeRequest:
         out.push_back(request_op::of(decode(*op->request_as_DeleteRangeRequest())));
         break;
-      case wire::RequestOpBody::TxnRequest:
-        return status(errc::invalid_argument, std::string(nested_txn_message));
+      case wire::RequestOpBody::TxnRequest: {
+        // Deeper than the store's op budget allows (mvcc_store::txn), as the gateway.
+        if (depth >= mvcc_txn_depth_max) return status(errc::too_large, std::string(mvcc_messages::too_many_operations));
+        auto nested = decode_txn(*op->request_as_TxnRequest(), depth + 1);
+        if (!nested) return nested.error();
+        out.push_back(request_op::of(std::move(nested).value()));
+        break;
+      }
       default:
         // A body type kv.fbs does not have (NONE has no table: refused above). etcd's
         // applier would fail on an op without a request too.
@@ -271,31 +313,7 @@ void encode(fb::FlatBufferBuilder& b, const delete_range_request& request) {
 
 void encode(fb::FlatBufferBuilder& b, const txn_request& request) {
   b.Clear();
-  std::vector<fb::Offset<wire::Compare>> compares;
-  compares.reserve(request.compares.size());
-  for (const compare& c : request.compares) {
-    auto key = bytes_of(b, c.key);
-    auto end = optional_bytes_of(b, c.range_end);
-    bool is_value = c.target == compare_target::value;
-    auto value = is_value ? bytes_of(b, c.value) : bytes_offset();
-    wire::CompareBuilder cb(b);
-    cb.add_result(wire_of(c.result));
-    cb.add_target(wire_of(c.target));
-    cb.add_key(key);
-    if (!c.range_end.empty()) cb.add_range_end(end);
-    switch (c.target) {
-      case compare_target::version: cb.add_version(c.number); break;
-      case compare_target::create: cb.add_create_revision(c.number); break;
-      case compare_target::mod: cb.add_mod_revision(c.number); break;
-      case compare_target::lease: cb.add_lease(c.number); break;
-      case compare_target::value: cb.add_value(value); break;
-    }
-    compares.push_back(cb.Finish());
-  }
-  auto compare_vector = b.CreateVector(compares);
-  auto success = ops_of(b, request.success);
-  auto failure = ops_of(b, request.failure);
-  b.Finish(wire::CreateTxnRequest(b, compare_vector, success, failure));
+  b.Finish(txn_table(b, request));
 }
 
 void encode_compaction(fb::FlatBufferBuilder& b, std::int64_t revision, bool physical) {
@@ -387,7 +405,11 @@ delete_range_request decode(const wire::DeleteRangeRequest& request) {
   return out;
 }
 
-result<txn_request> decode(const wire::TxnRequest& request) {
+result<txn_request> decode(const wire::TxnRequest& request) { return decode_txn(request, 0); }
+
+namespace {
+
+result<txn_request> decode_txn(const wire::TxnRequest& request, std::size_t depth) {
   txn_request out;
   if (const auto* compares = request.compare()) {
     out.compares.reserve(compares->size());
@@ -411,14 +433,16 @@ result<txn_request> decode(const wire::TxnRequest& request) {
       out.compares.push_back(std::move(decoded));
     }
   }
-  auto success = decode_ops(request.success());
+  auto success = decode_ops(request.success(), depth);
   if (!success) return success.error();
-  auto failure = decode_ops(request.failure());
+  auto failure = decode_ops(request.failure(), depth);
   if (!failure) return failure.error();
   out.success = std::move(success).value();
   out.failure = std::move(failure).value();
   return out;
 }
+
+}  // namespace
 
 result<watch_create_request> decode(const wire::WatchCreateRequest& request) {
   watch_create_request out;
@@ -484,11 +508,15 @@ void encode_delete_range_response(fb::FlatBufferBuilder& b, const response_heade
   b.Finish(delete_response_table(b, h, result));
 }
 
-void encode_txn_response(fb::FlatBufferBuilder& b, const response_header& header, const txn_result& result) {
-  b.Clear();
+namespace {
+
+// The responses of a txn's branch; a nested txn's response has no header (etcd 3.4's is
+// empty) and its own branch and responses.
+fb::Offset<fb::Vector<fb::Offset<wire::ResponseOp>>> response_ops_of(fb::FlatBufferBuilder& b,
+                                                                     const std::vector<response_op>& responses) {
   std::vector<fb::Offset<wire::ResponseOp>> ops;
-  ops.reserve(result.responses.size());
-  for (const response_op& op : result.responses) {
+  ops.reserve(responses.size());
+  for (const response_op& op : responses) {
     switch (op.type) {
       case request_op::kind::range: {
         auto t = range_response_table(b, revision_header(b, op.range.revision), op.range);
@@ -505,9 +533,22 @@ void encode_txn_response(fb::FlatBufferBuilder& b, const response_header& header
         ops.push_back(wire::CreateResponseOp(b, wire::ResponseOpBody::DeleteRangeResponse, t.Union()));
         break;
       }
+      case request_op::kind::txn: {
+        auto nested = response_ops_of(b, op.txn.responses);
+        auto t = wire::CreateTxnResponse(b, 0, op.txn.succeeded, nested);
+        ops.push_back(wire::CreateResponseOp(b, wire::ResponseOpBody::TxnResponse, t.Union()));
+        break;
+      }
     }
   }
-  auto responses = b.CreateVector(ops);
+  return b.CreateVector(ops);
+}
+
+}  // namespace
+
+void encode_txn_response(fb::FlatBufferBuilder& b, const response_header& header, const txn_result& result) {
+  b.Clear();
+  auto responses = response_ops_of(b, result.responses);
   auto h = header_of(b, header);
   b.Finish(wire::CreateTxnResponse(b, h, result.succeeded, responses));
 }
@@ -649,41 +690,58 @@ delete_range_response decode(const wire::DeleteRangeResponse& response) {
   return out;
 }
 
+namespace {
+
+// A txn's responses; the verifier's depth limit bounds the recursion.
+std::vector<response_op> decode_response_ops(const fb::Vector<fb::Offset<wire::ResponseOp>>* ops) {
+  std::vector<response_op> out;
+  if (ops == nullptr) return out;
+  for (const wire::ResponseOp* op : *ops) {
+    // The Verifier accepts a body type whose table is absent: nothing to read, as NONE.
+    if (op->response() == nullptr) continue;
+    response_op decoded;
+    switch (op->response_type()) {
+      case wire::ResponseOpBody::RangeResponse: {
+        decoded.type = request_op::kind::range;
+        range_response r = decode(*op->response_as_RangeResponse());
+        decoded.range = std::move(static_cast<range_result&>(r));
+        break;
+      }
+      case wire::ResponseOpBody::PutResponse: {
+        decoded.type = request_op::kind::put;
+        put_response r = decode(*op->response_as_PutResponse());
+        decoded.put = std::move(static_cast<put_result&>(r));
+        break;
+      }
+      case wire::ResponseOpBody::DeleteRangeResponse: {
+        decoded.type = request_op::kind::delete_range;
+        delete_range_response r = decode(*op->response_as_DeleteRangeResponse());
+        decoded.delete_range = std::move(static_cast<delete_range_result&>(r));
+        break;
+      }
+      case wire::ResponseOpBody::TxnResponse: {
+        const wire::TxnResponse& nested = *op->response_as_TxnResponse();
+        decoded.type = request_op::kind::txn;
+        decoded.txn.succeeded = nested.succeeded();  // its header is empty: not read
+        decoded.txn.responses = decode_response_ops(nested.responses());
+        break;
+      }
+      default:
+        continue;  // a body type kv.fbs does not have
+    }
+    out.push_back(std::move(decoded));
+  }
+  return out;
+}
+
+}  // namespace
+
 txn_response decode(const wire::TxnResponse& response) {
   txn_response out;
   out.header = decode(response.header());
   out.revision = out.header.revision;
   out.succeeded = response.succeeded();
-  if (const auto* ops = response.responses()) {
-    for (const wire::ResponseOp* op : *ops) {
-      // The Verifier accepts a body type whose table is absent: nothing to read, as NONE.
-      if (op->response() == nullptr) continue;
-      response_op decoded;
-      switch (op->response_type()) {
-        case wire::ResponseOpBody::RangeResponse: {
-          decoded.type = request_op::kind::range;
-          range_response r = decode(*op->response_as_RangeResponse());
-          decoded.range = std::move(static_cast<range_result&>(r));
-          break;
-        }
-        case wire::ResponseOpBody::PutResponse: {
-          decoded.type = request_op::kind::put;
-          put_response r = decode(*op->response_as_PutResponse());
-          decoded.put = std::move(static_cast<put_result&>(r));
-          break;
-        }
-        case wire::ResponseOpBody::DeleteRangeResponse: {
-          decoded.type = request_op::kind::delete_range;
-          delete_range_response r = decode(*op->response_as_DeleteRangeResponse());
-          decoded.delete_range = std::move(static_cast<delete_range_result&>(r));
-          break;
-        }
-        default:
-          continue;  // a nested txn response: never sent by keel
-      }
-      out.responses.push_back(std::move(decoded));
-    }
-  }
+  out.responses = decode_response_ops(response.responses());
   return out;
 }
 

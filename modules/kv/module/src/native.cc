@@ -149,7 +149,7 @@ task<result<message>> handle_txn(message request) {
   status bad;
   const auto* table = verified<wire::TxnRequest>(request, frame_type::txn_request, bad);
   if (table == nullptr) co_return error_answer(response, bad);
-  auto decoded = native::decode(*table);  // a nested txn is refused here
+  auto decoded = native::decode(*table);
   if (!decoded) co_return error_answer(response, decoded.error());
   task<result<kv::txn_result>> running = txn(std::move(decoded).value());
   auto done = co_await std::move(running);

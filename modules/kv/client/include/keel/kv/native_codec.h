@@ -157,11 +157,11 @@ void encode_watch_cancel(flatbuffers::FlatBufferBuilder& b, std::int64_t watch_i
 
 // ---- requests: decode (server side) -----------------------------------------------------------
 // errc::invalid_argument for what a verified buffer can still get wrong: an enum value
-// outside its range, a Compare whose target names no field, a nested txn (not supported:
-// "etcdserver: nested txn is not supported"), a txn op without a request (NONE, or a body
-// type whose table is absent, which the Verifier lets through).
-
-inline constexpr std::string_view nested_txn_message = "etcdserver: nested txn is not supported";
+// outside its range, a Compare whose target names no field, a txn op without a request
+// (NONE, or a body type whose table is absent, which the Verifier lets through).
+// A nested txn decodes (recursively); one nested deeper than mvcc_txn_depth_max is
+// errc::too_large, "too many operations" (the Verifier's own depth limit, 64 tables,
+// refuses far shallower frames first).
 
 result<range_request> decode(const wire::RangeRequest& request);
 put_request decode(const wire::PutRequest& request);
