@@ -817,6 +817,12 @@ task<void> ready_loop() {
       }
       appended = true;
     }
+    // Committed entries are durable here already (the raft core hands out only entries
+    // at or below its stable index, and counts its own vote for an entry only once it is
+    // stable), so they are applied, and their clients answered, while this ready's new
+    // entries are written: an answer does not wait for the fdatasync of later entries.
+    apply_committed(rd.committed_entries);
+    if (!rd.committed_entries.empty()) committed_through(rd.committed_entries.back().index);
     if (appended && (rd.must_sync || !rd.entries.empty())) {
       task<status> syncing = durable_now();
       status durable = co_await std::move(syncing);
@@ -827,8 +833,6 @@ task<void> ready_loop() {
       }
     }
     send_messages(rd.messages_after_persist);
-    apply_committed(rd.committed_entries);
-    if (!rd.committed_entries.empty()) committed_through(rd.committed_entries.back().index);
     maybe_cluster_snapshot();
     serve_read_states(rd.read_states);
     c.node->advance();
