@@ -13,6 +13,8 @@
 6. `member remove` of the fourth: three members remain, writes continue, and the removed
    member says so in its log.
 7. v2: POST /v2/members adds (201), DELETE /v2/members/<id> removes (204).
+8. GET /health is 200 on every member, 503 on a member whose two peers are stopped
+   (SIGSTOP: no quorum, so no leader or no ReadIndex), 200 again after SIGCONT.
 
 Usage: membership_test.py --binary build/bin/keeld [--base-port 29450]
 Ports: base..base+9.
@@ -43,6 +45,17 @@ def post(url, path, body, method="POST"):
     except urllib.error.HTTPError as e:
         text = e.read()
         return e.code, (json.loads(text) if text else None)
+
+
+def health(url):
+    """The status of GET /health (0 when it does not answer within 5 s)."""
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=5) as r:
+            return r.status if json.loads(r.read()) == {"health": "true"} else -r.status
+    except urllib.error.HTTPError as e:
+        return e.code if json.loads(e.read() or b"null") == {"health": "false"} else -e.code
+    except OSError:
+        return 0
 
 
 def main():
@@ -140,6 +153,23 @@ def main():
         if code == 201:
             code, _ = post(c.url(follower), "/v2/members/" + v2["id"], None, method="DELETE")
             check(code == 204, "v2: DELETE /v2/members/<id> -> 204")
+
+        # /health as etcd's: 200 while a leader serves linearizable reads, 503 on a member
+        # that lost its quorum, 200 again once the quorum is back.
+        check(all(health(c.url(i)) == 200 for i in range(3)), "GET /health: 200 on every member")
+        others = [i for i in range(3) if i != follower]
+        for i in others:
+            c.stop(i)
+        deadline = time.monotonic() + 10
+        while health(c.url(follower)) != 503 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        check(health(c.url(follower)) == 503, "GET /health: 503 on a member whose two peers are stopped")
+        for i in others:
+            c.cont(i)
+        deadline = time.monotonic() + 15
+        while health(c.url(follower)) != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        check(health(c.url(follower)) == 200, "GET /health: 200 again once its peers are back")
     except Exception as e:  # noqa: BLE001
         check.failed(repr(e))
         if c:

@@ -589,7 +589,14 @@ class LifecycleTest(KeeldTestCase):
         proc, (port,) = self.start(env={"NOTIFY_SOCKET": path}, wait_ready=False)
         got = self._notify_messages(sock, "READY=1", START_TIMEOUT)
         self.assertTrue(got and "READY=1" in got[-1], got)
-        # READY means listening: a request right now is answered.
+        # READY means listening: a request right now is answered, with etcd's health body
+        # (503 "false" while the kv module still opens its WAL), then healthy soon after.
+        r = http_get(port, "/health")
+        self.assertIn((r["status"], json.loads(r["body"])), [(200, {"health": "true"}), (503, {"health": "false"})])
+        deadline = time.monotonic() + 5
+        while r["status"] != 200 and time.monotonic() < deadline:
+            time.sleep(0.02)
+            r = http_get(port, "/health")
         self.assert_serving(port)
         proc.send_signal(signal.SIGTERM)
         got = self._notify_messages(sock, "STOPPING=1", 2.0)

@@ -66,6 +66,14 @@ def start(kv_dir, core_dir, log_path):
     raise RuntimeError("keeld did not become ready")
 
 
+def get(port, path):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
 def post(port, path, body):
     request = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=json.dumps(body).encode(),
                                      method="POST")
@@ -123,6 +131,9 @@ def main():
         with open(log_path) as f:
             text = f.read()
         check("the log says why", "No space left on device" in text, text[-600:])
+        status, answer = get(port, "/health")
+        check("GET /health: 503 {\"health\":\"false\"} (etcd's answer to an alarm)",
+              (status, answer) == (503, {"health": "false"}), (status, answer))
         proc.kill()
         proc.wait()
         proc = None
@@ -137,6 +148,8 @@ def main():
               set("big/%04d" % i for i in acknowledged) <= set(keys), (len(acknowledged), len(keys)))
         status, answer = post(port, "/v3/kv/put", {"key": b64("after"), "value": b64("ok")})
         check("... and writes are accepted again", status == 200, (status, answer))
+        status, answer = get(port, "/health")
+        check("... and GET /health is 200 again", (status, answer) == (200, {"health": "true"}), (status, answer))
     finally:
         if proc:
             proc.kill()

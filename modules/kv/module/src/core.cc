@@ -848,6 +848,17 @@ std::uint64_t bytes_of_files_in(const std::string& dir) {
   return total;
 }
 
+task<bool> healthy_now() {
+  return run_on_owner<bool>([]() -> task<bool> {
+    if (!g->opened || !g->writer || !g->open_failure.is_ok() || !g->writer->failure().is_ok()) co_return false;
+    if (!g->cluster) co_return true;
+    if (cluster_status_now().leader == 0) co_return false;
+    task<status> barrier = cluster_read_barrier();
+    status confirmed = co_await std::move(barrier);
+    co_return confirmed.is_ok();
+  });
+}
+
 task<result<member_status>> status_now() {
   return read_on_owner<member_status>([]() -> result<member_status> {
     member_status s;

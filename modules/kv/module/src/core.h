@@ -161,6 +161,11 @@ task<result<member_change>> member_promote(std::uint64_t id);
 // etcd's MemberUpdate: new peer URLs for a member (Raft's membership is unchanged).
 task<result<member_change>> member_update(std::uint64_t id, std::vector<std::string> peer_urls);
 
+// etcd's /health (etcdhttp checkHealth): false while the WAL cannot take writes (etcd:
+// an alarm), while no leader is known, or when a linearizable read through Raft (a
+// ReadIndex round) fails; a single node only needs its WAL.
+task<bool> healthy_now();
+
 // /v3/maintenance/transfer-leadership: on the leader, hands leadership to `target`.
 // A single node is its own leader: target must be itself.
 task<status> move_leader(std::uint64_t target);

@@ -14,6 +14,7 @@
 #include "keel/cluster.h"
 #include "keel/discovery/client.h"
 #include "keel/module.h"
+#include "keel/reactor/http.h"
 #include "keel/reactor/shard.h"
 
 namespace {
@@ -131,6 +132,13 @@ int start(keel::module_context* context, char* error, std::size_t error_bytes) {
   context->on_shard_stop([](keel::shard& shard) { kvm::core_on_shard_stop(shard); });
   kvm::register_v3_routes(context->router());
   kvm::register_v2_routes(context->router());
+  // Replaces the core's /health (registered first; the router keeps the last): healthy
+  // means the store can serve, as etcd's.
+  context->router().add_async("GET", "/health", [](const keel::http_request&, keel::http_response& response) -> keel::task<void> {
+    keel::task<bool> asking = kvm::healthy_now();
+    bool healthy = co_await std::move(asking);
+    response.send(healthy ? 200 : 503, "application/json", healthy ? "{\"health\":\"true\"}" : "{\"health\":\"false\"}");
+  });
   kvm::register_native_handlers(context->bus());
   context->add_metrics([](std::string& out) { kvm::core_metrics(out); });
   return 0;

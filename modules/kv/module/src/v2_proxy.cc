@@ -3,10 +3,12 @@
 // (as etcd 3.4's v2 API does through its own forwarding). v2's compare-and-swap and
 // directory rules read and write the leader's state in one step, so they cannot be split
 // into a forwarded log entry the way v3 writes are (cluster.h).
+#include <chrono>
 #include <string>
 
 #include "core.h"
 #include "keel/reactor/http.h"
+#include "keel/reactor/io.h"
 #include "keel/reactor/net.h"
 #include "keel/reactor/shard.h"
 #include "v2.h"
@@ -57,6 +59,9 @@ bool parse_head(const std::string& bytes, relayed& out, std::size_t& body_at, st
   body_at = head_end + 4;
   return out.status >= 100;
 }
+
+// How long a relayed request waits for a leader (and its client URL) to be known.
+constexpr std::chrono::seconds leader_wait_max{3};
 
 // Idle keep-alive connections to the leader, per shard (connections belong to a shard).
 struct idle_pool {
@@ -140,13 +145,32 @@ task<std::optional<relayed>> ask(const std::string& url, const http_request& req
 
 }  // namespace
 
+// The leader's first client URL; empty while no leader is known, or while its URLs are
+// not (they arrive through the log when it publishes its attributes, after it starts).
+std::string leader_client_url(const member_view& view) {
+  for (const cluster_member_info& m : view.members)
+    if (m.id == view.leader && !m.client_urls.empty()) return m.client_urls.front();
+  return {};
+}
+
 task<bool> serve_on_leader(const http_request& request, http_response& response) {
   task<member_view> asking = members_now();
   member_view view = co_await std::move(asking);
   if (!view.cluster || view.leader == ids().member_id) co_return false;
-  std::string url;
-  for (const cluster_member_info& m : view.members)
-    if (m.id == view.leader && !m.client_urls.empty()) url = m.client_urls.front();
+  std::string url = leader_client_url(view);
+  // Without a leader (an election, a cluster just formed) the request waits for one, as
+  // etcd's proposals do, instead of failing at once: clients that retry at once would
+  // otherwise spin on "no leader" and slow the election down.
+  auto deadline = std::chrono::steady_clock::now() + leader_wait_max;
+  keel::timer pause;
+  while (url.empty() && std::chrono::steady_clock::now() < deadline) {
+    task<bool> sleeping = pause.sleep(std::chrono::milliseconds(10));
+    (void)co_await std::move(sleeping);
+    task<member_view> again = members_now();
+    view = co_await std::move(again);
+    if (view.leader == ids().member_id) co_return false;  // this member leads now
+    url = leader_client_url(view);
+  }
   if (url.empty()) {
     add_cluster_headers(response);
     response.send(503, "application/json",

@@ -101,7 +101,8 @@ using http_async_handler = std::function<task<void>(const http_request&, http_re
 
 class http_router {
  public:
-  // Exact path. A method may be registered once per path.
+  // Exact path. A later registration of the same method and path replaces the earlier
+  // one (a module may refine a core route: the kv module's /health replaces keeld's).
   void add(std::string_view method, std::string_view path, http_sync_handler handler);
   void add_async(std::string_view method, std::string_view path, http_async_handler handler);
   // Every path that starts with `prefix` (longest prefix wins after exact paths).
