@@ -839,10 +839,11 @@ task<result<std::vector<std::int64_t>>> lease_list() {
 std::uint64_t bytes_of_files_in(const std::string& dir) {
   std::uint64_t total = 0;
   std::error_code failed;
-  for (const auto& entry : std::filesystem::directory_iterator(dir, failed)) {
+  // Advanced with increment(error_code): a range-for's ++ throws on a readdir error.
+  for (std::filesystem::directory_iterator it(dir, failed), end; !failed && it != end; it.increment(failed)) {
     std::error_code ignored;
-    if (!entry.is_regular_file(ignored)) continue;
-    std::uintmax_t size = entry.file_size(ignored);
+    if (!it->is_regular_file(ignored)) continue;
+    std::uintmax_t size = it->file_size(ignored);
     if (!ignored) total += size;
   }
   return total;

@@ -439,7 +439,7 @@ std::optional<std::uint64_t> member_id_of_path(const http_request& request, http
 // The body {"peerURLs": [...]}; answers 400 itself when it is not that.
 std::optional<std::vector<std::string>> peer_urls_of_body(const http_request& request, http_response& response) {
   rapidjson::Document doc;
-  doc.Parse(request.body.data(), request.body.size());
+  doc.Parse<rapidjson::kParseIterativeFlag>(request.body.data(), request.body.size());
   if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("peerURLs") || !doc["peerURLs"].IsArray()) {
     send_members_error(response, 400, "invalid peerURLs: want {\"peerURLs\": [\"http://host:port\", ...]}");
     return std::nullopt;

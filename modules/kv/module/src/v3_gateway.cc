@@ -355,7 +355,7 @@ bool read_int64(const rapidjson::Value& object, const char* name, const char* ca
     // number, surrounding whitespace allowed; null leaves the field 0.
     std::string_view text(v->GetString(), v->GetStringLength());
     rapidjson::Document inner;
-    inner.Parse(text.data(), text.size());
+    inner.Parse<rapidjson::kParseIterativeFlag>(text.data(), text.size());
     if (inner.HasParseError()) {
       std::size_t at = inner.GetErrorOffset();
       if (at >= text.size()) {
@@ -449,7 +449,8 @@ std::optional<parse_error> parse_json(const std::string& body, rapidjson::Docume
     doc.SetObject();
     return std::nullopt;
   }
-  doc.Parse<rapidjson::kParseStopWhenDoneFlag>(body.c_str(), body.size());
+  // Iterative: a body of 1.5 MiB of '[' would overflow the stack of the recursive parser.
+  doc.Parse<rapidjson::kParseStopWhenDoneFlag | rapidjson::kParseIterativeFlag>(body.c_str(), body.size());
   if (doc.HasParseError()) return parse_error{go_syntax_error(body, doc.GetParseError(), doc.GetErrorOffset())};
   if (doc.IsNull()) doc.SetObject();
   return std::nullopt;
