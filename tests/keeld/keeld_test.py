@@ -331,6 +331,7 @@ class KeeldTestCase(unittest.TestCase):
             while time.monotonic() < deadline:
                 log = self.log_text(proc)
                 if " ready: " in log:
+                    self.wait_healthy(chosen[0], deadline)
                     return proc, chosen
                 if proc.poll() is not None:
                     break
@@ -340,6 +341,18 @@ class KeeldTestCase(unittest.TestCase):
                 continue  # lost the port race; try again
             self.fail("keeld did not become ready (rc=%r):\n%s" % (proc.poll(), log))
         self.fail("could not find a free port for keeld")
+
+    def wait_healthy(self, port, deadline):
+        """Ready means listening; the kv module then opens its WAL, and /health is 503
+        until it has (slow under ASan). Waits for 200 until `deadline`, without failing:
+        the test itself says what it expects."""
+        while time.monotonic() < deadline:
+            try:
+                if http_get(port, "/health")["status"] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.01)
 
     def stop(self, proc, sig=signal.SIGTERM, within=1.0):
         """Sends sig, asserts keeld exits 0 within `within` seconds; returns the log."""
