@@ -851,7 +851,10 @@ std::uint64_t bytes_of_files_in(const std::string& dir) {
 
 task<bool> healthy_now() {
   return run_on_owner<bool>([]() -> task<bool> {
-    if (!g->opened || !g->writer || !g->open_failure.is_ok() || !g->writer->failure().is_ok()) co_return false;
+    // While the WAL opens (just after keeld says READY) requests wait for it, and so does
+    // this answer: then it says whether the store can serve.
+    if (!g->opened) co_await open_awaiter{};
+    if (!g->writer || !g->open_failure.is_ok() || !g->writer->failure().is_ok()) co_return false;
     if (!g->cluster) co_return true;
     if (cluster_status_now().leader == 0) co_return false;
     task<status> barrier = cluster_read_barrier();

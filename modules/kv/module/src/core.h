@@ -163,7 +163,8 @@ task<result<member_change>> member_update(std::uint64_t id, std::vector<std::str
 
 // etcd's /health (etcdhttp checkHealth): false while the WAL cannot take writes (etcd:
 // an alarm), while no leader is known, or when a linearizable read through Raft (a
-// ReadIndex round) fails; a single node only needs its WAL.
+// ReadIndex round) fails; a single node only needs its WAL. Waits for the WAL to open
+// (as requests do) rather than answering false while it opens.
 task<bool> healthy_now();
 
 // /v3/maintenance/transfer-leadership: on the leader, hands leadership to `target`.
