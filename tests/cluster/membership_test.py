@@ -58,6 +58,16 @@ def health(url):
         return 0
 
 
+def health_becomes(url, want, seconds):
+    """Whether GET /health answers `want` within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while health(url) != want:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
@@ -160,16 +170,10 @@ def main():
         others = [i for i in range(3) if i != follower]
         for i in others:
             c.stop(i)
-        deadline = time.monotonic() + 10
-        while health(c.url(follower)) != 503 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        check(health(c.url(follower)) == 503, "GET /health: 503 on a member whose two peers are stopped")
+        check(health_becomes(c.url(follower), 503, 10), "GET /health: 503 on a member whose two peers are stopped")
         for i in others:
             c.cont(i)
-        deadline = time.monotonic() + 15
-        while health(c.url(follower)) != 200 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        check(health(c.url(follower)) == 200, "GET /health: 200 again once its peers are back")
+        check(health_becomes(c.url(follower), 200, 15), "GET /health: 200 again once its peers are back")
     except Exception as e:  # noqa: BLE001
         check.failed(repr(e))
         if c:

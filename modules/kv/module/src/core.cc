@@ -854,7 +854,7 @@ task<bool> healthy_now() {
     // While the WAL opens (just after keeld says READY) requests wait for it, and so does
     // this answer: then it says whether the store can serve.
     if (!g->opened) co_await open_awaiter{};
-    if (!g->writer || !g->open_failure.is_ok() || !g->writer->failure().is_ok()) co_return false;
+    if (!g->writer || !writer_unusable()) co_return false;
     if (!g->cluster) co_return true;
     if (cluster_status_now().leader == 0) co_return false;
     task<status> barrier = cluster_read_barrier();

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "keel/kv/wal_recovery.h"
+#include "posix_io.h"
 
 namespace keel::kv {
 namespace {
@@ -82,16 +83,10 @@ status posix_wal_directory::zero_and_sync(const std::string& name, std::uint64_t
   int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) return io_failure("open " + path, errno);
   std::vector<std::byte> zeros(static_cast<std::size_t>(bytes));
-  std::size_t done = 0;
-  while (done < zeros.size()) {
-    ssize_t wrote = ::pwrite(fd, zeros.data() + done, zeros.size() - done, static_cast<off_t>(offset + done));
-    if (wrote < 0 && errno == EINTR) continue;
-    if (wrote <= 0) {
-      int error = wrote < 0 ? errno : EIO;
-      ::close(fd);
-      return io_failure("write " + path, error);
-    }
-    done += static_cast<std::size_t>(wrote);
+  long written = detail::pwrite_all(fd, zeros.data(), zeros.size(), offset);
+  if (written != static_cast<long>(zeros.size())) {
+    ::close(fd);
+    return io_failure("write " + path, written < 0 ? static_cast<int>(-written) : EIO);
   }
   if (::fdatasync(fd) != 0) {
     int error = errno;

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "keel/kv/wal.h"
+#include "posix_io.h"
 #include "keel/reactor/io.h"
 
 namespace keel::kv {
@@ -35,14 +36,8 @@ task<int> uring_wal_storage::allocate(int file, std::uint64_t bytes) {
 
 task<int> uring_wal_storage::write_then_datasync(int file, const std::byte* data, std::size_t size,
                                                  std::uint64_t offset) {
-  std::size_t done = 0;
-  while (done < size) {
-    ssize_t wrote = ::pwrite(file, data + done, size - done, static_cast<off_t>(offset + done));
-    if (wrote < 0 && errno == EINTR) continue;
-    if (wrote < 0) co_return -errno;
-    if (wrote == 0) co_return static_cast<int>(done);
-    done += static_cast<std::size_t>(wrote);
-  }
+  long written = detail::pwrite_all(file, data, size, offset);
+  if (written != static_cast<long>(size)) co_return static_cast<int>(written);  // -errno or short
   int synced = co_await keel::datasync(file);
   co_return synced < 0 ? synced : static_cast<int>(size);
 }
