@@ -339,6 +339,10 @@ status decode_state(std::string_view payload, const std::string& file) {
 [[noreturn]] void snapshot_child(int go_fd, int result_fd, std::string dir, std::uint64_t term,
                                  std::uint64_t index) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // The child shares keel.lock's open file; closing its copy keeps the flock with the
+  // parent, so that a keeld restarted after a kill -9 is not refused while this child
+  // (killed with it, but slow to be scheduled at nice 19) has not exited yet.
+  if (g->data_dir_lock_fd >= 0) ::close(g->data_dir_lock_fd);
   // Lowest priority: the child runs mostly on CPU time the shards leave idle. At normal
   // priority it takes a whole core from the shards for as long as it encodes (seconds
   // for a large store); nice 19 still guarantees it progress on a saturated machine.
@@ -1429,6 +1433,7 @@ status core_start(module_context* context, const core_options& options) {
     return {errc::unavailable, "the data dir " + state->dir + " is in use by another keeld (" + lock_path +
                                    " is locked); stop it first"};
   }
+  state->data_dir_lock_fd = lock_fd;
   g = state.get();
   cluster_options cluster = options.cluster;
   cluster.data_dir = state->dir;

@@ -91,6 +91,7 @@ struct core_state {
   std::uint64_t snapshot_pending_term = 0;
   bool snapshot_busy = false;  // from the fork until finish_snapshot() reaped the child
   pid_t snapshot_child = 0;     // the process writing the snapshot (0: none)
+  int data_dir_lock_fd = -1;  // holds keel.lock's flock for the process's life
   int snapshot_result_fd = -1;  // what it says when it is done ("ok <bytes>" or the error)
   std::atomic<std::uint64_t> snapshots_taken{0};
   std::atomic<std::uint64_t> snapshot_last_bytes{0};
