@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -309,6 +310,60 @@ BOOST_AUTO_TEST_CASE(large_message_is_echoed_whole) {
   sys.wait();
   BOOST_TEST(got.size() == payload.size());
   BOOST_TEST((got == payload));
+}
+
+namespace {
+// Writes `bytes` to a peer that is not reading, then times 20 sleeps of 5 ms on the
+// same shard. Signals `timed` when done, then releases the connection.
+task<void> write_then_time_sleeps(keel::connection* conn, std::size_t bytes,
+                                  std::chrono::steady_clock::duration* took,
+                                  std::atomic<bool>* timed) {
+  std::string payload(bytes, 'x');
+  conn->write(payload);
+  auto begin = std::chrono::steady_clock::now();
+  for (int i = 0; i < 20; ++i) co_await keel::sleep_for(5ms);
+  *took = std::chrono::steady_clock::now() - begin;
+  timed->store(true);
+  conn->release();
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_send_blocked_on_a_full_socket_does_not_hold_up_timers) {
+  // The first send of a batch goes with MSG_DONTWAIT and the shard sleeps until one
+  // completion beyond it. Here the peer does not read, so that send is short and the
+  // rest waits on the socket: if the shard counted the waiting send as one that
+  // completes at once, it would sleep through its timers until the peer read.
+  std::atomic<std::uint16_t> port{0};
+  std::atomic<bool> timed{false};
+  std::chrono::steady_clock::duration took{};
+  constexpr std::size_t bytes = 32u << 20;  // well beyond loopback's socket buffers
+  keel::system sys;
+  BOOST_REQUIRE(sys.start({1, false}, nullptr).is_ok());
+  sys.post(0, [&] {
+    auto fd = keel::listen_tcp({"127.0.0.1", 0});
+    port = keel::local_port(fd.value());
+    auto* listener = keel::tcp_listener::start(fd.value(), [&](int client) {
+      keel::spawn(write_then_time_sleeps(keel::connection::adopt(client), bytes, &took, &timed));
+    });
+    keel::shard::current()->at_stop([listener] { listener->close(); });
+  });
+  while (port.load() == 0) std::this_thread::sleep_for(1ms);
+  int fd = blocking_connect(port);
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (!timed.load() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  if (!timed.load()) {
+    // The shard is asleep for good: stopping it would hang too, so fail here.
+    std::fprintf(stderr, "error: the shard's timers did not run while a send waited for room\n");
+    std::_Exit(1);
+  }
+  // Now read: every byte arrives, so the rest of the short send was sent after all.
+  std::string got = read_until_closed(fd);
+  close(fd);
+  sys.stop();
+  sys.wait();
+  BOOST_TEST((took >= 100ms));
+  BOOST_TEST((took < 2s));
+  BOOST_TEST(got.size() == bytes);
 }
 
 namespace {
