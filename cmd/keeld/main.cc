@@ -35,6 +35,7 @@
 #include "keel/reactor/io.h"
 #include "keel/reactor/net.h"
 #include "keel/reactor/shard.h"
+#include "keel/version.h"
 #include "keel/wire/frame.h"
 #include "native.h"
 
@@ -43,9 +44,6 @@ extern char** environ;
 namespace keel::keeld {
 namespace {
 
-constexpr const char* keel_version = "0.1.0";
-constexpr const char* etcd_server_version = "3.4.23";  // the API level keel serves
-constexpr const char* etcd_cluster_version = "3.4.0";
 
 // A start-up error: one line, exit 1. _Exit, not exit: nothing half-built is torn down
 // (threads may be running, and destructors of a half-started daemon prove nothing).
@@ -140,10 +138,7 @@ void metrics_text(daemon_state& d, std::string& out) {
 
 void add_core_routes(daemon_state& d) {
   d.router.add("GET", "/version", [](const http_request&, http_response& response) {
-    static const std::string body = std::string("{\"etcdserver\":\"") + etcd_server_version +
-                                    "\",\"etcdcluster\":\"" + etcd_cluster_version +
-                                    "\",\"keel\":\"" + keel_version + "\"}";
-    response.send(200, "application/json", body);
+    response.send(200, "application/json", version_json);
   });
   d.router.add("GET", "/health", [](const http_request&, http_response& response) {
     // Single node, no consensus module yet: healthy while the shards serve.

@@ -93,6 +93,42 @@ constexpr std::string_view schema_text = R"json({
       "enum": ["exit", "proxy"],
       "default": "proxy"
     },
+    "proxy": {
+      "description": "Run as etcd's v2 proxy instead of a member: off, on (readwrite) or readonly.",
+      "type": "string",
+      "enum": ["off", "on", "readonly"],
+      "default": "off"
+    },
+    "proxy-failure-wait": {
+      "description": "Time (in milliseconds) an endpoint will be held in a failed state before being reconsidered for proxied requests.",
+      "type": "integer",
+      "minimum": 0,
+      "default": 5000
+    },
+    "proxy-refresh-interval": {
+      "description": "Time (in milliseconds) of the endpoints refresh interval.",
+      "type": "integer",
+      "minimum": 1,
+      "default": 30000
+    },
+    "proxy-dial-timeout": {
+      "description": "Time (in milliseconds) for a dial to timeout (accepted for etcd's command lines; keel's connects give up after two SYN retries).",
+      "type": "integer",
+      "minimum": 0,
+      "default": 1000
+    },
+    "proxy-write-timeout": {
+      "description": "Time (in milliseconds) for a write to timeout (accepted for etcd's command lines; keel's proxy does not time writes out).",
+      "type": "integer",
+      "minimum": 0,
+      "default": 5000
+    },
+    "proxy-read-timeout": {
+      "description": "Time (in milliseconds) for a read to timeout; 0 means none (accepted for etcd's command lines; keel's proxy does not time reads out, as watches are held open).",
+      "type": "integer",
+      "minimum": 0,
+      "default": 0
+    },
     "snapshot-count": {
       "description": "Committed entries between snapshots (etcd's flag; the kv module's kv.snapshot-count wins when set).",
       "type": "integer",

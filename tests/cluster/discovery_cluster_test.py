@@ -8,7 +8,9 @@
 4. kill -9 the leader: a new leader is elected and writes continue.
 5. Restart the dead member (same command line: its data dir makes it rejoin and ignore
    the token): it catches up (serializable reads equal the others').
-6. A fourth member with the same token is refused: "cluster is full", non-zero exit.
+6. A fourth member with the same token and --discovery-fallback exit is refused:
+   "cluster is full", non-zero exit. (With the default, proxy, it becomes a proxy:
+   proxy_test.py.)
 
 Usage: discovery_cluster_test.py --binary build/bin/keeld [--base-port 29470]
 Ports: base..base+5 for the members, base+8/base+9 for the discovery host.
@@ -124,7 +126,8 @@ def main():
                                 "--listen-client-urls", "http://127.0.0.1:%d" % (o.base_port + 6),
                                 "--listen-peer-urls", "http://127.0.0.1:%d" % (o.base_port + 7),
                                 "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % (o.base_port + 7),
-                                "--discovery", url], capture_output=True, text=True, timeout=30)
+                                "--discovery", url, "--discovery-fallback", "exit"],
+                               capture_output=True, text=True, timeout=30)
         check(extra.returncode != 0 and "cluster is full" in extra.stderr,
               "a fourth member is refused: %s" % (extra.stderr.strip().splitlines() or [""])[-1])
     except Exception as e:  # noqa: BLE001

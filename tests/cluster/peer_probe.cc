@@ -4,7 +4,7 @@
 //
 // Usage: peer_probe HOST PORT KIND CLUSTER_ID FROM_ID TO_ID TERM
 // KIND:
-//   garbage          bytes that are not a frame
+//   garbage          bytes that are not a frame (an HTTP POST, as etcd's raft transport)
 //   corrupt-crc      a RaftMessage frame with one payload byte flipped after the CRC
 //   other-cluster    a well-formed heartbeat from CLUSTER_ID + 1
 //   forged-term      an append of term TERM carrying an entry of term TERM + 1000
@@ -58,7 +58,9 @@ int main(int argc, char** argv) {
   m.term = term;
   std::string bytes;
   if (kind == "garbage") {
-    bytes = "GET / HTTP/1.1\r\nHost: x\r\n\r\nthis is not a frame at all";
+    // What an etcd member's raft transport would send: the peer port answers HTTP only
+    // for GET and HEAD (/members, /version), so this is refused as a bad frame.
+    bytes = "POST /raft HTTP/1.1\r\nHost: x\r\n\r\nthis is not a frame at all";
   } else if (kind == "corrupt-crc") {
     bytes = frame_of(keel::wire::frame_type::raft_message, keel::raft::encode_raft_message(m, cluster));
     bytes[bytes.size() - 9] ^= 0x5a;

@@ -335,8 +335,9 @@ BOOST_AUTO_TEST_CASE(flag_beats_env_beats_file_beats_default) {
 }
 
 BOOST_AUTO_TEST_CASE(rejects_unknown_etcd_env_variable) {
-  // etcd 2's proxy flag: keel has no such key.
-  BOOST_TEST(contains(load({}, {"ETCD_PROXY=on"}).error(), "env ETCD_PROXY: unknown environment variable"));
+  // etcd 2's ETCD_PROXY_DIAL_TIMEOUT is a key (proxy-dial-timeout); ETCD_PROXY_DIALS is not.
+  BOOST_TEST(contains(load({}, {"ETCD_PROXY_DIALS=1"}).error(), "env ETCD_PROXY_DIALS: unknown environment variable"));
+  BOOST_TEST(contains(load({}, {"ETCD_PROXY=maybe"}).error(), "env ETCD_PROXY: /proxy: must be one of off, on, readonly"));
   BOOST_TEST(contains(load({}, {"KEEL_SHARDZ=1"}).error(), "env KEEL_SHARDZ: unknown environment variable"));
 }
 

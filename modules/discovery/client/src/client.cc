@@ -423,6 +423,18 @@ class discoverer {
     return nodes_to_cluster(all, now.size);
   }
 
+  // etcd's getCluster (a proxy's view): the token's members once `size` have
+  // registered, without registering; a full cluster is an answer here, not an error.
+  result<std::string> cluster() {
+    cluster_state state;
+    status checked = check_cluster(state);
+    if (!checked && checked.code() == errc::already_exists) return nodes_to_cluster(state.nodes, state.size);
+    if (!checked) return checked;
+    std::vector<node> all;
+    if (status s = wait_nodes(state, all); !s) return s;
+    return nodes_to_cluster(all, state.size);
+  }
+
  private:
   std::string self_key() const { return _cluster + "/" + _request.member_id; }
 
@@ -624,6 +636,15 @@ result<std::string> discover_initial_cluster(const discovery_request& request) {
   if (!parsed) return parsed.error();
   discoverer d(request, std::move(parsed.value().first), std::move(parsed.value().second));
   return d.join();
+}
+
+result<std::string> discover_cluster(const discovery_request& request) {
+  discovery_request as_proxy = request;
+  as_proxy.member_id = "0";  // etcd's GetCluster: id 0, never among the registered
+  auto parsed = parse_url(request.url);
+  if (!parsed) return parsed.error();
+  discoverer d(as_proxy, std::move(parsed.value().first), std::move(parsed.value().second));
+  return d.cluster();
 }
 
 }  // namespace keel::discovery

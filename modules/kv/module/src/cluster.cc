@@ -26,8 +26,10 @@
 #include "keel/module.h"
 #include "keel/raft/raft.h"
 #include "keel/raft/wire.h"
+#include "keel/reactor/http.h"
 #include "keel/reactor/io.h"
 #include "keel/reactor/net.h"
+#include "keel/version.h"
 #include "keel/wire/frame.h"
 
 namespace keel::kv_module {
@@ -1194,13 +1196,13 @@ void adopt_cluster_id(const wire::frame_view& f) {
   save_member_file();
 }
 
-task<void> serve_inbound(connection* conn) {
+// Frames from a peer. `first` holds the bytes the peer port's protocol sniffing read.
+task<void> serve_inbound(connection* conn, recv_buffer first) {
   cluster_state& c = cs();
   c.inbound.push_back(conn);
   auto alive = std::make_shared<bool>(true);  // answers that wait check it before writing
   wire::frame_decoder decoder;
-  for (;;) {
-    recv_buffer buffer = co_await conn->read();
+  for (recv_buffer buffer = std::move(first);; buffer = co_await conn->read()) {
     if (buffer.size() == 0 || c.stopping) break;
     bool bad = false;
     status decoded = wire::decode_frames(decoder, buffer.data(), buffer.size(), [&](const wire::frame_view& f) {
@@ -1250,6 +1252,80 @@ task<void> serve_inbound(connection* conn) {
   std::erase(c.inbound, conn);
   *alive = false;
   conn->release();
+}
+
+// ---- the peer port's HTTP side ----------------------------------------------------------
+//
+// A GET or HEAD request on the peer port is HTTP; anything else is keel's frames (whose
+// first byte, 0xC7, starts no HTTP method). Served: etcd 3.4's peer `GET /members`, which
+// etcd's proxies and joining members read (etcdserver.GetClusterFromRemotePeers), and
+// `GET /version`. etcd's raft transport (POST /raft/...) is not spoken: such a request is
+// refused as a bad frame.
+
+bool is_http_read(const char* data, std::size_t size) {
+  std::string_view head(data, size);
+  return head.starts_with("GET ") || head.starts_with("HEAD ");
+}
+
+// etcd's membership.Member as JSON: the id as a number, then RaftAttributes and
+// Attributes flattened (isLearner, name and clientURLs left out when empty).
+void write_members_json(rapidjson::Writer<rapidjson::StringBuffer>& w) {
+  w.StartArray();
+  for (const cluster_member_info& m : cluster_members()) {
+    w.StartObject();
+    w.Key("id");
+    w.Uint64(m.id);
+    w.Key("peerURLs");
+    w.StartArray();
+    for (const std::string& u : m.peer_urls) w.String(u.c_str(), static_cast<rapidjson::SizeType>(u.size()));
+    w.EndArray();
+    if (m.learner) {
+      w.Key("isLearner");
+      w.Bool(true);
+    }
+    if (!m.name.empty()) {
+      w.Key("name");
+      w.String(m.name.c_str(), static_cast<rapidjson::SizeType>(m.name.size()));
+    }
+    if (!m.client_urls.empty()) {
+      w.Key("clientURLs");
+      w.StartArray();
+      for (const std::string& u : m.client_urls) w.String(u.c_str(), static_cast<rapidjson::SizeType>(u.size()));
+      w.EndArray();
+    }
+    w.EndObject();
+  }
+  w.EndArray();
+}
+
+const http_router& peer_router() {
+  static const http_router router = [] {
+    http_router r;
+    r.add("GET", "/members", [](const http_request&, http_response& response) {
+      rapidjson::StringBuffer out;
+      rapidjson::Writer<rapidjson::StringBuffer> w(out);
+      write_members_json(w);
+      response.add_header("X-Etcd-Cluster-ID", hex(cs().cluster_id));
+      response.send(200, "application/json", std::string(out.GetString(), out.GetSize()) + "\n");
+    });
+    r.add("GET", "/version", [](const http_request&, http_response& response) {
+      response.send(200, "application/json", version_json);
+    });
+    return r;
+  }();
+  return router;
+}
+
+const http_server_options& peer_http_options() {
+  static const http_server_options options = [] {
+    http_server_options o;
+    o.router = &peer_router();
+    o.body_bytes_max = 4096;
+    o.is_other_protocol = [](const char* data, std::size_t size) { return !is_http_read(data, size); };
+    o.serve_other_protocol = [](connection* conn, recv_buffer first) { return serve_inbound(conn, std::move(first)); };
+    return o;
+  }();
+  return options;
 }
 
 // Publishes this member's name and client URLs through the log once per start (as etcd's
@@ -1439,7 +1515,7 @@ void cluster_on_owner_start(shard& s) {
     }
     c.listeners.push_back(tcp_listener::start(fd.value(), [](int peer) {
       connection* conn = connection::adopt(peer);
-      spawn(serve_inbound(conn));
+      spawn(serve_http(conn, peer_http_options()));
     }));
     note(log_level::info, "listening for peers on " + where.host + ":" + std::to_string(where.port));
   }

@@ -6,11 +6,13 @@
 // format on the connection's shard.
 #include <rapidjson/document.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <unistd.h>
 #include <string>
 
 #include "core.h"
+#include "proxy.h"
 #include "keel/cluster.h"
 #include "keel/discovery/client.h"
 #include "keel/module.h"
@@ -35,13 +37,15 @@ std::vector<std::string> strings_of(const rapidjson::Value& doc, const char* key
 
 // etcd's static-cluster flags (core keys) -> the cluster options. The member ids are
 // etcd's, computed from the peer URLs and the token.
-keel::status read_cluster_options(std::string_view core_json, kvm::cluster_options& out, std::string& data_dir) {
+// `dir` is the kv store's directory (kv.dir, else --data-dir, else ./<name>.keel), where
+// member.json says a member was initialized. A --discovery token whose cluster is full is
+// errc::already_exists, for the caller to apply --discovery-fallback.
+keel::status read_cluster_options(std::string_view core_json, const std::string& dir, kvm::cluster_options& out) {
   rapidjson::Document core;
   std::string text(core_json);
   core.Parse(text.c_str());
   if (core.HasParseError() || !core.IsObject()) return {keel::errc::invalid_argument, "the core config is not an object"};
   out.name = string_of(core, "name", "default");
-  data_dir = string_of(core, "data-dir");
   out.token = string_of(core, "initial-cluster-token", "etcd-cluster");
   out.join_existing = string_of(core, "initial-cluster-state", "new") == "existing";
   out.listen_peer_urls = strings_of(core, "listen-peer-urls");
@@ -56,7 +60,6 @@ keel::status read_cluster_options(std::string_view core_json, kvm::cluster_optio
   if (!discovery.empty()) {
     // etcd: with --discovery the bootstrap cluster comes from the token, and the member
     // ids are computed with the discovery URL as the cluster token.
-    std::string dir = data_dir.empty() ? "./" + out.name + ".keel" : data_dir;
     if (::access((dir + "/member.json").c_str(), F_OK) == 0) {
       std::fprintf(stderr, "kv: discovery token ignored since a cluster has already been initialized\n");
     } else {
@@ -67,14 +70,7 @@ keel::status read_cluster_options(std::string_view core_json, kvm::cluster_optio
       request.peer_urls = out.advertise_peer_urls;
       request.member_id = keel::format_member_id(keel::compute_member_id(out.advertise_peer_urls, discovery));
       auto found = keel::discovery::discover_initial_cluster(request);
-      if (!found) {
-        std::string fallback = string_of(core, "discovery-fallback", "proxy");
-        if (found.error().code() == keel::errc::already_exists)
-          return {found.error().code(), found.error().message() + " (--discovery-fallback=" + fallback +
-                                            ": keel has no proxy mode, so this member exits; remove it or use a "
-                                            "new token)"};
-        return {found.error().code(), "--discovery " + discovery + ": " + found.error().message()};
-      }
+      if (!found) return {found.error().code(), "--discovery " + discovery + ": " + found.error().message()};
       initial_cluster = found.value();
       std::fprintf(stderr, "kv: discovery %s gave --initial-cluster %s\n", discovery.c_str(), initial_cluster.c_str());
     }
@@ -94,6 +90,70 @@ keel::status read_cluster_options(std::string_view core_json, kvm::cluster_optio
   return keel::status::ok();
 }
 
+bool proxy_mode = false;
+
+// Starts keeld as etcd's v2 proxy (proxy.h) with the cluster reached through `peer_urls`.
+keel::status start_proxy(keel::module_context* context, const rapidjson::Document& core, const std::string& dir,
+                         std::vector<std::string> peer_urls) {
+  kvm::proxy::options o;
+  o.peer_urls = std::move(peer_urls);
+  o.cluster_file = dir + "/proxy/cluster";
+  o.readonly = string_of(core, "proxy", "off") == "readonly";
+  if (core.HasMember("proxy-failure-wait") && core["proxy-failure-wait"].IsUint())
+    o.failure_wait = std::chrono::milliseconds(core["proxy-failure-wait"].GetUint());
+  if (core.HasMember("proxy-refresh-interval") && core["proxy-refresh-interval"].IsUint())
+    o.refresh_interval = std::chrono::milliseconds(core["proxy-refresh-interval"].GetUint());
+  proxy_mode = true;
+  return kvm::proxy::start(context, std::move(o));
+}
+
+// The peer URLs of a proxy without a cluster file: etcd's GetCluster on --discovery, else
+// --initial-cluster's URLs.
+keel::result<std::vector<std::string>> proxy_peer_urls(const rapidjson::Document& core) {
+  std::string initial_cluster = string_of(core, "initial-cluster");
+  std::string discovery = string_of(core, "discovery");
+  if (!discovery.empty()) {
+    keel::discovery::discovery_request request;
+    request.url = discovery;
+    auto found = keel::discovery::discover_cluster(request);
+    if (!found) return keel::status{found.error().code(), "--discovery " + discovery + ": " + found.error().message()};
+    initial_cluster = found.value();
+  }
+  auto members = keel::parse_initial_cluster(initial_cluster);
+  if (!members) return members.error();
+  std::vector<std::string> urls;
+  for (const keel::cluster_member_spec& m : members.value()) urls.insert(urls.end(), m.peer_urls.begin(), m.peer_urls.end());
+  std::sort(urls.begin(), urls.end());
+  return urls;
+}
+
+// etcd's startEtcdOrProxyV2: a data dir with a member starts the member; one with
+// proxy/cluster starts the proxy; else --proxy decides, and a member whose --discovery
+// cluster is full falls back to the proxy when --discovery-fallback is proxy. Sets
+// `started_proxy` when keeld is now a proxy.
+keel::status maybe_start_proxy(keel::module_context* context, const std::string& dir, bool& started_proxy) {
+  started_proxy = false;
+  rapidjson::Document core;
+  std::string text(context->core_config_json());
+  core.Parse(text.c_str());
+  if (core.HasParseError() || !core.IsObject()) return {keel::errc::invalid_argument, "the core config is not an object"};
+  if (::access((dir + "/member.json").c_str(), F_OK) == 0) return keel::status::ok();
+  auto kept = kvm::proxy::read_cluster_file(dir + "/proxy/cluster");
+  if (!kept) return kept.error();
+  if (kept.value()) {
+    if (!string_of(core, "discovery").empty())
+      context->log(keel::log_level::warn, "discovery token ignored since the proxy has already been initialized; "
+                                          "valid cluster file found at " + dir + "/proxy/cluster");
+    started_proxy = true;
+    return start_proxy(context, core, dir, std::move(*kept.value()));
+  }
+  if (string_of(core, "proxy", "off") == "off") return keel::status::ok();
+  auto peers = proxy_peer_urls(core);
+  if (!peers) return peers.error();
+  started_proxy = true;
+  return start_proxy(context, core, dir, std::move(peers.value()));
+}
+
 int start(keel::module_context* context, char* error, std::size_t error_bytes) {
   rapidjson::Document config;
   std::string text(context->config_json());
@@ -103,14 +163,35 @@ int start(keel::module_context* context, char* error, std::size_t error_bytes) {
     return 1;
   }
   kvm::core_options options;
-  std::string data_dir;
-  if (keel::status read = read_cluster_options(context->core_config_json(), options.cluster, data_dir); !read) {
+  {
+    // kv.dir wins; else etcd's --data-dir; else ./<name>.keel (as --data-dir's default).
+    rapidjson::Document core;
+    std::string core_text(context->core_config_json());
+    core.Parse(core_text.c_str());
+    std::string data_dir = core.IsObject() ? string_of(core, "data-dir") : "";
+    std::string name = core.IsObject() ? string_of(core, "name", "default") : "default";
+    options.dir = config["dir"].GetString();
+    if (options.dir.empty()) options.dir = data_dir.empty() ? "./" + name + ".keel" : data_dir;
+  }
+  bool started_proxy = false;
+  if (keel::status s = maybe_start_proxy(context, options.dir, started_proxy); !s || started_proxy) {
+    if (!s) std::snprintf(error, error_bytes, "%s", s.to_string().c_str());
+    return s ? 0 : 1;
+  }
+  if (keel::status read = read_cluster_options(context->core_config_json(), options.dir, options.cluster); !read) {
+    rapidjson::Document core;
+    std::string core_text(context->core_config_json());
+    core.Parse(core_text.c_str());
+    if (read.code() == keel::errc::already_exists && string_of(core, "discovery-fallback", "proxy") == "proxy") {
+      context->log(keel::log_level::info, "discovery cluster full, falling back to proxy");
+      auto peers = proxy_peer_urls(core);
+      keel::status started = peers ? start_proxy(context, core, options.dir, std::move(peers.value())) : peers.error();
+      if (!started) std::snprintf(error, error_bytes, "%s", started.to_string().c_str());
+      return started ? 0 : 1;
+    }
     std::snprintf(error, error_bytes, "%s", read.to_string().c_str());
     return 1;
   }
-  options.dir = config["dir"].GetString();
-  // kv.dir wins; else etcd's --data-dir; else ./<name>.keel (as --data-dir's default).
-  if (options.dir.empty()) options.dir = data_dir.empty() ? "./" + options.cluster.name + ".keel" : data_dir;
   if (config.HasMember("snapshot-count") && config["snapshot-count"].IsUint64())
     options.snapshot_count = config["snapshot-count"].GetUint64();
   // etcd's --snapshot-count (a core key) applies unless kv.snapshot-count was changed.
@@ -144,7 +225,10 @@ int start(keel::module_context* context, char* error, std::size_t error_bytes) {
   return 0;
 }
 
-void stop(keel::module_context*) { kvm::core_stop(); }
+void stop(keel::module_context*) {
+  if (proxy_mode) kvm::proxy::stop();
+  else kvm::core_stop();
+}
 
 constexpr const char* schema = R"({
   "type": "object",

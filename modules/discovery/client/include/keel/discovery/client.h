@@ -78,6 +78,12 @@ struct discovery_request {
 // REQUIRES: request.name non-empty, request.peer_urls non-empty, request.member_id non-empty.
 result<std::string> discover_initial_cluster(const discovery_request& request);
 
+// etcd's GetCluster, for a proxy: the --initial-cluster string of the token's first
+// `size` members, waiting for them to register if fewer have; registers nothing. Only
+// request.url, retry, request_timeout and wait_timeout are used. Errors as above, except
+// that a full cluster is the answer.
+result<std::string> discover_cluster(const discovery_request& request);
+
 // etcd's URLsMap.String() for one member: the "name=url" pairs, sorted, joined with ','.
 std::string member_config(std::string_view name, std::span<const std::string> peer_urls);
 

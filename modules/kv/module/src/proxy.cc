@@ -1,0 +1,581 @@
+// proxy.cc — etcd 3.4's v2 proxy (proxy.h, ../PROXY.md).
+#include "proxy.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <sstream>
+
+#include "keel/module.h"
+#include "keel/reactor/http.h"
+#include "keel/reactor/io.h"
+#include "keel/reactor/net.h"
+#include "keel/reactor/shard.h"
+
+namespace keel::kv_module::proxy {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+// ---- the endpoint table (etcd's director) -------------------------------------------------
+
+struct director {
+  std::mutex mutex;
+  options opts;
+  std::vector<std::string> endpoints;  // the members' client URLs, shuffled per refresh
+  std::map<std::string, clock::time_point> failed_until;
+  module_context* context = nullptr;
+  bool announced = false;  // "endpoints found" is logged once, as etcd
+};
+director* g = nullptr;
+
+void note(log_level level, const std::string& text) { g->context->log(level, text); }
+
+// The endpoints not marked failed, in the refresh's shuffled order.
+std::vector<std::string> available() {
+  std::lock_guard lock(g->mutex);
+  std::vector<std::string> out;
+  clock::time_point now = clock::now();
+  for (const std::string& url : g->endpoints) {
+    auto it = g->failed_until.find(url);
+    if (it == g->failed_until.end() || now >= it->second) out.push_back(url);
+  }
+  return out;
+}
+
+// etcd's endpoint.Failed: unavailable for failure_wait, then tried again.
+void mark_failed(const std::string& url, const std::string& why) {
+  {
+    std::lock_guard lock(g->mutex);
+    clock::time_point now = clock::now();
+    auto it = g->failed_until.find(url);
+    if (it != g->failed_until.end() && now < it->second) return;
+    g->failed_until[url] = now + g->opts.failure_wait;
+  }
+  note(log_level::warn, "proxy: failed to direct request to " + url + ": " + why + "; marked endpoint " + url +
+                            " unavailable for " + std::to_string(g->opts.failure_wait.count()) + " ms");
+}
+
+// ---- HTTP/1.1 responses from upstream -----------------------------------------------------
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Hop-by-hop headers (etcd's singleHopHeaders, from Go's ReverseProxy): not forwarded in
+// either direction. Content-Length and Content-Type are set by keel's own framing.
+bool is_hop_by_hop(std::string_view lowered) {
+  static constexpr std::string_view names[] = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+                                               "te",         "trailers",   "transfer-encoding",  "upgrade"};
+  return std::find(std::begin(names), std::end(names), lowered) != std::end(names);
+}
+
+struct upstream_head {
+  int status = 0;
+  std::string content_type;
+  std::vector<std::pair<std::string, std::string>> headers;  // the ones passed on
+  enum class framing { none, length, chunked, until_close } how = framing::until_close;
+  std::size_t length = 0;
+  bool keep_alive = true;
+};
+
+// Parses a complete response head at the start of `bytes`; body_at is where the body
+// starts. False while the head is incomplete; `malformed` when it cannot be one.
+bool parse_head(std::string_view bytes, bool head_request, upstream_head& out, std::size_t& body_at, bool& malformed) {
+  malformed = false;
+  std::size_t end = bytes.find("\r\n\r\n");
+  if (end == std::string_view::npos) {
+    malformed = bytes.size() > 64 * 1024;
+    return false;
+  }
+  std::size_t line_end = bytes.find("\r\n");
+  std::string_view status_line = bytes.substr(0, line_end);
+  if (!status_line.starts_with("HTTP/1.") || status_line.size() < 12) {
+    malformed = true;
+    return false;
+  }
+  out.status = std::atoi(std::string(status_line.substr(9, 3)).c_str());
+  if (out.status < 100 || out.status > 999) {
+    malformed = true;
+    return false;
+  }
+  out.keep_alive = status_line.starts_with("HTTP/1.1");
+  bool has_length = false, chunked = false;
+  std::size_t at = line_end + 2;
+  while (at < end) {
+    std::size_t eol = bytes.find("\r\n", at);
+    std::string_view line = bytes.substr(at, eol - at);
+    at = eol + 2;
+    std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos) continue;
+    std::string name = lower(line.substr(0, colon));
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+    if (name == "content-type") {
+      out.content_type = std::string(value);
+    } else if (name == "content-length") {
+      has_length = true;
+      out.length = static_cast<std::size_t>(std::strtoull(std::string(value).c_str(), nullptr, 10));
+    } else if (name == "transfer-encoding") {
+      chunked = lower(value).find("chunked") != std::string::npos;
+    } else if (name == "connection") {
+      std::string v = lower(value);
+      if (v == "close") out.keep_alive = false;
+      if (v == "keep-alive") out.keep_alive = true;
+    } else if (!is_hop_by_hop(name)) {
+      out.headers.emplace_back(std::string(line.substr(0, colon)), std::string(value));
+    }
+  }
+  body_at = end + 4;
+  if (head_request || out.status / 100 == 1 || out.status == 204 || out.status == 304) out.how = upstream_head::framing::none;
+  else if (chunked) out.how = upstream_head::framing::chunked;
+  else if (has_length) out.how = upstream_head::framing::length;
+  else {
+    out.how = upstream_head::framing::until_close;
+    out.keep_alive = false;
+  }
+  return true;
+}
+
+// ---- per-shard state: pooled upstream connections, relays to watch -------------------------
+
+// A relay in progress: the sweeper shuts its upstream socket when the client has gone,
+// so a held watch does not outlive its client by more than a second.
+struct active_relay {
+  http_response* response;
+  int upstream_fd = -1;
+};
+
+struct shard_state {
+  std::map<std::string, std::vector<connection*>> idle;  // by endpoint URL
+  std::vector<active_relay*> active;
+  bool stopping = false;
+  bool sweeping = false;
+};
+thread_local shard_state t;
+
+constexpr std::size_t idle_per_endpoint_max = 128;  // etcd's DefaultMaxIdleConnsPerHost
+
+task<void> sweeper() {
+  t.sweeping = true;
+  while (!t.stopping) {
+    int slept = co_await keel::sleep_for(std::chrono::seconds(1));
+    if (slept != -ETIME || t.stopping) break;
+    for (active_relay* a : t.active)
+      if (a->upstream_fd >= 0 && a->response->peer_closed()) ::shutdown(a->upstream_fd, SHUT_RDWR);
+  }
+  t.sweeping = false;
+}
+
+void release_idle() {
+  for (auto& [url, conns] : t.idle)
+    for (connection* c : conns) c->release();
+  t.idle.clear();
+}
+
+// ---- reading the members (etcd's GetClusterFromRemotePeers) ------------------------------
+
+struct members_answer {
+  std::vector<std::string> client_urls;
+  std::vector<std::string> peer_urls;
+};
+
+// GET <peer>/members on the peer port; nullopt if it did not answer 200 with members.
+task<std::optional<members_answer>> fetch_members(const std::string& peer_url) {
+  auto where = parse_endpoint(peer_url);
+  if (!where) co_return std::nullopt;
+  task<result<connection*>> connecting = connection::connect(where.value());
+  auto conn = co_await std::move(connecting);
+  if (!conn) co_return std::nullopt;
+  connection* c = conn.value();
+  c->write("GET /members HTTP/1.1\r\nHost: " + where->host + ":" + std::to_string(where->port) +
+           "\r\nConnection: close\r\n\r\n");
+  std::string bytes;
+  for (;;) {
+    recv_buffer buffer = co_await c->read();
+    if (buffer.size() == 0) break;
+    bytes.append(buffer.data(), buffer.size());
+    if (bytes.size() > (4u << 20)) break;
+  }
+  c->release();
+  upstream_head head;
+  std::size_t body_at = 0;
+  bool malformed = false;
+  if (!parse_head(bytes, false, head, body_at, malformed) || head.status != 200) co_return std::nullopt;
+  std::string body = bytes.substr(body_at);
+  if (head.how == upstream_head::framing::length) body.resize(std::min(body.size(), head.length));
+  rapidjson::Document doc;
+  doc.Parse(body.c_str(), body.size());
+  if (doc.HasParseError() || !doc.IsArray() || doc.Empty()) co_return std::nullopt;
+  members_answer out;
+  for (const auto& m : doc.GetArray()) {
+    if (!m.IsObject()) continue;
+    for (const char* field : {"clientURLs", "peerURLs"}) {
+      if (!m.HasMember(field) || !m[field].IsArray()) continue;
+      for (const auto& u : m[field].GetArray())
+        if (u.IsString()) (field[0] == 'c' ? out.client_urls : out.peer_urls).emplace_back(u.GetString());
+    }
+  }
+  co_return out;
+}
+
+task<void> refresh_once() {
+  std::vector<std::string> peers;
+  {
+    std::lock_guard lock(g->mutex);
+    peers = g->opts.peer_urls;
+  }
+  std::optional<members_answer> found;
+  for (const std::string& peer : peers) {
+    task<std::optional<members_answer>> asking = fetch_members(peer);
+    found = co_await std::move(asking);
+    if (found) break;
+  }
+  if (!found) {
+    // etcd: the refresh finds no member, so no endpoint is used until the next one.
+    note(log_level::warn, "proxy: could not read the cluster's members from any of its peer URLs");
+    std::lock_guard lock(g->mutex);
+    g->endpoints.clear();
+    co_return;
+  }
+  static thread_local std::mt19937 random{std::random_device{}()};
+  std::shuffle(found->client_urls.begin(), found->client_urls.end(), random);
+  std::vector<std::string> sorted_peers = found->peer_urls;
+  std::sort(sorted_peers.begin(), sorted_peers.end());
+  bool peers_changed = false, announce = false;
+  std::string cluster_file;
+  {
+    std::lock_guard lock(g->mutex);
+    g->endpoints = found->client_urls;
+    std::vector<std::string> before = g->opts.peer_urls;
+    std::sort(before.begin(), before.end());
+    if (!sorted_peers.empty() && before != sorted_peers) {
+      g->opts.peer_urls = sorted_peers;
+      peers_changed = true;
+      cluster_file = g->opts.cluster_file;
+    }
+    if (!g->announced && !g->endpoints.empty()) announce = g->announced = true;
+  }
+  if (peers_changed) {
+    if (status saved = write_cluster_file(cluster_file, sorted_peers); !saved)
+      note(log_level::warn, "proxy: " + saved.message());
+    else
+      note(log_level::info, "proxy: updated peer urls in cluster file " + cluster_file);
+  }
+  if (announce) {
+    std::string list;
+    for (const std::string& u : found->client_urls) list += (list.empty() ? "" : " ") + u;
+    note(log_level::info, "proxy: endpoints found: " + list);
+  }
+}
+
+task<void> refresher() {
+  while (!t.stopping) {
+    task<void> refreshing = refresh_once();
+    co_await std::move(refreshing);
+    std::chrono::milliseconds wait = g->opts.refresh_interval;
+    // etcd: at the default interval or more, retry every second while nothing is known.
+    if (wait >= std::chrono::milliseconds(30000) && available().empty()) wait = std::chrono::milliseconds(1000);
+    int slept = co_await keel::sleep_for(wait);
+    if (slept != -ETIME) break;
+  }
+}
+
+// ---- relaying one request ------------------------------------------------------------------
+
+std::string request_bytes(const http_request& q, const endpoint& to) {
+  std::string out = q.method + " " + q.url + " HTTP/1.1\r\n";
+  bool host = false;
+  for (const http_header& h : q.headers) {
+    std::string name = lower(h.name);
+    if (is_hop_by_hop(name) || name == "content-length") continue;
+    host = host || name == "host";
+    out += h.name + ": " + h.value + "\r\n";
+  }
+  if (!host) out += "Host: " + to.host + ":" + std::to_string(to.port) + "\r\n";
+  if (!q.body.empty() || q.method == "PUT" || q.method == "POST" || q.method == "PATCH")
+    out += "Content-Length: " + std::to_string(q.body.size()) + "\r\n";
+  out += "\r\n";
+  out += q.body;
+  return out;
+}
+
+// An upstream connection: an idle one to `url` if there is one (`reused`), else a new one.
+task<result<connection*>> upstream_to(const std::string& url, const endpoint& where, bool& reused) {
+  auto& pool = t.idle[url];
+  reused = !pool.empty();
+  if (reused) {
+    connection* c = pool.back();
+    pool.pop_back();
+    co_return c;
+  }
+  task<result<connection*>> connecting = connection::connect(where);
+  co_return co_await std::move(connecting);
+}
+
+void give_back(const std::string& url, connection* c) {
+  auto& pool = t.idle[url];
+  if (t.stopping || pool.size() >= idle_per_endpoint_max) c->release();
+  else pool.push_back(c);
+}
+
+// Passes the body on as it arrives. `bytes` holds what was read past the head. Returns
+// true when the body ended as framed (the connection may be reused).
+task<bool> relay_body(connection* c, const upstream_head& head, std::string bytes, http_response& r) {
+  using framing = upstream_head::framing;
+  if (head.how == framing::none) {
+    r.send(head.status, head.content_type, "");
+    co_return bytes.empty();
+  }
+  if (head.how == framing::length) {
+    while (bytes.size() < head.length) {
+      recv_buffer buffer = co_await c->read();
+      if (buffer.size() == 0) break;
+      bytes.append(buffer.data(), buffer.size());
+    }
+    if (bytes.size() < head.length) {
+      r.send_error(502, "httpproxy: the member closed the connection in the middle of its answer");
+      co_return false;
+    }
+    r.send(head.status, head.content_type, std::string_view(bytes).substr(0, head.length));
+    co_return bytes.size() == head.length;
+  }
+  r.start_stream(head.status, head.content_type);
+  if (head.how == framing::until_close) {
+    if (!bytes.empty()) r.write_chunk(bytes);
+    for (;;) {
+      recv_buffer buffer = co_await c->read();
+      if (buffer.size() == 0 || r.peer_closed()) break;
+      r.write_chunk({buffer.data(), buffer.size()});
+      (void)co_await r.drained();
+    }
+    r.end_stream();
+    co_return false;
+  }
+  // Chunked: decode each chunk and write it on as a chunk of keel's own.
+  std::size_t at = 0;
+  for (;;) {
+    std::size_t eol = bytes.find("\r\n", at);
+    if (eol != std::string::npos) {
+      std::size_t size = static_cast<std::size_t>(std::strtoull(bytes.substr(at, eol - at).c_str(), nullptr, 16));
+      if (size == 0) {
+        // The last chunk; the trailer (ignored) ends with an empty line.
+        std::size_t end = std::string::npos;
+        if (bytes.compare(eol + 2, 2, "\r\n") == 0) end = eol + 4;
+        else if (std::size_t blank = bytes.find("\r\n\r\n", eol + 2); blank != std::string::npos) end = blank + 4;
+        if (end != std::string::npos) {
+          r.end_stream();
+          co_return end == bytes.size();
+        }
+      } else if (bytes.size() >= eol + 2 + size + 2) {
+        r.write_chunk(std::string_view(bytes).substr(eol + 2, size));
+        at = eol + 2 + size + 2;
+        if (at > 64 * 1024) {
+          bytes.erase(0, at);
+          at = 0;
+        }
+        continue;
+      }
+    }
+    recv_buffer buffer = co_await c->read();
+    if (buffer.size() == 0 || r.peer_closed()) break;
+    bytes.append(buffer.data(), buffer.size());
+    (void)co_await r.drained();
+  }
+  r.end_stream();
+  co_return false;
+}
+
+// One client request through the proxy (etcd's reverseProxy.ServeHTTP).
+task<void> relay(const http_request& q, http_response& r) {
+  if (!t.sweeping && !t.stopping) spawn(sweeper());
+  if (g->opts.readonly && q.method != "GET") {
+    r.send(501, "text/plain; charset=utf-8", "");
+    co_return;
+  }
+  std::vector<std::string> endpoints = available();
+  if (endpoints.empty()) {
+    r.send_error(503, "httpproxy: zero endpoints currently available");
+    co_return;
+  }
+  active_relay watch{&r, -1};
+  t.active.push_back(&watch);
+  struct unregister {
+    active_relay* a;
+    ~unregister() { std::erase(t.active, a); }
+  } on_exit{&watch};
+  bool head_request = q.method == "HEAD";
+  for (const std::string& url : endpoints) {
+    auto where = parse_endpoint(url);
+    if (!where) {
+      mark_failed(url, where.error().message());
+      continue;
+    }
+    std::string out = request_bytes(q, where.value());
+    // A pooled connection the member has closed meanwhile fails before any byte of an
+    // answer: then (only then) the request is sent again on a new connection.
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      bool reused = false;
+      task<result<connection*>> getting = upstream_to(url, where.value(), reused);
+      auto conn = co_await std::move(getting);
+      if (!conn) {
+        mark_failed(url, conn.error().message());
+        break;
+      }
+      connection* c = conn.value();
+      watch.upstream_fd = c->fd();
+      c->write(out);
+      std::string bytes;
+      upstream_head head;
+      std::size_t body_at = 0;
+      bool malformed = false, complete = false;
+      for (;;) {
+        recv_buffer buffer = co_await c->read();
+        if (buffer.size() == 0) break;
+        bytes.append(buffer.data(), buffer.size());
+        complete = parse_head(bytes, head_request, head, body_at, malformed);
+        if (complete || malformed) break;
+      }
+      if (!complete) {
+        c->release();
+        watch.upstream_fd = -1;
+        if (r.peer_closed()) co_return;  // the client left while the member held the request
+        if (reused && bytes.empty() && !malformed) continue;
+        mark_failed(url, malformed ? "a malformed answer" : "the connection closed before an answer");
+        break;
+      }
+      for (const auto& [name, value] : head.headers) r.add_header(name, value);
+      task<bool> relaying = relay_body(c, head, bytes.substr(body_at), r);
+      bool reusable = co_await std::move(relaying);
+      watch.upstream_fd = -1;
+      if (reusable && head.keep_alive && !r.peer_closed()) give_back(url, c);
+      else c->release();
+      co_return;
+    }
+  }
+  r.send_error(502, "httpproxy: unable to get response from " + std::to_string(endpoints.size()) + " endpoint(s)");
+}
+
+void write_config(http_response& r) {
+  rapidjson::StringBuffer out;
+  rapidjson::Writer<rapidjson::StringBuffer> w(out);
+  w.StartObject();
+  w.Key("endpoints");
+  w.StartArray();
+  for (const std::string& u : available()) w.String(u.c_str(), static_cast<rapidjson::SizeType>(u.size()));
+  w.EndArray();
+  w.EndObject();
+  r.send(200, "application/json", std::string(out.GetString(), out.GetSize()) + "\n");
+}
+
+status fsync_path(const std::string& path, int flags) {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) return {errc::io_error, path + ": " + std::strerror(errno)};
+  int rc = ::fsync(fd);
+  int saved = errno;
+  ::close(fd);
+  if (rc != 0) return {errc::io_error, "fsync " + path + ": " + std::strerror(saved)};
+  return status::ok();
+}
+
+}  // namespace
+
+result<std::optional<std::vector<std::string>>> read_cluster_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    if (errno == ENOENT) return std::optional<std::vector<std::string>>{};
+    return status{errc::io_error, "proxy cluster file " + path + ": " + std::strerror(errno)};
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  rapidjson::Document doc;
+  std::string body = text.str();
+  doc.Parse(body.c_str(), body.size());
+  if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("PeerURLs") || !doc["PeerURLs"].IsArray())
+    return status{errc::invalid_argument,
+                  "proxy cluster file " + path + ": expected {\"PeerURLs\":[\"http://host:port\", ...]}, got: " + body};
+  std::vector<std::string> urls;
+  for (const auto& u : doc["PeerURLs"].GetArray()) {
+    if (!u.IsString() || !parse_endpoint(u.GetString()))
+      return status{errc::invalid_argument, "proxy cluster file " + path + ": a peer URL is not http://host:port: " + body};
+    urls.emplace_back(u.GetString());
+  }
+  if (urls.empty()) return status{errc::invalid_argument, "proxy cluster file " + path + ": PeerURLs is empty"};
+  return std::optional<std::vector<std::string>>{std::move(urls)};
+}
+
+status write_cluster_file(const std::string& path, const std::vector<std::string>& peer_urls) {
+  std::string dir = path.substr(0, path.rfind('/'));
+  std::string parent = dir.substr(0, dir.rfind('/'));
+  for (const std::string& d : {parent, dir})
+    if (!d.empty() && ::mkdir(d.c_str(), 0700) != 0 && errno != EEXIST)
+      return {errc::io_error, "mkdir " + d + ": " + std::strerror(errno)};
+  rapidjson::StringBuffer out;
+  rapidjson::Writer<rapidjson::StringBuffer> w(out);
+  w.StartObject();
+  w.Key("PeerURLs");
+  w.StartArray();
+  for (const std::string& u : peer_urls) w.String(u.c_str(), static_cast<rapidjson::SizeType>(u.size()));
+  w.EndArray();
+  w.EndObject();
+  std::string temporary = path + ".bak";  // etcd's name for it
+  {
+    std::ofstream file(temporary, std::ios::trunc);
+    file << out.GetString();
+    file.flush();
+    if (!file) return {errc::io_error, "write " + temporary + ": " + std::strerror(errno)};
+  }
+  if (status s = fsync_path(temporary, O_RDONLY); !s) return s;
+  if (::rename(temporary.c_str(), path.c_str()) != 0)
+    return {errc::io_error, "rename " + temporary + " to " + path + ": " + std::strerror(errno)};
+  return fsync_path(dir, O_RDONLY | O_DIRECTORY);
+}
+
+status start(module_context* context, options o) {
+  g = new director;  // lives as long as the process: shard threads read it until they end
+  g->context = context;
+  g->opts = std::move(o);
+  if (status saved = write_cluster_file(g->opts.cluster_file, g->opts.peer_urls); !saved) return saved;
+  http_router& router = context->router();
+  for (const char* method : {"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"}) router.add_prefix_async(method, "/", relay);
+  // keeld's own /version and /health (exact routes) are the cluster's answers through a
+  // proxy, as in etcd's proxy, where every path but /metrics is forwarded.
+  router.add_async("GET", "/version", relay);
+  router.add_async("GET", "/health", relay);
+  router.add("GET", "/v2/config/local/proxy", [](const http_request&, http_response& r) { write_config(r); });
+  context->on_shard_start([](shard& s) {
+    t.stopping = false;
+    if (s.id() == 0) spawn(refresher());
+  });
+  context->on_shard_stop([](shard&) {
+    t.stopping = true;
+    release_idle();
+  });
+  std::string peers;
+  for (const std::string& u : g->opts.peer_urls) peers += (peers.empty() ? "" : ",") + u;
+  context->log(log_level::info, std::string("proxy: running as etcd's v2 proxy") + (g->opts.readonly ? " (readonly)" : "") +
+                                    " with peer urls " + peers + "; cluster file " + g->opts.cluster_file);
+  return status::ok();
+}
+
+void stop() {}
+
+}  // namespace keel::kv_module::proxy
