@@ -11,7 +11,10 @@
 5. Adding the same peer URL again is refused (a duplicate), and removing an unknown id
    is refused (member not found).
 6. `member remove` of the fourth: three members remain, writes continue, and the removed
-   member says so in its log.
+   member says so in its log. Its URL is added again: a new id (etcd's are of the time
+   of the add); a fresh keeld on it learns that id from GET /members on a peer port and
+   catches up; it is removed again. A keeld never added is refused ("member count is
+   unequal").
 7. v2: POST /v2/members adds (201), DELETE /v2/members/<id> removes (204).
 8. GET /health is 200 on every member, 503 on a member whose two peers are stopped
    (SIGSTOP: no quorum, so no leader or no ReadIndex), 200 again after SIGCONT.
@@ -157,6 +160,50 @@ def main():
                 said = "removed from the cluster" in f.read()
             time.sleep(0.2)
         check(said, "the removed member says so in its log")
+
+        # As etcd, an added member's id comes from the time it was added, and the joiner
+        # learns it from the cluster (GET /members on a peer port): so the URL of a removed
+        # member can be added again, as a new member with a new id, and a fresh keeld on it
+        # joins.
+        joiner.kill()
+        joiner.wait()
+        joiner = None
+        code, again = post(c.url(leader), "/v3/cluster/member/add", {"peerURLs": [peer]})
+        again_id = int(again["member"]["ID"]) if code == 200 else 0
+        check(code == 200 and again_id not in (0, new_id),
+              "the removed member's URL is added again with a new id (%d: %x, was %x)" % (code, again_id, new_id))
+        log = open(os.path.join(work, "m3b.log"), "wb")
+        joiner = subprocess.Popen([o.binary, "--name", "m3", "--data-dir", os.path.join(work, "m3b.data"),
+                                   "--listen-client-urls", client, "--advertise-client-urls", client,
+                                   "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                                   "--initial-cluster", initial, "--initial-cluster-state", "existing",
+                                   "--initial-cluster-token", c.token],
+                                  stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        caught = False
+        while time.monotonic() < deadline and not caught:
+            try:
+                caught = harness.kv_get(client, "m/after", 1.0, serializable=True)[0] == "1"
+            except (harness.NotSent, harness.Unknown, harness.HttpError):
+                pass
+            time.sleep(0.1)
+        with open(os.path.join(work, "m3b.log")) as f:
+            joined = "as member %x (m3)" % again_id in f.read()
+        check(caught and joined, "a fresh member on that URL learns its id from the cluster and catches up")
+        code, removed = post(c.url(leader), "/v3/cluster/member/remove", {"ID": str(again_id)})
+        check(code == 200 and len(removed["members"]) == 3, "and is removed again: 3 members remain")
+        joiner.kill()
+        joiner.wait()
+        joiner = None
+        # A member that was never added is refused at start, with etcd's reason.
+        stray = "http://127.0.0.1:%d" % (o.base_port + 8)
+        out = subprocess.run([o.binary, "--name", "m9", "--data-dir", os.path.join(work, "m9.data"),
+                              "--listen-client-urls", "http://127.0.0.1:%d" % (o.base_port + 9),
+                              "--listen-peer-urls", stray, "--initial-advertise-peer-urls", stray,
+                              "--initial-cluster", c.initial_cluster + ",m9=" + stray,
+                              "--initial-cluster-state", "existing"], capture_output=True, text=True, timeout=20)
+        check(out.returncode != 0 and "member count is unequal" in out.stderr,
+              "a member never added is refused: %s" % (out.stderr.strip().splitlines() or [""])[-1])
 
         code, v2 = post(c.url(leader), "/v2/members", {"peerURLs": ["http://127.0.0.1:%d" % (o.base_port + 9)]})
         check(code == 201 and v2.get("peerURLs"), "v2: POST /v2/members -> 201")

@@ -638,6 +638,56 @@ result<std::string> discover_initial_cluster(const discovery_request& request) {
   return d.join();
 }
 
+result<remote_cluster> get_cluster_from_peers(std::span<const std::string> peer_urls, milliseconds timeout) {
+  std::string last = "no peer URL given";
+  for (const std::string& url : peer_urls) {
+    auto parsed = parse_url(url + "/members");
+    if (!parsed) {
+      last = url + ": " + parsed.error().message();
+      continue;
+    }
+    auto answered = http_do(parsed.value().first, "GET", "/members", {}, timeout);
+    if (auto* failed = std::get_if<transport_error>(&answered)) {
+      last = "GET " + url + "/members: " + failed->detail;
+      continue;
+    }
+    const http_answer& answer = std::get<http_answer>(answered);
+    if (answer.status != 200) {
+      last = "GET " + url + "/members: HTTP " + std::to_string(answer.status);
+      continue;
+    }
+    rapidjson::Document doc;
+    doc.Parse(answer.body.c_str(), answer.body.size());
+    if (doc.HasParseError() || !doc.IsArray())
+      return status(errc::invalid_argument, "GET " + url + "/members: not a JSON array of members: " + answer.body.substr(0, 200));
+    remote_cluster out;
+    std::string id_text(answer.header("x-etcd-cluster-id"));
+    char* end = nullptr;
+    out.cluster_id = std::strtoull(id_text.c_str(), &end, 16);
+    if (id_text.empty() || *end != '\0' || out.cluster_id == 0) {
+      last = "GET " + url + "/members: no X-Etcd-Cluster-ID header";
+      continue;
+    }
+    for (const auto& m : doc.GetArray()) {
+      if (!m.IsObject() || !m.HasMember("id") || !m["id"].IsUint64())
+        return status(errc::invalid_argument, "GET " + url + "/members: a member without a numeric id: " + answer.body.substr(0, 200));
+      remote_member member;
+      member.id = m["id"].GetUint64();
+      member.name = string_of(m, "name");
+      for (const char* field : {"peerURLs", "clientURLs"}) {
+        if (!m.HasMember(field) || !m[field].IsArray()) continue;
+        for (const auto& u : m[field].GetArray())
+          if (u.IsString()) (field[0] == 'p' ? member.peer_urls : member.client_urls).emplace_back(u.GetString());
+      }
+      member.learner = m.HasMember("isLearner") && m["isLearner"].IsBool() && m["isLearner"].GetBool();
+      out.members.push_back(std::move(member));
+    }
+    if (out.members.empty()) return status(errc::unavailable, "failed to get raft cluster member(s) from the given URLs");
+    return out;
+  }
+  return status(errc::unavailable, "could not retrieve cluster information from the given URLs (" + last + ")");
+}
+
 result<std::string> discover_cluster(const discovery_request& request) {
   discovery_request as_proxy = request;
   as_proxy.member_id = "0";  // etcd's GetCluster: id 0, never among the registered

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <fstream>
 #include <map>
@@ -1435,8 +1436,13 @@ status build_node(bool restart, bool join) {
   if (status valid = raft::validate(cfg); !valid) return {valid.code(), "raft config: " + valid.message()};
   c.node = std::make_unique<raft::node>(std::move(cfg));
   if (join) {
-    c.context->log(log_level::info, "joining an existing cluster as member " + hex(c.self) + " (" + c.name +
-                                        "); waiting for its leader to contact this member");
+    // The ids came from the cluster's members (etcd's GetClusterFromRemotePeers, in
+    // module.cc), so they are kept at once; a joiner whose cluster id is still unknown
+    // saves them at the leader's first contact (adopt_cluster_id).
+    if (c.cluster_id != 0)
+      if (status written = write_file_durably(member_file(c.data_dir), encode_member_file(c)); !written) return written;
+    c.context->log(log_level::info, "joining cluster " + hex(c.cluster_id) + " as member " + hex(c.self) + " (" +
+                                        c.name + "); waiting for its leader to contact this member");
   } else if (!restart) {
     if (status written = write_file_durably(member_file(c.data_dir), encode_member_file(c)); !written) return written;
     c.context->log(log_level::info, "bootstrapping cluster " + hex(c.cluster_id) + " as member " + hex(c.self) + " (" +
@@ -1480,7 +1486,7 @@ result<bool> cluster_start(module_context* context, const cluster_options& optio
     if (c->self == 0)
       return status{errc::invalid_argument, "couldn't find local name \"" + options.name +
                                                 "\" in the initial cluster configuration (--initial-cluster)"};
-    c->cluster_id = options.join_existing ? 0 : options.cluster_id;  // a joiner learns it from the leader
+    c->cluster_id = options.cluster_id;  // a joiner's was read from the cluster's members
     c->bootstrap = !options.join_existing;
     c->token = options.token;
   }
@@ -1775,7 +1781,17 @@ result<cluster_member_info> cluster_plan_add(const std::vector<std::string>& pee
       return status{errc::invalid_argument, "etcdserver: bad peer URL " + u};
   }
   cluster_member_info m;
-  m.id = keel::compute_member_id(peer_urls, c.token);
+  // etcd's MemberAdd: NewMember(name "", urls, cluster name "", now), i.e. SHA-1 of the
+  // sorted URLs and the Unix time in seconds. The new member learns it from GET /members
+  // when it joins. Unlike an id computed from the URLs and the token alone, a member
+  // removed and added again with the same URL gets a new id, as Raft needs.
+  // A current member's URL is refused by the change itself, as etcd. Raft never takes a
+  // removed id back, and the URL of a member removed within the same second hashes to
+  // its old id: then the next second is used (etcd answers "ID removed" instead).
+  for (std::int64_t now = ::time(nullptr);; ++now) {
+    m.id = keel::compute_member_id(peer_urls, std::to_string(now));
+    if (!c.removed_members.contains(m.id)) break;
+  }
   m.peer_urls = peer_urls;
   m.learner = learner;
   return m;

@@ -37,6 +37,49 @@ std::vector<std::string> strings_of(const rapidjson::Value& doc, const char* key
 
 // etcd's static-cluster flags (core keys) -> the cluster options. The member ids are
 // etcd's, computed from the peer URLs and the token.
+bool same_urls(std::vector<std::string> a, std::vector<std::string> b) {
+  std::sort(a.begin(), a.end());
+  std::sort(b.begin(), b.end());
+  return a == b;
+}
+
+// --initial-cluster-state existing, first start: the ids come from the cluster itself,
+// as etcd's (GetClusterFromRemotePeers on the other members' peer URLs, then
+// ValidateClusterAndAssignIDs): every member of --initial-cluster must be a member of the
+// cluster, with the same peer URLs, and none missing. A member added with `member add`
+// has an id of the time it was added, which only the cluster knows.
+keel::status learn_existing_cluster(kvm::cluster_options& out) {
+  std::vector<std::string> others;
+  for (const kvm::cluster_member& m : out.members)
+    if (m.name != out.name) others.insert(others.end(), m.peer_urls.begin(), m.peer_urls.end());
+  std::sort(others.begin(), others.end());
+  if (others.empty())
+    return {keel::errc::invalid_argument, "--initial-cluster-state existing: --initial-cluster names no member but " +
+                                              out.name + " to ask for the cluster's members"};
+  auto existing = keel::discovery::get_cluster_from_peers(others, std::chrono::seconds(5));
+  if (!existing) return {existing.error().code(), "cannot fetch cluster info from peer urls: " + existing.error().message()};
+  auto describe = [](const keel::discovery::remote_member& m) {
+    std::string urls;
+    for (const std::string& u : m.peer_urls) urls += (urls.empty() ? "" : " ") + u;
+    return keel::format_member_id(m.id) + " [" + urls + "]";
+  };
+  if (existing.value().members.size() != out.members.size())
+    return {keel::errc::invalid_argument,
+            "error validating peerURLs: member count is unequal (the cluster has " +
+                std::to_string(existing.value().members.size()) + ", --initial-cluster names " +
+                std::to_string(out.members.size()) + "; add this member with `keelctl member add` first)"};
+  for (const keel::discovery::remote_member& em : existing.value().members) {
+    auto local = std::find_if(out.members.begin(), out.members.end(),
+                              [&](const kvm::cluster_member& lm) { return same_urls(lm.peer_urls, em.peer_urls); });
+    if (local == out.members.end())
+      return {keel::errc::invalid_argument,
+              "error validating peerURLs: PeerURLs: no match found for existing member " + describe(em)};
+    local->id = em.id;
+  }
+  out.cluster_id = existing.value().cluster_id;
+  return keel::status::ok();
+}
+
 // `dir` is the kv store's directory (kv.dir, else --data-dir, else ./<name>.keel), where
 // member.json says a member was initialized. A --discovery token whose cluster is full is
 // errc::already_exists, for the caller to apply --discovery-fallback.
@@ -87,6 +130,7 @@ keel::status read_cluster_options(std::string_view core_json, const std::string&
     out.members.push_back(std::move(member));
   }
   out.cluster_id = keel::compute_cluster_id(ids);
+  if (out.join_existing && ::access((dir + "/member.json").c_str(), F_OK) != 0) return learn_existing_cluster(out);
   return keel::status::ok();
 }
 

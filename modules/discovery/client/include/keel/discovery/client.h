@@ -84,6 +84,25 @@ result<std::string> discover_initial_cluster(const discovery_request& request);
 // that a full cluster is the answer.
 result<std::string> discover_cluster(const discovery_request& request);
 
+// A cluster as its members' peer ports describe it (etcd's GET /members).
+struct remote_member {
+  std::uint64_t id = 0;
+  std::string name;  // empty until the member published it
+  std::vector<std::string> peer_urls;
+  std::vector<std::string> client_urls;
+  bool learner = false;
+};
+struct remote_cluster {
+  std::uint64_t cluster_id = 0;  // the X-Etcd-Cluster-ID header
+  std::vector<remote_member> members;
+};
+
+// etcd's GetClusterFromRemotePeers: GET <url>/members on each peer URL in turn, the first
+// that answers 200 with a non-empty member array and a cluster id wins. Errors:
+// errc::unavailable "could not retrieve cluster information from the given URLs" (with
+// the last failure), errc::invalid_argument for an answer that is not etcd's JSON.
+result<remote_cluster> get_cluster_from_peers(std::span<const std::string> peer_urls, std::chrono::milliseconds timeout);
+
 // etcd's URLsMap.String() for one member: the "name=url" pairs, sorted, joined with ','.
 std::string member_config(std::string_view name, std::span<const std::string> peer_urls);
 
