@@ -1,0 +1,937 @@
+#!/usr/bin/env python3
+"""keeld's v2 proxy mode (etcd 3.4's --proxy / --discovery-fallback proxy), end to end.
+
+1. A keeld serving discovery (--modules=kv,discovery); GET /new?size=3 gives a token URL;
+   three members started with only --discovery <url> form a cluster.
+2. Every member's PEER port answers GET /members (etcd 3.4's peer /members: one object
+   per member, numeric id, names, client URLs, X-Etcd-Cluster-ID) and GET /version.
+3. A fourth keeld with the same token finds the cluster full and, with the default
+   --discovery-fallback proxy, runs as a proxy: /v2/config/local/proxy lists the three
+   client URLs; v2 and v3 requests, a v2 wait and stream, a v3 watch stream, a few-KB body go
+   through it; /metrics is its own.
+4. A fifth keeld with --discovery-fallback exit exits non-zero: "cluster is full".
+5. kill -9 of a member: writes through the proxy keep succeeding (the member is skipped).
+6. The proxy restarted (same command line, then with --discovery-fallback exit added) is
+   a proxy again from <data-dir>/proxy/cluster.
+7. --proxy readonly --initial-cluster <members>: GET works, PUT and POST are 501.
+8. A proxy whose --initial-cluster has no live member: 503 "zero endpoints"; a proxy
+   whose only endpoint (learnt from a fake peer /members) refuses connections: 502
+   "unable to get response from 1 endpoint(s)", then 503 while it waits out the failure.
+9. A real etcd 3.4 with the same token falls back to etcd's own proxy, which reads keel's
+   peer /members: a v2 PUT through it lands on the keel cluster. Skipped (printed "skip")
+   when etcd is missing; the test then exits 77 if nothing failed.
+
+Usage: proxy_test.py --binary build/bin/keeld [--etcd /usr/bin/etcd] [--workdir DIR] [--keep]
+Ports: 29640-29669 only (loopback). Python 3 standard library only.
+"""
+
+import argparse
+import atexit
+import base64
+import http.client
+import http.server
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.parse
+
+# ---------------------------------------------------------------------------------------
+# ports (29640-29669)
+
+HOST_CLIENT, HOST_PEER = 29640, 29641          # the discovery host
+MEMBER_CLIENT = [29642, 29644, 29646]          # m0..m2 client ports
+MEMBER_PEER = [29643, 29645, 29647]            # m0..m2 peer ports
+PROXY_CLIENT, PROXY_PEER = 29648, 29649        # the fourth keeld (discovery fallback proxy)
+EXIT_CLIENT, EXIT_PEER = 29650, 29651          # the fifth keeld (--discovery-fallback exit)
+RO_CLIENT, RO_PEER = 29652, 29653              # the readonly proxy
+ZERO_CLIENT, ZERO_PEER = 29654, 29655          # the proxy without a live member
+CLOSED_PORT = 29656                            # nothing listens here
+FAKE_PEER = 29657                              # a fake peer /members (scenario 8b)
+BAD_CLIENT, BAD_PEER = 29658, 29659            # the proxy whose only endpoint is dead
+ETCD_CLIENT, ETCD_PEER = 29660, 29661          # etcd 3.4 falling back to proxy
+ALL_PORTS = sorted([HOST_CLIENT, HOST_PEER, PROXY_CLIENT, PROXY_PEER, EXIT_CLIENT, EXIT_PEER,
+                    RO_CLIENT, RO_PEER, ZERO_CLIENT, ZERO_PEER, CLOSED_PORT, FAKE_PEER,
+                    BAD_CLIENT, BAD_PEER, ETCD_CLIENT, ETCD_PEER] + MEMBER_CLIENT + MEMBER_PEER)
+assert all(29640 <= p <= 29669 for p in ALL_PORTS)
+
+
+def url_of(port):
+    return "http://127.0.0.1:%d" % port
+
+
+# ---------------------------------------------------------------------------------------
+# checks
+
+class Checks:
+    def __init__(self):
+        self.failures = []
+        self.passed = 0
+
+    def __call__(self, ok, name, detail=None):
+        if ok:
+            self.passed += 1
+            print("ok   " + name, flush=True)
+        else:
+            self.failures.append(name)
+            print("FAIL " + name + ("" if detail is None else ": " + short(detail)), flush=True)
+        return ok
+
+    def failed(self, name, detail):
+        self.__call__(False, name, detail)
+
+
+def short(x, n=600):
+    s = x if isinstance(x, str) else repr(x)
+    return s if len(s) <= n else s[:n] + "...(%d chars)" % len(s)
+
+
+# ---------------------------------------------------------------------------------------
+# HTTP
+
+def request(port, method, path, body=None, headers=None, timeout=5.0):
+    """(status, headers, body text) of one request to 127.0.0.1:port. Raises OSError /
+    http.client.HTTPException when there is no answer."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        if isinstance(body, str):
+            body = body.encode()
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, resp.headers, data.decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+def form(**values):
+    return urllib.parse.urlencode(values), {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def jloads(text):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def b64e(s):
+    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+def b64d(s):
+    return base64.b64decode(s).decode("utf-8", "replace")
+
+
+def v3(port, path, body, timeout=5.0):
+    return request(port, "POST", path, json.dumps(body), {"Content-Type": "application/json"}, timeout)
+
+
+def v3_get(port, key, timeout=5.0):
+    status, _, text = v3(port, "/v3/kv/range", {"key": b64e(key)}, timeout)
+    j = jloads(text) or {}
+    kvs = j.get("kvs") or []
+    return status, (b64d(kvs[0].get("value", "")) if kvs else None), text
+
+
+def v2_get(port, key, timeout=5.0):
+    status, headers, text = request(port, "GET", "/v2/keys/" + key, timeout=timeout)
+    j = jloads(text) or {}
+    return status, (j.get("node") or {}).get("value"), headers, text
+
+
+class Exited(Exception):
+    """The process a poll waits on has exited: stop polling."""
+
+
+def poll(fn, timeout, interval=0.1):
+    """Calls fn() until it returns something truthy (returned) or timeout passes (then the
+    last value, or the last error as a string, is returned). Connection errors and
+    unparsable answers count as 'not yet'; Exited and other exceptions propagate."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            r = fn()
+            if r:
+                return r
+            last = r
+        except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as e:
+            last = "%s: %s" % (type(e).__name__, e)
+        if time.monotonic() > deadline:
+            return last
+        time.sleep(interval)
+
+
+def port_free(port):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+# ---------------------------------------------------------------------------------------
+# processes
+
+PROCS = []
+SETPRIV = shutil.which("setpriv")
+
+
+class Proc:
+    """One server process; stdout+stderr appended to <work>/<name>.log."""
+
+    def __init__(self, name, cmd, work):
+        self.name = name
+        self.cmd = list(cmd)
+        self.log_path = os.path.join(work, name + ".log")
+        self.proc = None
+        self.log_offset = 0
+
+    def start(self):
+        cmd = self.cmd
+        if SETPRIV:
+            cmd = [SETPRIV, "--pdeathsig", "KILL", "--"] + cmd
+        with open(self.log_path, "ab") as f:
+            f.write(("==== %s start: %s\n" % (time.strftime("%H:%M:%S"), " ".join(self.cmd))).encode())
+            f.flush()
+            self.log_offset = f.tell()
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        if self not in PROCS:
+            PROCS.append(self)
+        return self
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self):
+        if self.running():
+            os.kill(self.proc.pid, signal.SIGKILL)
+        if self.proc:
+            self.proc.wait()
+
+    def stop(self, grace=10.0):
+        if self.running():
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.send_signal(signal.SIGCONT)
+            except OSError:
+                pass
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.proc.wait()
+
+    def output(self, since_start=True):
+        """What the process wrote (since its last start), without our '====' lines."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_offset if since_start else 0)
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(l for l in text.splitlines() if not l.startswith("==== "))
+
+    def tail(self, n=25):
+        lines = self.output(since_start=False).splitlines()
+        return "\n".join(lines[-n:])
+
+
+def stop_everything():
+    for p in reversed(PROCS):
+        try:
+            p.stop(grace=5.0)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+atexit.register(stop_everything)
+
+
+def _on_signal(signum, frame):
+    stop_everything()
+    sys.stderr.write("proxy_test: signal %d, processes stopped\n" % signum)
+    os._exit(128 + signum)
+
+
+def dump(procs, n=25):
+    for p in procs:
+        sys.stderr.write("----- %s (%s) log tail: %s -----\n%s\n" % (
+            p.name, "running" if p.running() else "exit %s" % (p.proc.returncode if p.proc else "-"),
+            p.log_path, p.tail(n)))
+    sys.stderr.flush()
+
+
+# ---------------------------------------------------------------------------------------
+# the test
+
+class Test:
+    def __init__(self, opts, work):
+        self.o = opts
+        self.work = work
+        self.check = Checks()
+        self.host = None
+        self.members = []
+        self.proxy = None
+        self.url = None
+        self.peer_urls = [url_of(p) for p in MEMBER_PEER]
+        self.client_urls = [url_of(p) for p in MEMBER_CLIENT]
+        self.etcd_skipped = False
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def keeld(self, name, extra, data_dir=None):
+        return [self.o.binary, "--name", name, "--data-dir", data_dir or os.path.join(self.work, name + ".data")] + extra
+
+    def member_cmd(self, i):
+        return self.keeld("m%d" % i, [
+            "--listen-client-urls", self.client_urls[i], "--advertise-client-urls", self.client_urls[i],
+            "--listen-peer-urls", self.peer_urls[i], "--initial-advertise-peer-urls", self.peer_urls[i],
+            "--discovery", self.url])
+
+    def proxy_cmd(self):
+        return self.keeld("m3", [
+            "--listen-client-urls", url_of(PROXY_CLIENT), "--advertise-client-urls", url_of(PROXY_CLIENT),
+            "--listen-peer-urls", url_of(PROXY_PEER), "--initial-advertise-peer-urls", url_of(PROXY_PEER),
+            "--discovery", self.url])
+
+    def status(self, i, timeout=1.0):
+        try:
+            st, _, text = v3(MEMBER_CLIENT[i], "/v3/maintenance/status", {}, timeout)
+        except (OSError, http.client.HTTPException):
+            return None
+        j = jloads(text)
+        return j if st == 200 and isinstance(j, dict) else None
+
+    def leader(self, among=(0, 1, 2)):
+        """Index of the member that all of `among` name as leader, else None."""
+        sts = [self.status(i) for i in among]
+        if any(s is None for s in sts):
+            return None
+        leaders = set(str(s.get("leader", "0")) for s in sts)
+        if len(leaders) != 1 or leaders == {"0"}:
+            return None
+        lid = leaders.pop()
+        for i, s in zip(among, sts):
+            if str(s["header"]["member_id"]) == lid:
+                return i
+        return None
+
+    def proxy_endpoints(self, port):
+        st, _, text = request(port, "GET", "/v2/config/local/proxy", timeout=2)
+        j = jloads(text)
+        if st != 200 or not isinstance(j, dict):
+            return None
+        return j.get("endpoints")
+
+    def wait_endpoints(self, port, proc, want, timeout):
+        """Polls /v2/config/local/proxy until it lists `want` (sorted); returns (ok, last, secs)."""
+        t0 = time.monotonic()
+        last = [None]
+
+        def f():
+            if proc is not None and not proc.running():
+                raise Exited("the process exited with %s" % proc.proc.returncode)
+            eps = self.proxy_endpoints(port)
+            last[0] = eps
+            return isinstance(eps, list) and sorted(eps) == sorted(want)
+        try:
+            r = poll(f, timeout)
+        except Exited as e:
+            return False, "%s (last endpoints %r)" % (e, last[0]), time.monotonic() - t0
+        detail = last[0] if not isinstance(r, str) else "%s (last endpoints %r)" % (r, last[0])
+        return r is True, detail, time.monotonic() - t0
+
+    # -- 1 --------------------------------------------------------------------------------
+
+    def s1_cluster(self):
+        c = self.check
+        self.host = Proc("discovery-host", self.keeld("disc", [
+            "--listen-client-urls", url_of(HOST_CLIENT), "--advertise-client-urls", url_of(HOST_CLIENT),
+            "--listen-peer-urls", url_of(HOST_PEER), "--modules=kv,discovery", "--shards", "1"]),
+            self.work).start()
+
+        def new():
+            if not self.host.running():
+                raise RuntimeError("the discovery host exited")
+            st, _, text = request(HOST_CLIENT, "GET", "/new?size=3", timeout=2)
+            return text.strip() if st == 200 else None
+        url = poll(new, 15)
+        ok = isinstance(url, str) and url.startswith(url_of(HOST_CLIENT) + "/discovery/")
+        c(ok, "1. discovery host: GET /new?size=3 -> token URL %s" % (url,), None if ok else self.host.tail())
+        if not ok:
+            raise RuntimeError("no discovery token")
+        self.url = url
+
+        self.members = [Proc("m%d" % i, self.member_cmd(i), self.work).start() for i in range(3)]
+        t0 = time.monotonic()
+
+        def ready():
+            for m in self.members:
+                if not m.running():
+                    raise RuntimeError("member %s exited with %s" % (m.name, m.proc.returncode))
+            return self.leader() is not None
+        try:
+            ok = poll(ready, 40, 0.2) is True
+        except RuntimeError as e:
+            ok = False
+            c(False, "1. three members started with only --discovery form a healthy cluster", str(e))
+            dump(self.members)
+            raise
+        c(ok, "1. three members started with only --discovery form a healthy cluster (%.1fs)"
+          % (time.monotonic() - t0), None if ok else "no agreed leader")
+        if not ok:
+            dump(self.members)
+            raise RuntimeError("the cluster did not form")
+        # Names and client URLs are published through raft after the start: wait for them.
+        names = poll(lambda: all(self._v2_members_complete(i) for i in range(3)), 10)
+        c(names is True, "1. /v2/members on every member lists 3 named members with client URLs",
+          None if names is True else names)
+
+    def _v2_members_complete(self, i):
+        st, _, text = request(MEMBER_CLIENT[i], "GET", "/v2/members", timeout=2)
+        ms = (jloads(text) or {}).get("members") or []
+        return st == 200 and len(ms) == 3 and all(m.get("name") and m.get("clientURLs") for m in ms)
+
+    # -- 2 --------------------------------------------------------------------------------
+
+    def s2_peer_members(self):
+        c = self.check
+        st, _, text = request(MEMBER_CLIENT[0], "GET", "/v2/members")
+        v2ms = (jloads(text) or {}).get("members") or []
+        v2_ids = {m.get("name"): int(m["id"], 16) for m in v2ms}
+        st, keys_headers, _ = request(MEMBER_CLIENT[0], "GET", "/v2/keys/")
+        cluster_id = keys_headers.get("X-Etcd-Cluster-Id")
+        c(st == 200 and cluster_id, "2. /v2/keys/ on the client port answers X-Etcd-Cluster-Id %s" % cluster_id,
+          dict(keys_headers))
+        st, _, client_version = request(MEMBER_CLIENT[0], "GET", "/version")
+        client_version = jloads(client_version)
+        for i in range(3):
+            port = MEMBER_PEER[i]
+            try:
+                st, headers, text = request(port, "GET", "/members")
+            except (OSError, http.client.HTTPException) as e:
+                c(False, "2. m%d peer GET /members" % i, "no answer: %r" % e)
+                continue
+            ms = jloads(text)
+            ok = st == 200 and isinstance(ms, list) and len(ms) == 3 and all(isinstance(m, dict) for m in ms)
+            c(ok, "2. m%d peer GET /members: 200, JSON array of 3 members" % i, (st, dict(headers), text))
+            if not ok:
+                continue
+            by_name = {m.get("name"): m for m in ms}
+            c(sorted(by_name) == ["m0", "m1", "m2"], "2. m%d peer /members: names m0 m1 m2" % i, text)
+            c(all(by_name.get("m%d" % j, {}).get("clientURLs") == [self.client_urls[j]] for j in range(3)),
+              "2. m%d peer /members: clientURLs are the members' advertised client URLs" % i, text)
+            c(all(by_name.get("m%d" % j, {}).get("peerURLs") == [self.peer_urls[j]] for j in range(3)),
+              "2. m%d peer /members: peerURLs are the members' peer URLs" % i, text)
+            ids_numeric = all(isinstance(m.get("id"), int) and not isinstance(m.get("id"), bool) for m in ms)
+            c(ids_numeric and {m["name"]: m["id"] for m in ms} == v2_ids,
+              "2. m%d peer /members: ids are JSON numbers equal to /v2/members' hex ids" % i,
+              {"peer": text, "v2": v2_ids})
+            c(not any("isLearner" in m and m["isLearner"] is not False for m in ms),
+              "2. m%d peer /members: no member is a learner" % i, text)
+            hdr = headers.get("X-Etcd-Cluster-ID")
+            same = False
+            try:
+                same = hdr is not None and cluster_id is not None and int(hdr, 16) == int(cluster_id, 16)
+            except ValueError:
+                pass
+            c(same, "2. m%d peer /members: X-Etcd-Cluster-ID %s = the client port's X-Etcd-Cluster-Id %s"
+              % (i, hdr, cluster_id), dict(headers))
+            try:
+                st, _, text = request(port, "GET", "/version")
+            except (OSError, http.client.HTTPException) as e:
+                st, text = None, repr(e)
+            j = jloads(text)
+            c(st == 200 and isinstance(j, dict) and "etcdserver" in j and j == client_version,
+              "2. m%d peer GET /version: JSON with etcdserver, as the client port's /version" % i,
+              (st, text, client_version))
+
+    # -- 3 --------------------------------------------------------------------------------
+
+    def s3_proxy(self):
+        c = self.check
+        self.proxy = Proc("proxy-m3", self.proxy_cmd(), self.work).start()
+        ok, last, took = self.wait_endpoints(PROXY_CLIENT, self.proxy, self.client_urls, 15)
+        c(ok, "3. a 4th keeld with the full token (default fallback) serves /v2/config/local/proxy with the "
+          "3 client URLs (%.1fs)" % took, last)
+        if not ok:
+            dump([self.proxy])
+            raise RuntimeError("the proxy did not come up")
+        c(self.proxy.running() and "proxy" in self.proxy.output().lower(),
+          "3. the 4th keeld stays up and its log mentions proxy", self.proxy.tail(10))
+
+        # v2 through the proxy
+        body, hdrs = form(value="x")
+        st, headers, text = request(PROXY_CLIENT, "PUT", "/v2/keys/p1", body, hdrs)
+        j = jloads(text) or {}
+        c(st == 201 and j.get("action") == "set" and (j.get("node") or {}).get("value") == "x",
+          "3. v2 PUT /v2/keys/p1 value=x through the proxy -> 201 set", (st, text))
+        c((headers.get("X-Etcd-Index") or "").isdigit(), "3. the answer relays X-Etcd-Index %s"
+          % headers.get("X-Etcd-Index"), dict(headers))
+        vals = [v2_get(p, "p1")[1] for p in MEMBER_CLIENT]
+        c(vals[0] == "x", "3. GET /v2/keys/p1 directly on m0 -> x", vals)
+        st, val, headers, text = v2_get(PROXY_CLIENT, "p1")
+        c(st == 200 and val == "x" and headers.get("X-Etcd-Cluster-Id"),
+          "3. v2 GET /v2/keys/p1 through the proxy -> 200 x, with X-Etcd-Cluster-Id", (st, text, dict(headers)))
+        st, _, text = request(PROXY_CLIENT, "GET", "/v2/keys/does-not-exist")
+        c(st == 404 and (jloads(text) or {}).get("errorCode") == 100,
+          "3. a member's 404 (errorCode 100) is relayed as is", (st, text))
+        body, hdrs = form(value="gone")
+        request(MEMBER_CLIENT[1], "PUT", "/v2/keys/p-del", body, hdrs)
+        st, _, text = request(PROXY_CLIENT, "DELETE", "/v2/keys/p-del")
+        c(st == 200 and (jloads(text) or {}).get("action") == "delete", "3. v2 DELETE through the proxy -> 200 delete",
+          (st, text))
+
+        # v3 through the proxy
+        st, _, text = v3(PROXY_CLIENT, "/v3/kv/put", {"key": b64e("v3/a"), "value": b64e("y")})
+        c(st == 200 and "header" in (jloads(text) or {}), "3. v3 POST /v3/kv/put through the proxy -> 200", (st, text))
+        st, val, text = v3_get(PROXY_CLIENT, "v3/a")
+        c(st == 200 and val == "y", "3. v3 POST /v3/kv/range through the proxy -> y", (st, text))
+        st, val, text = v3_get(MEMBER_CLIENT[2], "v3/a")
+        c(st == 200 and val == "y", "3. the v3 put is on m2 directly", (st, text))
+
+        # a body of a few KB, intact
+        rng = random.Random(4242)
+        big = "".join(rng.choice(string.ascii_letters + string.digits + "+/=&%?\n") for _ in range(6000))
+        st, _, text = v3(PROXY_CLIENT, "/v3/kv/put", {"key": b64e("v3/big"), "value": b64e(big)})
+        st2, val, _ = v3_get(MEMBER_CLIENT[0], "v3/big")
+        c(st == 200 and val == big, "3. a put with a %d-byte body through the proxy round-trips intact"
+          % len(json.dumps({"key": b64e("v3/big"), "value": b64e(big)})),
+          (st, text, st2, None if val is None else len(val)))
+        body, hdrs = form(value=big)
+        st, _, text = request(PROXY_CLIENT, "PUT", "/v2/keys/bigv2", body, hdrs)
+        st2, val, _, _ = v2_get(PROXY_CLIENT, "bigv2")
+        c(st == 201 and val == big, "3. a v2 form PUT of %d bytes through the proxy, read back through it, intact"
+          % len(body), (st, text[:200], st2, None if val is None else len(val)))
+
+        self._s3_v2_wait()
+        self._s3_v2_stream()
+        self._s3_v3_watch()
+
+        # /metrics: the proxy's own
+        st, headers, text = request(PROXY_CLIENT, "GET", "/metrics")
+        c(st == 200 and "# TYPE " in text, "3. GET /metrics on the proxy -> 200 Prometheus text", (st, text[:300]))
+
+    def _s3_v2_wait(self):
+        c = self.check
+        st, headers, _ = request(MEMBER_CLIENT[0], "GET", "/v2/keys/")
+        index = int(headers.get("X-Etcd-Index", "0"))
+        got = {}
+
+        def waiter():
+            try:
+                got["answer"] = request(PROXY_CLIENT, "GET", "/v2/keys/w?wait=true&waitIndex=%d" % (index + 1),
+                                        timeout=20)
+            except Exception as e:  # noqa: BLE001
+                got["error"] = repr(e)
+        t = threading.Thread(target=waiter, daemon=True)
+        t.start()
+        time.sleep(0.7)
+        held = t.is_alive()
+        c(held, "3. v2 GET /v2/keys/w?wait=true through the proxy is held until a change", got)
+        body, hdrs = form(value="woken")
+        st, _, text = request(MEMBER_CLIENT[1], "PUT", "/v2/keys/w", body, hdrs)
+        t.join(15)
+        st, _, text = got.get("answer", (None, None, got.get("error")))
+        j = jloads(text or "") or {}
+        # Only key and value: the action of an event a member did not write itself is derived
+        # ("create" for a new key; modules/kv/module/README.md "Actions in watch events").
+        c(st == 200 and (j.get("node") or {}).get("key") == "/w" and (j.get("node") or {}).get("value") == "woken",
+          "3. ... and answered with the PUT of /w made directly on m1", (st, text))
+
+    def _s3_v2_stream(self):
+        c = self.check
+        conn = http.client.HTTPConnection("127.0.0.1", PROXY_CLIENT, timeout=10)
+        try:
+            conn.request("GET", "/v2/keys/st?wait=true&stream=true")
+            try:
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as e:
+                c(False, "3. v2 GET /v2/keys/st?wait=true&stream=true through the proxy: the status line arrives "
+                  "while the stream is open", "nothing within 10 s: %r" % e)
+                return
+            c(resp.status == 200, "3. v2 GET /v2/keys/st?wait=true&stream=true through the proxy: 200 at once",
+              (resp.status, dict(resp.headers)))
+            if resp.status != 200:
+                return
+            values = []
+            lines = []
+            for v in ("s1", "s2"):
+                body, hdrs = form(value=v)
+                request(MEMBER_CLIENT[0], "PUT", "/v2/keys/st", body, hdrs)
+                deadline = time.monotonic() + 10
+                while v not in values and time.monotonic() < deadline:
+                    try:
+                        line = resp.readline()
+                    except OSError as e:
+                        lines.append(repr(e))
+                        break
+                    if not line:
+                        lines.append("(end of stream)")
+                        break
+                    lines.append(line)
+                    if line.strip():
+                        values.append(((jloads(line) or {}).get("node") or {}).get("value"))
+                if v not in values:
+                    break
+            c(values == ["s1", "s2"], "3. ... it relays one event per PUT made directly on m0, as they happen",
+              lines)
+        finally:
+            conn.close()
+
+    def _s3_v3_watch(self):
+        c = self.check
+        conn = http.client.HTTPConnection("127.0.0.1", PROXY_CLIENT, timeout=10)
+        try:
+            conn.request("POST", "/v3/watch", body=json.dumps({"create_request": {"key": b64e("wv3")}}),
+                         headers={"Content-Type": "application/json"})
+            try:
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as e:
+                c(False, "3. v3 POST /v3/watch through the proxy: the answer's status line arrives while "
+                  "the stream is open", "nothing within 10 s: %r" % e)
+                return
+            first = None
+            try:
+                first = resp.readline()
+            except OSError as e:
+                first = ("error", repr(e))
+            j = jloads(first) if isinstance(first, bytes) else None
+            created = resp.status == 200 and isinstance(j, dict) and (j.get("result") or {}).get("created") is True
+            c(created, "3. v3 POST /v3/watch through the proxy: the 'created' line arrives while the stream is open",
+              (resp.status, dict(resp.headers), first))
+            if not created:
+                return
+            st, _, text = v3(MEMBER_CLIENT[2], "/v3/kv/put", {"key": b64e("wv3"), "value": b64e("seen")})
+            event = None
+            lines = []
+            deadline = time.monotonic() + 10
+            while event is None and time.monotonic() < deadline:
+                try:
+                    line = resp.readline()
+                except OSError as e:
+                    lines.append(repr(e))
+                    break
+                if not line:
+                    lines.append("(end of stream)")
+                    break
+                lines.append(line)
+                r = (jloads(line) or {}).get("result") or {}
+                for ev in r.get("events") or []:
+                    kv = ev.get("kv") or {}
+                    if kv.get("key") == b64e("wv3"):
+                        event = b64d(kv.get("value", ""))
+            c(event == "seen", "3. ... and receives the event of a put made directly on m2", lines)
+        finally:
+            conn.close()
+
+    # -- 4 --------------------------------------------------------------------------------
+
+    def s4_exit(self):
+        cmd = self.keeld("m4", [
+            "--listen-client-urls", url_of(EXIT_CLIENT), "--advertise-client-urls", url_of(EXIT_CLIENT),
+            "--listen-peer-urls", url_of(EXIT_PEER), "--initial-advertise-peer-urls", url_of(EXIT_PEER),
+            "--discovery", self.url, "--discovery-fallback", "exit"])
+        p = Proc("fallback-exit-m4", cmd, self.work).start()
+        t0 = time.monotonic()
+        try:
+            p.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            pass
+        took = time.monotonic() - t0
+        rc = p.proc.poll()
+        out = p.output()
+        p.stop()
+        self.check(rc is not None and rc != 0 and took < 12 and "cluster is full" in out,
+                   "4. a 5th keeld with --discovery-fallback exit exits %s in %.1fs: %s"
+                   % (rc, took, (out.strip().splitlines() or [""])[-1][-160:]), out[-800:])
+
+    # -- 5 --------------------------------------------------------------------------------
+
+    def s5_kill_member(self):
+        c = self.check
+        leader = self.leader()
+        victim = next(i for i in range(3) if i != leader) if leader is not None else 2
+        self.members[victim].kill9()
+        ok_all = []
+        for n in range(12):
+            body, hdrs = form(value="v%d" % n)
+            try:
+                st, _, text = request(PROXY_CLIENT, "PUT", "/v2/keys/k5/%d" % n, body, hdrs, timeout=10)
+            except (OSError, http.client.HTTPException) as e:
+                st, text = None, repr(e)
+            ok_all.append((n, st, text[:160] if st != 201 else ""))
+        bad = [x for x in ok_all if x[1] != 201]
+        c(not bad, "5. kill -9 m%d (a follower): 12 v2 PUTs through the proxy all -> 201" % victim, bad)
+        alive = [i for i in range(3) if i != victim]
+        st, val, _, text = v2_get(MEMBER_CLIENT[alive[0]], "k5/11")
+        c(val == "v11", "5. the last PUT is on m%d" % alive[0], (st, text))
+        st, val, _, text = v2_get(PROXY_CLIENT, "k5/0")
+        c(st == 200 and val == "v0", "5. reads through the proxy work with m%d down" % victim, (st, text))
+
+        # bring it back for the next scenarios
+        self.members[victim].start()
+        back = poll(lambda: self.leader() is not None, 30, 0.2)
+        c(back is True, "5. m%d restarted (same command line) and the cluster is whole again" % victim, back)
+        if back is not True:
+            dump([self.members[victim]])
+
+    # -- 6 --------------------------------------------------------------------------------
+
+    def s6_restart_proxy(self):
+        c = self.check
+        self.proxy.stop()
+        cluster_file = os.path.join(self.work, "m3.data", "proxy", "cluster")
+        try:
+            with open(cluster_file) as f:
+                raw = f.read()
+        except OSError as e:
+            raw = repr(e)
+        j = jloads(raw)
+        c(isinstance(j, dict) and sorted(j.get("PeerURLs") or []) == sorted(self.peer_urls),
+          "6. the stopped proxy's data dir has proxy/cluster with the 3 peer URLs in PeerURLs", raw)
+
+        for what, extra in (("the same command line", []),
+                            ("--discovery-fallback exit added (so only proxy/cluster can make it a proxy)",
+                             ["--discovery-fallback", "exit"])):
+            self.proxy.cmd = self.proxy_cmd() + extra
+            self.proxy.start()
+            ok, last, took = self.wait_endpoints(PROXY_CLIENT, self.proxy, self.client_urls, 15)
+            c(ok and self.proxy.running(), "6. proxy restarted with %s: a proxy again, 3 endpoints (%.1fs)"
+              % (what, took), (last, self.proxy.tail(10)))
+            if not ok:
+                self.proxy.stop()
+                continue
+            body, hdrs = form(value="again")
+            st, _, text = request(PROXY_CLIENT, "PUT", "/v2/keys/p6", body, hdrs, timeout=10)
+            st2, val, _, _ = v2_get(MEMBER_CLIENT[0], "p6")
+            c(st in (200, 201) and val == "again", "6. ... a v2 PUT through it lands on m0", (st, text, st2, val))
+            if extra:
+                c("cluster is full" not in self.proxy.output(),
+                  "6. ... it did not run discovery again (no 'cluster is full' in its log)", self.proxy.tail(10))
+            self.proxy.stop()
+
+    # -- 7 --------------------------------------------------------------------------------
+
+    def s7_readonly(self):
+        c = self.check
+        initial = ",".join("m%d=%s" % (i, self.peer_urls[i]) for i in range(3))
+        p = Proc("proxy-readonly", self.keeld("ro", [
+            "--proxy", "readonly", "--initial-cluster", initial,
+            "--listen-client-urls", url_of(RO_CLIENT), "--listen-peer-urls", url_of(RO_PEER)]), self.work).start()
+        try:
+            ok, last, took = self.wait_endpoints(RO_CLIENT, p, self.client_urls, 15)
+            c(ok, "7. --proxy readonly --initial-cluster <3 members>: 3 endpoints (%.1fs)" % took, (last, p.tail(10)))
+            if not ok:
+                return
+            st, val, _, text = v2_get(RO_CLIENT, "p1")
+            c(st == 200 and val == "x", "7. readonly proxy: GET /v2/keys/p1 -> 200 x", (st, text))
+            body, hdrs = form(value="no")
+            st, _, text = request(RO_CLIENT, "PUT", "/v2/keys/ro", body, hdrs)
+            c(st == 501 and text == "", "7. readonly proxy: PUT -> 501, empty body", (st, text))
+            st, _, text = v3(RO_CLIENT, "/v3/kv/range", {"key": b64e("v3/a")})
+            c(st == 501 and text == "", "7. readonly proxy: POST (even a v3 range) -> 501, empty body", (st, text))
+            st, _, text = request(RO_CLIENT, "DELETE", "/v2/keys/p1")
+            c(st == 501, "7. readonly proxy: DELETE -> 501", (st, text))
+            st, val, _, text = v2_get(MEMBER_CLIENT[0], "ro")
+            st2, val2, _, _ = v2_get(MEMBER_CLIENT[0], "p1")
+            c(st == 404 and val2 == "x", "7. nothing was written through the readonly proxy", (st, text, val2))
+            try:
+                with open(os.path.join(self.work, "ro.data", "proxy", "cluster")) as f:
+                    raw = f.read()
+            except OSError as e:
+                raw = repr(e)
+            j = jloads(raw)
+            c(isinstance(j, dict) and sorted(j.get("PeerURLs") or []) == sorted(self.peer_urls),
+              "7. the readonly proxy wrote proxy/cluster with the 3 peer URLs", raw)
+        finally:
+            p.stop()
+
+    # -- 8 --------------------------------------------------------------------------------
+
+    def s8_zero(self):
+        c = self.check
+        p = Proc("proxy-zero", self.keeld("zero", [
+            "--proxy", "on", "--initial-cluster", "x=%s" % url_of(CLOSED_PORT),
+            "--listen-client-urls", url_of(ZERO_CLIENT), "--listen-peer-urls", url_of(ZERO_PEER)]),
+            self.work).start()
+        try:
+            want = {"message": "httpproxy: zero endpoints currently available"}
+            last = [None]
+
+            def f():
+                if not p.running():
+                    raise Exited("exited with %s" % p.proc.returncode)
+                last[0] = request(ZERO_CLIENT, "GET", "/v2/keys/a", timeout=3)
+                return last[0][0] == 503 and jloads(last[0][2]) == want
+            try:
+                ok = poll(f, 10, 0.2) is True
+            except Exited:
+                ok = False
+            c(ok, "8. --proxy on, --initial-cluster x=<closed port>: GET -> 503 %s" % json.dumps(want),
+              (last[0][0], dict(last[0][1]), last[0][2]) if last[0] else p.tail(10))
+            st, _, text = request(ZERO_CLIENT, "PUT", "/v2/keys/a", *form(value="1"))
+            c(st == 503 and jloads(text) == want, "8. ... a PUT too -> 503", (st, text))
+            st, _, text = request(ZERO_CLIENT, "GET", "/metrics")
+            c(st == 200 and "# TYPE " in text, "8. ... while /metrics is served by the proxy itself (200)",
+              (st, text[:200]))
+            eps = self.proxy_endpoints(ZERO_CLIENT)
+            c(eps == [], "8. ... and /v2/config/local/proxy lists no endpoint", eps)
+        finally:
+            p.stop()
+
+    def s8b_bad_endpoint(self):
+        c = self.check
+        seen = []
+
+        class Peer(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                seen.append(self.path)
+                if self.path == "/members":
+                    body = json.dumps([{"id": 1234567890123, "peerURLs": [url_of(FAKE_PEER)], "name": "ghost",
+                                        "clientURLs": [url_of(CLOSED_PORT)]}]).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("X-Etcd-Cluster-ID", "1c0ffee")
+                else:
+                    body = b"404 page not found\n"
+                    self.send_response(404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", FAKE_PEER), Peer)
+        th = threading.Thread(target=srv.serve_forever, daemon=True)
+        th.start()
+        p = Proc("proxy-dead-endpoint", self.keeld("bad", [
+            "--proxy", "on", "--initial-cluster", "ghost=%s" % url_of(FAKE_PEER), "--proxy-failure-wait", "60000",
+            "--listen-client-urls", url_of(BAD_CLIENT), "--listen-peer-urls", url_of(BAD_PEER)]),
+            self.work).start()
+        try:
+            ok, last, took = self.wait_endpoints(BAD_CLIENT, p, [url_of(CLOSED_PORT)], 10)
+            c(ok and "/members" in seen, "8b. a proxy learns client URLs from GET <peer>/members (fake peer): "
+              "endpoints %s (%.1fs)" % (last, took), (seen, p.tail(10)))
+            if not ok:
+                return
+            st, _, text = request(BAD_CLIENT, "GET", "/v2/keys/a")
+            want = {"message": "httpproxy: unable to get response from 1 endpoint(s)"}
+            c(st == 502 and jloads(text) == want, "8b. its only endpoint refuses: GET -> 502 %s" % json.dumps(want),
+              (st, text))
+            st, _, text = request(BAD_CLIENT, "GET", "/v2/keys/a")
+            want = {"message": "httpproxy: zero endpoints currently available"}
+            c(st == 503 and jloads(text) == want,
+              "8b. ... then, within --proxy-failure-wait, GET -> 503 zero endpoints", (st, text))
+        finally:
+            p.stop()
+            srv.shutdown()
+            srv.server_close()
+
+    # -- 9 --------------------------------------------------------------------------------
+
+    def s9_etcd(self):
+        c = self.check
+        if not os.path.exists(self.o.etcd):
+            self.etcd_skipped = True
+            print("skip 9. real etcd 3.4 falling back to proxy against keel: %s not found" % self.o.etcd, flush=True)
+            return
+        p = Proc("etcd-proxy", [self.o.etcd, "--name", "e9", "--data-dir", os.path.join(self.work, "e9.etcd"),
+                                "--listen-client-urls", url_of(ETCD_CLIENT),
+                                "--advertise-client-urls", url_of(ETCD_CLIENT),
+                                "--listen-peer-urls", url_of(ETCD_PEER),
+                                "--initial-advertise-peer-urls", url_of(ETCD_PEER),
+                                "--discovery", self.url], self.work).start()
+        try:
+            ok, last, took = self.wait_endpoints(ETCD_CLIENT, p, self.client_urls, 30)
+            c(ok, "9. etcd 3.4 with the full token falls back to its proxy; it lists keel's 3 client URLs "
+              "(read from keel's peer /members) (%.1fs)" % took, (last, p.tail(15)))
+            if not ok:
+                return
+            c("proxy" in p.output().lower(), "9. etcd's log mentions proxy", p.tail(10))
+            body, hdrs = form(value="from-etcd")
+            st, _, text = request(ETCD_CLIENT, "PUT", "/v2/keys/etcdp", body, hdrs, timeout=10)
+            c(st == 201 and (jloads(text) or {}).get("action") == "set",
+              "9. v2 PUT /v2/keys/etcdp through etcd's proxy -> 201 set", (st, text))
+            st, val, _, text = v2_get(MEMBER_CLIENT[1], "etcdp")
+            c(val == "from-etcd", "9. ... and it is on keel member m1", (st, text))
+            st, val, text = v3_get(ETCD_CLIENT, "v3/a")
+            c(st == 200 and val == "y", "9. a v3 range through etcd's proxy is answered by keel", (st, text))
+        finally:
+            p.stop()
+
+    # -- run --------------------------------------------------------------------------------
+
+    def run(self):
+        busy = [p for p in ALL_PORTS if not port_free(p)]
+        if busy:
+            self.check.failed("0. ports free", "in use: %s" % busy)
+            return
+        try:
+            self.s1_cluster()
+            self.s2_peer_members()
+        except Exception as e:  # noqa: BLE001
+            self.check.failed("1-2. setup", "%r\n%s" % (e, traceback.format_exc()))
+            dump([self.host] + self.members if self.host else self.members)
+            return
+        for step in (self.s3_proxy, self.s4_exit, self.s5_kill_member, self.s6_restart_proxy,
+                     self.s7_readonly, self.s8_zero, self.s8b_bad_endpoint, self.s9_etcd):
+            if step == self.s5_kill_member and (self.proxy is None or not self.proxy.running()):
+                self.check.failed("5. not run", "the proxy of scenario 3 is not running")
+                continue
+            try:
+                step()
+            except Exception as e:  # noqa: BLE001
+                self.check.failed("%s raised" % step.__name__, "%r\n%s" % (e, traceback.format_exc()))
+                dump([p for p in PROCS if p is not self.host][-3:])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--binary", required=True, help="keeld")
+    ap.add_argument("--etcd", default="/usr/bin/etcd", help="etcd 3.4 for scenario 9 (skipped if missing)")
+    ap.add_argument("--workdir", help="parent of the temporary work dir")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir even on success")
+    o = ap.parse_args()
+    o.binary = os.path.abspath(o.binary)
+    if o.workdir:
+        os.makedirs(o.workdir, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="keel-proxy-", dir=o.workdir)
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    t0 = time.monotonic()
+    t = Test(o, work)
+    try:
+        t.run()
+    finally:
+        stop_everything()
+    failed = len(t.check.failures)
+    print("%d passed, %d failed, %.1fs" % (t.check.passed, failed, time.monotonic() - t0))
+    if failed or o.keep:
+        print("work dir kept: " + work)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    if failed:
+        return 1
+    return 77 if t.etcd_skipped else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
