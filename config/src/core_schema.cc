@@ -87,6 +87,21 @@ constexpr std::string_view schema_text = R"json({
       "type": "string",
       "default": ""
     },
+    "discovery-proxy": {
+      "description": "HTTP proxy to use for traffic to discovery service; \"\" means none.",
+      "type": "string",
+      "default": ""
+    },
+    "discovery-srv": {
+      "description": "DNS srv domain used to bootstrap the cluster; \"\" means none.",
+      "type": "string",
+      "default": ""
+    },
+    "discovery-srv-name": {
+      "description": "Suffix to the dns srv name queried when bootstrapping (_etcd-server-<name>._tcp).",
+      "type": "string",
+      "default": ""
+    },
     "discovery-fallback": {
       "description": "Expected behavior (exit or proxy) when the discovery service fails.",
       "type": "string",

@@ -47,6 +47,10 @@ struct endpoint {
   std::string host;  // for getaddrinfo (brackets removed)
   std::string port;
   std::string authority;  // the Host header
+  // --discovery-proxy: connect here instead and send the request in absolute form
+  // (http://authority/path), as Go's http.Transport does through an HTTP proxy.
+  std::string proxy_host;
+  std::string proxy_port;
 };
 
 struct http_answer {
@@ -173,10 +177,13 @@ std::variant<http_answer, transport_error> http_do(const endpoint& ep, std::stri
                                                    std::string_view form_body, milliseconds timeout) {
   auto deadline = steady_clock::now() + timeout;
   std::string why;
-  auto fd = dial(ep, deadline, why);
-  if (!fd) return transport_error{why};
+  bool proxied = !ep.proxy_host.empty();
+  endpoint to = proxied ? endpoint{ep.proxy_host, ep.proxy_port, ep.proxy_host + ":" + ep.proxy_port, {}, {}} : ep;
+  auto fd = dial(to, deadline, why);
+  if (!fd) return transport_error{proxied ? "proxy " + why : why};
   socket_guard guard(*fd);
-  std::string request = std::string(method) + " " + target + " HTTP/1.1\r\nHost: " + ep.authority +
+  std::string request_target = proxied ? "http://" + ep.authority + target : target;
+  std::string request = std::string(method) + " " + request_target + " HTTP/1.1\r\nHost: " + ep.authority +
                         "\r\nUser-Agent: keel-discovery\r\nConnection: close\r\n";
   if (method == "PUT" || method == "POST") {
     request += "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " +
@@ -559,6 +566,27 @@ class discoverer {
   std::uint32_t _retries = 0;
 };
 
+// etcd's newProxyFunc: "" is no proxy; "host:port" means http://host:port; only http
+// proxies. Fills ep's proxy fields.
+status set_proxy(endpoint& ep, std::string_view proxy) {
+  if (proxy.empty()) return status::ok();
+  std::string url(proxy);
+  if (url.find("://") == std::string::npos) url = "http://" + url;
+  std::string invalid = "discovery: invalid proxy address \"" + std::string(proxy) + "\"";
+  if (!url.starts_with("http://")) return status(errc::unsupported, invalid + ": only http:// proxies are supported");
+  std::string_view authority = std::string_view(url).substr(7);
+  authority = authority.substr(0, authority.find('/'));
+  std::size_t colon = authority.rfind(':');
+  std::string host(authority.substr(0, colon));
+  std::string port = colon == std::string_view::npos ? "80" : std::string(authority.substr(colon + 1));
+  if (host.starts_with("[") && host.ends_with("]")) host = host.substr(1, host.size() - 2);
+  if (host.empty() || port.empty() || !std::all_of(port.begin(), port.end(), ::isdigit))
+    return status(errc::invalid_argument, invalid + ": bad host or port");
+  ep.proxy_host = host;
+  ep.proxy_port = port;
+  return status::ok();
+}
+
 // Go's path.Join("/", p) for the token path: one leading '/', no empty or trailing segments.
 std::string clean_path(std::string_view path) {
   std::string out;
@@ -634,6 +662,7 @@ result<std::string> discover_initial_cluster(const discovery_request& request) {
   KEEL_ASSERT(!request.name.empty() && !request.peer_urls.empty() && !request.member_id.empty());
   auto parsed = parse_url(request.url);
   if (!parsed) return parsed.error();
+  if (status s = set_proxy(parsed.value().first, request.proxy); !s) return s;
   discoverer d(request, std::move(parsed.value().first), std::move(parsed.value().second));
   return d.join();
 }
@@ -693,6 +722,7 @@ result<std::string> discover_cluster(const discovery_request& request) {
   as_proxy.member_id = "0";  // etcd's GetCluster: id 0, never among the registered
   auto parsed = parse_url(request.url);
   if (!parsed) return parsed.error();
+  if (status s = set_proxy(parsed.value().first, request.proxy); !s) return s;
   discoverer d(as_proxy, std::move(parsed.value().first), std::move(parsed.value().second));
   return d.cluster();
 }

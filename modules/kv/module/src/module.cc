@@ -15,6 +15,7 @@
 #include "proxy.h"
 #include "keel/cluster.h"
 #include "keel/discovery/client.h"
+#include "keel/discovery/srv.h"
 #include "keel/module.h"
 #include "keel/reactor/http.h"
 #include "keel/reactor/shard.h"
@@ -100,6 +101,15 @@ keel::status read_cluster_options(std::string_view core_json, const std::string&
     out.election_ms = core["election-timeout"].GetUint();
   std::string initial_cluster = string_of(core, "initial-cluster");
   std::string discovery = string_of(core, "discovery");
+  std::string srv_domain = string_of(core, "discovery-srv");
+  if (!srv_domain.empty() && discovery.empty() && ::access((dir + "/member.json").c_str(), F_OK) != 0) {
+    // etcd's DNS bootstrap: the members are the SRV records' targets.
+    auto found = keel::discovery::srv_initial_cluster(srv_domain, string_of(core, "discovery-srv-name"), out.name,
+                                                      out.advertise_peer_urls);
+    if (!found) return {found.error().code(), "--discovery-srv " + srv_domain + ": " + found.error().message()};
+    initial_cluster = found.value();
+    std::fprintf(stderr, "kv: DNS SRV records of %s gave --initial-cluster %s\n", srv_domain.c_str(), initial_cluster.c_str());
+  }
   if (!discovery.empty()) {
     // etcd: with --discovery the bootstrap cluster comes from the token, and the member
     // ids are computed with the discovery URL as the cluster token.
@@ -111,6 +121,7 @@ keel::status read_cluster_options(std::string_view core_json, const std::string&
       request.url = discovery;
       request.name = out.name;
       request.peer_urls = out.advertise_peer_urls;
+      request.proxy = string_of(core, "discovery-proxy");
       request.member_id = keel::format_member_id(keel::compute_member_id(out.advertise_peer_urls, discovery));
       auto found = keel::discovery::discover_initial_cluster(request);
       if (!found) return {found.error().code(), "--discovery " + discovery + ": " + found.error().message()};
@@ -156,9 +167,19 @@ keel::status start_proxy(keel::module_context* context, const rapidjson::Documen
 keel::result<std::vector<std::string>> proxy_peer_urls(const rapidjson::Document& core) {
   std::string initial_cluster = string_of(core, "initial-cluster");
   std::string discovery = string_of(core, "discovery");
+  std::string srv_domain = string_of(core, "discovery-srv");
+  if (!srv_domain.empty() && discovery.empty()) {
+    // etcd: a proxy need not be among the records.
+    auto found = keel::discovery::srv_initial_cluster(srv_domain, string_of(core, "discovery-srv-name"),
+                                                      string_of(core, "name", "default"),
+                                                      strings_of(core, "initial-advertise-peer-urls"), true);
+    if (!found) return keel::status{found.error().code(), "--discovery-srv " + srv_domain + ": " + found.error().message()};
+    initial_cluster = found.value();
+  }
   if (!discovery.empty()) {
     keel::discovery::discovery_request request;
     request.url = discovery;
+    request.proxy = string_of(core, "discovery-proxy");
     auto found = keel::discovery::discover_cluster(request);
     if (!found) return keel::status{found.error().code(), "--discovery " + discovery + ": " + found.error().message()};
     initial_cluster = found.value();

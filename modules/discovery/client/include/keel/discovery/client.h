@@ -52,6 +52,9 @@ struct discovery_request {
   std::string name;                    // this member's name (--name)
   std::vector<std::string> peer_urls;  // its advertised peer URLs
   std::string member_id;               // its member id in lowercase hex (the key it registers)
+  // --discovery-proxy: an HTTP proxy ("http://host:port" or "host:port") every request
+  // goes through, in absolute form; "" for none. https proxies are errc::unsupported.
+  std::string proxy;
   retry_policy retry;
   // Each non-waiting request (etcd's client.DefaultRequestTimeout: 5 s).
   std::chrono::milliseconds request_timeout{5000};

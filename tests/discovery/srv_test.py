@@ -1,0 +1,309 @@
+#!/usr/bin/env python3
+"""DNS SRV bootstrap (--discovery-srv) and --discovery-proxy, against real servers.
+
+Runs in a private mount namespace (unshare -m) where /etc/resolv.conf names a dnsmasq
+on 127.0.0.77:53 that this test starts, so the system resolver keeld uses answers the
+test's SRV records and nothing outside the test is touched.
+
+1. Three keelds started with --discovery-srv keel.test (records _etcd-server._tcp with
+   targets m1..m3.keel.test) form one cluster: each names itself, the others are taken
+   from the records, and every member lists the three peer URLs.
+2. Three real etcd 3.4 members given the --initial-cluster those records stand for and
+   the same --initial-cluster-token have the same member ids and cluster id as keel's
+   (etcd 3.4.23's own SRV bootstrap cannot use _etcd-server records: see
+   modules/discovery/README.md).
+3. Refusals: a keeld whose advertised URL is not among the records ("cannot find local
+   etcd member"); a domain without records ("too many errors querying DNS SRV records");
+   records under _etcd-server-ssl (TLS peers, which keel does not speak);
+   --discovery-srv-name picks _etcd-server-<name>._tcp.
+4. --discovery-proxy: a keeld bootstrapping from a discovery token through tinyproxy
+   reaches the service only through it (tinyproxy's log shows the token's requests);
+   an ftp:// proxy is refused.
+
+Usage: srv_test.py <keeld> [<etcd>]
+Ports: 29670-29699. Needs root (namespaces, port 53), dnsmasq and tinyproxy
+(scripts/install-deps); exits 77 (skipped) without them.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+KEELD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/bin/keeld"
+ETCD = sys.argv[2] if len(sys.argv) > 2 else "/usr/bin/etcd"
+DNS_IP = "127.0.0.77"
+TOKEN = "srv-test-token"
+KEEL_PEERS = [29671, 29672, 29673]
+KEEL_CLIENTS = [29681, 29682, 29683]
+passed = 0
+failed = 0
+procs = []
+
+
+def check(condition, name, detail=""):
+    global passed, failed
+    if condition:
+        passed += 1
+        print("ok   " + name, flush=True)
+    else:
+        failed += 1
+        print("FAIL " + name + (": " + str(detail) if detail else ""), flush=True)
+
+
+def skip(why):
+    print("skip: " + why, flush=True)
+    sys.exit(77)
+
+
+def enter_namespace():
+    """Re-runs this script in a private mount namespace with its own resolv.conf."""
+    if os.environ.get("KEEL_TEST_SRV_NS") == "1":
+        return
+    if os.geteuid() != 0:
+        skip("needs root (a mount namespace and port 53)")
+    for tool in ("unshare", "mount", "/usr/sbin/dnsmasq", "tinyproxy"):
+        if not shutil.which(tool):
+            skip("%s is not installed (scripts/install-deps)" % tool)
+    env = dict(os.environ, KEEL_TEST_SRV_NS="1")
+    rc = subprocess.call(["unshare", "--mount", "--propagation", "private", sys.executable,
+                          os.path.abspath(__file__)] + sys.argv[1:], env=env)
+    sys.exit(rc)
+
+
+def start(args, log_path):
+    log = open(log_path, "wb")
+    p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    p.log_path = log_path
+    procs.append(p)
+    return p
+
+
+def stop(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def stop_all():
+    for p in procs:
+        stop(p)
+
+
+def read(path):
+    with open(path, errors="replace") as f:
+        return f.read()
+
+
+def get_json(url, body=None, timeout=2):
+    data = json.dumps(body).encode() if body is not None else None
+    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def wait_for(predicate, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception:  # noqa: BLE001 (not up yet)
+            pass
+        time.sleep(0.1)
+    return None
+
+
+def dnsmasq(work, records):
+    """Starts dnsmasq on DNS_IP:53 answering `records` (dnsmasq option values)."""
+    args = ["/usr/sbin/dnsmasq", "--keep-in-foreground", "--port=53", "--listen-address=" + DNS_IP,
+            "--bind-interfaces", "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--pid-file=",
+            "--user=root", "--log-facility=-"] + records
+    p = start(args, os.path.join(work, "dnsmasq.log"))
+    if not wait_for(lambda: subprocess.run(["getent", "hosts", "m1.keel.test"], capture_output=True).returncode == 0, 5):
+        raise RuntimeError("dnsmasq did not answer: " + read(p.log_path)[-500:])
+    return p
+
+
+def srv_records():
+    out = []
+    for i, port in enumerate(KEEL_PEERS, 1):
+        out.append("--srv-host=_etcd-server._tcp.keel.test,m%d.keel.test,%d,0,10" % (i, port))
+        out.append("--host-record=m%d.keel.test,127.0.0.1" % i)
+    # --discovery-srv-name alt: one member, a different service name.
+    out.append("--srv-host=_etcd-server-alt._tcp.alt.test,m1.keel.test,%d" % KEEL_PEERS[0])
+    # TLS peers only.
+    out.append("--srv-host=_etcd-server-ssl._tcp.tls.test,m1.keel.test,%d" % KEEL_PEERS[0])
+    out.append("--srv-host=_etcd-server._tcp.tls.test,m1.keel.test,%d" % KEEL_PEERS[0])
+    return out
+
+
+def member_args(binary, i, work, extra):
+    name = "m%d" % (i + 1)
+    return [binary, "--name", name, "--data-dir", os.path.join(work, name),
+            "--listen-client-urls", "http://127.0.0.1:%d" % KEEL_CLIENTS[i],
+            "--advertise-client-urls", "http://127.0.0.1:%d" % KEEL_CLIENTS[i],
+            "--listen-peer-urls", "http://127.0.0.1:%d" % KEEL_PEERS[i],
+            "--initial-advertise-peer-urls", "http://%s.keel.test:%d" % (name, KEEL_PEERS[i]),
+            "--initial-cluster-token", TOKEN] + extra
+
+
+def cluster_ids_keel(work):
+    members = [start(member_args(KEELD, i, work, ["--discovery-srv", "keel.test"]),
+                     os.path.join(work, "keel-m%d.log" % (i + 1))) for i in range(3)]
+    listed = wait_for(lambda: get_json("http://127.0.0.1:%d/v3/cluster/member/list" % KEEL_CLIENTS[0], {}), 15)
+    healthy = wait_for(lambda: all(get_json("http://127.0.0.1:%d/health" % c)["health"] == "true"
+                                   for c in KEEL_CLIENTS), 15)
+    check(healthy, "three keelds from --discovery-srv keel.test are healthy",
+          [read(m.log_path)[-300:] for m in members])
+    listed = wait_for(lambda: get_json("http://127.0.0.1:%d/v3/cluster/member/list" % KEEL_CLIENTS[1], {}), 5)
+    urls = sorted(u for m in (listed or {}).get("members", []) for u in m.get("peerURLs", []))
+    want = sorted("http://m%d.keel.test:%d" % (i + 1, p) for i, p in enumerate(KEEL_PEERS))
+    check(urls == want, "member list has the records' targets as peer URLs", urls)
+    log = read(members[0].log_path)
+    check("DNS SRV records of keel.test gave --initial-cluster" in log and "m1=http://m1.keel.test:%d" % KEEL_PEERS[0] in log,
+          "m1 names itself and takes the others from the records", log[:400])
+    named = wait_for(lambda: sorted(m.get("name") for m in get_json(
+        "http://127.0.0.1:%d/v3/cluster/member/list" % KEEL_CLIENTS[2], {})["members"]) == ["m1", "m2", "m3"], 10)
+    check(named, "each member publishes its own name")
+    status = get_json("http://127.0.0.1:%d/v3/maintenance/status" % KEEL_CLIENTS[0], {})
+    ids = sorted(int(m["ID"]) for m in listed["members"]) if listed else []
+    for m in members:
+        stop(m)
+    return ids, int(status["header"]["cluster_id"])
+
+
+def cluster_ids_etcd(work):
+    # etcd 3.4.23 cannot bootstrap from _etcd-server records alone: GetDNSClusterNames
+    # keeps the http records only when their lookup fails, and fails when the
+    # _etcd-server-ssl lookup does (modules/discovery/README.md). So etcd is given the
+    # --initial-cluster those records stand for; the ids depend on the URLs and the
+    # token only, not on how the members were found.
+    initial = ",".join("m%d=http://m%d.keel.test:%d" % (i + 1, i + 1, p) for i, p in enumerate(KEEL_PEERS))
+    members = []
+    for i in range(3):
+        name = "m%d" % (i + 1)
+        members.append(start([ETCD, "--name", name, "--data-dir", os.path.join(work, "etcd-" + name),
+                              "--listen-client-urls", "http://127.0.0.1:%d" % KEEL_CLIENTS[i],
+                              "--advertise-client-urls", "http://127.0.0.1:%d" % KEEL_CLIENTS[i],
+                              "--listen-peer-urls", "http://127.0.0.1:%d" % KEEL_PEERS[i],
+                              "--initial-advertise-peer-urls", "http://%s.keel.test:%d" % (name, KEEL_PEERS[i]),
+                              "--initial-cluster-token", TOKEN, "--initial-cluster", initial],
+                             os.path.join(work, "etcd-%s.log" % name)))
+    healthy = wait_for(lambda: all(get_json("http://127.0.0.1:%d/health" % c)["health"] == "true"
+                                   for c in KEEL_CLIENTS), 20)
+    check(healthy, "three etcd 3.4 members on the records' URLs are healthy",
+          [read(m.log_path)[-300:] for m in members])
+    listed = get_json("http://127.0.0.1:%d/v3/cluster/member/list" % KEEL_CLIENTS[0], {}) if healthy else {}
+    ids = sorted(int(m["ID"]) for m in listed.get("members", []))
+    cluster = int(listed["header"]["cluster_id"]) if listed else 0
+    for m in members:
+        stop(m)
+    return ids, cluster
+
+
+def refusals(work):
+    def refused(extra, name, want):
+        args = member_args(KEELD, 0, os.path.join(work, "refused-" + name), extra)
+        out = subprocess.run(args, capture_output=True, text=True, timeout=30)
+        check(out.returncode != 0 and want in out.stderr, "refused: " + name,
+              (out.returncode, out.stderr.strip().splitlines()[-1:] if out.stderr else ""))
+
+    # m1's advertised URL with a port that is in no record.
+    args = member_args(KEELD, 0, os.path.join(work, "refused-stranger"), ["--discovery-srv", "keel.test"])
+    args[args.index("--initial-advertise-peer-urls") + 1] = "http://m1.keel.test:29699"
+    out = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    check(out.returncode != 0 and 'cannot find local etcd member "m1" in SRV records' in out.stderr,
+          "refused: an advertised URL in no record", out.stderr.strip().splitlines()[-1:])
+    refused(["--discovery-srv", "none.test"], "a domain without records", "too many errors querying DNS SRV records")
+    refused(["--discovery-srv", "tls.test"], "_etcd-server-ssl records (TLS peers)", "speak TLS to peers")
+    # --discovery-srv-name alt: _etcd-server-alt._tcp.alt.test lists m1 alone, so m1
+    # starts as a one-member cluster.
+    p = start(member_args(KEELD, 0, os.path.join(work, "alt"), ["--discovery-srv", "alt.test",
+                                                                 "--discovery-srv-name", "alt"]),
+              os.path.join(work, "alt.log"))
+    ok = wait_for(lambda: get_json("http://127.0.0.1:%d/health" % KEEL_CLIENTS[0])["health"] == "true", 10)
+    check(ok and "m1=http://m1.keel.test:%d" % KEEL_PEERS[0] in read(p.log_path),
+          "--discovery-srv-name alt reads _etcd-server-alt._tcp", read(p.log_path)[-300:])
+    stop(p)
+
+
+def discovery_proxy(work):
+    host = start([KEELD, "--name", "disco", "--data-dir", os.path.join(work, "disco"), "--modules=kv,discovery",
+                  "--listen-client-urls", "http://127.0.0.1:29690", "--advertise-client-urls", "http://127.0.0.1:29690",
+                  "--listen-peer-urls", "http://127.0.0.1:29691"], os.path.join(work, "disco.log"))
+    token_url = wait_for(lambda: urllib.request.urlopen("http://127.0.0.1:29690/new?size=1", timeout=2).read().decode(), 10)
+    check(bool(token_url), "a discovery token from keeld's service", read(host.log_path)[-300:])
+    conf = os.path.join(work, "tinyproxy.conf")
+    proxy_log = os.path.join(work, "tinyproxy.log")
+    with open(conf, "w") as f:
+        f.write("Port 29692\nListen 127.0.0.1\nTimeout 60\nLogFile \"%s\"\nLogLevel Info\nMaxClients 20\n"
+                "Allow 127.0.0.1\n" % proxy_log)
+    tiny = start(["tinyproxy", "-d", "-c", conf], os.path.join(work, "tinyproxy.out"))
+    time.sleep(0.3)
+    member = start([KEELD, "--name", "solo", "--data-dir", os.path.join(work, "solo"),
+                    "--listen-client-urls", "http://127.0.0.1:29693", "--advertise-client-urls", "http://127.0.0.1:29693",
+                    "--listen-peer-urls", "http://127.0.0.1:29694",
+                    "--initial-advertise-peer-urls", "http://127.0.0.1:29694",
+                    "--discovery", token_url, "--discovery-proxy", "127.0.0.1:29692"], os.path.join(work, "solo.log"))
+    ok = wait_for(lambda: get_json("http://127.0.0.1:29693/health")["health"] == "true", 15)
+    token_path = token_url[token_url.index("/discovery/"):]
+    seen = read(proxy_log) if os.path.exists(proxy_log) else ""
+    check(ok, "a member bootstraps from the token through --discovery-proxy", read(member.log_path)[-300:])
+    check(token_path in seen, "tinyproxy carried the token's requests", seen[-400:])
+    stop(member)
+    out = subprocess.run([KEELD, "--name", "bad", "--data-dir", os.path.join(work, "bad"),
+                          "--listen-client-urls", "http://127.0.0.1:29695",
+                          "--listen-peer-urls", "http://127.0.0.1:29696",
+                          "--discovery", token_url, "--discovery-proxy", "ftp://127.0.0.1:29692"],
+                         capture_output=True, text=True, timeout=30)
+    check(out.returncode != 0 and "invalid proxy address" in out.stderr, "an ftp:// proxy is refused",
+          out.stderr.strip().splitlines()[-1:])
+    stop(tiny)
+    stop(host)
+
+
+def main():
+    enter_namespace()
+    work = tempfile.mkdtemp(prefix="keel-srv-")
+    try:
+        resolv = os.path.join(work, "resolv.conf")
+        with open(resolv, "w") as f:
+            f.write("nameserver %s\noptions timeout:1 attempts:2\n" % DNS_IP)
+        subprocess.run(["mount", "--bind", resolv, "/etc/resolv.conf"], check=True)
+        dnsmasq(work, srv_records())
+        keel_ids, keel_cluster = cluster_ids_keel(work)
+        if os.path.exists(ETCD):
+            etcd_ids, etcd_cluster = cluster_ids_etcd(work)
+            check(keel_ids == etcd_ids and len(keel_ids) == 3, "member ids equal etcd 3.4's",
+                  "keel %s etcd %s" % ([hex(i) for i in keel_ids], [hex(i) for i in etcd_ids]))
+            check(keel_cluster == etcd_cluster, "cluster id equals etcd 3.4's",
+                  "keel %x etcd %x" % (keel_cluster, etcd_cluster))
+        else:
+            print("skip etcd comparison: %s is missing" % ETCD)
+        refusals(work)
+        discovery_proxy(work)
+    except Exception as e:  # noqa: BLE001
+        import traceback
+        traceback.print_exc()
+        check(False, "no exception", repr(e))
+    finally:
+        stop_all()
+        if failed == 0:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print("logs kept in " + work)
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
