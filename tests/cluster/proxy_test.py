@@ -550,10 +550,10 @@ class Test:
         t.join(15)
         st, _, text = got.get("answer", (None, None, got.get("error")))
         j = jloads(text or "") or {}
-        # Only key and value: the action of an event a member did not write itself is derived
-        # ("create" for a new key; modules/kv/module/README.md "Actions in watch events").
-        c(st == 200 and (j.get("node") or {}).get("key") == "/w" and (j.get("node") or {}).get("value") == "woken",
-          "3. ... and answered with the PUT of /w made directly on m1", (st, text))
+        # The action is etcd's ("set") on every member: the v2 write's WAL entry carries it.
+        c(st == 200 and j.get("action") == "set" and (j.get("node") or {}).get("key") == "/w"
+          and (j.get("node") or {}).get("value") == "woken",
+          "3. ... and answered with the PUT of /w made directly on m1, action set", (st, text))
 
     def _s3_v2_stream(self):
         c = self.check

@@ -333,8 +333,40 @@ std::string encode_compact_entry(std::int64_t revision, bool physical) {
   return out;
 }
 
+std::string encode_v2_noted_entry(const v2_note_fields& note, std::string_view inner) {
+  std::string out;
+  out.reserve(43 + inner.size());
+  out.push_back(static_cast<char>(entry_kind_v2_noted));
+  out.push_back(static_cast<char>(note.action));
+  out.push_back(static_cast<char>(note.refresh ? 1 : 0));
+  put_u64(out, static_cast<std::uint64_t>(note.node_expiration_ns));
+  put_u64(out, static_cast<std::uint64_t>(note.node_ttl));
+  put_u64(out, static_cast<std::uint64_t>(note.previous_expiration_ns));
+  put_u64(out, static_cast<std::uint64_t>(note.previous_ttl));
+  out.append(inner);
+  return out;
+}
+
 std::optional<wal_entry> decode_entry(std::string_view data) {
   if (data.empty()) return std::nullopt;
+  if (static_cast<std::uint8_t>(data[0]) == entry_kind_v2_noted) {
+    reader note_in{data, 1};
+    v2_note_fields note;
+    note.action = note_in.u8();
+    std::uint8_t flags = note_in.u8();
+    note.node_expiration_ns = note_in.i64();
+    note.node_ttl = note_in.i64();
+    note.previous_expiration_ns = note_in.i64();
+    note.previous_ttl = note_in.i64();
+    if (!note_in.ok || (flags & ~1u) || note_in.at >= data.size() ||
+        static_cast<std::uint8_t>(data[note_in.at]) == entry_kind_v2_noted)
+      return std::nullopt;
+    note.refresh = flags & 1;
+    auto inner = decode_entry(data.substr(note_in.at));
+    if (!inner) return std::nullopt;
+    inner->v2_note = note;
+    return inner;
+  }
   wal_entry entry;
   entry.kind = static_cast<std::uint8_t>(data[0]);
   reader in{data, 1};

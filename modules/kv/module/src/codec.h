@@ -65,6 +65,24 @@ std::string encode_lease_grant_entry(std::int64_t id, std::int64_t ttl);
 inline constexpr std::uint8_t entry_kind_lease_revoke = 6;
 std::string encode_lease_revoke_entry(std::int64_t id, bool expired);
 
+// What etcd's v2 watchers see of a v2 write that MVCC does not record (v2.h
+// revision_note): the action, whether it only refreshed a TTL, and the TTLs shown.
+struct v2_note_fields {
+  std::uint8_t action = 0;  // v2::action's value
+  bool refresh = false;
+  std::int64_t node_expiration_ns = 0;
+  std::int64_t node_ttl = 0;
+  std::int64_t previous_expiration_ns = 0;
+  std::int64_t previous_ttl = 0;
+};
+
+// A v2 write's entry carrying its note, so every member applying it, and every replay,
+// shows v2 watchers etcd's action (not one derived from MVCC):
+//   u8 kind = 7 | u8 action | u8 flags (1 refresh) | i64 node_expiration_ns | i64 node_ttl
+//   | i64 previous_expiration_ns | i64 previous_ttl | the entry itself (any other kind)
+inline constexpr std::uint8_t entry_kind_v2_noted = 7;
+std::string encode_v2_noted_entry(const v2_note_fields& note, std::string_view inner);
+
 // Any entry, decoded; `kind` says which member is meaningful.
 struct wal_entry {
   std::uint8_t kind = 0;
@@ -76,6 +94,9 @@ struct wal_entry {
   std::int64_t lease_id = 0;   // lease grant / revoke
   std::int64_t lease_ttl = 0;  // lease grant
   bool lease_expired = false;  // lease revoke
+  // Set when the entry came wrapped as entry_kind_v2_noted (`kind` is the inner one's):
+  // the note belongs to the first revision the entry makes.
+  std::optional<v2_note_fields> v2_note;
 };
 // nullopt when the bytes are not a well-formed entry of a known kind.
 std::optional<wal_entry> decode_entry(std::string_view data);

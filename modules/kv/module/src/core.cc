@@ -1,6 +1,7 @@
 // core.cc — the kv engine: log + apply on the owner shard, leases, watch fan-out. See core.h
 // and ../README.md.
 #include "core.h"
+#include "v2.h"
 
 #include <algorithm>
 #include <atomic>
@@ -83,9 +84,24 @@ status writer_unusable() {
   return status::ok();
 }
 
+void owner_note_v2_write(const v2_note_fields* note) noexcept {
+  if (note) g->v2_note_pending = *note;
+  else g->v2_note_pending.reset();
+}
+
 // Appends one entry. Nothing is applied here; the caller applies right after.
 status log_entry(std::string data) {
   if (g->replaying || g->applying) return status::ok();
+  bool makes_revision = !data.empty() && (static_cast<std::uint8_t>(data[0]) == entry_kind_put ||
+                                           static_cast<std::uint8_t>(data[0]) == entry_kind_delete ||
+                                           static_cast<std::uint8_t>(data[0]) == entry_kind_txn);
+  if (g->v2_note_pending && makes_revision) {  // not a lease the write grants or revokes
+    data = encode_v2_noted_entry(*g->v2_note_pending, data);
+    v2_note_fields hidden;  // what follows in the same v2 write only moves keys
+    hidden.action = static_cast<std::uint8_t>(v2::action::update);
+    hidden.refresh = true;
+    g->v2_note_pending = hidden;
+  }
   if (g->capture) {  // a follower's write: the caller forwards it (write_on_owner)
     *g->capture = std::move(data);
     return fail(errc::unavailable, "captured for the leader");
@@ -1240,6 +1256,7 @@ std::uint64_t fnv1a(std::string_view text) {
 // leader running a follower's forwarded request, it is checked, logged and applied.
 apply_outcome apply_entry(const wal_entry& entry) {
   apply_outcome out;
+  const std::int64_t before = g->store.current_revision();
   switch (entry.kind) {
     case entry_kind_put: {
       auto done = owner_put(kv::put_request{entry.put.key, entry.put.value, entry.put.lease, entry.put.prev_kv,
@@ -1278,6 +1295,19 @@ apply_outcome apply_entry(const wal_entry& entry) {
     }
   }
   out.revision = g->store.current_revision();
+  if (entry.v2_note && out.failure.is_ok() && out.revision > before) {
+    v2::revision_note note;
+    note.what = static_cast<v2::action>(entry.v2_note->action);
+    note.refresh = entry.v2_note->refresh;
+    note.node_expiration_ns = entry.v2_note->node_expiration_ns;
+    note.node_ttl = entry.v2_note->node_ttl;
+    note.previous_expiration_ns = entry.v2_note->previous_expiration_ns;
+    note.previous_ttl = entry.v2_note->previous_ttl;
+    for (std::int64_t r = before + 1; r <= out.revision; ++r) {
+      v2::note_revision(r, note);
+      note = v2::revision_note{v2::action::update, true};  // the rest only moves keys (v2_store.cc)
+    }
+  }
   return out;
 }
 

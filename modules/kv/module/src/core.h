@@ -187,6 +187,10 @@ task<T> run_on_owner(F fn) {
 // Waits until the WAL is open; errc::unavailable (wal_unavailable) if it cannot take writes.
 task<status> owner_ready();
 const kv::mvcc_store& owner_store();
+struct v2_note_fields;  // codec.h
+// Owner shard: the entries logged until the next call belong to one v2 write with this
+// note (nullptr ends it); see core_internal.h v2_note_pending.
+void owner_note_v2_write(const v2_note_fields* note) noexcept;
 // Log + apply now; the result is final but not durable (see the top of this file).
 result<kv::put_result> owner_put(const kv::put_request& request);
 result<kv::delete_range_result> owner_delete_range(const kv::delete_range_request& request);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cluster.h"
+#include "codec.h"
 #include "core.h"
 #include "keel/kv/wal.h"
 #include "keel/kv/wal_recovery.h"
@@ -74,6 +75,10 @@ struct core_state {
   kv_module::cluster_options configured;  // as configured (a single node shows its URLs from here)
   bool applying = false;    // applying a committed entry: nothing is logged
   std::string* capture = nullptr;  // a follower's write: log_entry stores the entry here
+  // A v2 write in progress (v2_store.cc): log_entry wraps its first entry with this note
+  // (entry_kind_v2_noted) and any later ones (a directory's keys moving to its new lease)
+  // with a hidden refresh, so followers and replays see etcd's action too.
+  std::optional<v2_note_fields> v2_note_pending;
   std::uint64_t forward_origin = 0;   // a forwarded write being logged: who asked
   std::uint64_t forward_request = 0;  // and its request id there
   bool wal_failure_logged = false;

@@ -14,6 +14,8 @@
 #include <unordered_map>
 #include <variant>
 
+#include "codec.h"
+#include "core.h"
 #include "v2.h"
 
 namespace keel::kv_module::v2 {
@@ -467,6 +469,45 @@ result<std::int64_t> apply_put(const std::string& path, const put_plan& plan, co
   return done->revision;
 }
 
+// The node's TTL as the answer shows it: none when it keeps its directory's lease.
+ttl_view node_ttl_of(const put_plan& plan, const found_path& f, std::int64_t now) {
+  if (plan.lease != 0 && plan.lease != f.inherited) return lease_view(plan.lease, now);
+  return {};
+}
+
+revision_note note_of_put(const put_plan& plan, const found_path& f, bool refresh, std::int64_t now) {
+  revision_note note;
+  note.what = action_of(plan.kind);
+  note.refresh = refresh;
+  ttl_view view = node_ttl_of(plan, f, now);
+  note.node_expiration_ns = view.expiration_ns;
+  note.node_ttl = view.ttl;
+  if (plan.previous) {
+    note.previous_expiration_ns = plan.previous->expiration_ns;
+    note.previous_ttl = plan.previous->ttl;
+  }
+  return note;
+}
+
+// While it lives, the entries the owner logs carry `note` (core.h owner_note_v2_write),
+// so members applying them and replays show watchers this write's action.
+class logged_note {
+ public:
+  explicit logged_note(const revision_note& note) noexcept {
+    v2_note_fields fields;
+    fields.action = static_cast<std::uint8_t>(note.what);
+    fields.refresh = note.refresh;
+    fields.node_expiration_ns = note.node_expiration_ns;
+    fields.node_ttl = note.node_ttl;
+    fields.previous_expiration_ns = note.previous_expiration_ns;
+    fields.previous_ttl = note.previous_ttl;
+    owner_note_v2_write(&fields);
+  }
+  ~logged_note() { owner_note_v2_write(nullptr); }
+  logged_note(const logged_note&) = delete;
+  logged_note& operator=(const logged_note&) = delete;
+};
+
 outcome answer_put(const std::string& path, put_plan plan, const found_path& f,
                    std::int64_t revision, bool refresh, std::int64_t now) {
   node current;
@@ -477,22 +518,11 @@ outcome answer_put(const std::string& path, put_plan plan, const found_path& f,
   // The engine keeps a key's create_revision across puts (etcd's set would renew it).
   const std::optional<key_value>& before = plan.as_dir ? f.marker : f.file;
   current.created_index = before ? before->create_revision : revision;
-  if (plan.lease != 0 && plan.lease != f.inherited) {
-    ttl_view view = lease_view(plan.lease, now);
-    current.expiration_ns = view.expiration_ns;
-    current.ttl = view.ttl;
-  }
+  ttl_view view = node_ttl_of(plan, f, now);
+  current.expiration_ns = view.expiration_ns;
+  current.ttl = view.ttl;
 
-  revision_note note;
-  note.what = action_of(plan.kind);
-  note.refresh = refresh;
-  note.node_expiration_ns = current.expiration_ns;
-  note.node_ttl = current.ttl;
-  if (plan.previous) {
-    note.previous_expiration_ns = plan.previous->expiration_ns;
-    note.previous_ttl = plan.previous->ttl;
-  }
-  note_revision(revision, note);
+  note_revision(revision, note_of_put(plan, f, refresh, now));
   for (std::int64_t r = revision + 1; r <= owner_store().current_revision(); ++r) {
     revision_note hidden;  // the rest of a directory's keys moving to its new lease
     hidden.what = action::update;
@@ -523,7 +553,10 @@ outcome write_put(key_request request, std::int64_t now) {
   auto planned = plan_put(kind, request, f, now);
   if (auto* refused = std::get_if<outcome>(&planned)) return std::move(*refused);
   put_plan plan = std::move(std::get<put_plan>(planned));
-  auto written = apply_put(request.path, plan, f);
+  result<std::int64_t> written = [&] {
+    logged_note noting(note_of_put(plan, f, request.refresh, now));
+    return apply_put(request.path, plan, f);
+  }();
   if (!written) {
     if (request.ttl) release_if_unused(plan.lease);
     return internal_failure(written.error());
@@ -563,7 +596,14 @@ outcome write_remove(const key_request& request, std::int64_t now) {
   } else {
     del.key = path;
   }
-  auto done = owner_delete_range(del);
+  revision_note note;
+  note.what = compare ? action::compare_and_delete : action::remove;
+  note.previous_expiration_ns = previous->expiration_ns;
+  note.previous_ttl = previous->ttl;
+  auto done = [&] {
+    logged_note noting(note);
+    return owner_delete_range(del);
+  }();
   if (!done) return internal_failure(done.error());
   std::vector<std::int64_t> leases;
   for (const key_value& gone : done->prev_kvs)
@@ -578,10 +618,6 @@ outcome write_remove(const key_request& request, std::int64_t now) {
   current.modified_index = revision;
   current.created_index = is_dir ? (marker ? marker->create_revision : 0) : f.file->create_revision;
 
-  revision_note note;
-  note.what = compare ? action::compare_and_delete : action::remove;
-  note.previous_expiration_ns = previous->expiration_ns;
-  note.previous_ttl = previous->ttl;
   note_revision(revision, note);
 
   outcome out;
