@@ -1527,7 +1527,9 @@ void core_stop() {
   // millions of versions allocated on shard 0's thread takes the main thread a second or
   // more (glibc's cross-arena frees), which would break "SIGTERM stops within a second".
   // `retired` keeps it reachable, so leak checkers do not report it.
-  static core_state* retired = nullptr;
+  // (volatile: a store the compiler must keep, so the pointer stays in memory where
+  // LeakSanitizer finds it; it also silences -Wunused-but-set-variable.)
+  [[maybe_unused]] static core_state* volatile retired = nullptr;
   retired = g;
   g = nullptr;
 }
