@@ -20,6 +20,15 @@
 9. A real etcd 3.4 with the same token falls back to etcd's own proxy, which reads keel's
    peer /members: a v2 PUT through it lands on the keel cluster. Skipped (printed "skip")
    when etcd is missing; the test then exits 77 if nothing failed.
+10. A misbehaving member (a fake one in Python: /members on its peer port, raw HTTP on its
+   client port) behind a proxy: (a) chunk sizes "-6", "ffffffffffffffec", "0x5" end the
+   answer at once, the proxy still serves and stays small and idle; (b) an 8 MiB chunked
+   answer and a 6,000,000-byte Content-Length one arrive intact; (d) a member's
+   "100 Continue" before its answer is skipped and Expect is not forwarded; (c) pooled
+   connections after the member restarts on the same port are not 502s; (e) a peer that
+   accepts and never answers, sorted first, does not keep the proxy from the next peer;
+   (g) proxy/cluster is written only after a successful read of the members; (f) a single
+   node's data dir with --proxy on added starts the member, not a proxy.
 
 Usage: proxy_test.py --binary build/bin/keeld [--etcd /usr/bin/etcd] [--workdir DIR] [--keep]
 Ports: 29640-29669 only (loopback). Python 3 standard library only.
@@ -59,9 +68,16 @@ CLOSED_PORT = 29656                            # nothing listens here
 FAKE_PEER = 29657                              # a fake peer /members (scenario 8b)
 BAD_CLIENT, BAD_PEER = 29658, 29659            # the proxy whose only endpoint is dead
 ETCD_CLIENT, ETCD_PEER = 29660, 29661          # etcd 3.4 falling back to proxy
+HUNG_PEER = 29662                              # a fake peer that never answers (scenario 10e)
+MIS_PEER = 29663                               # a fake member's peer port: /members (scenario 10)
+MIS_CLIENT = 29664                             # ... and its misbehaving client port
+MP_CLIENT, MP_PEER = 29665, 29666              # the proxies of scenario 10
+SOLO_CLIENT, SOLO_PEER = 29667, 29668          # the single node of scenario 10f
 ALL_PORTS = sorted([HOST_CLIENT, HOST_PEER, PROXY_CLIENT, PROXY_PEER, EXIT_CLIENT, EXIT_PEER,
                     RO_CLIENT, RO_PEER, ZERO_CLIENT, ZERO_PEER, CLOSED_PORT, FAKE_PEER,
-                    BAD_CLIENT, BAD_PEER, ETCD_CLIENT, ETCD_PEER] + MEMBER_CLIENT + MEMBER_PEER)
+                    BAD_CLIENT, BAD_PEER, ETCD_CLIENT, ETCD_PEER, HUNG_PEER, MIS_PEER, MIS_CLIENT,
+                    MP_CLIENT, MP_PEER, SOLO_CLIENT, SOLO_PEER] + MEMBER_CLIENT + MEMBER_PEER)
+assert len(set(ALL_PORTS)) == len(ALL_PORTS)
 assert all(29640 <= p <= 29669 for p in ALL_PORTS)
 
 
@@ -275,6 +291,269 @@ def dump(procs, n=25):
             p.name, "running" if p.running() else "exit %s" % (p.proc.returncode if p.proc else "-"),
             p.log_path, p.tail(n)))
     sys.stderr.flush()
+
+
+# ---------------------------------------------------------------------------------------
+# fake members (scenario 10)
+
+def members_server(port, client_port, name="fake"):
+    """A fake peer port: GET /members (etcd's JSON, X-Etcd-Cluster-ID) naming one member whose
+    client URL is client_port. Returns the started ThreadingHTTPServer."""
+    class Peer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            if self.path == "/members":
+                body = json.dumps([{"id": 987654321012, "peerURLs": [url_of(port)], "name": name,
+                                    "clientURLs": [url_of(client_port)]}]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("X-Etcd-Cluster-ID", "bad5eed")
+            else:
+                body = b"404 page not found\n"
+                self.send_response(404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), Peer)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def stop_server(srv):
+    if srv is not None:
+        srv.shutdown()
+        srv.server_close()
+
+
+class RawServer:
+    """A listener on 127.0.0.1:port whose connections are handled by handle(conn) in a thread
+    each. stop() closes the listener and every accepted connection (a member going away);
+    start() again listens on the same port (its restart)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.lsock = None
+        self.thread = None
+        self.running = False
+        self.conns = set()
+        self.accepted = 0
+        self.lock = threading.Lock()
+
+    def start(self):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        s.listen(128)
+        s.settimeout(0.1)
+        self.lsock, self.running = s, True
+        self.thread = threading.Thread(target=self._accept, args=(s,), daemon=True)
+        self.thread.start()
+        return self
+
+    def _accept(self, s):
+        while self.running:
+            try:
+                conn, _ = s.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            conn.settimeout(60)
+            with self.lock:
+                self.conns.add(conn)
+                self.accepted += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            self.handle(conn)
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self.lock:
+                self.conns.discard(conn)
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def handle(self, conn):
+        raise NotImplementedError
+
+    def stop(self):
+        self.running = False
+        if self.thread:
+            self.thread.join(5)
+        if self.lsock:
+            self.lsock.close()
+            self.lsock = None
+        with self.lock:
+            conns = list(self.conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
+class HungPeer(RawServer):
+    """Accepts connections and never reads or answers."""
+
+    def handle(self, conn):
+        while self.running and conn.fileno() >= 0:
+            time.sleep(0.2)
+
+
+def known_bytes(n, seed):
+    return random.Random(seed).randbytes(n)
+
+
+BIG_CHUNKS = [known_bytes(1 << 20, 100 + i) for i in range(8)] + [b"xyz"]
+BIG_CHUNKED = b"".join(BIG_CHUNKS)
+BIG_LENGTH = known_bytes(6000000, 7)
+GOOD_BODY = b'{"good":true}\n'
+BAD_CHUNK_SIZES = {"/bad-minus": b"-6", "/bad-huge": b"ffffffffffffffec", "/bad-0x": b"0x5"}
+
+
+class MisbehavingMember(RawServer):
+    """A fake member's client port, HTTP/1.1 with keep-alive:
+    GET /good -> 200 JSON (Content-Length); GET /c?slow=1 -> 200 "c" after 0.3 s;
+    GET /bad-* -> 200 chunked with a bad chunk-size line (the connection stays open);
+    GET /big -> 8 MiB + 3 bytes chunked (1 MiB chunks); GET /len6m -> 6,000,000 bytes with
+    Content-Length; PUT /expect -> "100 Continue", then the body is read, then 200 "ok"."""
+
+    def __init__(self, port):
+        super().__init__(port)
+        self.seen = []  # (method, path, {lowercased header: value}, body)
+
+    def handle(self, conn):
+        buf = b""
+        while True:
+            while b"\r\n\r\n" not in buf:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            lines = head.decode("latin-1").split("\r\n")
+            method, target, _ = lines[0].split(" ", 2)
+            headers = {}
+            for line in lines[1:]:
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    headers[k.strip().lower()] = v.strip()
+            path = target.split("?", 1)[0]
+            if path == "/expect":
+                conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            length = int(headers.get("content-length", "0") or 0)
+            while len(buf) < length:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+            body, buf = buf[:length], buf[length:]
+            with self.lock:
+                self.seen.append((method, target, headers, body))
+            self.answer(conn, method, path, target)
+
+    @staticmethod
+    def answer(conn, method, path, target):
+        if path == "/good":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                         % (len(GOOD_BODY), GOOD_BODY))
+        elif path == "/c":
+            if "slow=1" in target:
+                time.sleep(0.3)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1\r\n\r\nc")
+        elif path in BAD_CHUNK_SIZES:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + BAD_CHUNK_SIZES[path]
+                         + b"\r\nhello\r\n0\r\n\r\n")
+        elif path == "/big":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n")
+            for chunk in BIG_CHUNKS:
+                conn.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            conn.sendall(b"0\r\n\r\n")
+        elif path == "/len6m":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n"
+                         % len(BIG_LENGTH))
+            conn.sendall(BIG_LENGTH)
+        elif path == "/expect" and method == "PUT":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
+        else:
+            conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+
+def raw_exchange(port, data, timeout=5.0):
+    """Sends `data` on a new connection and reads answers until a final (non-1xx) one is
+    complete (Content-Length framing), the connection closes or `timeout` passes. Returns
+    (status lines, final body or None, all bytes)."""
+    got = b""
+    deadline = time.monotonic() + timeout
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        while True:
+            parsed = split_answers(got)
+            if parsed[1] is not None or time.monotonic() > deadline:
+                return parsed + (got,)
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                more = s.recv(65536)
+            except socket.timeout:
+                return parsed + (got,)
+            if not more:
+                return parsed + (got,)
+            got += more
+
+
+def split_answers(got):
+    statuses, at = [], 0
+    while True:
+        end = got.find(b"\r\n\r\n", at)
+        if end < 0:
+            return statuses, None
+        head = got[at:end].decode("latin-1").split("\r\n")
+        statuses.append(head[0])
+        parts = head[0].split(" ")
+        code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        at = end + 4
+        if 100 <= code < 200:
+            continue
+        length = None
+        for line in head[1:]:
+            if line.lower().startswith("content-length:"):
+                length = int(line.split(":", 1)[1])
+        if length is None or len(got) - at < length:
+            return statuses, None
+        return statuses, got[at:at + length]
+
+
+def rss_mb(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def cpu_seconds(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -877,6 +1156,277 @@ class Test:
         finally:
             p.stop()
 
+    # -- 10 -------------------------------------------------------------------------------
+
+    def mis_proxy(self, name, extra):
+        return Proc(name, self.keeld(name, ["--proxy", "on"] + extra + [
+            "--listen-client-urls", url_of(MP_CLIENT), "--listen-peer-urls", url_of(MP_PEER)]), self.work).start()
+
+    def s10_member(self):
+        c = self.check
+        peer = members_server(MIS_PEER, MIS_CLIENT)
+        fake = None
+        p = None
+        try:
+            fake = MisbehavingMember(MIS_CLIENT).start()
+            p = self.mis_proxy("mis", ["--initial-cluster", "fake=%s" % url_of(MIS_PEER)])
+            ok, last, took = self.wait_endpoints(MP_CLIENT, p, [url_of(MIS_CLIENT)], 10)
+            c(ok, "10. a proxy of a fake member: endpoints %s, from the fake peer's /members (%.1fs)" % (last, took),
+              (last, p.tail(10)))
+            if not ok:
+                return
+            try:
+                with open(os.path.join(self.work, "mis.data", "proxy", "cluster")) as f:
+                    raw = f.read()
+            except OSError as e:
+                raw = repr(e)
+            c((jloads(raw) or {}).get("PeerURLs") == [url_of(MIS_PEER)] if isinstance(jloads(raw), dict) else False,
+              "10. ... after reading the members it wrote proxy/cluster with the fake peer URL", raw)
+            for part in (self._s10a_bad_chunks, self._s10b_large, self._s10d_continue, self._s10c_restart):
+                if not p.running():
+                    c(False, "10. %s not run" % part.__name__, "the proxy exited: %s" % p.tail(15))
+                    continue
+                try:
+                    part(p, fake)
+                except Exception as e:  # noqa: BLE001
+                    c(False, "10. %s raised" % part.__name__, "%r\n%s" % (e, traceback.format_exc()))
+        finally:
+            if p:
+                p.stop()
+            if fake:
+                fake.stop()
+            stop_server(peer)
+
+    def _s10a_bad_chunks(self, p, fake):
+        c = self.check
+        for path, size in BAD_CHUNK_SIZES.items():
+            t0 = time.monotonic()
+            conn = http.client.HTTPConnection("127.0.0.1", MP_CLIENT, timeout=5)
+            try:
+                conn.request("GET", path)
+                resp = conn.getresponse()
+                st = resp.status
+                try:
+                    body = resp.read()
+                    how = "status %d, %d body bytes, stream ended" % (st, len(body))
+                except http.client.IncompleteRead as e:
+                    how = "status %d, the connection closed after %d body bytes" % (st, len(e.partial))
+                ended = True
+            except socket.timeout as e:
+                ended, how = False, "no end within 5 s: %r" % e
+            except (OSError, http.client.HTTPException) as e:
+                ended, how = True, "the connection closed: %r" % e  # ended, if rudely
+            finally:
+                conn.close()
+            took = time.monotonic() - t0
+            c(ended and took < 5, "10a. chunk-size line %r from the member: GET %s through the proxy ends in %.2fs (%s)"
+              % (size.decode(), path, took, how), (how, p.tail(8)))
+        t0 = time.monotonic()
+        try:
+            st, _, text = request(MP_CLIENT, "GET", "/good", timeout=5)
+        except (OSError, http.client.HTTPException) as e:
+            st, text = None, repr(e)
+        took = time.monotonic() - t0
+        c(st == 200 and text.encode() == GOOD_BODY and took < 2,
+          "10a. ... then GET /good through the proxy -> 200 %s (%.2fs)" % (GOOD_BODY.decode().strip(), took),
+          (st, text, p.tail(8)))
+        pid = p.proc.pid
+        cpu0, t0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(1.0)
+        cpu1, t1 = cpu_seconds(pid), time.monotonic()
+        busy = None if cpu0 is None or cpu1 is None else (cpu1 - cpu0) / (t1 - t0)
+        c(busy is not None and busy < 0.3, "10a. ... keeld is idle afterwards (CPU %s of a core over 1 s)"
+          % (None if busy is None else "%.0f%%" % (busy * 100)), busy)
+        rss = rss_mb(pid)
+        c(rss is not None and rss < 200, "10a. ... and small: VmRSS %s MB < 200 MB"
+          % (None if rss is None else "%.1f" % rss), rss)
+
+    def _s10b_large(self, p, fake):
+        c = self.check
+        for path, want, what in (("/big", BIG_CHUNKED, "an 8 MiB + 3 bytes chunked answer (1 MiB chunks, then 3 bytes)"),
+                                 ("/len6m", BIG_LENGTH, "a Content-Length: 6000000 answer (over the 4 MiB buffered limit)")):
+            t0 = time.monotonic()
+            conn = http.client.HTTPConnection("127.0.0.1", MP_CLIENT, timeout=20)
+            try:
+                conn.request("GET", path)
+                resp = conn.getresponse()
+                st, te, data = resp.status, resp.headers.get("Transfer-Encoding"), resp.read()
+            except (OSError, http.client.HTTPException) as e:
+                st, te, data = None, None, b""
+                err = repr(e)
+            else:
+                err = None
+            finally:
+                conn.close()
+            took = time.monotonic() - t0
+            first_diff = None
+            if data != want:
+                first_diff = next((i for i in range(0, min(len(data), len(want)), 4096)
+                                   if data[i:i + 4096] != want[i:i + 4096]), min(len(data), len(want)))
+            c(st == 200 and data == want, "10b. %s: GET %s through the proxy -> 200 and exactly its %d bytes "
+              "(Transfer-Encoding %s, %.2fs)" % (what, path, len(want), te, took),
+              {"status": st, "got bytes": len(data), "want bytes": len(want), "error": err,
+               "first difference at": first_diff, "log": p.tail(8)})
+
+    def _s10d_continue(self, p, fake):
+        c = self.check
+        before = len(fake.seen)
+        for hdrs, what in (({"Expect": "100-continue"}, "with Expect: 100-continue"), ({}, "without Expect")):
+            try:
+                st, _, text = request(MP_CLIENT, "PUT", "/expect", b"hello",
+                                      dict(hdrs, **{"Content-Type": "text/plain"}), timeout=5)
+            except (OSError, http.client.HTTPException) as e:
+                st, text = None, repr(e)
+            c(st == 200 and text == "ok", "10d. the member answers \"100 Continue\" then 200 ok: a PUT through "
+              "the proxy %s -> 200 ok" % what, (st, text, p.tail(8)))
+        try:
+            statuses, body, raw = raw_exchange(MP_CLIENT, b"PUT /expect HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                               b"Expect: 100-continue\r\nContent-Length: 5\r\n\r\nhello")
+        except OSError as e:
+            statuses, body, raw = [], None, repr(e).encode()
+        interim_ok = all(s.split(" ", 1)[-1] == "100 Continue" for s in statuses[:-1])
+        c(body == b"ok" and statuses and statuses[-1].split(" ")[1:2] == ["200"] and interim_ok
+          and b"Unknown" not in raw,
+          "10d. ... on the wire (raw socket, Expect: 100-continue): status lines %s, body %r" % (statuses, body),
+          raw[:400])
+        seen = [s for s in fake.seen[before:] if s[1] == "/expect"]
+        forwarded = [s[2].get("expect") for s in seen if "expect" in s[2]]
+        c(len(seen) == 3 and not forwarded and all(s[3] == b"hello" for s in seen),
+          "10d. ... the member got the 3 PUTs with their body and no Expect header (Expect sent on: %d)"
+          % len(forwarded), [(s[0], s[1], s[2], s[3]) for s in seen])
+
+    def _s10c_restart(self, p, fake):
+        c = self.check
+        results = [None] * 20
+
+        def get(i):
+            try:
+                results[i] = request(MP_CLIENT, "GET", "/c?slow=1&i=%d" % i, timeout=10)[::2]
+            except (OSError, http.client.HTTPException) as e:
+                results[i] = (None, repr(e))
+        threads = [threading.Thread(target=get, args=(i,), daemon=True) for i in range(20)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(15)
+        bad = [(i, r) for i, r in enumerate(results) if r != (200, "c")]
+        conns_before = fake.accepted
+        c(not bad, "10c. 20 concurrent GETs through the proxy to a keep-alive member -> 200 (the member "
+          "accepted %d connections in all)" % conns_before, bad)
+        with fake.lock:
+            pooled = len(fake.conns)  # the proxy's idle connections, kept alive
+        c(pooled >= 2, "10c. ... the proxy keeps %d connections to the member open (pooled)" % pooled, pooled)
+        fake.stop()  # the member goes away: its listener and every connection of the proxy's pool closed
+        time.sleep(0.2)
+        fake.start()  # ... and comes back on the same port
+        got = []
+        for n in range(6):
+            try:
+                st, _, text = request(MP_CLIENT, "GET", "/c?i=after%d" % n, timeout=5)
+            except (OSError, http.client.HTTPException) as e:
+                st, text = None, repr(e)
+            got.append((n, st, text[:120]))
+        bad = [g for g in got if g[1] != 200]
+        c(not bad, "10c. the member restarted on the same port (pooled connections closed): 6 sequential GETs "
+          "through the proxy -> all 200 (%d new connections)" % (fake.accepted - conns_before),
+          (got, p.tail(10)))
+
+    def s10e_hung_peer(self):
+        c = self.check
+        hung = HungPeer(HUNG_PEER).start()
+        peer = members_server(MIS_PEER, MIS_CLIENT)
+        fake = None
+        p = None
+        try:
+            fake = MisbehavingMember(MIS_CLIENT).start()
+            assert url_of(HUNG_PEER) < url_of(MIS_PEER)  # the proxy sorts its peer URLs: the hung one is asked first
+            p = self.mis_proxy("hung", ["--initial-cluster", "hung=%s,good=%s" % (url_of(HUNG_PEER), url_of(MIS_PEER)),
+                                        "--proxy-refresh-interval", "1000"])
+            ok, last, took = self.wait_endpoints(MP_CLIENT, p, [url_of(MIS_CLIENT)], 15)
+            c(ok and hung.accepted >= 1, "10e. the first peer accepts and never answers (asked %d times): the proxy "
+              "learns the endpoints from the second one within 15 s (%.1fs)" % (hung.accepted, took),
+              (last, p.tail(10)))
+            if ok:
+                try:
+                    st, _, text = request(MP_CLIENT, "GET", "/good", timeout=5)
+                except (OSError, http.client.HTTPException) as e:
+                    st, text = None, repr(e)
+                c(st == 200 and text.encode() == GOOD_BODY, "10e. ... and GET /good through it -> 200", (st, text))
+        finally:
+            if p:
+                p.stop()
+            if fake:
+                fake.stop()
+            stop_server(peer)
+            hung.stop()
+
+    def s10g_no_cluster_file(self):
+        c = self.check
+        p = self.mis_proxy("nofile", ["--initial-cluster", "x=%s" % url_of(CLOSED_PORT)])
+        try:
+            def up():
+                if not p.running():
+                    raise Exited("exited with %s" % p.proc.returncode)
+                return self.proxy_endpoints(MP_CLIENT) == []
+            try:
+                ok = poll(up, 10) is True
+            except Exited as e:
+                ok = False
+                c(False, "10g. --proxy on --initial-cluster x=<closed port>, fresh data dir: it runs", (str(e), p.tail(10)))
+                return
+            time.sleep(2.0)
+            path = os.path.join(self.work, "nofile.data", "proxy", "cluster")
+            c(ok and p.running() and not os.path.exists(path),
+              "10g. --proxy on --initial-cluster x=<closed port>, fresh data dir: 2 s later no proxy/cluster "
+              "(written only after a successful read of the members)",
+              {"up": ok, "running": p.running(), "exists": os.path.exists(path), "log": p.tail(8)})
+        finally:
+            p.stop()
+
+    def s10f_single_node(self):
+        c = self.check
+        d = os.path.join(self.work, "solo.data")
+        cmd = self.keeld("solo", ["--listen-client-urls", url_of(SOLO_CLIENT), "--advertise-client-urls",
+                                  url_of(SOLO_CLIENT), "--listen-peer-urls", url_of(SOLO_PEER)], d)
+        p = Proc("solo", cmd, self.work).start()
+        try:
+            def put():
+                if not p.running():
+                    raise Exited("exited with %s" % p.proc.returncode)
+                return request(SOLO_CLIENT, "PUT", "/v2/keys/solo10", *form(value="kept"), timeout=2)[0] in (200, 201)
+            try:
+                ok = poll(put, 15, 0.2) is True
+            except Exited as e:
+                ok = False
+            c(ok, "10f. a single node (no --initial-cluster): v2 PUT /v2/keys/solo10 value=kept -> 201", p.tail(10))
+            if not ok:
+                return
+            p.stop()
+            c(p.proc.returncode not in (None, -signal.SIGKILL), "10f. ... stopped with SIGTERM (exit %s); its "
+              "data dir holds %s" % (p.proc.returncode, sorted(os.listdir(d))), p.tail(5))
+            p.cmd = cmd + ["--proxy", "on", "--initial-cluster", "x=%s" % url_of(CLOSED_PORT)]
+            p.start()
+            last = [None]
+
+            def get():
+                if not p.running():
+                    raise Exited("exited with %s" % p.proc.returncode)
+                st, val, _, text = v2_get(SOLO_CLIENT, "solo10", timeout=2)
+                last[0] = (st, text)
+                return st == 200 and val == "kept"
+            try:
+                ok = poll(get, 15, 0.2) is True
+            except Exited as e:
+                ok, last[0] = False, str(e)
+            c(ok and p.running(), "10f. ... restarted with --proxy on --initial-cluster x=<closed port> added: "
+              "it is the member again, GET /v2/keys/solo10 -> 200 kept", (last[0], p.tail(10)))
+            out = p.output()
+            c(not os.path.exists(os.path.join(d, "proxy", "cluster")) and "running as etcd's v2 proxy" not in out,
+              "10f. ... its data dir has no proxy/cluster and it did not run as a proxy",
+              {"data dir": sorted(os.listdir(d)), "log": p.tail(10)})
+        finally:
+            p.stop()
+
     # -- run --------------------------------------------------------------------------------
 
     def run(self):
@@ -892,7 +1442,8 @@ class Test:
             dump([self.host] + self.members if self.host else self.members)
             return
         for step in (self.s3_proxy, self.s4_exit, self.s5_kill_member, self.s6_restart_proxy,
-                     self.s7_readonly, self.s8_zero, self.s8b_bad_endpoint, self.s9_etcd):
+                     self.s7_readonly, self.s8_zero, self.s8b_bad_endpoint, self.s9_etcd,
+                     self.s10_member, self.s10e_hung_peer, self.s10g_no_cluster_file, self.s10f_single_node):
             if step == self.s5_kill_member and (self.proxy is None or not self.proxy.running()):
                 self.check.failed("5. not run", "the proxy of scenario 3 is not running")
                 continue

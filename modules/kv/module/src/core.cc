@@ -1398,12 +1398,18 @@ status run_forwarded_request(std::string_view data, std::int64_t* ttl_out) {
   }
   auto entry = decode_entry(data);
   if (!entry) return fail(errc::invalid_argument, "a forwarded request that is not a kv request");
-  return apply_entry(*entry).failure;
+  // A forwarded v2 write (none today: v2 writes on followers go over HTTP) keeps its note
+  // in the entry the leader logs.
+  if (entry->v2_note) owner_note_v2_write(&*entry->v2_note);
+  status applied = apply_entry(*entry).failure;
+  if (entry->v2_note) owner_note_v2_write(nullptr);
+  return applied;
 }
 
 status rebuild_state(std::uint64_t through_index,
                      const std::function<const std::string*(std::uint64_t index)>& entry_data_at) {
   std::int64_t published = g->published_local;
+  const std::int64_t taken_back_through = g->store.current_revision();
   g->store = kv::mvcc_store();
   g->leases.clear();
   g->replaying = true;
@@ -1424,6 +1430,7 @@ status rebuild_state(std::uint64_t through_index,
   }
   g->replaying = false;
   std::int64_t revision = g->store.current_revision();
+  v2::forget_notes(revision, taken_back_through);
   std::erase_if(g->pending_events, [revision](const kv::event& e) { return e.kv.mod_revision > revision; });
   std::erase_if(g->pending_expiry, [revision](std::int64_t r) { return r > revision; });
   std::erase_if(g->expiry_revisions, [revision](std::int64_t r) { return r > revision; });

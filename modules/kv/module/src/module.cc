@@ -202,7 +202,10 @@ keel::status maybe_start_proxy(keel::module_context* context, const std::string&
   std::string text(context->core_config_json());
   core.Parse(text.c_str());
   if (core.HasParseError() || !core.IsObject()) return {keel::errc::invalid_argument, "the core config is not an object"};
-  if (::access((dir + "/member.json").c_str(), F_OK) == 0) return keel::status::ok();
+  // A member's data dir: member.json (a cluster member) or a WAL (a single node, which
+  // writes no member.json). etcd looks for its member/ directory the same way.
+  if (::access((dir + "/member.json").c_str(), F_OK) == 0 || ::access((dir + "/wal").c_str(), F_OK) == 0)
+    return keel::status::ok();
   auto kept = kvm::proxy::read_cluster_file(dir + "/proxy/cluster");
   if (!kept) return kept.error();
   if (kept.value()) {

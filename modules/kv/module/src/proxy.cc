@@ -2,6 +2,8 @@
 #include "proxy.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,6 +14,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -94,6 +97,7 @@ struct upstream_head {
   enum class framing { none, length, chunked, until_close } how = framing::until_close;
   std::size_t length = 0;
   bool keep_alive = true;
+  bool interim = false;  // a 1xx (100 Continue, 102, 103): the real answer follows
 };
 
 // Parses a complete response head at the start of `bytes`; body_at is where the body
@@ -132,8 +136,14 @@ bool parse_head(std::string_view bytes, bool head_request, upstream_head& out, s
     if (name == "content-type") {
       out.content_type = std::string(value);
     } else if (name == "content-length") {
+      std::uint64_t length = 0;
+      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), length, 10);
+      if (ec != std::errc{} || end != value.data() + value.size() || value.empty()) {
+        malformed = true;
+        return false;
+      }
       has_length = true;
-      out.length = static_cast<std::size_t>(std::strtoull(std::string(value).c_str(), nullptr, 10));
+      out.length = static_cast<std::size_t>(length);
     } else if (name == "transfer-encoding") {
       chunked = lower(value).find("chunked") != std::string::npos;
     } else if (name == "connection") {
@@ -145,6 +155,7 @@ bool parse_head(std::string_view bytes, bool head_request, upstream_head& out, s
     }
   }
   body_at = end + 4;
+  out.interim = out.status / 100 == 1 && out.status != 101;
   if (head_request || out.status / 100 == 1 || out.status == 204 || out.status == 304) out.how = upstream_head::framing::none;
   else if (chunked) out.how = upstream_head::framing::chunked;
   else if (has_length) out.how = upstream_head::framing::length;
@@ -173,6 +184,15 @@ struct shard_state {
 thread_local shard_state t;
 
 constexpr std::size_t idle_per_endpoint_max = 128;  // etcd's DefaultMaxIdleConnsPerHost
+// An answer up to this size is passed on whole, with its Content-Length; a larger one is
+// passed on as it arrives, chunked, so a member's answer never has to fit in memory.
+constexpr std::size_t buffered_body_max = 4u << 20;
+// A chunk is passed on in pieces of at most this many bytes as they arrive.
+constexpr std::size_t chunk_piece_max = 256u << 10;
+// etcd's GetClusterFromRemotePeers gives each peer 10 s.
+constexpr std::chrono::seconds members_timeout{10};
+// etcd's proxy transport: TCP keep-alive every 30 s, so a vanished member is noticed.
+constexpr int keepalive_seconds = 30;
 
 task<void> sweeper() {
   t.sweeping = true;
@@ -191,6 +211,20 @@ void release_idle() {
   t.idle.clear();
 }
 
+void keep_alive(connection* c) {
+  int one = 1, seconds = keepalive_seconds;
+  ::setsockopt(c->fd(), SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  ::setsockopt(c->fd(), IPPROTO_TCP, TCP_KEEPIDLE, &seconds, sizeof seconds);
+  ::setsockopt(c->fd(), IPPROTO_TCP, TCP_KEEPINTVL, &seconds, sizeof seconds);
+}
+
+// Shuts `fd` down after `after` unless `done` is set first: ends a read that would wait
+// forever on a peer that accepted and never answers.
+task<void> deadline_for(int fd, std::shared_ptr<bool> done, std::chrono::seconds after) {
+  (void)co_await keel::sleep_for(after);
+  if (!*done) ::shutdown(fd, SHUT_RDWR);
+}
+
 // ---- reading the members (etcd's GetClusterFromRemotePeers) ------------------------------
 
 struct members_answer {
@@ -206,8 +240,11 @@ task<std::optional<members_answer>> fetch_members(const std::string& peer_url) {
   auto conn = co_await std::move(connecting);
   if (!conn) co_return std::nullopt;
   connection* c = conn.value();
-  c->write("GET /members HTTP/1.1\r\nHost: " + where->host + ":" + std::to_string(where->port) +
-           "\r\nConnection: close\r\n\r\n");
+  // HTTP/1.0: the answer is never chunked (a Go server chunks an HTTP/1.1 answer over
+  // about 2 KB, as etcd's /members of a larger cluster is), and ends when it closes.
+  c->write("GET /members HTTP/1.0\r\nHost: " + where->host + ":" + std::to_string(where->port) + "\r\n\r\n");
+  auto done = std::make_shared<bool>(false);
+  spawn(deadline_for(c->fd(), done, members_timeout));
   std::string bytes;
   for (;;) {
     recv_buffer buffer = co_await c->read();
@@ -215,11 +252,17 @@ task<std::optional<members_answer>> fetch_members(const std::string& peer_url) {
     bytes.append(buffer.data(), buffer.size());
     if (bytes.size() > (4u << 20)) break;
   }
+  *done = true;
   c->release();
   upstream_head head;
   std::size_t body_at = 0;
   bool malformed = false;
   if (!parse_head(bytes, false, head, body_at, malformed) || head.status != 200) co_return std::nullopt;
+  // etcd takes the cluster id from X-Etcd-Cluster-ID and skips a peer without one.
+  bool has_cluster_id = std::any_of(head.headers.begin(), head.headers.end(), [](const auto& h) {
+    return lower(h.first) == "x-etcd-cluster-id" && !h.second.empty();
+  });
+  if (!has_cluster_id) co_return std::nullopt;
   std::string body = bytes.substr(body_at);
   if (head.how == upstream_head::framing::length) body.resize(std::min(body.size(), head.length));
   rapidjson::Document doc;
@@ -267,19 +310,20 @@ task<void> refresh_once() {
     g->endpoints = found->client_urls;
     std::vector<std::string> before = g->opts.peer_urls;
     std::sort(before.begin(), before.end());
-    if (!sorted_peers.empty() && before != sorted_peers) {
+    cluster_file = g->opts.cluster_file;
+    if (sorted_peers.empty()) sorted_peers = before;
+    if (before != sorted_peers) {
       g->opts.peer_urls = sorted_peers;
       peers_changed = true;
-      cluster_file = g->opts.cluster_file;
     }
     if (!g->announced && !g->endpoints.empty()) announce = g->announced = true;
   }
-  if (peers_changed) {
-    if (status saved = write_cluster_file(cluster_file, sorted_peers); !saved)
-      note(log_level::warn, "proxy: " + saved.message());
-    else
-      note(log_level::info, "proxy: updated peer urls in cluster file " + cluster_file);
-  }
+  // etcd writes the cluster file after every successful read of the members (not at
+  // start: a mistyped --initial-cluster is not kept).
+  if (status saved = write_cluster_file(cluster_file, sorted_peers); !saved)
+    note(log_level::warn, "proxy: " + saved.message());
+  else if (peers_changed)
+    note(log_level::info, "proxy: updated peer urls in cluster file " + cluster_file);
   if (announce) {
     std::string list;
     for (const std::string& u : found->client_urls) list += (list.empty() ? "" : " ") + u;
@@ -306,7 +350,8 @@ std::string request_bytes(const http_request& q, const endpoint& to) {
   bool host = false;
   for (const http_header& h : q.headers) {
     std::string name = lower(h.name);
-    if (is_hop_by_hop(name) || name == "content-length") continue;
+    // The body is complete already, so an Expect: 100-continue has nothing to wait for.
+    if (is_hop_by_hop(name) || name == "content-length" || name == "expect") continue;
     host = host || name == "host";
     out += h.name + ": " + h.value + "\r\n";
   }
@@ -318,17 +363,25 @@ std::string request_bytes(const http_request& q, const endpoint& to) {
   return out;
 }
 
-// An upstream connection: an idle one to `url` if there is one (`reused`), else a new one.
-task<result<connection*>> upstream_to(const std::string& url, const endpoint& where, bool& reused) {
+// An upstream connection: an idle one to `url` that the member has not closed
+// (`reused`), unless `fresh`, else a new one.
+task<result<connection*>> upstream_to(const std::string& url, const endpoint& where, bool fresh, bool& reused) {
   auto& pool = t.idle[url];
-  reused = !pool.empty();
-  if (reused) {
+  reused = false;
+  while (!fresh && !pool.empty()) {
     connection* c = pool.back();
     pool.pop_back();
+    if (c->peer_closed()) {
+      c->release();  // the member closed it while it was idle (a restart, its idle timeout)
+      continue;
+    }
+    reused = true;
     co_return c;
   }
   task<result<connection*>> connecting = connection::connect(where);
-  co_return co_await std::move(connecting);
+  auto conn = co_await std::move(connecting);
+  if (conn) keep_alive(conn.value());
+  co_return conn;
 }
 
 void give_back(const std::string& url, connection* c) {
@@ -345,7 +398,7 @@ task<bool> relay_body(connection* c, const upstream_head& head, std::string byte
     r.send(head.status, head.content_type, "");
     co_return bytes.empty();
   }
-  if (head.how == framing::length) {
+  if (head.how == framing::length && head.length <= buffered_body_max) {
     while (bytes.size() < head.length) {
       recv_buffer buffer = co_await c->read();
       if (buffer.size() == 0) break;
@@ -357,6 +410,26 @@ task<bool> relay_body(connection* c, const upstream_head& head, std::string byte
     }
     r.send(head.status, head.content_type, std::string_view(bytes).substr(0, head.length));
     co_return bytes.size() == head.length;
+  }
+  if (head.how == framing::length) {
+    // Too large to hold: passed on as it arrives, chunked (the client sees the same bytes).
+    r.start_stream(head.status, head.content_type);
+    std::size_t left = head.length;
+    std::string_view first(bytes.data(), std::min(bytes.size(), left));
+    if (!first.empty()) r.write_chunk(first);
+    left -= first.size();
+    bool extra = bytes.size() > first.size();
+    while (left > 0 && !r.peer_closed()) {
+      recv_buffer buffer = co_await c->read();
+      if (buffer.size() == 0) break;
+      std::size_t take = std::min<std::size_t>(buffer.size(), left);
+      r.write_chunk({buffer.data(), take});
+      extra = extra || take < buffer.size();
+      left -= take;
+      (void)co_await r.drained();
+    }
+    r.end_stream();
+    co_return left == 0 && !extra;
   }
   r.start_stream(head.status, head.content_type);
   if (head.how == framing::until_close) {
@@ -370,12 +443,48 @@ task<bool> relay_body(connection* c, const upstream_head& head, std::string byte
     r.end_stream();
     co_return false;
   }
-  // Chunked: decode each chunk and write it on as a chunk of keel's own.
+  // Chunked: decode each chunk and write it on as chunks of keel's own, in pieces as
+  // they arrive. A chunk-size line that is not hex digits (with an optional ;extension),
+  // or a size over 2^40, ends the answer: nothing after it can be trusted.
   std::size_t at = 0;
+  std::uint64_t chunk_left = 0;  // bytes of the current chunk not passed on yet
+  bool in_chunk = false;
   for (;;) {
+    if (in_chunk) {
+      std::size_t have = bytes.size() - at;
+      std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_left, have));
+      take = std::min(take, chunk_piece_max);
+      if (take > 0) {
+        r.write_chunk(std::string_view(bytes).substr(at, take));
+        at += take;
+        chunk_left -= take;
+      }
+      if (chunk_left == 0 && bytes.size() - at >= 2) {
+        if (bytes.compare(at, 2, "\r\n") != 0) break;  // malformed: no CRLF after the data
+        at += 2;
+        in_chunk = false;
+      }
+      if (at > 64 * 1024) {
+        bytes.erase(0, at);
+        at = 0;
+      }
+      if (in_chunk && (chunk_left == 0 || take == 0)) {
+        recv_buffer buffer = co_await c->read();
+        if (buffer.size() == 0 || r.peer_closed()) break;
+        bytes.append(buffer.data(), buffer.size());
+        (void)co_await r.drained();
+      }
+      continue;
+    }
     std::size_t eol = bytes.find("\r\n", at);
     if (eol != std::string::npos) {
-      std::size_t size = static_cast<std::size_t>(std::strtoull(bytes.substr(at, eol - at).c_str(), nullptr, 16));
+      std::string_view line(bytes.data() + at, eol - at);
+      line = line.substr(0, line.find(';'));
+      while (!line.empty() && (line.back() == ' ' || line.back() == '\t')) line.remove_suffix(1);
+      std::uint64_t size = 0;
+      auto [end, ec] = std::from_chars(line.data(), line.data() + line.size(), size, 16);
+      if (line.empty() || ec != std::errc{} || end != line.data() + line.size() || size > (std::uint64_t{1} << 40))
+        break;  // malformed
       if (size == 0) {
         // The last chunk; the trailer (ignored) ends with an empty line.
         std::size_t end = std::string::npos;
@@ -385,15 +494,14 @@ task<bool> relay_body(connection* c, const upstream_head& head, std::string byte
           r.end_stream();
           co_return end == bytes.size();
         }
-      } else if (bytes.size() >= eol + 2 + size + 2) {
-        r.write_chunk(std::string_view(bytes).substr(eol + 2, size));
-        at = eol + 2 + size + 2;
-        if (at > 64 * 1024) {
-          bytes.erase(0, at);
-          at = 0;
-        }
+      } else {
+        at = eol + 2;
+        chunk_left = size;
+        in_chunk = true;
         continue;
       }
+    } else if (bytes.size() - at > 4096) {
+      break;  // a chunk-size line that never ends
     }
     recv_buffer buffer = co_await c->read();
     if (buffer.size() == 0 || r.peer_closed()) break;
@@ -430,11 +538,11 @@ task<void> relay(const http_request& q, http_response& r) {
       continue;
     }
     std::string out = request_bytes(q, where.value());
-    // A pooled connection the member has closed meanwhile fails before any byte of an
-    // answer: then (only then) the request is sent again on a new connection.
+    // A pooled connection the member closed just now fails before any byte of an
+    // answer: then (only then) the request is sent again, on a new connection.
     for (int attempt = 0; attempt < 2; ++attempt) {
       bool reused = false;
-      task<result<connection*>> getting = upstream_to(url, where.value(), reused);
+      task<result<connection*>> getting = upstream_to(url, where.value(), attempt > 0, reused);
       auto conn = co_await std::move(getting);
       if (!conn) {
         mark_failed(url, conn.error().message());
@@ -447,18 +555,29 @@ task<void> relay(const http_request& q, http_response& r) {
       upstream_head head;
       std::size_t body_at = 0;
       bool malformed = false, complete = false;
+      bool answered = false;  // any byte came back (then the request is not sent again)
       for (;;) {
+        // What is buffered may already hold the next head (after a 1xx).
+        if (!bytes.empty()) {
+          head = upstream_head{};
+          complete = parse_head(bytes, head_request, head, body_at, malformed);
+          if (complete && head.interim) {
+            bytes.erase(0, body_at);  // 100 Continue and the like: the answer follows
+            complete = false;
+            continue;
+          }
+          if (complete || malformed) break;
+        }
         recv_buffer buffer = co_await c->read();
         if (buffer.size() == 0) break;
+        answered = true;
         bytes.append(buffer.data(), buffer.size());
-        complete = parse_head(bytes, head_request, head, body_at, malformed);
-        if (complete || malformed) break;
       }
       if (!complete) {
         c->release();
         watch.upstream_fd = -1;
         if (r.peer_closed()) co_return;  // the client left while the member held the request
-        if (reused && bytes.empty() && !malformed) continue;
+        if (reused && !answered) continue;
         mark_failed(url, malformed ? "a malformed answer" : "the connection closed before an answer");
         break;
       }
@@ -553,7 +672,6 @@ status start(module_context* context, options o) {
   g = new director;  // lives as long as the process: shard threads read it until they end
   g->context = context;
   g->opts = std::move(o);
-  if (status saved = write_cluster_file(g->opts.cluster_file, g->opts.peer_urls); !saved) return saved;
   http_router& router = context->router();
   for (const char* method : {"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"}) router.add_prefix_async(method, "/", relay);
   // keeld's own /version and /health (exact routes) are the cluster's answers through a

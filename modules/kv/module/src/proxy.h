@@ -40,10 +40,12 @@ result<std::optional<std::vector<std::string>>> read_cluster_file(const std::str
 status write_cluster_file(const std::string& path, const std::vector<std::string>& peer_urls);
 
 // Registers the proxy's routes (every path, for every method, and GET
-// /v2/config/local/proxy) and its shard hooks. REQUIRES: main thread, before the shards
+// /v2/config/local/proxy) and its shard hooks. The cluster file is written after each
+// successful read of the members, not here. REQUIRES: main thread, before the shards
 // start; the kv store is not started in this process.
 status start(module_context* context, options o);
-// Ends the refresher and releases pooled connections (module stop).
+// Module stop. Nothing to do: each shard's stop hook ends its refresher and releases its
+// pooled connections.
 void stop();
 
 }  // namespace keel::kv_module::proxy

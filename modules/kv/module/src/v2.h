@@ -159,6 +159,10 @@ struct revision_note {
 void note_revision(std::int64_t revision, const revision_note& note) noexcept;
 // Any shard: the note of `revision`, if the ring still holds it.
 std::optional<revision_note> find_note(std::int64_t revision) noexcept;
+// Owner shard: forgets the notes of revisions (after, through], which a rebuild of the
+// store (a leader that stepped down with speculative writes) has taken back, so the
+// revisions' new writes do not show their notes.
+void forget_notes(std::int64_t after, std::int64_t through) noexcept;
 
 // ---- statistics (/v2/stats/store) -------------------------------------------------------------
 

@@ -708,6 +708,15 @@ void note_revision(std::int64_t revision, const revision_note& note) noexcept {
   slot.revision.store(revision, std::memory_order_release);
 }
 
+void forget_notes(std::int64_t after, std::int64_t through) noexcept {
+  through = std::min<std::int64_t>(through, after + static_cast<std::int64_t>(revision_notes_max));
+  for (std::int64_t r = after + 1; r <= through; ++r) {
+    note_slot& slot = notes()[static_cast<std::uint64_t>(r) % revision_notes_max];
+    std::int64_t expected = r;
+    slot.revision.compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed);
+  }
+}
+
 std::optional<revision_note> find_note(std::int64_t revision) noexcept {
   if (revision <= 0) return std::nullopt;
   note_slot& slot = notes()[static_cast<std::uint64_t>(revision) % revision_notes_max];
