@@ -3,6 +3,8 @@
 // failure names the seed. Virtual time: 6.824's sleeps are run_for() calls.
 #define BOOST_TEST_MODULE raft_lab
 #include <boost/test/unit_test.hpp>
+
+#include <cstdlib>
 #include <map>
 #include <set>
 #include <string>
@@ -19,10 +21,18 @@ namespace {
 // The node k places after id, among 1..n (6.824's (leader + k) % n).
 node_id after(node_id id, std::size_t k, std::size_t n) { return (id - 1 + k) % n + 1; }
 
+// KEEL_TEST_RAFT_READY_DEPTH=2 runs every scenario with pipelined readies (ctest
+// raft_lab_pipelined_test): each node takes its next ready while the last one's fsync runs.
+std::size_t ready_depth() {
+  const char* text = std::getenv("KEEL_TEST_RAFT_READY_DEPTH");
+  return text && std::atoi(text) > 0 ? static_cast<std::size_t>(std::atoi(text)) : 1;
+}
+
 options lab(std::size_t nodes, std::uint64_t seed) {
   options o;
   o.nodes = nodes;
   o.seed = seed;
+  o.ready_depth = ready_depth();
   return o;
 }
 

@@ -51,6 +51,7 @@ config cluster::config_for(const member& m) const {
   cfg.check_quorum = _opts.check_quorum;
   cfg.max_inflight_msgs = _opts.max_inflight_msgs;
   cfg.max_size_per_msg = _opts.max_size_per_msg;
+  cfg.max_outstanding_readies = _opts.ready_depth;
   cfg.seed = _opts.seed * 1'000'003 + m.id * 7'919 + m.incarnation;
   cfg.initial_hard_state = m.durable.hard;
   cfg.initial_snapshot = m.durable.snap;
@@ -66,7 +67,7 @@ void cluster::start(member& m) {
   m.raft = std::make_unique<node>(std::move(cfg));
   m.state = decode_state(m.durable.snap.data);
   m.last_compaction = m.durable.snap.metadata.index;
-  m.in_flight.reset();
+  m.in_flight.clear();
   schedule({_now + random(_opts.tick_us) + 1, 0, event_kind::tick, m.id, m.incarnation, {}});
   pump(m);
 }
@@ -74,7 +75,7 @@ void cluster::start(member& m) {
 void cluster::crash(node_id id) {
   member& m = at(id);
   m.raft.reset();
-  m.in_flight.reset();  // its fsync never completes: that ready is lost
+  m.in_flight.clear();  // their fsyncs never complete: those readies are lost
   m.state.clear();
   m.reads.clear();
   ++m.incarnation;
@@ -200,19 +201,22 @@ void cluster::check_full() {
 // ---- the driver loop (keel/raft/raft.h) -------------------------------------------------
 
 void cluster::pump(member& m) {
-  if (!m.raft || m.in_flight || !m.raft->has_ready()) return;
-  ready rd = m.raft->ready();
-  // Sendable before the fsync: the leader's appends go out in parallel with its write.
-  for (const message& msg : rd.messages) transmit(msg);
-  rd.messages.clear();
-  m.in_flight = std::move(rd);
-  schedule(
-      {_now + random(_opts.fsync_us_max + 1), 0, event_kind::fsync_done, m.id, m.incarnation, {}});
+  while (m.raft && m.in_flight.size() < _opts.ready_depth && m.raft->has_ready()) {
+    ready rd = m.raft->ready();
+    // Sendable before the fsync: the leader's appends go out in parallel with its write.
+    for (const message& msg : rd.messages) transmit(msg);
+    rd.messages.clear();
+    m.in_flight.push_back(std::move(rd));
+    schedule(
+        {_now + random(_opts.fsync_us_max + 1), 0, event_kind::fsync_done, m.id, m.incarnation, {}});
+  }
 }
 
 void cluster::fsync_done(member& m) {
-  ready rd = std::move(*m.in_flight);
-  m.in_flight.reset();
+  // Fsyncs complete in order: whichever event fires, the oldest ready is the durable one.
+  if (m.in_flight.empty()) return;
+  ready rd = std::move(m.in_flight.front());
+  m.in_flight.pop_front();
   persist(m, rd);
   for (const message& msg : rd.messages_after_persist) transmit(msg);
   apply(m, rd);

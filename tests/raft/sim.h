@@ -24,6 +24,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -53,6 +54,10 @@ struct options {
   std::size_t max_inflight_msgs = 64;
   std::uint64_t max_size_per_msg = 64 * 1024;
   std::uint64_t fsync_us_max = 2'000;  // each fsync takes [0, this]
+  // Readies a node holds at once (config.max_outstanding_readies): with 2, a node takes
+  // its next ready and sends its messages while the previous one's fsync runs; fsyncs
+  // complete in the order they were issued (a disk's, as keel's WAL writer guarantees).
+  std::size_t ready_depth = 1;
   std::uint64_t snapshot_every = 0;    // compact after this many applied entries; 0 never
   bool check_every_event = true;
 };
@@ -173,7 +178,7 @@ class cluster {
     std::unique_ptr<node> raft;  // null while crashed
     std::uint64_t incarnation = 0;
     disk durable;
-    std::optional<ready> in_flight;    // handed out, fsync not done
+    std::deque<ready> in_flight;       // handed out, fsync not done; oldest first
     std::vector<applied_entry> state;  // the state machine
     std::uint64_t last_compaction = 0;
     std::vector<served_read> reads;

@@ -106,8 +106,10 @@ std::vector<entry> raft_log::slice(std::uint64_t low, std::uint64_t max_bytes) c
   return out;
 }
 
-std::vector<entry> raft_log::unstable_entries() const {
-  std::uint64_t from = std::max(_stable, _snapshot.metadata.index) + 1;
+std::vector<entry> raft_log::unstable_entries() const { return entries_after(_stable); }
+
+std::vector<entry> raft_log::entries_after(std::uint64_t index) const {
+  std::uint64_t from = std::max(index, _snapshot.metadata.index) + 1;
   if (from > last_index()) return {};
   return std::vector<entry>(_entries.begin() + (from - first_index()), _entries.end());
 }

@@ -64,6 +64,7 @@ class raft_log {
 
   // ---- persistence ----
   std::vector<entry> unstable_entries() const;  // (stable, last]
+  std::vector<entry> entries_after(std::uint64_t index) const;  // (max(index, snapshot), last]
   // The driver persisted up to `id`; ignored if the log changed under it since.
   void stable_to(entry_id id);
   const snapshot& last_snapshot() const { return _snapshot; }

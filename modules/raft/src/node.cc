@@ -55,6 +55,7 @@ status validate(const config& cfg) {
   if (cfg.election_tick <= cfg.heartbeat_tick)
     return invalid("election_tick must be greater than heartbeat_tick");
   if (cfg.max_inflight_msgs == 0) return invalid("max_inflight_msgs must be positive");
+  if (cfg.max_outstanding_readies == 0) return invalid("max_outstanding_readies must be at least 1");
   if (cfg.max_size_per_msg == 0 || cfg.max_committed_size_per_ready == 0)
     return invalid("message and ready sizes must be positive");
   if (cfg.max_uncommitted_entries == 0) return invalid("max_uncommitted_entries must be positive");
@@ -102,6 +103,7 @@ raft::role node::role() const { return _raft->role(); }
 node_id node::leader() const { return _raft->leader(); }
 std::uint64_t node::commit_index() const { return _raft->log().committed(); }
 std::uint64_t node::applied_index() const { return _raft->log().applied(); }
+std::uint64_t node::handed_committed_index() const { return _raft->log().applying(); }
 std::uint64_t node::first_index() const { return _raft->log().first_index(); }
 std::uint64_t node::last_index() const { return _raft->log().last_index(); }
 std::uint64_t node::persisted_index() const { return _raft->log().stable(); }

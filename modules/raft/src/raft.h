@@ -204,7 +204,11 @@ class consensus {
     std::uint64_t applied_to = 0;
     std::vector<message> self_messages;
   };
-  std::optional<handed_out> _outstanding;
+  std::deque<handed_out> _outstanding;  // oldest first; advance() takes the front
+  // The newest entry handed out by an outstanding ready; entries after it (or after the
+  // stable index, if it was truncated away since) go in the next ready.
+  std::optional<entry_id> _handed_last;
+  std::uint64_t unhanded_after() const;
   soft_state _last_soft;
   hard_state _last_hard;
 };

@@ -7,10 +7,22 @@
 
 namespace keel::raft::detail {
 
+// The index after which entries have not been handed out yet: the stable index, or the
+// newest entry an outstanding ready holds if it is still in the log as handed out.
+std::uint64_t consensus::unhanded_after() const {
+  std::uint64_t after = _log.stable();
+  if (!_outstanding.empty() && _handed_last && _handed_last->index > after && _log.match_term(*_handed_last))
+    after = _handed_last->index;
+  return after;
+}
+
 bool consensus::has_ready() const {
-  if (_outstanding) return false;
+  if (_outstanding.size() >= _cfg.max_outstanding_readies) return false;
+  // A snapshot is persisted and applied alone: not while another ready is outstanding,
+  // and nothing after it until it is advanced.
+  if (!_outstanding.empty() && (_log.snapshot_unstable() || _outstanding.back().snapshot_index != 0)) return false;
   if (current_soft_state() != _last_soft || current_hard_state() != _last_hard) return true;
-  if (_log.snapshot_unstable() || _log.stable() < _log.last_index()) return true;
+  if (_log.snapshot_unstable() || unhanded_after() < _log.last_index()) return true;
   if (!_messages.empty() || !_messages_after_persist.empty() || !_self_after_persist.empty())
     return true;
   if (_proposals_unsent || _log.has_next_committed()) return true;
@@ -20,7 +32,7 @@ bool consensus::has_ready() const {
 }
 
 raft::ready consensus::make_ready() {
-  KEEL_ASSERT_MSG(!_outstanding, "ready() again before advance()");
+  KEEL_ASSERT_MSG(_outstanding.size() < _cfg.max_outstanding_readies, "ready() again before advance()");
   flush_proposals();
   raft::ready rd;
   handed_out handed;
@@ -38,9 +50,10 @@ raft::ready consensus::make_ready() {
     handed.snapshot_index = rd.snapshot.metadata.index;
     rd.must_sync = true;
   }
-  rd.entries = _log.unstable_entries();
+  rd.entries = _log.entries_after(unhanded_after());
   if (!rd.entries.empty()) {
     handed.last_entry = entry_id{rd.entries.back().index, rd.entries.back().term};
+    _handed_last = handed.last_entry;
     rd.must_sync = true;
   }
 
@@ -60,14 +73,14 @@ raft::ready consensus::make_ready() {
   }
   _read_states = std::move(waiting);
 
-  _outstanding = std::move(handed);
+  _outstanding.push_back(std::move(handed));
   return rd;
 }
 
 void consensus::advance() {
-  KEEL_ASSERT_MSG(_outstanding, "advance() without a ready");
-  handed_out handed = std::move(*_outstanding);
-  _outstanding.reset();
+  KEEL_ASSERT_MSG(!_outstanding.empty(), "advance() without a ready");
+  handed_out handed = std::move(_outstanding.front());
+  _outstanding.pop_front();
   if (handed.snapshot_index != 0) _log.snapshot_stable(handed.snapshot_index);
   if (handed.last_entry) _log.stable_to(*handed.last_entry);
   _log.applied_to(handed.applied_to);

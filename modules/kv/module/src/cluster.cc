@@ -11,6 +11,7 @@
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <deque>
@@ -100,8 +101,24 @@ struct peer_link {
 
 }  // namespace
 
+// A ready whose persist is in flight (the ready loop holds up to two: the raft core's
+// max_outstanding_readies). Once its data is durable, and every older one's, its
+// messages_after_persist go out and the raft core is advanced past it.
+struct persisting_ready {
+  std::vector<raft::message> after_persist;
+  std::vector<raft::read_state> read_states;
+  bool durable = false;
+};
+
+// Readies in flight at once on a member (raft::config::max_outstanding_readies): with 2,
+// ready N+1's entries go to the followers and to the WAL while N's fdatasync runs. 1 by
+// default: 2 measured no faster here (perf/RESULTS.md, "Two readies in flight"); the
+// loop below handles either, and KEEL_TEST_RAFT_READY_DEPTH chooses.
+constexpr std::size_t readies_in_flight_max = 1;
+
 struct cluster_state {
   module_context* context = nullptr;
+  std::deque<std::shared_ptr<persisting_ready>> persisting;  // oldest first
   std::string token;     // the cluster token: new members' ids are computed with it
   bool removed = false;  // this member was removed from the cluster
   bool bootstrap = false;  // this member bootstraps the cluster (member.json "bootstrap")
@@ -699,7 +716,9 @@ void fail_waiters_after(std::uint64_t index, const status& why) {
 // `committed`: the newest entry known committed (handed out in this ready or before).
 void rebuild_after_step_down(std::uint64_t committed) {
   cluster_state& c = cs();
-  std::uint64_t applied = std::max(c.node->applied_index(), std::min(committed, c.kv_applied));
+  // Everything Raft handed out as committed has been applied here (the readies still
+  // in flight included); only what this member applied beyond that is speculative.
+  std::uint64_t applied = std::max(c.node->handed_committed_index(), std::min(committed, c.kv_applied));
   if (c.kv_applied <= applied) {
     c.speculative.clear();
     return;
@@ -773,6 +792,38 @@ void on_role(const raft::ready& rd) {
   c.last_role = role;
 }
 
+// Finishes, oldest first, the readies whose data is durable (and whose elders' is):
+// sends their promises (append and vote responses), serves their reads, advances Raft.
+void finish_persisted() {
+  cluster_state& c = cs();
+  bool advanced = false;
+  while (!c.persisting.empty() && c.persisting.front()->durable && !c.failed) {
+    std::shared_ptr<persisting_ready> done = std::move(c.persisting.front());
+    c.persisting.pop_front();
+    send_messages(done->after_persist);
+    maybe_cluster_snapshot();
+    serve_read_states(done->read_states);
+    c.node->advance();
+    advanced = true;
+  }
+  if (advanced) kick();  // the ready loop may take another ready now
+}
+
+task<void> await_durable(std::shared_ptr<persisting_ready> persisting) {
+  task<status> syncing = durable_now();
+  status durable = co_await std::move(syncing);
+  cluster_state& c = cs();
+  if (c.stopping) co_return;
+  if (!durable) {
+    if (!c.failed) note_wal_failure(durable);
+    c.failed = true;
+    kick();
+    co_return;
+  }
+  persisting->durable = true;
+  finish_persisted();
+}
+
 task<void> ready_loop() {
   cluster_state& c = cs();
   while (!c.stopping && !c.failed && !c.removed) {
@@ -826,7 +877,13 @@ task<void> ready_loop() {
     // entries are written: an answer does not wait for the fdatasync of later entries.
     apply_committed(rd.committed_entries);
     if (!rd.committed_entries.empty()) committed_through(rd.committed_entries.back().index);
-    if (appended && (rd.must_sync || !rd.entries.empty())) {
+    auto persisting = std::make_shared<persisting_ready>();
+    persisting->after_persist = std::move(rd.messages_after_persist);
+    persisting->read_states = std::move(rd.read_states);
+    c.persisting.push_back(persisting);
+    bool sync = appended && (rd.must_sync || !rd.entries.empty());
+    if (sync && !rd.snapshot.empty()) {
+      // A snapshot is never pipelined (the raft core hands out nothing beside it).
       task<status> syncing = durable_now();
       status durable = co_await std::move(syncing);
       if (!durable) {
@@ -834,11 +891,15 @@ task<void> ready_loop() {
         c.failed = true;
         break;
       }
+      persisting->durable = true;
+    } else if (sync) {
+      // The loop goes on to the next ready (its messages, its entries) while this one's
+      // fdatasync runs; the WAL's commits complete in order.
+      spawn(await_durable(persisting));
+    } else {
+      persisting->durable = true;
     }
-    send_messages(rd.messages_after_persist);
-    maybe_cluster_snapshot();
-    serve_read_states(rd.read_states);
-    c.node->advance();
+    finish_persisted();
   }
   if (c.failed || c.removed) {
     if (c.failed) note(log_level::error, "this member stopped taking part in the cluster (its WAL failed)");
@@ -1387,6 +1448,10 @@ status build_node(bool restart, bool join) {
   cfg.election_tick = static_cast<int>(std::max(2u, c.election_ms / std::max(1u, c.heartbeat_ms)));
   cfg.pre_vote = true;
   cfg.check_quorum = true;
+  cfg.max_outstanding_readies = readies_in_flight_max;
+  // KEEL_TEST_RAFT_READY_DEPTH=2 turns the pipelining on: for measurements and tests.
+  if (const char* depth = std::getenv("KEEL_TEST_RAFT_READY_DEPTH"); depth && std::atoi(depth) >= 1)
+    cfg.max_outstanding_readies = static_cast<std::size_t>(std::atoi(depth));
   cfg.seed = c.self ^ static_cast<std::uint64_t>(clock::now().time_since_epoch().count());
   // The log as Raft persisted it: later entries replace earlier ones from their index;
   // entries the newest snapshot covers are not needed (the store starts from it).

@@ -26,8 +26,11 @@
 //        rd.committed_entries in order (a conf_change entry by calling apply_conf_change);
 //     4. serve rd.read_states (already covered by what step 3 applied);
 //     5. advance().
-//   ready() may not be called again before advance(). Inputs may arrive between ready()
-//   and advance(); what they produce goes into the next ready.
+//   ready() may not be called again before advance() (unless config.max_outstanding_readies
+//   allows several: then each advance() concerns the oldest ready not yet advanced, and
+//   the steps above run per ready, step 2 and 5 in the order the readies were handed out).
+//   Inputs may arrive between ready() and advance(); what they produce goes into the next
+//   ready.
 //
 // ---- The persistence rule (exactly) ------------------------------------------------------
 //
@@ -104,6 +107,12 @@ struct config {
   std::uint64_t max_committed_size_per_ready = 64 * 1024 * 1024;
   // A leader refuses proposals while this many entries are not yet committed.
   std::uint64_t max_uncommitted_entries = 65536;
+  // Readies the driver may hold at once (handed out by ready(), not yet advance()d). With
+  // more than 1 the driver persists ready N+1 (and sends its messages) while ready N's
+  // fdatasync runs, and advances them in the order they were handed out; a ready carrying
+  // a snapshot is never pipelined (none is handed out while another is outstanding, and
+  // none after it until it is advanced). REQUIRES: >= 1.
+  std::size_t max_outstanding_readies = 1;
 
   // Pre-vote (thesis §9.6): a would-be candidate first asks whether it could win, without
   // raising its term, so a node rejoining from a partition does not depose a working leader.
@@ -221,6 +230,9 @@ class node {
   node_id leader() const;
   std::uint64_t commit_index() const;
   std::uint64_t applied_index() const;  // as of the last advance()
+  // The last committed entry handed out in a ready (applied by the driver, or being):
+  // ahead of applied_index() while readies are outstanding.
+  std::uint64_t handed_committed_index() const;
   std::uint64_t first_index() const;    // first entry in memory (snapshot index + 1)
   std::uint64_t last_index() const;
   std::uint64_t persisted_index() const;                            // last entry known durable
