@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "keel/kv/client.h"
+#include "srv_endpoints.h"
 
 namespace keel::ctl {
 namespace {
@@ -260,16 +261,22 @@ std::vector<std::string> split_list(std::string_view list) {
 }
 
 std::optional<command_error> configure(session& s, const parsed_arguments& p) {
-  for (std::string_view refused : {"user", "password", "cacert", "cert", "key", "discovery-srv", "discovery-srv-name"}) {
+  for (std::string_view refused : {"user", "password", "cacert", "cert", "key"}) {
     if (p.flags.contains(std::string(refused)))
       return command_error{exit_bad_feature, "--" + std::string(refused) +
-                                                 " is not supported: keeld's native protocol has no TLS, "
-                                                 "authentication or discovery yet"};
+                                                 " is not supported: keeld's native protocol has no TLS or "
+                                                 "authentication yet"};
   }
   if (flag_set(p, "insecure-skip-tls-verify"))
     return command_error{exit_bad_feature, "--insecure-skip-tls-verify is not supported: no TLS yet"};
   if (const char* env = std::getenv("ETCDCTL_ENDPOINTS"); env != nullptr && *env != '\0') s.endpoints = split_list(env);
   if (p.flags.contains("endpoints")) s.endpoints = split_list(flag_value(p, "endpoints"));
+  if (p.flags.contains("discovery-srv")) {
+    // etcdctl: --discovery-srv gives the endpoints, whatever --endpoints says.
+    auto found = endpoints_from_srv(flag_value(p, "discovery-srv"), flag_value(p, "discovery-srv-name"));
+    if (!found) return command_error{exit_error, found.error().message()};
+    s.endpoints = std::move(found.value());
+  }
   if (s.endpoints.empty()) s.endpoints.emplace_back(default_endpoint);
   for (auto [name, target] : {std::pair{"dial-timeout", &s.client_options.dial_timeout},
                               std::pair{"command-timeout", &s.client_options.request_timeout}}) {

@@ -37,6 +37,7 @@
 #include "cluster_commands.h"
 #include "http_client.h"
 #include "kv_commands.h"
+#include "srv_endpoints.h"
 #include "table.h"
 #include "keel/kv/snapshot.h"
 #include "keel/kv/wal_recovery.h"
@@ -69,6 +70,8 @@ struct options {
   bool cluster = false;                  // endpoint status --cluster
   std::optional<std::string> peer_urls;  // member add --peer-urls
   bool learner = false;                  // member add --learner
+  std::string discovery_srv;             // --discovery-srv: endpoints from DNS SRV records
+  std::string discovery_srv_name;        // --discovery-srv-name
 };
 
 struct usage_error {
@@ -105,6 +108,9 @@ void print_usage(std::FILE* out) {
       "Flags:\n"
       "      --endpoints=URLS         comma-separated endpoints (default http://127.0.0.1:2379;\n"
       "                               $ETCDCTL_ENDPOINTS when the flag is absent)\n"
+      "  -d, --discovery-srv=DOMAIN   endpoints from the SRV records _etcd-client._tcp.DOMAIN\n"
+      "                               (wins over --endpoints, as etcdctl's)\n"
+      "      --discovery-srv-name=N   query _etcd-client-N._tcp.DOMAIN instead\n"
       "      --dial-timeout=DUR       timeout for connecting (default 2s)\n"
       "      --command-timeout=DUR    timeout for the whole request (default 5s)\n"
       "  -w, --write-out=FORMAT       simple, json or table (default simple)\n"
@@ -227,6 +233,10 @@ std::optional<usage_error> apply_flag(options& parsed, std::string_view name, st
     (name == "cluster" ? parsed.cluster : parsed.learner) = on;
   } else if (name == "peer-urls") {
     parsed.peer_urls = std::string(value);
+  } else if (name == "discovery-srv") {
+    parsed.discovery_srv = std::string(value);
+  } else if (name == "discovery-srv-name") {
+    parsed.discovery_srv_name = std::string(value);
   } else if (name == "write-out") {
     if (value == "simple") parsed.format = output_format::simple;
     else if (value == "json") parsed.format = output_format::json;
@@ -245,7 +255,10 @@ std::string_view canonical_flag(std::string_view typed, bool& takes_value) {
   if (typed == "--command-timeout") return "command-timeout";
   if (typed == "-w" || typed == "--write-out") return "write-out";
   if (typed == "--peer-urls") return "peer-urls";
+  if (typed == "-d" || typed == "--discovery-srv") return "discovery-srv";
+  if (typed == "--discovery-srv-name") return "discovery-srv-name";
   takes_value = false;
+  if (typed == "--insecure-discovery") return "insecure-discovery";  // plain http only: accepted
   if (typed == "--cluster") return "cluster";
   if (typed == "--learner") return "learner";
   if (typed == "-h" || typed == "--help") return "help";
@@ -288,6 +301,12 @@ std::variant<options, usage_error> parse_arguments(int argc, char** argv) {
       return usage_error{"flag needs an argument: " + std::string(typed)};
     }
     if (auto error = apply_flag(parsed, name, value)) return *error;
+  }
+  if (!parsed.discovery_srv.empty()) {
+    // etcdctl: --discovery-srv gives the endpoints, whatever --endpoints says.
+    auto found = endpoints_from_srv(parsed.discovery_srv, parsed.discovery_srv_name);
+    if (!found) return usage_error{found.error().message()};
+    parsed.endpoints = std::move(found.value());
   }
   if (parsed.endpoints.empty()) parsed.endpoints.emplace_back(default_endpoint);
   return parsed;

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "http_client.h"
+#include "srv_endpoints.h"
 
 extern char** environ;
 
@@ -117,6 +118,7 @@ const flag_spec* find_flag(const std::vector<flag_spec>& specs, std::string_view
 
 struct invocation {
   std::vector<std::string> endpoints;
+  std::string discovery_srv;  // -D / --discovery-srv: endpoints from DNS SRV records
   std::string output = "simple";
   bool no_sync = false;
   bool help = false;
@@ -201,6 +203,8 @@ std::optional<usage_error> apply_global(invocation& inv, const flag_spec& f,
     auto d = parse_duration(value);
     if (!d) return usage_error{"invalid value \"" + value + "\" for flag -" + std::string(name)};
     (name == "timeout" ? inv.timeout : inv.total_timeout) = *d;
+  } else if (name == "discovery-srv") {
+    inv.discovery_srv = value;
   } else if (name == "debug") {
     // accepted; keelctl prints no cURL lines
   } else {
@@ -1156,6 +1160,15 @@ std::optional<int> run_v2_command(int argc, char** argv) {
   if (inv.help || !inv.verb) {
     print_v2_usage();
     return exit_success;
+  }
+  if (!inv.discovery_srv.empty()) {
+    // etcdctl 2: --discovery-srv gives the endpoints (its _etcd-client records).
+    auto found = endpoints_from_srv(inv.discovery_srv, "");
+    if (!found) {
+      std::fprintf(stderr, "Error:  %s\n", found.error().message().c_str());
+      return exit_bad_args;
+    }
+    inv.endpoints = std::move(found.value());
   }
   if (inv.endpoints.empty()) {
     for (const char* name : {"ETCDCTL_ENDPOINTS", "ETCDCTL_ENDPOINT", "ETCDCTL_PEERS"}) {

@@ -16,7 +16,9 @@ test's SRV records and nothing outside the test is touched.
    etcd member"); a domain without records ("too many errors querying DNS SRV records");
    records under _etcd-server-ssl (TLS peers, which keel does not speak);
    --discovery-srv-name picks _etcd-server-<name>._tcp.
-4. --discovery-proxy: a keeld bootstrapping from a discovery token through tinyproxy
+4. keelctl --discovery-srv (etcdctl's flag) finds the members from _etcd-client records,
+   for the cluster verbs, the v3 verbs and the v2 verbs.
+5. --discovery-proxy: a keeld bootstrapping from a discovery token through tinyproxy
    reaches the service only through it (tinyproxy's log shows the token's requests);
    an ftp:// proxy is refused.
 
@@ -138,6 +140,9 @@ def srv_records():
     for i, port in enumerate(KEEL_PEERS, 1):
         out.append("--srv-host=_etcd-server._tcp.keel.test,m%d.keel.test,%d,0,10" % (i, port))
         out.append("--host-record=m%d.keel.test,127.0.0.1" % i)
+    # Client records for keelctl --discovery-srv (etcdctl's flag).
+    for i, port in enumerate(KEEL_CLIENTS, 1):
+        out.append("--srv-host=_etcd-client._tcp.keel.test,m%d.keel.test,%d,0,10" % (i, port))
     # --discovery-srv-name alt: one member, a different service name.
     out.append("--srv-host=_etcd-server-alt._tcp.alt.test,m1.keel.test,%d" % KEEL_PEERS[0])
     # TLS peers only.
@@ -174,11 +179,34 @@ def cluster_ids_keel(work):
     named = wait_for(lambda: sorted(m.get("name") for m in get_json(
         "http://127.0.0.1:%d/v3/cluster/member/list" % KEEL_CLIENTS[2], {})["members"]) == ["m1", "m2", "m3"], 10)
     check(named, "each member publishes its own name")
+    keelctl_checks()
     status = get_json("http://127.0.0.1:%d/v3/maintenance/status" % KEEL_CLIENTS[0], {})
     ids = sorted(int(m["ID"]) for m in listed["members"]) if listed else []
     for m in members:
         stop(m)
     return ids, int(status["header"]["cluster_id"])
+
+
+def keelctl_checks():
+    """keelctl takes etcdctl's --discovery-srv: the endpoints are the _etcd-client records."""
+    keelctl = os.path.join(os.path.dirname(KEELD), "keelctl")
+    def run(args, env=None):
+        return subprocess.run([keelctl] + args, capture_output=True, text=True, timeout=20,
+                              env=dict(os.environ, **(env or {})))
+    out = run(["--discovery-srv", "keel.test", "member", "list"])
+    check(out.returncode == 0 and len(out.stdout.strip().splitlines()) == 3 and "m1.keel.test" in out.stdout,
+          "keelctl --discovery-srv keel.test member list: 3 members", (out.returncode, out.stdout, out.stderr))
+    out = run(["-d", "keel.test", "put", "srv/k", "through-srv"])
+    got = run(["--discovery-srv", "keel.test", "get", "srv/k"])
+    check(out.returncode == 0 and got.stdout.split() == ["srv/k", "through-srv"],
+          "keelctl -d keel.test put, then get, over the native frames", (out.stderr, got.stdout, got.stderr))
+    out = run(["--discovery-srv", "keel.test", "set", "/srv/v2", "two"], env={"ETCDCTL_API": "2"})
+    got = get_json("http://127.0.0.1:%d/v2/keys/srv/v2" % KEEL_CLIENTS[2])
+    check(out.returncode == 0 and got["node"]["value"] == "two", "ETCDCTL_API=2 keelctl --discovery-srv set",
+          (out.returncode, out.stderr))
+    out = run(["--discovery-srv", "none.test", "endpoint", "health"])
+    check(out.returncode != 0 and "no _etcd-client records for none.test" in out.stderr,
+          "keelctl --discovery-srv of a domain without records says so", out.stderr.strip())
 
 
 def cluster_ids_etcd(work):
