@@ -126,6 +126,12 @@ void http_response::end_stream() {
   if (_version_minor != 0 && !_head_only) _conn->write("0\r\n\r\n");
 }
 
+void http_response::abort_stream() {
+  KEEL_ASSERT(_streaming);
+  _streaming = false;
+  _keep_alive = false;
+}
+
 // ---------------------------------------------------------------------------------
 // router
 

@@ -476,6 +476,9 @@ class MisbehavingMember(RawServer):
         elif path in BAD_CHUNK_SIZES:
             conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + BAD_CHUNK_SIZES[path]
                          + b"\r\nhello\r\n0\r\n\r\n")
+        elif path == "/trunc":  # closes in the middle of a chunk
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\nwor")
+            conn.shutdown(socket.SHUT_RDWR)
         elif path == "/big":
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
                          b"Transfer-Encoding: chunked\r\n\r\n")
@@ -1219,8 +1222,26 @@ class Test:
             finally:
                 conn.close()
             took = time.monotonic() - t0
-            c(ended and took < 5, "10a. chunk-size line %r from the member: GET %s through the proxy ends in %.2fs (%s)"
+            # It ends, and not as a complete answer: the proxy aborts rather than writing the
+            # terminating chunk, so the client cannot mistake it for the whole answer.
+            c(ended and took < 5 and "stream ended" not in how,
+              "10a. chunk-size line %r from the member: GET %s through the proxy ends, truncated, in %.2fs (%s)"
               % (size.decode(), path, took, how), (how, p.tail(8)))
+        conn = http.client.HTTPConnection("127.0.0.1", MP_CLIENT, timeout=5)
+        try:
+            conn.request("GET", "/trunc")
+            resp = conn.getresponse()
+            try:
+                body = resp.read()
+                how = "a complete answer of %r" % body
+            except http.client.IncompleteRead as e:
+                how = "truncated after %r" % e.partial
+        except (OSError, http.client.HTTPException) as e:
+            how = "truncated: %r" % e
+        finally:
+            conn.close()
+        c(how.startswith("truncated"), "10a. a member that closes mid-chunk: the client sees a truncated answer (%s)"
+          % how, p.tail(8))
         t0 = time.monotonic()
         try:
             st, _, text = request(MP_CLIENT, "GET", "/good", timeout=5)

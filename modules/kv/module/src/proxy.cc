@@ -428,8 +428,12 @@ task<bool> relay_body(connection* c, const upstream_head& head, std::string byte
       left -= take;
       (void)co_await r.drained();
     }
+    if (left > 0) {
+      r.abort_stream();  // the member stopped short: the client must not take it as whole
+      co_return false;
+    }
     r.end_stream();
-    co_return left == 0 && !extra;
+    co_return !extra;
   }
   r.start_stream(head.status, head.content_type);
   if (head.how == framing::until_close) {
@@ -449,6 +453,7 @@ task<bool> relay_body(connection* c, const upstream_head& head, std::string byte
   std::size_t at = 0;
   std::uint64_t chunk_left = 0;  // bytes of the current chunk not passed on yet
   bool in_chunk = false;
+  std::size_t trailer_searched = 0;  // the trailer's end was looked for up to here
   for (;;) {
     if (in_chunk) {
       std::size_t have = bytes.size() - at;
@@ -460,7 +465,7 @@ task<bool> relay_body(connection* c, const upstream_head& head, std::string byte
         chunk_left -= take;
       }
       if (chunk_left == 0 && bytes.size() - at >= 2) {
-        if (bytes.compare(at, 2, "\r\n") != 0) break;  // malformed: no CRLF after the data
+        if (bytes.compare(at, 2, "\r\n") != 0) break;  // malformed: no CRLF after the data (aborted below)
         at += 2;
         in_chunk = false;
       }
@@ -486,14 +491,18 @@ task<bool> relay_body(connection* c, const upstream_head& head, std::string byte
       if (line.empty() || ec != std::errc{} || end != line.data() + line.size() || size > (std::uint64_t{1} << 40))
         break;  // malformed
       if (size == 0) {
-        // The last chunk; the trailer (ignored) ends with an empty line.
+        // The last chunk; the trailer (ignored, at most 64 KiB) ends with an empty line.
         std::size_t end = std::string::npos;
         if (bytes.compare(eol + 2, 2, "\r\n") == 0) end = eol + 4;
-        else if (std::size_t blank = bytes.find("\r\n\r\n", eol + 2); blank != std::string::npos) end = blank + 4;
+        else if (std::size_t blank = bytes.find("\r\n\r\n", std::max(eol + 2, trailer_searched));
+                 blank != std::string::npos)
+          end = blank + 4;
         if (end != std::string::npos) {
           r.end_stream();
           co_return end == bytes.size();
         }
+        if (bytes.size() - eol > 64 * 1024) break;  // a trailer that never ends (aborted below)
+        trailer_searched = bytes.size() >= 3 ? bytes.size() - 3 : 0;
       } else {
         at = eol + 2;
         chunk_left = size;
@@ -508,7 +517,9 @@ task<bool> relay_body(connection* c, const upstream_head& head, std::string byte
     bytes.append(buffer.data(), buffer.size());
     (void)co_await r.drained();
   }
-  r.end_stream();
+  // Every way out of the loop above is an answer that did not end as framed: a member
+  // that closed mid-chunk, a malformed size or CRLF, a trailer that never ended.
+  r.abort_stream();
   co_return false;
 }
 

@@ -709,8 +709,9 @@ void note_revision(std::int64_t revision, const revision_note& note) noexcept {
 }
 
 void forget_notes(std::int64_t after, std::int64_t through) noexcept {
-  through = std::min<std::int64_t>(through, after + static_cast<std::int64_t>(revision_notes_max));
-  for (std::int64_t r = after + 1; r <= through; ++r) {
+  // Only the newest revision_notes_max revisions can still be in the ring.
+  std::int64_t from = std::max(after + 1, through - static_cast<std::int64_t>(revision_notes_max) + 1);
+  for (std::int64_t r = from; r <= through; ++r) {
     note_slot& slot = notes()[static_cast<std::uint64_t>(r) % revision_notes_max];
     std::int64_t expected = r;
     slot.revision.compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed);

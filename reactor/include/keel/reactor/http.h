@@ -66,6 +66,10 @@ class http_response {
   void start_stream(int status, std::string_view content_type);
   void write_chunk(std::string_view data);
   void end_stream();
+  // Ends a stream that went wrong without its terminating chunk, and closes the
+  // connection after it: the client sees a truncated answer, not a complete one (Go's
+  // ReverseProxy does the same when the backend breaks mid-answer).
+  void abort_stream();
   // Resumes when the connection's send queue is below its limit; false if it broke.
   connection::drain_awaiter drained() noexcept { return _conn->drained(); }
 

@@ -28,7 +28,9 @@
 //     5. advance().
 //   ready() may not be called again before advance() (unless config.max_outstanding_readies
 //   allows several: then each advance() concerns the oldest ready not yet advanced, and
-//   the steps above run per ready, step 2 and 5 in the order the readies were handed out).
+//   the steps above run per ready, step 2 and 5 in the order the readies were handed out;
+//   the persists must also become durable in that order — a promise of ready N+1 may
+//   cover entries of ready N — as an fdatasync of one log file does).
 //   Inputs may arrive between ready() and advance(); what they produce goes into the next
 //   ready.
 //
