@@ -614,6 +614,8 @@ void on_snapshot_chunk(const wire::frame_view& f) {
 
 // rd.snapshot: the received file becomes this member's newest snapshot, durably, and the
 // store is rebuilt from it. False (and the member stops) when it cannot be.
+void fail_waiters_after(std::uint64_t index, const status& why);
+
 bool install_snapshot(const raft::snapshot& snap) {
   cluster_state& c = cs();
   auto& in = c.incoming;
@@ -650,6 +652,11 @@ bool install_snapshot(const raft::snapshot& snap) {
   }
   g->snapshot_previous_index = g->snapshot_index;
   g->snapshot_index = meta.index;
+  // Only a follower installs a snapshot, so a write it still waits for was proposed while
+  // it led, in a term it lost; the snapshot may hold another entry at that index. Its
+  // client is told the outcome is unknown, as after any step-down (a step-down just before
+  // this snapshot may not have rebuilt: the snapshot moved the handed-out index past it).
+  fail_waiters_after(0, status{errc::unavailable, "etcdserver: leader changed"});
   c.speculative.clear();
   c.kv_applied = meta.index;
   c.committed_done = meta.index;
