@@ -679,7 +679,11 @@ task<outcome> owner_remove(key_request request) {
 // -------------------------------------------------------------------------------
 
 // A seqlock per slot: revision 0 while the owner rewrites it.
+// One slot of the ring, a seqlock: `sequence` is odd while the owner writes the slot, and
+// a reader keeps what it read only if `sequence` was even and unchanged around its read.
+// (The revision alone is not enough: a rebuild can note the same revision again.)
 struct note_slot {
+  std::atomic<std::uint64_t> sequence{0};
   std::atomic<std::int64_t> revision{0};
   std::atomic<std::uint32_t> flags{0};  // action | refresh << 8
   std::atomic<std::int64_t> node_expiration_ns{0};
@@ -698,14 +702,16 @@ note_slot* notes() {
 void note_revision(std::int64_t revision, const revision_note& note) noexcept {
   note_slot& slot = notes()[static_cast<std::uint64_t>(revision) % revision_notes_max];
   constexpr auto relaxed = std::memory_order_relaxed;
-  slot.revision.store(0, relaxed);
+  std::uint64_t sequence = slot.sequence.load(relaxed);
+  slot.sequence.store(sequence + 1, relaxed);  // odd: being written
   std::atomic_thread_fence(std::memory_order_release);
+  slot.revision.store(revision, relaxed);
   slot.flags.store(static_cast<std::uint32_t>(note.what) | (note.refresh ? 0x100u : 0u), relaxed);
   slot.node_expiration_ns.store(note.node_expiration_ns, relaxed);
   slot.node_ttl.store(note.node_ttl, relaxed);
   slot.previous_expiration_ns.store(note.previous_expiration_ns, relaxed);
   slot.previous_ttl.store(note.previous_ttl, relaxed);
-  slot.revision.store(revision, std::memory_order_release);
+  slot.sequence.store(sequence + 2, std::memory_order_release);  // even: complete
 }
 
 void forget_notes(std::int64_t after, std::int64_t through) noexcept {
@@ -713,8 +719,12 @@ void forget_notes(std::int64_t after, std::int64_t through) noexcept {
   std::int64_t from = std::max(after + 1, through - static_cast<std::int64_t>(revision_notes_max) + 1);
   for (std::int64_t r = from; r <= through; ++r) {
     note_slot& slot = notes()[static_cast<std::uint64_t>(r) % revision_notes_max];
-    std::int64_t expected = r;
-    slot.revision.compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed);
+    if (slot.revision.load(std::memory_order_relaxed) != r) continue;  // only the owner writes
+    std::uint64_t sequence = slot.sequence.load(std::memory_order_relaxed);
+    slot.sequence.store(sequence + 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    slot.revision.store(0, std::memory_order_relaxed);
+    slot.sequence.store(sequence + 2, std::memory_order_release);
   }
 }
 
@@ -722,7 +732,9 @@ std::optional<revision_note> find_note(std::int64_t revision) noexcept {
   if (revision <= 0) return std::nullopt;
   note_slot& slot = notes()[static_cast<std::uint64_t>(revision) % revision_notes_max];
   constexpr auto relaxed = std::memory_order_relaxed;
-  if (slot.revision.load(std::memory_order_acquire) != revision) return std::nullopt;
+  std::uint64_t sequence = slot.sequence.load(std::memory_order_acquire);
+  if (sequence & 1) return std::nullopt;  // being written
+  if (slot.revision.load(relaxed) != revision) return std::nullopt;
   revision_note note;
   std::uint32_t flags = slot.flags.load(relaxed);
   note.what = static_cast<action>(flags & 0xff);
@@ -732,7 +744,7 @@ std::optional<revision_note> find_note(std::int64_t revision) noexcept {
   note.previous_expiration_ns = slot.previous_expiration_ns.load(relaxed);
   note.previous_ttl = slot.previous_ttl.load(relaxed);
   std::atomic_thread_fence(std::memory_order_acquire);
-  if (slot.revision.load(relaxed) != revision) return std::nullopt;
+  if (slot.sequence.load(relaxed) != sequence) return std::nullopt;  // written meanwhile
   return note;
 }
 
