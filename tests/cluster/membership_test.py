@@ -98,21 +98,31 @@ def main():
         new_id = int(added["member"]["ID"]) if code == 200 else 0
 
         initial = c.initial_cluster + ",m3=" + peer
-        log = open(os.path.join(work, "m3.log"), "wb")
-        joiner = subprocess.Popen([o.binary, "--name", "m3", "--data-dir", os.path.join(work, "m3.data"),
-                                   "--listen-client-urls", client, "--advertise-client-urls", client,
-                                   "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                                   "--initial-cluster", initial, "--initial-cluster-state", "existing",
-                                   "--initial-cluster-token", c.token],
-                                  stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 15
-        caught = False
-        while time.monotonic() < deadline and not caught:
-            try:
-                caught = all(harness.kv_get(client, "m/" + k, 1.0, serializable=True)[0] == "v" + k for k in "abc")
-            except (harness.NotSent, harness.Unknown, harness.HttpError):
-                pass
-            time.sleep(0.1)
+
+        def start_joiner(data_dir, log_name):
+            """m3 on `peer`, joining with --initial-cluster-state existing; output to log_name."""
+            log = open(os.path.join(work, log_name), "wb")
+            return subprocess.Popen([o.binary, "--name", "m3", "--data-dir", os.path.join(work, data_dir),
+                                     "--listen-client-urls", client, "--advertise-client-urls", client,
+                                     "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                                     "--initial-cluster", initial, "--initial-cluster-state", "existing",
+                                     "--initial-cluster-token", c.token],
+                                    stdout=log, stderr=subprocess.STDOUT)
+
+        def reads_on_joiner(wanted, seconds=15):
+            """Whether the joiner's serializable reads give wanted (key -> value) within seconds."""
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                try:
+                    if all(harness.kv_get(client, k, 1.0, serializable=True)[0] == v for k, v in wanted.items()):
+                        return True
+                except (harness.NotSent, harness.Unknown, harness.HttpError):
+                    pass
+                time.sleep(0.1)
+            return False
+
+        joiner = start_joiner("m3.data", "m3.log")
+        caught = reads_on_joiner({"m/" + k: "v" + k for k in "abc"})
         check(caught, "the joiner (--initial-cluster-state existing) caught up from the leader's log")
 
         code, promoted = post(c.url(leader), "/v3/cluster/member/promote", {"ID": str(new_id)})
@@ -172,21 +182,8 @@ def main():
         again_id = int(again["member"]["ID"]) if code == 200 else 0
         check(code == 200 and again_id not in (0, new_id),
               "the removed member's URL is added again with a new id (%d: %x, was %x)" % (code, again_id, new_id))
-        log = open(os.path.join(work, "m3b.log"), "wb")
-        joiner = subprocess.Popen([o.binary, "--name", "m3", "--data-dir", os.path.join(work, "m3b.data"),
-                                   "--listen-client-urls", client, "--advertise-client-urls", client,
-                                   "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                                   "--initial-cluster", initial, "--initial-cluster-state", "existing",
-                                   "--initial-cluster-token", c.token],
-                                  stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 15
-        caught = False
-        while time.monotonic() < deadline and not caught:
-            try:
-                caught = harness.kv_get(client, "m/after", 1.0, serializable=True)[0] == "1"
-            except (harness.NotSent, harness.Unknown, harness.HttpError):
-                pass
-            time.sleep(0.1)
+        joiner = start_joiner("m3b.data", "m3b.log")
+        caught = reads_on_joiner({"m/after": "1"})
         with open(os.path.join(work, "m3b.log")) as f:
             joined = "as member %x (m3)" % again_id in f.read()
         check(caught and joined, "a fresh member on that URL learns its id from the cluster and catches up")

@@ -296,11 +296,14 @@ def dump(procs, n=25):
 # ---------------------------------------------------------------------------------------
 # fake members (scenario 10)
 
-def members_server(port, client_port, name="fake"):
+def members_server(port, client_port, name="fake", seen=None):
     """A fake peer port: GET /members (etcd's JSON, X-Etcd-Cluster-ID) naming one member whose
-    client URL is client_port. Returns the started ThreadingHTTPServer."""
+    client URL is client_port; every path asked is appended to `seen` when given. Returns the
+    started ThreadingHTTPServer."""
     class Peer(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
+            if seen is not None:
+                seen.append(self.path)
             if self.path == "/members":
                 body = json.dumps([{"id": 987654321012, "peerURLs": [url_of(port)], "name": name,
                                     "clientURLs": [url_of(client_port)]}]).encode()
@@ -1081,29 +1084,7 @@ class Test:
     def s8b_bad_endpoint(self):
         c = self.check
         seen = []
-
-        class Peer(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                seen.append(self.path)
-                if self.path == "/members":
-                    body = json.dumps([{"id": 1234567890123, "peerURLs": [url_of(FAKE_PEER)], "name": "ghost",
-                                        "clientURLs": [url_of(CLOSED_PORT)]}]).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("X-Etcd-Cluster-ID", "1c0ffee")
-                else:
-                    body = b"404 page not found\n"
-                    self.send_response(404)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a):
-                pass
-
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", FAKE_PEER), Peer)
-        th = threading.Thread(target=srv.serve_forever, daemon=True)
-        th.start()
+        srv = members_server(FAKE_PEER, CLOSED_PORT, name="ghost", seen=seen)
         p = Proc("proxy-dead-endpoint", self.keeld("bad", [
             "--proxy", "on", "--initial-cluster", "ghost=%s" % url_of(FAKE_PEER), "--proxy-failure-wait", "60000",
             "--listen-client-urls", url_of(BAD_CLIENT), "--listen-peer-urls", url_of(BAD_PEER)]),
@@ -1124,8 +1105,7 @@ class Test:
               "8b. ... then, within --proxy-failure-wait, GET -> 503 zero endpoints", (st, text))
         finally:
             p.stop()
-            srv.shutdown()
-            srv.server_close()
+            stop_server(srv)
 
     # -- 9 --------------------------------------------------------------------------------
 
