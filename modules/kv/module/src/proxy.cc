@@ -28,6 +28,7 @@
 #include "keel/reactor/io.h"
 #include "keel/reactor/net.h"
 #include "keel/reactor/shard.h"
+#include "http_head.h"
 
 namespace keel::kv_module::proxy {
 
@@ -76,12 +77,6 @@ void mark_failed(const std::string& url, const std::string& why) {
 
 // ---- HTTP/1.1 responses from upstream -----------------------------------------------------
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 // Hop-by-hop headers (etcd's singleHopHeaders, from Go's ReverseProxy): not forwarded in
 // either direction. Content-Length and Content-Type are set by keel's own framing.
 bool is_hop_by_hop(std::string_view lowered) {
@@ -100,65 +95,25 @@ struct upstream_head {
   bool interim = false;  // a 1xx (100 Continue, 102, 103): the real answer follows
 };
 
-// Parses a complete response head at the start of `bytes`; body_at is where the body
-// starts. False while the head is incomplete; `malformed` when it cannot be one.
+// Parses a complete response head at the start of `bytes` (http_head.h) as the relay
+// uses it: hop-by-hop headers dropped, the body's framing decided. body_at is where the
+// body starts. False while the head is incomplete; `malformed` when it cannot be one.
 bool parse_head(std::string_view bytes, bool head_request, upstream_head& out, std::size_t& body_at, bool& malformed) {
-  malformed = false;
-  std::size_t end = bytes.find("\r\n\r\n");
-  if (end == std::string_view::npos) {
-    malformed = bytes.size() > 64 * 1024;
-    return false;
-  }
-  std::size_t line_end = bytes.find("\r\n");
-  std::string_view status_line = bytes.substr(0, line_end);
-  if (!status_line.starts_with("HTTP/1.") || status_line.size() < 12) {
-    malformed = true;
-    return false;
-  }
-  out.status = std::atoi(std::string(status_line.substr(9, 3)).c_str());
-  if (out.status < 100 || out.status > 999) {
-    malformed = true;
-    return false;
-  }
-  out.keep_alive = status_line.starts_with("HTTP/1.1");
-  bool has_length = false, chunked = false;
-  std::size_t at = line_end + 2;
-  while (at < end) {
-    std::size_t eol = bytes.find("\r\n", at);
-    std::string_view line = bytes.substr(at, eol - at);
-    at = eol + 2;
-    std::size_t colon = line.find(':');
-    if (colon == std::string_view::npos) continue;
-    std::string name = lower(line.substr(0, colon));
-    std::string_view value = line.substr(colon + 1);
-    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
-    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
-    if (name == "content-type") {
-      out.content_type = std::string(value);
-    } else if (name == "content-length") {
-      std::uint64_t length = 0;
-      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), length, 10);
-      if (ec != std::errc{} || end != value.data() + value.size() || value.empty()) {
-        malformed = true;
-        return false;
-      }
-      has_length = true;
-      out.length = static_cast<std::size_t>(length);
-    } else if (name == "transfer-encoding") {
-      chunked = lower(value).find("chunked") != std::string::npos;
-    } else if (name == "connection") {
-      std::string v = lower(value);
-      if (v == "close") out.keep_alive = false;
-      if (v == "keep-alive") out.keep_alive = true;
-    } else if (!is_hop_by_hop(name)) {
-      out.headers.emplace_back(std::string(line.substr(0, colon)), std::string(value));
-    }
-  }
-  body_at = end + 4;
+  response_head parsed;
+  head_parse state = parse_response_head(bytes, parsed);
+  malformed = state == head_parse::malformed;
+  if (state != head_parse::complete) return false;
+  out.status = parsed.status;
+  out.content_type = std::move(parsed.content_type);
+  for (auto& [name, value] : parsed.headers)
+    if (!is_hop_by_hop(lower(name))) out.headers.emplace_back(std::move(name), std::move(value));
+  out.length = parsed.content_length.value_or(0);
+  out.keep_alive = parsed.connection_keep_alive.value_or(parsed.http_1_1);
+  body_at = parsed.body_at;
   out.interim = out.status / 100 == 1 && out.status != 101;
   if (head_request || out.status / 100 == 1 || out.status == 204 || out.status == 304) out.how = upstream_head::framing::none;
-  else if (chunked) out.how = upstream_head::framing::chunked;
-  else if (has_length) out.how = upstream_head::framing::length;
+  else if (parsed.chunked) out.how = upstream_head::framing::chunked;
+  else if (parsed.content_length) out.how = upstream_head::framing::length;
   else {
     out.how = upstream_head::framing::until_close;
     out.keep_alive = false;

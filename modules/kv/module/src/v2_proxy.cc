@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core.h"
+#include "http_head.h"
 #include "keel/reactor/http.h"
 #include "keel/reactor/io.h"
 #include "keel/reactor/net.h"
@@ -24,40 +25,25 @@ struct relayed {
   std::string body;
 };
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-// Parses the head of an HTTP/1.1 response once it is complete: status, the headers the
-// relay keeps, and the body's length. False while the head is incomplete or malformed.
+// Parses the head of the leader's answer once it is complete (http_head.h): status, the
+// headers the relay keeps (etcd's and Raft's own), the body's length (0 without a
+// Content-Length) and whether the leader closes the connection after it. False while the
+// head is incomplete or malformed: a malformed head is read on until the leader closes
+// the connection, which fails the request.
 bool parse_head(const std::string& bytes, relayed& out, std::size_t& body_at, std::size_t& body_size, bool& close) {
-  std::size_t head_end = bytes.find("\r\n\r\n");
-  if (head_end == std::string::npos || !bytes.starts_with("HTTP/1.")) return false;
-  std::size_t line_end = bytes.find("\r\n");
-  std::size_t sp = bytes.find(' ');
-  if (sp == std::string::npos || sp > line_end) return false;
-  out.status = std::atoi(bytes.c_str() + sp + 1);
-  body_size = 0;
-  close = false;
-  std::size_t at = line_end + 2;
-  while (at < head_end) {
-    std::size_t eol = bytes.find("\r\n", at);
-    std::string_view line(bytes.data() + at, eol - at);
-    at = eol + 2;
-    std::size_t colon = line.find(':');
-    if (colon == std::string_view::npos) continue;
-    std::string name = lower(line.substr(0, colon));
-    std::string_view value = line.substr(colon + 1);
-    while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
-    if (name == "content-type") out.content_type = std::string(value);
-    else if (name == "content-length") body_size = static_cast<std::size_t>(std::atoll(std::string(value).c_str()));
-    else if (name == "connection") close = lower(value) == "close";
-    else if (name.starts_with("x-etcd-") || name.starts_with("x-raft-")) out.headers.emplace_back(std::string(line.substr(0, colon)), std::string(value));
+  response_head head;
+  if (parse_response_head(bytes, head) != head_parse::complete) return false;
+  out.status = head.status;
+  out.content_type = std::move(head.content_type);
+  for (auto& [name, value] : head.headers) {
+    std::string lowered = lower(name);
+    if (lowered.starts_with("x-etcd-") || lowered.starts_with("x-raft-"))
+      out.headers.emplace_back(std::move(name), std::move(value));
   }
-  body_at = head_end + 4;
-  return out.status >= 100;
+  body_size = head.content_length.value_or(0);
+  close = head.connection_keep_alive == false;
+  body_at = head.body_at;
+  return true;
 }
 
 // How long a relayed request waits for a leader (and its client URL) to be known.
