@@ -10,6 +10,7 @@
 #include <boost/test/unit_test.hpp>
 #include <chrono>
 
+#include "authority.h"  // the library's private header (tests include its src/)
 #include "keel/discovery/client.h"
 
 using namespace keel;
@@ -61,6 +62,25 @@ BOOST_AUTO_TEST_CASE(refuses_urls_without_host_or_token) {
 BOOST_AUTO_TEST_CASE(member_value_is_etcds_sorted_urls_map) {
   std::vector<std::string> urls = {"http://10.0.0.2:2380", "http://10.0.0.1:2380"};
   BOOST_TEST(discovery::member_config("infra0", urls) == "infra0=http://10.0.0.1:2380,infra0=http://10.0.0.2:2380");
+}
+
+// The discovery URL (port 80 by default) and srv.cc's advertised peer URLs (a port
+// required) both split a URL's authority here.
+BOOST_AUTO_TEST_CASE(authority_splits_into_host_and_port) {
+  auto plain = discovery::split_authority("example.com:2379");
+  BOOST_TEST_REQUIRE(plain.has_value());
+  BOOST_TEST(plain->host == "example.com");
+  BOOST_TEST(plain->port.value_or("none") == "2379");
+  auto no_port = discovery::split_authority("example.com");
+  BOOST_TEST(no_port->host == "example.com");
+  BOOST_TEST(!no_port->port.has_value());
+  BOOST_TEST(discovery::split_authority("example.com:")->port.value_or("none").empty());
+  auto v6 = discovery::split_authority("[::1]:2380");
+  BOOST_TEST(v6->host == "::1");
+  BOOST_TEST(v6->port.value_or("none") == "2380");
+  BOOST_TEST(!discovery::split_authority("[::1]")->port.has_value());
+  BOOST_TEST(!discovery::split_authority("[::1]x:1")->port.has_value());  // only "]:" names a port
+  BOOST_TEST(!discovery::split_authority("[::1:2380").has_value());
 }
 
 BOOST_AUTO_TEST_CASE(backoff_doubles_up_to_the_cap) {

@@ -25,6 +25,8 @@
 #include <utility>
 #include <variant>
 
+#include "authority.h"
+
 namespace keel::discovery {
 namespace {
 
@@ -619,19 +621,12 @@ result<std::pair<endpoint, std::string>> parse_url(std::string_view url) {
   path = path.substr(0, path.find_first_of("?#"));
   if (authority.empty() || authority.find('@') != std::string_view::npos)
     return status(errc::invalid_argument, "discovery: invalid discovery URL \"" + std::string(url) + "\": no host");
+  auto split = split_authority(authority);
+  if (!split) return status(errc::invalid_argument, "discovery: invalid discovery URL \"" + std::string(url) + "\"");
   endpoint ep;
   ep.authority = std::string(authority);
-  if (authority.front() == '[') {
-    std::size_t close = authority.find(']');
-    if (close == std::string_view::npos) return status(errc::invalid_argument, "discovery: invalid discovery URL \"" + std::string(url) + "\"");
-    ep.host = std::string(authority.substr(1, close - 1));
-    std::string_view after = authority.substr(close + 1);
-    ep.port = after.starts_with(":") ? std::string(after.substr(1)) : "80";
-  } else {
-    std::size_t colon = authority.rfind(':');
-    ep.host = std::string(authority.substr(0, colon));
-    ep.port = colon == std::string_view::npos ? "80" : std::string(authority.substr(colon + 1));
-  }
+  ep.host = std::move(split->host);
+  ep.port = split->port.value_or("80");
   if (ep.host.empty() || ep.port.empty() || !std::all_of(ep.port.begin(), ep.port.end(), ::isdigit))
     return status(errc::invalid_argument, "discovery: invalid discovery URL \"" + std::string(url) + "\": bad host or port");
   std::string cluster = clean_path(path);

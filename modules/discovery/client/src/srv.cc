@@ -13,6 +13,8 @@
 #include <set>
 #include <vector>
 
+#include "authority.h"
+
 namespace keel::discovery {
 
 namespace {
@@ -44,23 +46,16 @@ result<std::set<std::string>> resolve_addresses(const std::string& host, const s
   return out;
 }
 
-// http://host:port → host (brackets removed) and port; false if it is not one.
+// http://host:port → host (brackets removed) and port; false if it is not one, or names
+// no port (an advertised peer URL must say which port it is reached on).
 bool split_url(std::string_view url, std::string& host, std::string& port) {
   std::size_t scheme = url.find("://");
   if (scheme == std::string_view::npos) return false;
   std::string_view authority = url.substr(scheme + 3);
-  authority = authority.substr(0, authority.find('/'));
-  if (authority.starts_with("[")) {
-    std::size_t close = authority.find(']');
-    if (close == std::string_view::npos || close + 1 >= authority.size() || authority[close + 1] != ':') return false;
-    host = std::string(authority.substr(1, close - 1));
-    port = std::string(authority.substr(close + 2));
-  } else {
-    std::size_t colon = authority.rfind(':');
-    if (colon == std::string_view::npos) return false;
-    host = std::string(authority.substr(0, colon));
-    port = std::string(authority.substr(colon + 1));
-  }
+  auto split = split_authority(authority.substr(0, authority.find('/')));
+  if (!split || !split->port) return false;
+  host = std::move(split->host);
+  port = std::move(*split->port);
   return !host.empty() && !port.empty();
 }
 
