@@ -83,6 +83,27 @@ BOOST_AUTO_TEST_CASE(authority_splits_into_host_and_port) {
   BOOST_TEST(!discovery::split_authority("[::1:2380").has_value());
 }
 
+// A /members body as get_cluster_from_peers and the kv module's proxy both read it.
+BOOST_AUTO_TEST_CASE(members_body_is_read_leniently) {
+  auto body = discovery::parse_members(
+      R"([{"id":10,"name":"a","peerURLs":["http://p1"],"clientURLs":["http://c1"]},)"
+      R"({"peerURLs":["http://p2"],"clientURLs":[],"isLearner":true}, 7])");
+  BOOST_TEST_REQUIRE(body.has_value());
+  BOOST_TEST(body->entries == 3u);
+  BOOST_TEST(!body->all_have_ids);  // the second has no id, the third is no member
+  BOOST_TEST_REQUIRE(body->members.size() == 2u);
+  BOOST_TEST(body->members[0].id == 10u);
+  BOOST_TEST(body->members[0].name == "a");
+  BOOST_TEST(body->members[0].client_urls == std::vector<std::string>{"http://c1"});
+  BOOST_TEST(body->members[1].id == 0u);
+  BOOST_TEST(body->members[1].peer_urls == std::vector<std::string>{"http://p2"});
+  BOOST_TEST(body->members[1].learner);
+  BOOST_TEST(discovery::parse_members("[]")->entries == 0u);
+  BOOST_TEST(discovery::parse_members(R"([{"id":1}])")->all_have_ids);
+  BOOST_TEST(!discovery::parse_members(R"({"members":[]})").has_value());
+  BOOST_TEST(!discovery::parse_members("[").has_value());
+}
+
 BOOST_AUTO_TEST_CASE(backoff_doubles_up_to_the_cap) {
   discovery::retry_policy etcd;  // etcd: 2^min(retries, 8) seconds
   BOOST_TEST(discovery::backoff_for(etcd, 1).count() == 2000);

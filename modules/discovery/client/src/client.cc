@@ -662,6 +662,32 @@ result<std::string> discover_initial_cluster(const discovery_request& request) {
   return d.join();
 }
 
+std::optional<members_body> parse_members(std::string_view body) {
+  rapidjson::Document doc;
+  doc.Parse(body.data(), body.size());
+  if (doc.HasParseError() || !doc.IsArray()) return std::nullopt;
+  members_body out;
+  out.entries = doc.Size();
+  for (const auto& m : doc.GetArray()) {
+    if (!m.IsObject()) {
+      out.all_have_ids = false;
+      continue;
+    }
+    remote_member member;
+    if (m.HasMember("id") && m["id"].IsUint64()) member.id = m["id"].GetUint64();
+    else out.all_have_ids = false;
+    member.name = string_of(m, "name");
+    for (const char* field : {"peerURLs", "clientURLs"}) {
+      if (!m.HasMember(field) || !m[field].IsArray()) continue;
+      for (const auto& u : m[field].GetArray())
+        if (u.IsString()) (field[0] == 'p' ? member.peer_urls : member.client_urls).emplace_back(u.GetString());
+    }
+    member.learner = m.HasMember("isLearner") && m["isLearner"].IsBool() && m["isLearner"].GetBool();
+    out.members.push_back(std::move(member));
+  }
+  return out;
+}
+
 result<remote_cluster> get_cluster_from_peers(std::span<const std::string> peer_urls, milliseconds timeout) {
   std::string last = "no peer URL given";
   for (const std::string& url : peer_urls) {
@@ -680,9 +706,8 @@ result<remote_cluster> get_cluster_from_peers(std::span<const std::string> peer_
       last = "GET " + url + "/members: HTTP " + std::to_string(answer.status);
       continue;
     }
-    rapidjson::Document doc;
-    doc.Parse(answer.body.c_str(), answer.body.size());
-    if (doc.HasParseError() || !doc.IsArray())
+    auto listed = parse_members(answer.body);
+    if (!listed)
       return status(errc::invalid_argument, "GET " + url + "/members: not a JSON array of members: " + answer.body.substr(0, 200));
     remote_cluster out;
     std::string id_text(answer.header("x-etcd-cluster-id"));
@@ -692,20 +717,11 @@ result<remote_cluster> get_cluster_from_peers(std::span<const std::string> peer_
       last = "GET " + url + "/members: no X-Etcd-Cluster-ID header";
       continue;
     }
-    for (const auto& m : doc.GetArray()) {
-      if (!m.IsObject() || !m.HasMember("id") || !m["id"].IsUint64())
-        return status(errc::invalid_argument, "GET " + url + "/members: a member without a numeric id: " + answer.body.substr(0, 200));
-      remote_member member;
-      member.id = m["id"].GetUint64();
-      member.name = string_of(m, "name");
-      for (const char* field : {"peerURLs", "clientURLs"}) {
-        if (!m.HasMember(field) || !m[field].IsArray()) continue;
-        for (const auto& u : m[field].GetArray())
-          if (u.IsString()) (field[0] == 'p' ? member.peer_urls : member.client_urls).emplace_back(u.GetString());
-      }
-      member.learner = m.HasMember("isLearner") && m["isLearner"].IsBool() && m["isLearner"].GetBool();
-      out.members.push_back(std::move(member));
-    }
+    // A joining member needs every member's id: an answer with an entry that is not a
+    // member with a numeric id is refused (the proxy's reading, which needs only URLs, is not).
+    if (!listed->all_have_ids)
+      return status(errc::invalid_argument, "GET " + url + "/members: a member without a numeric id: " + answer.body.substr(0, 200));
+    out.members = std::move(listed->members);
     if (out.members.empty()) return status(errc::unavailable, "failed to get raft cluster member(s) from the given URLs");
     return out;
   }

@@ -23,6 +23,7 @@
 #include <random>
 #include <sstream>
 
+#include "keel/discovery/client.h"
 #include "keel/module.h"
 #include "keel/reactor/http.h"
 #include "keel/reactor/io.h"
@@ -220,17 +221,15 @@ task<std::optional<members_answer>> fetch_members(const std::string& peer_url) {
   if (!has_cluster_id) co_return std::nullopt;
   std::string body = bytes.substr(body_at);
   if (head.how == upstream_head::framing::length) body.resize(std::min(body.size(), head.length));
-  rapidjson::Document doc;
-  doc.Parse(body.c_str(), body.size());
-  if (doc.HasParseError() || !doc.IsArray() || doc.Empty()) co_return std::nullopt;
+  // Read as the discovery client reads it (keel/discovery/client.h); only the URLs are
+  // needed here, so an entry without an id still counts and one that is no object is
+  // skipped. An empty array is no answer.
+  auto parsed = keel::discovery::parse_members(body);
+  if (!parsed || parsed->entries == 0) co_return std::nullopt;
   members_answer out;
-  for (const auto& m : doc.GetArray()) {
-    if (!m.IsObject()) continue;
-    for (const char* field : {"clientURLs", "peerURLs"}) {
-      if (!m.HasMember(field) || !m[field].IsArray()) continue;
-      for (const auto& u : m[field].GetArray())
-        if (u.IsString()) (field[0] == 'c' ? out.client_urls : out.peer_urls).emplace_back(u.GetString());
-    }
+  for (const keel::discovery::remote_member& m : parsed->members) {
+    out.client_urls.insert(out.client_urls.end(), m.client_urls.begin(), m.client_urls.end());
+    out.peer_urls.insert(out.peer_urls.end(), m.peer_urls.begin(), m.peer_urls.end());
   }
   co_return out;
 }

@@ -29,6 +29,7 @@
 #include <chrono>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -99,6 +100,19 @@ struct remote_cluster {
   std::uint64_t cluster_id = 0;  // the X-Etcd-Cluster-ID header
   std::vector<remote_member> members;
 };
+
+// The body of a GET /members answer, a JSON array of etcd's member objects, read
+// leniently: every object in it is a member (id 0 where it has no numeric "id"), anything
+// else in the array is skipped. get_cluster_from_peers and the kv module's v2 proxy (which
+// reads /members on the reactor, so cannot call the blocking get_cluster_from_peers)
+// both read the body with it and apply their own rules.
+struct members_body {
+  std::vector<remote_member> members;  // in the array's order
+  std::size_t entries = 0;             // the array's length, members or not
+  bool all_have_ids = true;            // every entry is an object with a numeric "id"
+};
+// Nullopt when `body` is not a JSON array.
+std::optional<members_body> parse_members(std::string_view body);
 
 // etcd's GetClusterFromRemotePeers: GET <url>/members on each peer URL in turn, the first
 // that answers 200 with a non-empty member array and a cluster id wins. Errors:
