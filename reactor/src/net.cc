@@ -11,7 +11,10 @@
 
 #include <cerrno>
 #include <charconv>
+#include <coroutine>
 #include <cstring>
+#include <memory>
+#include <thread>
 #include <vector>
 
 #include "keel/limits.h"
@@ -117,6 +120,73 @@ result<addrinfo*> resolve(const endpoint& where, bool passive) {
   if (rc != 0)
     return status{errc::not_found, "cannot resolve \"" + where.host + "\": " + gai_strerror(rc)};
   return found;
+}
+
+// An address literal ("127.0.0.1", "::1") resolves without asking anyone: done inline.
+bool is_address_literal(const std::string& host) {
+  in6_addr v6{};
+  in_addr v4{};
+  return inet_pton(AF_INET, host.c_str(), &v4) == 1 || inet_pton(AF_INET6, host.c_str(), &v6) == 1;
+}
+
+// Every address a name resolves to, in getaddrinfo's order.
+struct socket_address {
+  sockaddr_storage storage{};
+  socklen_t size = 0;
+  int family = 0;
+};
+using address_list = std::vector<socket_address>;
+
+result<address_list> lookup_addresses(const endpoint& where) {
+  auto found = resolve(where, false);
+  if (!found) return found.error();
+  address_list out;
+  for (addrinfo* info = found.value(); info != nullptr; info = info->ai_next) {
+    if (info->ai_addrlen > sizeof(sockaddr_storage)) continue;
+    socket_address address;
+    std::memcpy(&address.storage, info->ai_addr, info->ai_addrlen);
+    address.size = static_cast<socklen_t>(info->ai_addrlen);
+    address.family = info->ai_family;
+    out.push_back(address);
+  }
+  freeaddrinfo(found.value());
+  return out;
+}
+
+// A name is resolved on a thread of its own, which hands the answer back to the shard
+// through system::post: getaddrinfo may wait seconds on a slow or silent DNS server, and
+// on the shard that would stall every connection it serves. Connects are rare (peer links
+// and relays are pooled), so a thread per lookup costs nothing that matters.
+struct off_shard_lookup {
+  endpoint where;
+  result<address_list> found = status{errc::not_found, "not resolved"};
+  keel::system* owner = nullptr;
+  unsigned shard_id = 0;
+  std::coroutine_handle<> waiter;
+};
+
+struct off_shard_resolve {
+  std::shared_ptr<off_shard_lookup> lookup;
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> waiter) {
+    lookup->waiter = waiter;
+    std::thread([lookup = lookup] {
+      lookup->found = lookup_addresses(lookup->where);
+      // If the system is being destroyed (keeld stopping), the answer is dropped.
+      detail::post_if_running(*lookup->owner, lookup->shard_id, [lookup] { lookup->waiter.resume(); });
+    }).detach();
+  }
+  result<address_list> await_resume() noexcept { return std::move(lookup->found); }
+};
+
+task<result<address_list>> resolve_for_connect(endpoint where) {
+  if (is_address_literal(where.host)) co_return lookup_addresses(where);
+  auto lookup = std::make_shared<off_shard_lookup>();
+  lookup->where = std::move(where);
+  lookup->owner = &shard::current()->system();
+  lookup->shard_id = shard::current()->id();
+  off_shard_resolve resolving{std::move(lookup)};  // a named awaiter: no temporary held over the suspension
+  co_return co_await resolving;
 }
 }  // namespace
 
@@ -233,28 +303,28 @@ connection* connection::adopt(int fd) {
 }
 
 task<result<connection*>> connection::connect(endpoint where) {
-  auto found = resolve(where, false);
+  task<result<address_list>> resolving = resolve_for_connect(where);
+  auto found = co_await std::move(resolving);
   if (!found) co_return found.error();
-  addrinfo* info = found.value();
-  int fd = socket(info->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    freeaddrinfo(info);
-    co_return errno_status("socket", errno);
-  }
-  // Two SYN retries (about 7 s) instead of Linux's six (about 2 minutes): a caller that
-  // reconnects to a peer behind a dropped route learns it is unreachable in seconds.
-  int syn_retries = 2;
-  setsockopt(fd, IPPROTO_TCP, TCP_SYNCNT, &syn_retries, sizeof(syn_retries));
-  sockaddr_storage address{};
-  std::memcpy(&address, info->ai_addr, info->ai_addrlen);
-  std::size_t size = info->ai_addrlen;
-  freeaddrinfo(info);
-  int rc = co_await connect_socket(fd, reinterpret_cast<sockaddr*>(&address), size);
-  if (rc < 0) {
+  // Each address in turn, as Go's dialer does: "localhost" gives ::1 and 127.0.0.1, and a
+  // member may listen on only one of them.
+  status failed{errc::not_found, "cannot resolve \"" + where.host + "\": no address"};
+  for (socket_address& address : found.value()) {
+    int fd = socket(address.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      failed = errno_status("socket", errno);
+      continue;
+    }
+    // Two SYN retries (about 7 s) instead of Linux's six (about 2 minutes): a caller that
+    // reconnects to a peer behind a dropped route learns it is unreachable in seconds.
+    int syn_retries = 2;
+    setsockopt(fd, IPPROTO_TCP, TCP_SYNCNT, &syn_retries, sizeof(syn_retries));
+    int rc = co_await connect_socket(fd, reinterpret_cast<sockaddr*>(&address.storage), address.size);
+    if (rc >= 0) co_return adopt(fd);
     ::close(fd);
-    co_return errno_status("connect " + where.host + ":" + std::to_string(where.port), -rc);
+    failed = errno_status("connect " + where.host + ":" + std::to_string(where.port), -rc);
   }
-  co_return adopt(fd);
+  co_return failed;
 }
 
 void connection::arm_recv() noexcept {

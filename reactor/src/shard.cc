@@ -10,10 +10,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "keel/limits.h"
@@ -410,9 +412,37 @@ void shard::run() {
 // ---------------------------------------------------------------------------------
 // system
 
-system::system() = default;
+namespace {
+// The systems not yet being destroyed, for post_if_running from threads that may outlive
+// theirs. A process has one system (tests a few in turn), so a set under a lock is enough.
+std::mutex& running_systems_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+std::vector<system*>& running_systems() {
+  static std::vector<system*> systems;
+  return systems;
+}
+}  // namespace
+
+bool detail::post_if_running(system& owner, unsigned id, std::function<void()> fn) {
+  std::lock_guard lock(running_systems_mutex());
+  auto& systems = running_systems();
+  if (std::find(systems.begin(), systems.end(), &owner) == systems.end()) return false;
+  owner.post(id, std::move(fn));
+  return true;
+}
+
+system::system() {
+  std::lock_guard lock(running_systems_mutex());
+  running_systems().push_back(this);
+}
 
 system::~system() {
+  {
+    std::lock_guard lock(running_systems_mutex());
+    std::erase(running_systems(), this);
+  }
   stop();
   wait();
   for (auto& queue : _queues) queue->discard();

@@ -21,6 +21,10 @@ test's SRV records and nothing outside the test is touched.
 5. --discovery-proxy: a keeld bootstrapping from a discovery token through tinyproxy
    reaches the service only through it (tinyproxy's log shows the token's requests);
    an ftp:// proxy is refused.
+6. A silent DNS server does not stall the client port: a keeld proxy whose member URL
+   is a name that only a server that never answers could resolve keeps answering its
+   own /metrics at once, on every shard, while its lookups wait (they run off the
+   shards, reactor/src/net.cc).
 
 Usage: srv_test.py <keeld> [<etcd>]
 Ports: 29670-29699. Needs root (namespaces, port 53), dnsmasq and tinyproxy
@@ -39,6 +43,7 @@ import urllib.request
 KEELD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/bin/keeld"
 ETCD = sys.argv[2] if len(sys.argv) > 2 else "/usr/bin/etcd"
 DNS_IP = "127.0.0.77"
+SILENT_DNS_IP = "127.0.0.78"  # takes queries for silent.test and never answers
 TOKEN = "srv-test-token"
 KEEL_PEERS = [29671, 29672, 29673]
 KEEL_CLIENTS = [29681, 29682, 29683]
@@ -145,6 +150,8 @@ def srv_records():
         out.append("--srv-host=_etcd-client._tcp.keel.test,m%d.keel.test,%d,0,10" % (i, port))
     # --discovery-srv-name alt: one member, a different service name.
     out.append("--srv-host=_etcd-server-alt._tcp.alt.test,m1.keel.test,%d" % KEEL_PEERS[0])
+    # Names that only a server that never answers could resolve (scenario 6).
+    out.append("--server=/silent.test/" + SILENT_DNS_IP)
     # TLS peers only.
     out.append("--srv-host=_etcd-server-ssl._tcp.tls.test,m1.keel.test,%d" % KEEL_PEERS[0])
     out.append("--srv-host=_etcd-server._tcp.tls.test,m1.keel.test,%d" % KEEL_PEERS[0])
@@ -299,6 +306,41 @@ def discovery_proxy(work):
     stop(host)
 
 
+def silent_dns(work):
+    """A proxy whose member's name waits on a silent DNS server still answers at once."""
+    import socket
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind((SILENT_DNS_IP, 53))  # receives the forwarded queries, answers none
+    started = time.monotonic()
+    probe = subprocess.run(["getent", "hosts", "m.silent.test"], capture_output=True, timeout=30)
+    waited = time.monotonic() - started
+    check(probe.returncode != 0 and waited >= 1.0, "the system resolver waits on silent.test",
+          "getent returned %d after %.2f s" % (probe.returncode, waited))
+    p = start([KEELD, "--proxy", "on", "--name", "silent", "--data-dir", os.path.join(work, "silent"),
+               "--listen-client-urls", "http://127.0.0.1:29697",
+               "--initial-cluster", "m=http://m.silent.test:29698"], os.path.join(work, "silent.log"))
+    up = wait_for(lambda: urllib.request.urlopen("http://127.0.0.1:29697/metrics", timeout=5).status == 200, 10)
+    check(up, "the proxy answers /metrics", read(p.log_path)[-300:])
+    # Every request on a new connection, so that they land on both shards (SO_REUSEPORT);
+    # the proxy retries /members every second while it knows no endpoint, so these 6 s
+    # span several lookups, each held ~2 s by the resolver.
+    slowest = 0.0
+    failures = []
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        t0 = time.monotonic()
+        try:
+            urllib.request.urlopen("http://127.0.0.1:29697/metrics", timeout=5).read()
+        except Exception as e:  # noqa: BLE001
+            failures.append(repr(e))
+        slowest = max(slowest, time.monotonic() - t0)
+        time.sleep(0.05)
+    check(not failures and slowest < 0.5, "every /metrics answered within 0.5 s while lookups wait",
+          "slowest %.3f s, failures %s" % (slowest, failures[:2]))
+    stop(p)
+    silent.close()
+
+
 def main():
     enter_namespace()
     work = tempfile.mkdtemp(prefix="keel-srv-")
@@ -319,6 +361,7 @@ def main():
             print("skip etcd comparison: %s is missing" % ETCD)
         refusals(work)
         discovery_proxy(work)
+        silent_dns(work)
     except Exception as e:  # noqa: BLE001
         import traceback
         traceback.print_exc()

@@ -313,6 +313,63 @@ BOOST_AUTO_TEST_CASE(large_message_is_echoed_whole) {
 }
 
 namespace {
+struct named_connect {
+  unsigned resumed_on = 99;
+  std::string failure;
+  std::uint16_t peer_port = 0;
+};
+
+// Connects to host:port from the current shard and notes where it resumed and to what.
+task<int> connect_and_note(std::string host, std::uint16_t port, named_connect* out) {
+  keel::endpoint where{std::move(host), port};  // named: GCC 12 destroys a temporary twice here
+  auto connected = co_await keel::connection::connect(where);
+  out->resumed_on = keel::shard::current()->id();
+  if (!connected) {
+    out->failure = connected.error().to_string();
+    co_return 0;
+  }
+  sockaddr_storage peer{};
+  socklen_t size = sizeof(peer);
+  getpeername(connected.value()->fd(), reinterpret_cast<sockaddr*>(&peer), &size);
+  out->peer_port = peer.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&peer)->sin6_port)
+                                              : ntohs(reinterpret_cast<sockaddr_in*>(&peer)->sin_port);
+  connected.value()->release();
+  co_return 0;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(connect_by_name_resolves_off_the_shard_and_comes_back_to_it) {
+  // "localhost" is a name, not an address literal: it is looked up on a thread of its
+  // own and the connect resumes on the shard that asked (shard 1 here). The listener is
+  // on 127.0.0.1 only, so where "localhost" also gives ::1 first, the connect must go on
+  // to the next address.
+  int listener = keel::listen_tcp({"127.0.0.1", 0}).value();
+  std::uint16_t port = keel::local_port(listener);
+  named_connect noted;
+  run_system(2, [&](keel::system&) -> task<void> {
+    named_connect* out = &noted;
+    co_await keel::run_task_on<int>(1, [port, out]() { return connect_and_note("localhost", port, out); });
+  });
+  close(listener);
+  BOOST_TEST(noted.failure == "");
+  BOOST_TEST(noted.resumed_on == 1u);
+  BOOST_TEST(noted.peer_port == port);
+}
+
+BOOST_AUTO_TEST_CASE(connect_tries_every_address_of_a_name) {
+  // Nothing listens on the port: every address is refused, and the error says so.
+  int listener = keel::listen_tcp({"127.0.0.1", 0}).value();
+  std::uint16_t port = keel::local_port(listener);
+  close(listener);
+  named_connect noted;
+  run_system(1, [&](keel::system&) -> task<void> {
+    co_await connect_and_note("localhost", port, &noted);
+  });
+  BOOST_TEST(noted.failure.find("connect localhost:" + std::to_string(port)) != std::string::npos, noted.failure);
+  BOOST_TEST(noted.failure.find("refused") != std::string::npos, noted.failure);
+}
+
+namespace {
 // Writes `bytes` to a peer that is not reading, then times 20 sleeps of 5 ms on the
 // same shard. Signals `timed` when done, then releases the connection.
 task<void> write_then_time_sleeps(keel::connection* conn, std::size_t bytes,

@@ -57,8 +57,12 @@ class connection final : public completion {
  public:
   // Takes ownership of a connected socket. REQUIRES: on a shard thread.
   static connection* adopt(int fd);
-  // Connects to `where` (resolving names with getaddrinfo) and adopts the socket. An
+  // Connects to `where` and adopts the socket. An address literal is used as it is; a
+  // name is resolved with getaddrinfo on a thread of its own, so a slow DNS server never
+  // stalls the shard, and its addresses are tried in turn until one connects. An
   // unanswered SYN fails after about 7 s (two retries), not Linux's 2 minutes.
+  // REQUIRES: on a shard thread; `where` not a temporary of the co_await expression
+  // (GCC 12 destroys such a temporary twice).
   static task<result<connection*>> connect(endpoint where);
 
   int fd() const noexcept { return _fd; }

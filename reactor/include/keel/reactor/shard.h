@@ -263,6 +263,13 @@ class system {
   std::atomic<bool> _stopping{false};
 };
 
+namespace detail {
+// Runs `fn` on shard `id` of `owner`, from any thread, unless `owner` has begun to be
+// destroyed: then returns false and drops `fn`. For threads that may outlive the system,
+// such as an off-shard name lookup (net.cc) still waiting on DNS while keeld stops.
+bool post_if_running(system& owner, unsigned id, std::function<void()> fn);
+}  // namespace detail
+
 // Probes whether io_uring with the flags keel needs can be created here.
 status probe_io_uring() noexcept;
 
