@@ -25,13 +25,13 @@ struct native_session {
   connection* conn;
   unsigned busy = 0;
   bool loop_done = false;
-  std::coroutine_handle<> reader;  // the connection loop, waiting for busy to fall
+  std::coroutine_handle<> reader{};  // the connection loop, waiting for busy to fall
   // The open streams' readers (in their request tasks' frames). When the connection
   // ends (EOF or error; a client that only half-closes ends its streams too, as etcd's
   // watch does when its client closes the send side) they are cancelled, so a stream
   // handler (a watch) notices and frees what it holds instead of waiting for a message
   // it could never send.
-  std::vector<stream_reader*> streams;
+  std::vector<stream_reader*> streams{};
   void cancel_streams() {
     for (stream_reader* stream : std::exchange(streams, {})) stream->cancel();
   }

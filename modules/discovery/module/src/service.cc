@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "keel/go_strconv.h"
 #include "keel/reactor/io.h"
 #include "keel/reactor/shard.h"
 #include "kv_bus.h"
@@ -106,40 +107,9 @@ const std::string* find(const form& f, std::string_view name) {
   return nullptr;
 }
 
-// Go's strconv.ParseBool.
-std::optional<bool> parse_bool(std::string_view text) {
-  for (std::string_view t : {"1", "t", "T", "TRUE", "true", "True"})
-    if (text == t) return true;
-  for (std::string_view f : {"0", "f", "F", "FALSE", "false", "False"})
-    if (text == f) return false;
-  return std::nullopt;
-}
-
-// Go's strconv.ParseUint(text, 10, 64).
-std::optional<std::uint64_t> parse_uint(std::string_view text) {
-  if (text.empty()) return std::nullopt;
-  std::uint64_t value = 0;
-  for (char c : text) {
-    if (c < '0' || c > '9') return std::nullopt;
-    std::uint64_t digit = static_cast<std::uint64_t>(c - '0');
-    if (value > (std::numeric_limits<std::uint64_t>::max() - digit) / 10) return std::nullopt;
-    value = value * 10 + digit;
-  }
-  return value;
-}
-
-// Go's strconv.Atoi for /new's size: an optional sign and decimal digits that fit.
-std::optional<long long> parse_int(std::string_view text) {
-  bool negative = false;
-  if (!text.empty() && (text[0] == '+' || text[0] == '-')) {
-    negative = text[0] == '-';
-    text.remove_prefix(1);
-  }
-  auto magnitude = parse_uint(text);
-  if (!magnitude || *magnitude > static_cast<std::uint64_t>(std::numeric_limits<long long>::max())) return std::nullopt;
-  long long v = static_cast<long long>(*magnitude);
-  return negative ? -v : v;
-}
+using go::parse_bool;
+using go::parse_int;
+using go::parse_uint;
 
 // ---- etcd v2 JSON -------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@
 #include <string>
 #include <variant>
 
+#include "keel/go_strconv.h"
 #include "keel/reactor/http.h"
 
 namespace keel::kv_module {
@@ -120,26 +121,8 @@ bool is_form_body(const http_request& request) {
   return true;
 }
 
-// Go's strconv.ParseBool.
-std::optional<bool> parse_bool(std::string_view s) {
-  if (s == "1" || s == "t" || s == "T" || s == "TRUE" || s == "true" || s == "True") return true;
-  if (s == "0" || s == "f" || s == "F" || s == "FALSE" || s == "false" || s == "False")
-    return false;
-  return std::nullopt;
-}
-
-// Go's strconv.ParseUint(s, 10, 64).
-std::optional<std::uint64_t> parse_uint(std::string_view s) {
-  if (s.empty()) return std::nullopt;
-  std::uint64_t value = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return std::nullopt;
-    std::uint64_t digit = static_cast<std::uint64_t>(c - '0');
-    if (value > (UINT64_MAX - digit) / 10) return std::nullopt;
-    value = value * 10 + digit;
-  }
-  return value;
-}
+using go::parse_bool;
+using go::parse_uint;
 
 error bad_parameter(int code, std::string cause) { return error{code, std::move(cause), 0}; }
 
