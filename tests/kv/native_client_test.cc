@@ -19,6 +19,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "keel/kv/client.h"
 
@@ -324,6 +325,38 @@ BOOST_AUTO_TEST_CASE(errors_carry_etcd_codes_and_messages) {
 
   // The connection is still good after refusals.
   must(c->put(put_of("/after-errors", "ok")));
+}
+
+// A payload that verifies but does not decode (the Verifier checks neither enum ranges nor
+// that a union's table is present) is refused as an error frame of the request's response
+// type, like the operation's own errors.
+BOOST_AUTO_TEST_CASE(decode_errors_answer_as_the_response_type) {
+  auto c = connect();
+  auto refused = [&](wire::frame_type type, const flatbuffers::FlatBufferBuilder& b) {
+    auto f = must(c->wait_frame(must(c->send_frame(type, b)), 5s));
+    BOOST_TEST((f.type == native::response_type_of(type)));
+    BOOST_TEST(f.is_error());
+    BOOST_TEST(f.end_of_stream());
+    return c->error_of(f);
+  };
+
+  flatbuffers::FlatBufferBuilder b;
+  b.Finish(wire::CreateRangeRequest(b, b.CreateVector<std::uint8_t>({'/', 'r'}), 0, 0, 0,
+                                    static_cast<wire::SortOrder>(7)));
+  auto range = refused(wire::frame_type::range_request, b);
+  BOOST_TEST((range.code == errc::invalid_argument));
+  BOOST_TEST(range.grpc_code == 3);
+  BOOST_TEST(range.message == "etcdserver: invalid sort order 7");
+
+  b.Clear();
+  std::vector<flatbuffers::Offset<wire::RequestOp>> ops{wire::CreateRequestOp(b)};
+  b.Finish(wire::CreateTxnRequest(b, 0, b.CreateVector(ops)));
+  auto txn = refused(wire::frame_type::txn_request, b);
+  BOOST_TEST((txn.code == errc::invalid_argument));
+  BOOST_TEST(txn.grpc_code == 3);
+  BOOST_TEST(txn.message == "etcdserver: txn operation without a request");
+
+  must(c->put(put_of("/after-decode-errors", "ok")));  // the connection goes on
 }
 
 BOOST_AUTO_TEST_CASE(compaction_makes_old_revisions_unreadable) {
