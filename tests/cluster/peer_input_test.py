@@ -10,6 +10,11 @@ stream was not frames), the leader's log must name each refusal, and afterwards 
 member reports the same leader and term as before, reads return the data written before,
 and writes continue.
 
+Then an entry no keeld can decode (what a newer keeld's entry is to an older one), sent
+to a follower as if from the leader and committed by the same message: the follower must
+stop taking part, saying which entry and why, rather than skip it and diverge; the other
+two members go on taking writes.
+
 Usage: peer_input_test.py --binary build/bin/keeld --probe build/tests/cluster/peer_probe
 Ports: base..base+5.
 """
@@ -34,6 +39,38 @@ LOGGED = {
     "misaddressed": "addressed to",
     "unknown-type": "keel.wire.EchoRequest",  # refused by the frame verifier before dispatch
 }
+
+
+def unknown_entry(c, probe, base_port, leader, follower, cluster_id, leader_id, check):
+    """A committed entry the member cannot decode stops it; it is never skipped."""
+    other = next(i for i in range(3) if i not in (leader, follower))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # idle: the follower holds every entry
+        st = c.status(other)
+        if st["raftIndex"] == c.status(leader)["raftIndex"]:
+            break
+        time.sleep(0.1)
+    out = subprocess.run([probe, "127.0.0.1", str(base_port + 2 * other + 1), "unknown-entry", str(cluster_id),
+                          str(leader_id), str(st["header"]["member_id"]), str(st["raftTerm"]), str(st["raftIndex"])],
+                         capture_output=True, text=True, timeout=10)
+    check(out.returncode == 0, "unknown-entry: sent (%s)" % (out.stdout.strip() or out.stderr.strip()))
+    want = "committed entry %d (term %s) cannot be applied: not a kv request" % (int(st["raftIndex"]) + 1, st["raftTerm"])
+    log = ""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and "stopped taking part" not in log:
+        time.sleep(0.1)
+        with open(c.members[other].log_path) as f:
+            log = f.read()
+    check(want in log, "unknown-entry: the follower names the entry it cannot apply (%r)" % want)
+    check("this member stopped taking part in the cluster: " + want in log, "unknown-entry: the follower stops")
+    try:
+        harness.kv_put(c.url(other), "p/c", "3", 3.0)
+        refused = False
+    except Exception:  # noqa: BLE001 (refused: what is wanted)
+        refused = True
+    check(refused, "unknown-entry: the stopped follower refuses writes")
+    harness.kv_put(c.url(leader), "p/d", "4", 5.0)
+    check(harness.kv_get(c.url(follower), "p/d", 5.0)[0] == "4", "unknown-entry: the other two go on taking writes")
 
 
 def main():
@@ -77,6 +114,7 @@ def main():
         check(all(harness.kv_get(c.url(i), "p/a", 5.0)[0] == "1" for i in range(3)), "the data is unchanged")
         harness.kv_put(c.url(follower), "p/b", "2", 5.0)
         check(harness.kv_get(c.url(leader), "p/b", 5.0)[0] == "2", "writes continue")
+        unknown_entry(c, o.probe, o.base_port, leader, follower, cluster_id, leader_id, check)
     except Exception as e:  # noqa: BLE001
         check.failed(repr(e))
         if c:

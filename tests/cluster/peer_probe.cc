@@ -2,7 +2,7 @@
 // back, for peer_input_test.py (issue 5: "bad input on the peer port never corrupts state:
 // verified, rejected and logged").
 //
-// Usage: peer_probe HOST PORT KIND CLUSTER_ID FROM_ID TO_ID TERM
+// Usage: peer_probe HOST PORT KIND CLUSTER_ID FROM_ID TO_ID TERM [INDEX]
 // KIND:
 //   garbage          bytes that are not a frame (an HTTP POST, as etcd's raft transport)
 //   corrupt-crc      a RaftMessage frame with one payload byte flipped after the CRC
@@ -10,6 +10,9 @@
 //   forged-term      an append of term TERM carrying an entry of term TERM + 1000
 //   misaddressed     a heartbeat addressed to TO_ID + 1
 //   unknown-type     a frame of a type the peer port does not serve (an echo request)
+//   unknown-entry    as the leader FROM_ID at TERM: after entry INDEX (of term TERM), one
+//                    entry no keeld can decode, committed by the same message: what an
+//                    entry of a newer keel looks like to an older member
 // Prints "closed" when the member closed the connection, "error-frame: <message>" when it
 // answered with an error frame first, and "open" when it kept the connection open for a
 // second (a frame that was accepted, or refused without closing). Exit 0 unless the probe
@@ -39,8 +42,8 @@ std::string frame_of(keel::wire::frame_type type, const std::string& payload) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 8) {
-    std::fprintf(stderr, "usage: peer_probe HOST PORT KIND CLUSTER_ID FROM_ID TO_ID TERM\n");
+  if (argc != 8 && argc != 9) {
+    std::fprintf(stderr, "usage: peer_probe HOST PORT KIND CLUSTER_ID FROM_ID TO_ID TERM [INDEX]\n");
     return 2;
   }
   std::string host = argv[1];
@@ -50,6 +53,7 @@ int main(int argc, char** argv) {
   std::uint64_t from = std::strtoull(argv[5], nullptr, 10);
   std::uint64_t to = std::strtoull(argv[6], nullptr, 10);
   std::uint64_t term = std::strtoull(argv[7], nullptr, 10);
+  std::uint64_t index = argc == 9 ? std::strtoull(argv[8], nullptr, 10) : 0;
 
   keel::raft::message m;
   m.type = keel::raft::message_type::heartbeat;
@@ -78,6 +82,17 @@ int main(int argc, char** argv) {
     bytes = frame_of(keel::wire::frame_type::raft_message, keel::raft::encode_raft_message(m, cluster));
   } else if (kind == "misaddressed") {
     m.to = to + 1;
+    bytes = frame_of(keel::wire::frame_type::raft_message, keel::raft::encode_raft_message(m, cluster));
+  } else if (kind == "unknown-entry") {
+    m.type = keel::raft::message_type::append;
+    m.index = index;
+    m.log_term = term;
+    keel::raft::entry e;
+    e.term = term;
+    e.index = index + 1;
+    e.data = std::string(1, '\x60') + "an entry kind no keeld knows";
+    m.entries.push_back(e);
+    m.commit = index + 1;
     bytes = frame_of(keel::wire::frame_type::raft_message, keel::raft::encode_raft_message(m, cluster));
   } else if (kind == "unknown-type") {
     bytes = frame_of(keel::wire::frame_type::echo_request, std::string(16, '\0'));

@@ -458,6 +458,25 @@ BOOST_AUTO_TEST_CASE(leader_only_commits_log_from_current_term) {
   BOOST_REQUIRE_EQUAL(network[1].commit_index(), 4u);
 }
 
+// Not in etcd: an ack beyond the leader's log (from a member that took appends from a
+// forged "leader" of the same term) is ignored: it commits nothing, moves no progress, and
+// the leader goes on replicating to that member from what it really has.
+BOOST_AUTO_TEST_CASE(leader_ignores_an_ack_beyond_its_log) {
+  net network = cluster_of(3);
+  elect(network, 1);
+  network.stabilize();
+  std::uint64_t last = network[1].last_index();
+  std::uint64_t committed = network[1].commit_index();
+  message ack = msg(message_type::append_response, 2, 1, network[1].term());
+  ack.index = last + 5;
+  BOOST_REQUIRE(network[1].step(ack).is_ok());
+  drain(network[1]);
+  BOOST_REQUIRE_EQUAL(network[1].commit_index(), committed);
+  result<entry_id> proposed = network[1].propose("after the forged ack");
+  network.stabilize();
+  for (node_id id : {1, 2, 3}) BOOST_REQUIRE_EQUAL(network[id].commit_index(), proposed.value().index);
+}
+
 // etcd TestFollowerCheckMsgApp: a follower accepts an append only if it holds the entry
 // before it; a rejection carries a hint of where the logs may match.
 BOOST_AUTO_TEST_CASE(follower_checks_append) {

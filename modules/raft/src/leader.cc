@@ -128,6 +128,10 @@ void consensus::handle_append_response(const message& m, progress& pr) {
     return;
   }
   if (m.from == _id) KEEL_ASSERT_MSG(m.index <= _log.stable(), "self-ack of undurable entries");
+  // An ack of entries this leader never had can only come from a member that took appends
+  // from another "leader" of this term: a forged or broken peer. Counted, it could commit
+  // entries that do not exist (and the next append to it would find none to send).
+  if (m.index > _log.last_index()) return;
   // A probe answered at exactly match also moves the follower to replicate.
   bool updated = pr.maybe_update(m.index);
   if (!updated && !(pr.match == m.index && pr.state == progress_state::probe)) return;

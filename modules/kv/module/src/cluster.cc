@@ -157,7 +157,8 @@ struct cluster_state {
 
   std::coroutine_handle<> loop_waiter;
   bool kicked = false;
-  bool failed = false;  // the WAL failed: the member stops taking part
+  bool failed = false;  // the WAL failed, or an entry could not be applied: the member stops taking part
+  std::string failed_because = "its WAL failed";  // for the log line when it stops
   bool stopping = false;
 
   std::map<std::uint64_t, std::unique_ptr<peer_link>> peers;
@@ -744,6 +745,7 @@ void rebuild_after_step_down(std::uint64_t committed) {
   });
   if (!rebuilt) {
     note(log_level::error, "cannot rebuild the store: " + rebuilt.to_string() + "; this member stops serving");
+    c.failed_because = "its store could not be rebuilt: " + rebuilt.to_string();
     c.failed = true;
   }
   c.speculative.clear();
@@ -752,19 +754,29 @@ void rebuild_after_step_down(std::uint64_t committed) {
   fail_waiters_after(applied, status{errc::unavailable, "etcdserver: leader changed"});
 }
 
-void apply_committed(std::vector<raft::entry>& entries) {
+// Why committed entry `e` cannot be applied, for the log line of a member that stops.
+std::string unappliable(const raft::entry& e, std::string_view what) {
+  return "committed entry " + std::to_string(e.index) + " (term " + std::to_string(e.term) + ") cannot be applied: " +
+         std::string(what) + "; written by a newer keeld, or the log is corrupt";
+}
+
+// Applies committed entries in order. An entry this member cannot decode is not skipped:
+// skipping it would leave this member's store (or membership) different from the others'
+// for good. Applying stops before it, and the reason is returned; the caller stops the
+// member, as etcd does (it panics), and an operator upgrades or replaces it.
+status apply_committed(std::vector<raft::entry>& entries) {
   cluster_state& c = cs();
   for (raft::entry& e : entries) {
     if (e.index <= c.kv_applied) continue;  // the leader applied it when it was proposed
     if (e.type == raft::entry_type::conf_change) {
       auto change = raft::decode_conf_change(e.data);
-      if (change) apply_membership(change.value(), e.index);
-      else note(log_level::error, "entry " + std::to_string(e.index) + ": bad conf change: " + change.error().to_string());
+      if (!change) return {errc::corruption, unappliable(e, "a bad conf change: " + change.error().to_string())};
+      apply_membership(change.value(), e.index);
     } else if (!e.data.empty()) {
       auto forwarded = unwrap_forwarded(e.data);
       std::string_view inner = forwarded ? forwarded->inner : std::string_view(e.data);
       if (is_member_entry(inner)) {
-        if (!apply_member_entry(inner)) note(log_level::error, "entry " + std::to_string(e.index) + ": bad member entry");
+        if (!apply_member_entry(inner)) return {errc::corruption, unappliable(e, "a bad member entry")};
         if (forwarded && forwarded->origin == c.self) cluster_deliver_outcome(forwarded->request_id, apply_outcome{});
         c.kv_applied = e.index;
         continue;
@@ -772,10 +784,12 @@ void apply_committed(std::vector<raft::entry>& entries) {
       g->applying = true;
       apply_outcome outcome = apply_entry_data(forwarded ? forwarded->inner : std::string_view(e.data));
       g->applying = false;
+      if (outcome.undecodable) return {errc::corruption, unappliable(e, "not a kv request")};
       if (forwarded && forwarded->origin == c.self) cluster_deliver_outcome(forwarded->request_id, std::move(outcome));
     }
     c.kv_applied = e.index;
   }
+  return status::ok();
 }
 
 void serve_read_states(const std::vector<raft::read_state>& states) {
@@ -847,6 +861,7 @@ task<void> ready_loop() {
       rebuild_after_step_down(rd.committed_entries.empty() ? 0 : rd.committed_entries.back().index);
     send_messages(rd.messages);
     if (!rd.snapshot.empty() && !install_snapshot(rd.snapshot)) {
+      c.failed_because = "the snapshot from the leader could not be installed";
       c.failed = true;
       break;
     }
@@ -882,7 +897,11 @@ task<void> ready_loop() {
     // at or below its stable index, and counts its own vote for an entry only once it is
     // stable), so they are applied, and their clients answered, while this ready's new
     // entries are written: an answer does not wait for the fdatasync of later entries.
-    apply_committed(rd.committed_entries);
+    if (status applied = apply_committed(rd.committed_entries); !applied) {
+      c.failed_because = applied.message();
+      c.failed = true;
+      break;
+    }
     if (!rd.committed_entries.empty()) committed_through(rd.committed_entries.back().index);
     auto persisting = std::make_shared<persisting_ready>();
     persisting->after_persist = std::move(rd.messages_after_persist);
@@ -909,7 +928,7 @@ task<void> ready_loop() {
     finish_persisted();
   }
   if (c.failed || c.removed) {
-    if (c.failed) note(log_level::error, "this member stopped taking part in the cluster (its WAL failed)");
+    if (c.failed) note(log_level::error, "this member stopped taking part in the cluster: " + c.failed_because);
     status why = c.failed ? status{errc::unavailable, std::string(kv_messages::wal_unavailable) + "the member's log failed"}
                           : status{errc::unavailable, "etcdserver: the member has been permanently removed from the cluster"};
     fail_waiters_after(0, why);

@@ -1379,6 +1379,7 @@ apply_outcome apply_entry_data(std::string_view data) {
   if (!entry) {
     apply_outcome out;
     out.failure = fail(errc::corruption, "a committed entry of " + std::to_string(data.size()) + " bytes is not a kv request");
+    out.undecodable = true;
     g->context->log(log_level::error, out.failure.message());
     return out;
   }
@@ -1426,7 +1427,10 @@ status rebuild_state(std::uint64_t through_index,
     }
     if (data->empty()) continue;
     auto forwarded = unwrap_forwarded(*data);
-    (void)apply_entry_data(forwarded ? forwarded->inner : std::string_view(*data));
+    if (apply_entry_data(forwarded ? forwarded->inner : std::string_view(*data)).undecodable) {
+      g->replaying = false;
+      return fail(errc::corruption, "entry " + std::to_string(i) + " of the log is not a kv request this keeld can apply");
+    }
   }
   g->replaying = false;
   std::int64_t revision = g->store.current_revision();

@@ -142,9 +142,13 @@ struct apply_outcome {
   std::optional<kv::txn_result> txn;
   std::optional<lease_status> lease;
   std::int64_t revision = 0;  // the store's revision after the entry
+  // The bytes are not an entry this build can decode (a newer keel wrote it, or they are
+  // corrupt): nothing was applied, and the member must not go on applying later entries.
+  bool undecodable = false;
 };
 // Applies one committed kv entry (WAL entry encoding; not empty) without logging it:
-// events are collected for the watchers. errc::corruption if the bytes are not an entry.
+// events are collected for the watchers. errc::corruption and `undecodable` if the bytes
+// are not an entry.
 apply_outcome apply_entry_data(std::string_view data);
 // Runs a client's request (WAL entry encoding) on the leader as if it had arrived here:
 // checks, logs (through cluster_log) and applies. Used for a follower's forwarded write.
