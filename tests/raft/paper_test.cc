@@ -474,7 +474,8 @@ BOOST_AUTO_TEST_CASE(leader_ignores_an_ack_beyond_its_log) {
   BOOST_REQUIRE_EQUAL(network[1].commit_index(), committed);
   result<entry_id> proposed = network[1].propose("after the forged ack");
   network.stabilize();
-  for (node_id id : {1, 2, 3}) BOOST_REQUIRE_EQUAL(network[id].commit_index(), proposed.value().index);
+  for (node_id id : {1, 2, 3})
+    BOOST_REQUIRE_EQUAL(network[id].commit_index(), proposed.value().index);
 }
 
 // etcd TestFollowerCheckMsgApp: a follower accepts an append only if it holds the entry

@@ -41,7 +41,8 @@ inline std::optional<long long> parse_int(std::string_view text) {
     text.remove_prefix(1);
   }
   auto magnitude = parse_uint(text);
-  if (!magnitude || *magnitude > static_cast<std::uint64_t>(std::numeric_limits<long long>::max())) return std::nullopt;
+  if (!magnitude || *magnitude > static_cast<std::uint64_t>(std::numeric_limits<long long>::max()))
+    return std::nullopt;
   long long v = static_cast<long long>(*magnitude);
   return negative ? -v : v;
 }
