@@ -127,7 +127,7 @@ constexpr std::string_view schema_text = R"json({
       "default": 30000
     },
     "proxy-dial-timeout": {
-      "description": "Time (in milliseconds) for a dial to timeout (accepted for etcd's command lines; keel's connects give up after two SYN retries).",
+      "description": "Time (in milliseconds) for a dial to timeout: a proxy's connect to a member is given up after this and the request goes to the next member (0: after the kernel's two SYN retries, about 7 s).",
       "type": "integer",
       "minimum": 0,
       "default": 1000

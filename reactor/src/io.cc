@@ -28,6 +28,16 @@ io_request io_request::make_timeout(std::chrono::nanoseconds delay) noexcept {
   return request;
 }
 
+io_request connect_socket_within(int fd, const sockaddr* address, std::size_t size,
+                                 std::chrono::nanoseconds limit) noexcept {
+  io_request request = io_request::make_timeout(limit);
+  request._kind = io_request::kind::connect_within;
+  request._fd = fd;
+  request._buffer = address;
+  request._size = size;
+  return request;
+}
+
 void io_request::await_suspend(std::coroutine_handle<> waiter) noexcept {
   shard* self = shard::current();
   KEEL_ASSERT_MSG(self != nullptr, "io_request awaited off a shard thread");
@@ -37,7 +47,8 @@ void io_request::await_suspend(std::coroutine_handle<> waiter) noexcept {
   // A linked pair must reach the kernel in one submission: if the SQ had room for only
   // the write, get_sqe() would submit it alone and the link to the fsync would be lost
   // (the fsync could then finish first, and both would post a completion).
-  if (_kind == kind::write_datasync && io_uring_sq_space_left(self->ring()) < 2) io_uring_submit(self->ring());
+  bool linked_pair = _kind == kind::write_datasync || _kind == kind::connect_within;
+  if (linked_pair && io_uring_sq_space_left(self->ring()) < 2) io_uring_submit(self->ring());
   io_uring_sqe* sqe = self->get_sqe();
   switch (_kind) {
     case kind::nop:
@@ -67,6 +78,18 @@ void io_request::await_suspend(std::coroutine_handle<> waiter) noexcept {
       io_uring_prep_connect(sqe, _fd, static_cast<const sockaddr*>(_buffer),
                             static_cast<socklen_t>(_size));
       break;
+    case kind::connect_within: {
+      // The connect, linked to a timeout that cancels it (-ECANCELED) if it has not
+      // completed by then. The timeout's own CQE is ignored; the timespec is read while
+      // the pair is submitted, before this coroutine can resume.
+      io_uring_prep_connect(sqe, _fd, static_cast<const sockaddr*>(_buffer), static_cast<socklen_t>(_size));
+      sqe->flags |= IOSQE_IO_LINK;
+      io_uring_sqe_set_data(sqe, this);
+      sqe = self->get_sqe();
+      io_uring_prep_link_timeout(sqe, reinterpret_cast<__kernel_timespec*>(&_timeout_seconds), 0);
+      io_uring_sqe_set_data64(sqe, user_data_ignore);
+      return;
+    }
     case kind::write_datasync: {
       // Exactly one CQE arrives for the pair. The write carries IOSQE_CQE_SKIP_SUCCESS:
       // when it is whole, only the fsync's CQE is posted (0 or -errno). When it fails or

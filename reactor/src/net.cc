@@ -302,7 +302,7 @@ connection* connection::adopt(int fd) {
   return conn;
 }
 
-task<result<connection*>> connection::connect(endpoint where) {
+task<result<connection*>> connection::connect(endpoint where, std::chrono::milliseconds limit) {
   task<result<address_list>> resolving = resolve_for_connect(where);
   auto found = co_await std::move(resolving);
   if (!found) co_return found.error();
@@ -319,10 +319,18 @@ task<result<connection*>> connection::connect(endpoint where) {
     // reconnects to a peer behind a dropped route learns it is unreachable in seconds.
     int syn_retries = 2;
     setsockopt(fd, IPPROTO_TCP, TCP_SYNCNT, &syn_retries, sizeof(syn_retries));
-    int rc = co_await connect_socket(fd, reinterpret_cast<sockaddr*>(&address.storage), address.size);
+    const auto* target = reinterpret_cast<sockaddr*>(&address.storage);
+    io_request connecting = limit.count() > 0 ? connect_socket_within(fd, target, address.size, limit)
+                                              : connect_socket(fd, target, address.size);
+    int rc = co_await connecting;
     if (rc >= 0) co_return adopt(fd);
     ::close(fd);
-    failed = errno_status("connect " + where.host + ":" + std::to_string(where.port), -rc);
+    std::string what = "connect " + where.host + ":" + std::to_string(where.port);
+    if (rc == -ECANCELED && limit.count() > 0) {
+      failed = status{errc::unavailable, what + ": timed out after " + std::to_string(limit.count()) + " ms"};
+    } else {
+      failed = errno_status(what, -rc);
+    }
   }
   co_return failed;
 }

@@ -17,6 +17,9 @@
 8. A proxy whose --initial-cluster has no live member: 503 "zero endpoints"; a proxy
    whose only endpoint (learnt from a fake peer /members) refuses connections: 502
    "unable to get response from 1 endpoint(s)", then 503 while it waits out the failure.
+   8c. --proxy-dial-timeout 500: of two endpoints, one a listener whose full accept queue
+   drops every SYN (a dead machine), every request still succeeds, the one that tried the
+   dead endpoint first within ~0.5 s more, and the dead one is left out afterwards.
 9. A real etcd 3.4 with the same token falls back to etcd's own proxy, which reads keel's
    peer /members: a v2 PUT through it lands on the keel cluster. Skipped (printed "skip")
    when etcd is missing; the test then exits 77 if nothing failed.
@@ -296,17 +299,17 @@ def dump(procs, n=25):
 # ---------------------------------------------------------------------------------------
 # fake members (scenario 10)
 
-def members_server(port, client_port, name="fake", seen=None):
+def members_server(port, client_port, name="fake", seen=None, more_clients=()):
     """A fake peer port: GET /members (etcd's JSON, X-Etcd-Cluster-ID) naming one member whose
-    client URL is client_port; every path asked is appended to `seen` when given. Returns the
-    started ThreadingHTTPServer."""
+    client URL is client_port (and the URLs in more_clients); every path asked is appended to
+    `seen` when given. Returns the started ThreadingHTTPServer."""
     class Peer(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
             if seen is not None:
                 seen.append(self.path)
             if self.path == "/members":
                 body = json.dumps([{"id": 987654321012, "peerURLs": [url_of(port)], "name": name,
-                                    "clientURLs": [url_of(client_port)]}]).encode()
+                                    "clientURLs": [url_of(client_port)] + list(more_clients)}]).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("X-Etcd-Cluster-ID", "bad5eed")
@@ -1107,6 +1110,60 @@ class Test:
             p.stop()
             stop_server(srv)
 
+    def s8c_dial_timeout(self):
+        c = self.check
+        live = next((i for i in range(3) if self.status(i) is not None), None)
+        if live is None:
+            c.failed("8c. not run", "no member answers")
+            return
+        # A dead machine: a listener that never accepts, its accept queue full, so the
+        # kernel drops every further SYN and only a dial timeout ends a connect to it.
+        dead = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        dead.bind(("127.0.0.1", CLOSED_PORT))
+        dead.listen(0)
+        fillers = []
+        for _ in range(3):
+            f = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            f.setblocking(False)
+            f.connect_ex(("127.0.0.1", CLOSED_PORT))
+            fillers.append(f)
+        srv = members_server(FAKE_PEER, CLOSED_PORT, name="half", more_clients=[self.client_urls[live]])
+        p = Proc("proxy-dial-timeout", self.keeld("dial", [
+            "--proxy", "on", "--initial-cluster", "half=%s" % url_of(FAKE_PEER), "--proxy-dial-timeout", "500",
+            "--proxy-failure-wait", "60000", "--proxy-refresh-interval", "200",
+            "--listen-client-urls", url_of(BAD_CLIENT), "--listen-peer-urls", url_of(BAD_PEER)]),
+            self.work).start()
+        try:
+            ok, last, _ = self.wait_endpoints(BAD_CLIENT, p, [url_of(CLOSED_PORT), self.client_urls[live]], 10)
+            c(ok, "8c. a proxy with a dead endpoint and a live one lists both", (last, p.tail(10)))
+            if not ok:
+                return
+            marked = "%s unavailable for 60000 ms" % url_of(CLOSED_PORT)
+            times, answers = [], []
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline and marked not in p.output():
+                t0 = time.monotonic()
+                try:
+                    st, _, _ = request(BAD_CLIENT, "GET", "/v2/keys/", timeout=5)
+                except (OSError, http.client.HTTPException) as e:
+                    st = repr(e)
+                times.append(time.monotonic() - t0)
+                answers.append(st)
+                time.sleep(0.1)
+            c(marked in p.output(), "8c. a connect to the dead endpoint is given up and the endpoint left out",
+              p.tail(10))
+            c(all(a == 200 for a in answers), "8c. every request succeeds on the live member (%d requests)" % len(answers),
+              answers)
+            slowest = max(times) if times else 0
+            c(0.4 <= slowest < 2.0, "8c. the request that met the dead endpoint took %.2f s (dial timeout 0.5 s)" % slowest,
+              ["%.2f" % t for t in times])
+        finally:
+            p.stop()
+            stop_server(srv)
+            for f in fillers:
+                f.close()
+            dead.close()
+
     # -- 9 --------------------------------------------------------------------------------
 
     def s9_etcd(self):
@@ -1443,7 +1500,7 @@ class Test:
             dump([self.host] + self.members if self.host else self.members)
             return
         for step in (self.s3_proxy, self.s4_exit, self.s5_kill_member, self.s6_restart_proxy,
-                     self.s7_readonly, self.s8_zero, self.s8b_bad_endpoint, self.s9_etcd,
+                     self.s7_readonly, self.s8_zero, self.s8b_bad_endpoint, self.s8c_dial_timeout, self.s9_etcd,
                      self.s10_member, self.s10e_hung_peer, self.s10g_no_cluster_file, self.s10f_single_node):
             if step == self.s5_kill_member and (self.proxy is None or not self.proxy.running()):
                 self.check.failed("5. not run", "the proxy of scenario 3 is not running")

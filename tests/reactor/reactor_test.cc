@@ -369,6 +369,45 @@ BOOST_AUTO_TEST_CASE(connect_tries_every_address_of_a_name) {
   BOOST_TEST(noted.failure.find("refused") != std::string::npos, noted.failure);
 }
 
+BOOST_AUTO_TEST_CASE(connect_gives_up_after_its_limit) {
+  // A listener that never accepts, its accept queue full: the kernel drops further SYNs,
+  // as a dead host's network would, so only the limit ends the connect.
+  int listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  BOOST_REQUIRE(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  BOOST_REQUIRE(listen(listener, 0) == 0);
+  socklen_t size = sizeof(address);
+  getsockname(listener, reinterpret_cast<sockaddr*>(&address), &size);
+  std::uint16_t port = ntohs(address.sin_port);
+  std::vector<int> fillers;
+  for (int i = 0; i < 3; ++i) {  // backlog 0 queues one; the rest wait on dropped SYNs
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    (void)connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
+    fillers.push_back(fd);
+  }
+  std::this_thread::sleep_for(50ms);
+  std::string failure;
+  auto took = std::chrono::steady_clock::duration::zero();
+  run_system(1, [&](keel::system&) -> task<void> {
+    keel::endpoint where{"127.0.0.1", port};
+    auto started = std::chrono::steady_clock::now();
+    auto connected = co_await keel::connection::connect(where, 300ms);
+    took = std::chrono::steady_clock::now() - started;
+    if (connected) {
+      connected.value()->release();
+    } else {
+      failure = connected.error().to_string();
+    }
+  });
+  for (int fd : fillers) close(fd);
+  close(listener);
+  BOOST_TEST(failure.find("timed out after 300 ms") != std::string::npos, failure);
+  BOOST_TEST(took >= 250ms);
+  BOOST_TEST(took < 2s);
+}
+
 namespace {
 // Writes `bytes` to a peer that is not reading, then times 20 sleeps of 5 ms on the
 // same shard. Signals `timed` when done, then releases the connection.

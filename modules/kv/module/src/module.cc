@@ -158,6 +158,8 @@ keel::status start_proxy(keel::module_context* context, const rapidjson::Documen
     o.failure_wait = std::chrono::milliseconds(core["proxy-failure-wait"].GetUint());
   if (core.HasMember("proxy-refresh-interval") && core["proxy-refresh-interval"].IsUint())
     o.refresh_interval = std::chrono::milliseconds(core["proxy-refresh-interval"].GetUint());
+  if (core.HasMember("proxy-dial-timeout") && core["proxy-dial-timeout"].IsUint())
+    o.dial_timeout = std::chrono::milliseconds(core["proxy-dial-timeout"].GetUint());
   proxy_mode = true;
   return kvm::proxy::start(context, std::move(o));
 }

@@ -332,7 +332,7 @@ task<result<connection*>> upstream_to(const std::string& url, const endpoint& wh
     reused = true;
     co_return c;
   }
-  task<result<connection*>> connecting = connection::connect(where);
+  task<result<connection*>> connecting = connection::connect(where, g->opts.dial_timeout);
   auto conn = co_await std::move(connecting);
   if (conn) keep_alive(conn.value());
   co_return conn;

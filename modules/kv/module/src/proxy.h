@@ -30,6 +30,9 @@ struct options {
   bool readonly = false;     // --proxy readonly: anything but GET is 501
   std::chrono::milliseconds failure_wait{5000};       // --proxy-failure-wait
   std::chrono::milliseconds refresh_interval{30000};  // --proxy-refresh-interval
+  // --proxy-dial-timeout: a connect to a member given up after this (0: after the
+  // kernel's two SYN retries, ~7 s), so a request fails over to the next member.
+  std::chrono::milliseconds dial_timeout{1000};
 };
 
 // The peer URLs kept in `path`; nullopt when the file does not exist. An unreadable or

@@ -26,7 +26,7 @@ namespace keel {
 class io_request final : public completion {
  public:
   enum class kind : std::uint8_t { nop, timeout, write, read, datasync, fallocate, connect,
-                                   write_datasync };
+                                   write_datasync, connect_within };
 
   bool await_ready() const noexcept { return false; }
   void await_suspend(std::coroutine_handle<> waiter) noexcept;
@@ -45,6 +45,9 @@ class io_request final : public completion {
 
   io_request(const io_request&) = delete;
   io_request(io_request&& other) noexcept = default;
+
+  friend io_request connect_socket_within(int fd, const sockaddr* address, std::size_t size,
+                                          std::chrono::nanoseconds limit) noexcept;
 
  private:
   io_request() noexcept = default;
@@ -95,6 +98,9 @@ inline io_request write_then_datasync(int fd, const void* data, std::size_t size
 inline io_request connect_socket(int fd, const sockaddr* address, std::size_t size) noexcept {
   return io_request::make(io_request::kind::connect, fd, address, size, 0);
 }
+// The same, given up after `limit` (a linked timeout): then it completes with -ECANCELED.
+io_request connect_socket_within(int fd, const sockaddr* address, std::size_t size,
+                                 std::chrono::nanoseconds limit) noexcept;
 
 // A cancellable sleep: one coroutine waits, any coroutine of the same shard may cancel.
 class timer {

@@ -60,10 +60,12 @@ class connection final : public completion {
   // Connects to `where` and adopts the socket. An address literal is used as it is; a
   // name is resolved with getaddrinfo on a thread of its own, so a slow DNS server never
   // stalls the shard, and its addresses are tried in turn until one connects. An
-  // unanswered SYN fails after about 7 s (two retries), not Linux's 2 minutes.
+  // unanswered SYN fails after about 7 s (two retries), not Linux's 2 minutes, or after
+  // `limit` per address when it is not zero (etcd's --proxy-dial-timeout): the error then
+  // says "timed out".
   // REQUIRES: on a shard thread; `where` not a temporary of the co_await expression
   // (GCC 12 destroys such a temporary twice).
-  static task<result<connection*>> connect(endpoint where);
+  static task<result<connection*>> connect(endpoint where, std::chrono::milliseconds limit = {});
 
   int fd() const noexcept { return _fd; }
 
