@@ -73,6 +73,29 @@ def unknown_entry(c, probe, base_port, leader, follower, cluster_id, leader_id, 
     check(harness.kv_get(c.url(follower), "p/d", 5.0)[0] == "4", "unknown-entry: the other two go on taking writes")
 
 
+def relay_to_a_silent_leader(c, leader, follower, check):
+    """A v2 write on a follower is relayed to the leader over HTTP; a leader that goes
+    silent (SIGSTOP: its kernel still holds the connection, nothing answers) must not hold
+    the request longer than etcd's request timeout (5 s + 2 elections) and a little."""
+    import urllib.error
+    import urllib.request
+    c.stop(leader)
+    started = time.monotonic()
+    try:
+        req = urllib.request.Request(c.url(follower) + "/v2/keys/relay", data=b"value=x", method="PUT",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            got = r.status
+    except urllib.error.HTTPError as e:
+        got = e.code
+    except Exception as e:  # noqa: BLE001
+        got = repr(e)
+    took = time.monotonic() - started
+    c.cont(leader)
+    check(got == 503 and took < 12, "a v2 write relayed to a silent leader is answered 503 within 12 s "
+          "(got %s after %.1f s)" % (got, took))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
@@ -88,7 +111,7 @@ def main():
     c = None
     try:
         c = harness.Cluster(o.binary, size=3, base_port=o.base_port, workdir=os.path.join(work, "members"))
-        leader = c.leader()
+        leader, _ = c.wait_leader()
         harness.kv_put(c.url(leader), "p/a", "1", 5.0)
         before = [c.status(i) for i in range(3)]
         cluster_id = before[leader]["header"]["cluster_id"]
@@ -115,6 +138,7 @@ def main():
         harness.kv_put(c.url(follower), "p/b", "2", 5.0)
         check(harness.kv_get(c.url(leader), "p/b", 5.0)[0] == "2", "writes continue")
         unknown_entry(c, o.probe, o.base_port, leader, follower, cluster_id, leader_id, check)
+        relay_to_a_silent_leader(c, leader, follower, check)
     except Exception as e:  # noqa: BLE001
         check.failed(repr(e))
         if c:

@@ -1548,6 +1548,8 @@ status build_node(bool restart, bool join) {
 
 // ---- start / stop ------------------------------------------------------------------------------
 
+milliseconds cluster_request_timeout() { return request_timeout(cs().election_ms); }
+
 result<bool> cluster_start(module_context* context, const cluster_options& options) {
   auto c = std::make_unique<cluster_state>();
   c->context = context;

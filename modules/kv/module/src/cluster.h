@@ -23,6 +23,7 @@
 //     read is served at the newest published (committed) revision.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -109,6 +110,9 @@ struct cluster_status {
   std::uint64_t commit_index = 0;
 };
 cluster_status cluster_status_now();
+// How long a client request may wait for its entry (etcd's 5 s + 2 election timeouts).
+// Any shard: fixed before the shards start.
+std::chrono::milliseconds cluster_request_timeout();
 // The leader's apply of the entry it just logged changed the store (core.cc collect()).
 void cluster_note_applied();
 // Leader only: hands leadership to `target` (a voting member) and waits until it leads,
