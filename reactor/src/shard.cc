@@ -415,13 +415,14 @@ void shard::run() {
 namespace {
 // The systems not yet being destroyed, for post_if_running from threads that may outlive
 // theirs. A process has one system (tests a few in turn), so a set under a lock is enough.
+// Never destroyed: a lookup thread may still call in while the process exits.
 std::mutex& running_systems_mutex() {
-  static std::mutex mutex;
-  return mutex;
+  static auto* mutex = new std::mutex;
+  return *mutex;
 }
 std::vector<system*>& running_systems() {
-  static std::vector<system*> systems;
-  return systems;
+  static auto* systems = new std::vector<system*>;
+  return *systems;
 }
 }  // namespace
 
