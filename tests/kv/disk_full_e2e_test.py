@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,33 +19,19 @@ import time
 import urllib.error
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import keeltest  # noqa: E402
+
 KEELD = sys.argv[1] if len(sys.argv) > 1 else "build/bin/keeld"
-passed = 0
-failed = 0
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok   " + name)
-    else:
-        failed += 1
-        print("FAIL " + name + (": " + str(detail)[:1500] if detail else ""))
+check = keeltest.Checks(keeltest.after_colon(1500))
 
 
 def b64(data):
     return base64.b64encode(data if isinstance(data, bytes) else data.encode()).decode()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(kv_dir, core_dir, log_path):
-    port = free_port()
+    port = keeltest.free_port()
     log = open(log_path, "a")
     proc = subprocess.Popen([KEELD, "--kv.dir", kv_dir, "--kv.wal-segment-bytes", str(16 << 20),
                              "--listen-client-urls", "http://127.0.0.1:%d" % port, "--data-dir", core_dir],
@@ -91,9 +76,8 @@ def main():
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", mnt]).returncode == 0
     if not mounted:
         # Not this machine's fault of keel's: ctest reports the test as skipped (77).
-        print("SKIP cannot mount a tmpfs here (the test needs root and CAP_SYS_ADMIN)")
         shutil.rmtree(root, ignore_errors=True)
-        sys.exit(77)
+        keeltest.skip("cannot mount a tmpfs here (the test needs root and CAP_SYS_ADMIN)")
     proc = None
     try:
         kv_dir = os.path.join(mnt, "kv")
@@ -156,8 +140,7 @@ def main():
             proc.wait()
         subprocess.run(["umount", mnt])
         shutil.rmtree(root, ignore_errors=True)
-    print("%d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed else 0)
+    sys.exit(check.summary())
 
 
 if __name__ == "__main__":

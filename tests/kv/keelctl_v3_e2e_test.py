@@ -17,35 +17,20 @@ import re
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import keeltest  # noqa: E402
 
 KEELD = sys.argv[1] if len(sys.argv) > 1 else "build/bin/keeld"
 KEELCTL = sys.argv[2] if len(sys.argv) > 2 else "build/bin/keelctl"
 ETCD = sys.argv[3] if len(sys.argv) > 3 else (shutil.which("etcd") or "/usr/bin/etcd")
 ETCDCTL = sys.argv[4] if len(sys.argv) > 4 else (shutil.which("etcdctl") or "/usr/bin/etcdctl")
 
-passed = 0
-failed = 0
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok   " + name)
-    else:
-        failed += 1
-        print("FAIL " + name + (":\n" + detail if detail else ""))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+check = keeltest.Checks(keeltest.on_next_line)
 
 
 def wait_until(predicate, seconds):
@@ -192,18 +177,17 @@ def revision_of(system, key):
 
 def main():
     if not (os.path.exists(ETCD) and os.path.exists(ETCDCTL)):
-        print("SKIP: needs etcd and etcdctl 3.4 (apt-get install etcd-server etcd-client)")
-        return 77
+        keeltest.skip("needs etcd and etcdctl 3.4 (apt-get install etcd-server etcd-client)")
     tmp = tempfile.mkdtemp(prefix="keelctl_v3_e2e.")
     systems = []
     try:
-        keel_port = free_port()
+        keel_port = keeltest.free_port()
         keel = System("keel", [KEELD, "--modules", "kv", "--kv.dir", os.path.join(tmp, "kv"), "--shards", "2",
                                "--listen-client-urls", "http://127.0.0.1:%d" % keel_port,
                                "--data-dir", os.path.join(tmp, "core")],
                       KEELCTL, "127.0.0.1:%d" % keel_port, tmp)
         systems.append(keel)
-        client_port, peer_port = free_port(), free_port()
+        client_port, peer_port = keeltest.free_port(), keeltest.free_port()
         etcd = System("etcd", [ETCD, "--name", "e2e", "--data-dir", os.path.join(tmp, "etcd"),
                                "--listen-client-urls", "http://127.0.0.1:%d" % client_port,
                                "--advertise-client-urls", "http://127.0.0.1:%d" % client_port,
@@ -329,8 +313,7 @@ def main():
         for s in systems:
             s.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return check.summary()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,19 +18,11 @@ import time
 import urllib.error
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import keeltest  # noqa: E402
+
 KEELD = sys.argv[1] if len(sys.argv) > 1 else "build/bin/keeld"
-passed = 0
-failed = 0
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok   " + name)
-    else:
-        failed += 1
-        print("FAIL " + name + (": " + str(detail) if detail else ""))
+check = keeltest.Checks()
 
 
 def b64(text):
@@ -42,16 +33,10 @@ def unb64(text):
     return base64.b64decode(text).decode()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Keeld:
     def __init__(self, data_dir):
         self.data_dir = data_dir
-        self.port = free_port()
+        self.port = keeltest.free_port()
         self.log = open(os.path.join(os.path.dirname(data_dir), "keeld-%d.log" % self.port), "w")
         self.proc = subprocess.Popen(
             [KEELD, "--modules", "kv", "--kv.dir", data_dir, "--shards", "2",
@@ -403,12 +388,11 @@ def main():
         check("no exception", False, repr(error))
     finally:
         for name in os.listdir(root) if os.path.isdir(root) else []:
-            if name.endswith(".log") and failed:
+            if name.endswith(".log") and check.failed:
                 with open(os.path.join(root, name)) as f:
                     print("---- " + name + "\n" + f.read()[-3000:])
         shutil.rmtree(root, ignore_errors=True)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return check.summary()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,35 +22,21 @@ import time
 import urllib.error
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import keeltest  # noqa: E402
+
 KEELD = sys.argv[1] if len(sys.argv) > 1 else "build/bin/keeld"
-passed = 0
-failed = 0
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok   " + name)
-    else:
-        failed += 1
-        print("FAIL " + name + (": " + str(detail)[:2000] if detail else ""))
+check = keeltest.Checks(keeltest.after_colon(2000))
 
 
 def b64(text):
     return base64.b64encode(text.encode()).decode()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Keeld:
     def __init__(self, root, expect_failure=False):
         self.root = root
-        self.port = free_port()
+        self.port = keeltest.free_port()
         self.log_path = os.path.join(root, "keeld-%d.log" % self.port)
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
@@ -214,8 +199,7 @@ def main():
         server.kill()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print("%d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed else 0)
+    sys.exit(check.summary())
 
 
 if __name__ == "__main__":

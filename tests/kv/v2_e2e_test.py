@@ -27,30 +27,15 @@ import threading
 import time
 import urllib.parse
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import keeltest  # noqa: E402
+
 KEELD = sys.argv[1] if len(sys.argv) > 1 else "build/bin/keeld"
 ETCD = sys.argv[2] if len(sys.argv) > 2 else (shutil.which("etcd") or "/usr/bin/etcd")
 ETCDCTL = sys.argv[3] if len(sys.argv) > 3 else (shutil.which("etcdctl") or "/usr/bin/etcdctl")
 KEELCTL = sys.argv[4] if len(sys.argv) > 4 else os.path.join(os.path.dirname(KEELD), "keelctl")
 
-passed = 0
-failed = 0
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok   " + name)
-    else:
-        failed += 1
-        print("FAIL " + name + (": " + str(detail) if detail else ""))
-    sys.stdout.flush()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+check = keeltest.Checks()
 
 
 def b64(text):
@@ -129,7 +114,7 @@ class Server:
 
 
 def start_keeld(tmp):
-    port = free_port()
+    port = keeltest.free_port()
     log = open(os.path.join(tmp, "keeld.log"), "a")
     proc = subprocess.Popen(
         [KEELD, "--modules", "kv", "--kv.dir", os.path.join(tmp, "kv"), "--shards", "2",
@@ -142,7 +127,7 @@ def start_keeld(tmp):
 
 
 def start_etcd(tmp):
-    port, peer = free_port(), free_port()
+    port, peer = keeltest.free_port(), keeltest.free_port()
     log = open(os.path.join(tmp, "etcd.log"), "w")
     client_url, peer_url = "http://127.0.0.1:%d" % port, "http://127.0.0.1:%d" % peer
     proc = subprocess.Popen(
@@ -887,8 +872,7 @@ def section_keel_only():
 def main():
     for binary in (ETCD, ETCDCTL):
         if not os.access(binary, os.X_OK):
-            print("skipped: %s is not installed (apt-get install etcd-server etcd-client)" % binary)
-            return 77
+            keeltest.skip("%s is not installed (apt-get install etcd-server etcd-client)" % binary)
     tmp = tempfile.mkdtemp(prefix="keel-v2-e2e-")
     servers = []
     try:
@@ -914,12 +898,11 @@ def main():
     finally:
         for server in servers:
             server.stop()
-        if failed == 0:
+        if check.failed == 0:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print("logs kept in " + tmp)
-    print("%d passed, %d failed" % (passed, failed))
-    return 0 if failed == 0 else 1
+    return check.summary()
 
 
 if __name__ == "__main__":

@@ -28,23 +28,12 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import keeltest  # noqa: E402
+
 KEELD = sys.argv[1] if len(sys.argv) > 1 else "build/bin/keeld"
 ETCD = sys.argv[2] if len(sys.argv) > 2 else (shutil.which("etcd") or "/usr/bin/etcd")
-passed = 0
-failed = 0
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok   " + name)
-    else:
-        failed += 1
-        print("FAIL " + name)
-        if detail != "":
-            for line in (detail if isinstance(detail, list) else [detail]):
-                print("       " + str(line))
+check = keeltest.Checks(keeltest.indented_lines)
 
 
 def b64(text):
@@ -722,8 +711,7 @@ class RelativeWatchPair(WatchPair):
 
 def main():
     if not os.path.exists(ETCD):
-        print("SKIP: etcd not found at %s" % ETCD)
-        return 77
+        keeltest.skip("etcd not found at %s" % ETCD)
     root = tempfile.mkdtemp(prefix="v3_compat_")
     etcd, keel = Etcd(root), Keel(root)
     try:
@@ -747,12 +735,11 @@ def main():
     finally:
         etcd.stop()
         keel.stop()
-        if failed:
+        if check.failed:
             for side in (etcd, keel):
                 print("---- %s log (tail)\n%s" % (side.name, side.log_tail()))
         shutil.rmtree(root, ignore_errors=True)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return check.summary()
 
 
 if __name__ == "__main__":

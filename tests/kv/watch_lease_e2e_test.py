@@ -26,20 +26,12 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import keeltest  # noqa: E402
+
 KEELD = sys.argv[1] if len(sys.argv) > 1 else "build/bin/keeld"
-passed = 0
-failed = 0
 started_processes = []  # every keeld started, stopped at the end whatever happens
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok   " + name)
-    else:
-        failed += 1
-        print("FAIL " + name + (": " + str(detail)[:2000] if detail != "" else ""))
+check = keeltest.Checks(keeltest.after_colon(2000))
 
 
 def b64(text):
@@ -48,12 +40,6 @@ def b64(text):
 
 def unb64(text):
     return base64.b64decode(text).decode(errors="replace")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rev(answer):
@@ -68,7 +54,7 @@ class Keeld:
         self.port = 0
 
     def start(self):
-        self.port = free_port()
+        self.port = keeltest.free_port()
         self.log = open(os.path.join(self.root, "keeld-%d.log" % self.port), "w")
         self.proc = subprocess.Popen(
             [KEELD, "--modules", "kv", "--kv.dir", os.path.join(self.root, "kv"), "--shards", "2",
@@ -567,12 +553,11 @@ def main():
                 proc.wait()
         for dirpath, _, files in os.walk(root):
             for name in files:
-                if name.endswith(".log") and failed:
+                if name.endswith(".log") and check.failed:
                     with open(os.path.join(dirpath, name), errors="replace") as f:
                         print("---- " + name + "\n" + f.read()[-3000:])
         shutil.rmtree(root, ignore_errors=True)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return check.summary()
 
 
 if __name__ == "__main__":

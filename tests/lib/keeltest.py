@@ -1,0 +1,85 @@
+"""keeltest: the pieces every Python end-to-end test of keel shares (standard library only).
+
+A script beside tests/lib (tests/kv, tests/cluster, ...) imports it without installing
+anything:
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+    import keeltest  # noqa: E402
+
+What it guarantees:
+  - Checks: check(name, condition, detail="") prints exactly one line per check, flushed at
+    once: "ok   NAME" when the condition is true, else "FAIL NAME" followed by the detail
+    (left out when it is "" or None), laid out by the function given as `layout`
+    (default ": DETAIL"). It counts both (passed, failed; failures lists the failed
+    names) and returns the condition unchanged. summary() prints "N passed, M failed"
+    (other tooling reads that line) and returns the exit status: 1 if anything failed,
+    else 0.
+  - skip(why): prints "SKIP: WHY" and exits 77, the code CTest is told means "skipped"
+    (SKIP_RETURN_CODE 77 in the CMakeLists).
+  - free_port(): a loopback TCP port that was free a moment ago.
+"""
+import socket
+import sys
+
+SKIP = 77  # CTest's SKIP_RETURN_CODE for these tests
+
+
+def after_colon(limit=None):
+    """A detail layout: ": DETAIL" on the FAIL line, cut to `limit` characters (None: whole)."""
+    return lambda detail: ": " + str(detail)[:limit]
+
+
+def on_next_line(detail):
+    """A detail layout for multi-line text (a diff): the FAIL line ends in ":", the text follows."""
+    return ":\n" + str(detail)
+
+
+def indented_lines(detail):
+    """A detail layout: the detail (one value, or a list of lines) below the FAIL line, one
+    line each, indented seven spaces."""
+    return "".join("\n       " + str(line) for line in (detail if isinstance(detail, list) else [detail]))
+
+
+class Checks:
+    """Counts and prints the checks of one test run (see the module docstring)."""
+
+    def __init__(self, layout=after_colon()):
+        self.layout = layout
+        self.passed = 0
+        self.failures = []
+
+    @property
+    def failed(self):
+        return len(self.failures)
+
+    def __call__(self, name, condition, detail=""):
+        if condition:
+            self.passed += 1
+            print("ok   " + name, flush=True)
+        else:
+            self.failures.append(name)
+            shown = "" if detail is None or detail == "" else self.layout(detail)
+            print("FAIL " + name + shown, flush=True)
+        return condition
+
+    def fail(self, name, detail=""):
+        """Records a failure that is not a condition: an error that ended a scenario."""
+        self(name, False, detail)
+
+    def summary(self):
+        """Prints "N passed, M failed"; returns the exit status (1 if anything failed)."""
+        print("%d passed, %d failed" % (self.passed, self.failed), flush=True)
+        return 1 if self.failures else 0
+
+
+def skip(why):
+    """Ends the test as skipped: prints "SKIP: WHY" and exits 77."""
+    print("SKIP: " + why, flush=True)
+    sys.exit(SKIP)
+
+
+def free_port():
+    """A loopback TCP port the kernel just handed out (free unless someone takes it first)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
