@@ -27,26 +27,16 @@ import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import keeltest  # noqa: E402
+
 KEELD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/bin/keeld"
 KEELCTL = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else "build/bin/keelctl"
 ETCD = sys.argv[3] if len(sys.argv) > 3 else (shutil.which("etcd") or "/usr/bin/etcd")
 ETCDCTL = sys.argv[4] if len(sys.argv) > 4 else (shutil.which("etcdctl") or "/usr/bin/etcdctl")
 DEAD = "http://127.0.0.1:29649"
 
-passed = 0
-failed = 0
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok   " + name)
-    else:
-        failed += 1
-        print("FAIL " + name + (":\n" + detail if detail else ""))
-    sys.stdout.flush()
-    return condition
+check = keeltest.Checks(keeltest.on_next_line)
 
 
 ENV = dict(os.environ, ETCDCTL_API="3")
@@ -462,13 +452,12 @@ def main():
             etcd_half(os.path.join(tmp, "etcd"), keel)
     finally:
         stop_all()
-        if failed == 0:
+        if check.failed == 0:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print("logs kept in " + tmp)
     print("took %.1fs" % (time.time() - started))
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return check.summary()
 
 
 if __name__ == "__main__":

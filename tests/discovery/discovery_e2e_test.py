@@ -30,23 +30,15 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import keeltest  # noqa: E402
+
 KEELD = sys.argv[1] if len(sys.argv) > 1 else "build/bin/keeld"
 TOOL = sys.argv[2] if len(sys.argv) > 2 else "build/tests/discovery/discovery_client_tool"
 ETCD = sys.argv[3] if len(sys.argv) > 3 else "/usr/bin/etcd"
 WAIT_TIMEOUT_MS = 2000
-passed = 0
-failed = 0
 _next_port = [29300]
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok   " + name, flush=True)
-    else:
-        failed += 1
-        print("FAIL " + name + (": " + str(detail) if detail else ""), flush=True)
+check = keeltest.Checks()
 
 
 def port_in_range():
@@ -432,14 +424,14 @@ def main():
             check("three keel_discovery_client threads against keel agree", rc == 0, lines)
     finally:
         keel.stop()
-    print("%d passed, %d failed" % (passed, failed))
-    if failed == 0:
+    check.summary()
+    if check.failed == 0:
         shutil.rmtree(root, ignore_errors=True)
     else:
         print("logs kept in " + root)
-    if failed:
+    if check.failed:
         return 1
-    return 0 if etcd_ok else 77
+    return 0 if etcd_ok else keeltest.SKIP
 
 
 if __name__ == "__main__":
