@@ -40,6 +40,9 @@ import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import keeltest  # noqa: E402
+
 KEELD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/bin/keeld"
 ETCD = sys.argv[2] if len(sys.argv) > 2 else "/usr/bin/etcd"
 DNS_IP = "127.0.0.77"
@@ -47,24 +50,8 @@ SILENT_DNS_IP = "127.0.0.78"  # takes queries for silent.test and never answers
 TOKEN = "srv-test-token"
 KEEL_PEERS = [29671, 29672, 29673]
 KEEL_CLIENTS = [29681, 29682, 29683]
-passed = 0
-failed = 0
 procs = []
-
-
-def check(condition, name, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok   " + name, flush=True)
-    else:
-        failed += 1
-        print("FAIL " + name + (": " + str(detail) if detail else ""), flush=True)
-
-
-def skip(why):
-    print("skip: " + why, flush=True)
-    sys.exit(77)
+check = keeltest.Checks()
 
 
 def enter_namespace():
@@ -72,10 +59,10 @@ def enter_namespace():
     if os.environ.get("KEEL_TEST_SRV_NS") == "1":
         return
     if os.geteuid() != 0:
-        skip("needs root (a mount namespace and port 53)")
+        keeltest.skip("needs root (a mount namespace and port 53)")
     for tool in ("unshare", "mount", "/usr/sbin/dnsmasq", "tinyproxy"):
         if not shutil.which(tool):
-            skip("%s is not installed (scripts/install-deps)" % tool)
+            keeltest.skip("%s is not installed (scripts/install-deps)" % tool)
     env = dict(os.environ, KEEL_TEST_SRV_NS="1")
     rc = subprocess.call(["unshare", "--mount", "--propagation", "private", sys.executable,
                           os.path.abspath(__file__)] + sys.argv[1:], env=env)
@@ -174,18 +161,19 @@ def cluster_ids_keel(work):
     listed = wait_for(lambda: get_json("http://127.0.0.1:%d/v3/cluster/member/list" % KEEL_CLIENTS[0], {}), 15)
     healthy = wait_for(lambda: all(get_json("http://127.0.0.1:%d/health" % c)["health"] == "true"
                                    for c in KEEL_CLIENTS), 15)
-    check(healthy, "three keelds from --discovery-srv keel.test are healthy",
-          [read(m.log_path)[-300:] for m in members])
+    check("three keelds from --discovery-srv keel.test are healthy",
+          healthy, [read(m.log_path)[-300:] for m in members])
     listed = wait_for(lambda: get_json("http://127.0.0.1:%d/v3/cluster/member/list" % KEEL_CLIENTS[1], {}), 5)
     urls = sorted(u for m in (listed or {}).get("members", []) for u in m.get("peerURLs", []))
     want = sorted("http://m%d.keel.test:%d" % (i + 1, p) for i, p in enumerate(KEEL_PEERS))
-    check(urls == want, "member list has the records' targets as peer URLs", urls)
+    check("member list has the records' targets as peer URLs", urls == want, urls)
     log = read(members[0].log_path)
-    check("DNS SRV records of keel.test gave --initial-cluster" in log and "m1=http://m1.keel.test:%d" % KEEL_PEERS[0] in log,
-          "m1 names itself and takes the others from the records", log[:400])
+    check("m1 names itself and takes the others from the records",
+          "DNS SRV records of keel.test gave --initial-cluster" in log and "m1=http://m1.keel.test:%d" % KEEL_PEERS[0] in log,
+          log[:400])
     named = wait_for(lambda: sorted(m.get("name") for m in get_json(
         "http://127.0.0.1:%d/v3/cluster/member/list" % KEEL_CLIENTS[2], {})["members"]) == ["m1", "m2", "m3"], 10)
-    check(named, "each member publishes its own name")
+    check("each member publishes its own name", named)
     keelctl_checks()
     status = get_json("http://127.0.0.1:%d/v3/maintenance/status" % KEEL_CLIENTS[0], {})
     ids = sorted(int(m["ID"]) for m in listed["members"]) if listed else []
@@ -201,19 +189,20 @@ def keelctl_checks():
         return subprocess.run([keelctl] + args, capture_output=True, text=True, timeout=20,
                               env=dict(os.environ, **(env or {})))
     out = run(["--discovery-srv", "keel.test", "member", "list"])
-    check(out.returncode == 0 and len(out.stdout.strip().splitlines()) == 3 and "m1.keel.test" in out.stdout,
-          "keelctl --discovery-srv keel.test member list: 3 members", (out.returncode, out.stdout, out.stderr))
+    check("keelctl --discovery-srv keel.test member list: 3 members",
+          out.returncode == 0 and len(out.stdout.strip().splitlines()) == 3 and "m1.keel.test" in out.stdout,
+          (out.returncode, out.stdout, out.stderr))
     out = run(["-d", "keel.test", "put", "srv/k", "through-srv"])
     got = run(["--discovery-srv", "keel.test", "get", "srv/k"])
-    check(out.returncode == 0 and got.stdout.split() == ["srv/k", "through-srv"],
-          "keelctl -d keel.test put, then get, over the native frames", (out.stderr, got.stdout, got.stderr))
+    check("keelctl -d keel.test put, then get, over the native frames",
+          out.returncode == 0 and got.stdout.split() == ["srv/k", "through-srv"], (out.stderr, got.stdout, got.stderr))
     out = run(["--discovery-srv", "keel.test", "set", "/srv/v2", "two"], env={"ETCDCTL_API": "2"})
     got = get_json("http://127.0.0.1:%d/v2/keys/srv/v2" % KEEL_CLIENTS[2])
-    check(out.returncode == 0 and got["node"]["value"] == "two", "ETCDCTL_API=2 keelctl --discovery-srv set",
-          (out.returncode, out.stderr))
+    check("ETCDCTL_API=2 keelctl --discovery-srv set",
+          out.returncode == 0 and got["node"]["value"] == "two", (out.returncode, out.stderr))
     out = run(["--discovery-srv", "none.test", "endpoint", "health"])
-    check(out.returncode != 0 and "no _etcd-client records for none.test" in out.stderr,
-          "keelctl --discovery-srv of a domain without records says so", out.stderr.strip())
+    check("keelctl --discovery-srv of a domain without records says so",
+          out.returncode != 0 and "no _etcd-client records for none.test" in out.stderr, out.stderr.strip())
 
 
 def cluster_ids_etcd(work):
@@ -235,8 +224,8 @@ def cluster_ids_etcd(work):
                              os.path.join(work, "etcd-%s.log" % name)))
     healthy = wait_for(lambda: all(get_json("http://127.0.0.1:%d/health" % c)["health"] == "true"
                                    for c in KEEL_CLIENTS), 20)
-    check(healthy, "three etcd 3.4 members on the records' URLs are healthy",
-          [read(m.log_path)[-300:] for m in members])
+    check("three etcd 3.4 members on the records' URLs are healthy",
+          healthy, [read(m.log_path)[-300:] for m in members])
     listed = get_json("http://127.0.0.1:%d/v3/cluster/member/list" % KEEL_CLIENTS[0], {}) if healthy else {}
     ids = sorted(int(m["ID"]) for m in listed.get("members", []))
     cluster = int(listed["header"]["cluster_id"]) if listed else 0
@@ -249,15 +238,17 @@ def refusals(work):
     def refused(extra, name, want):
         args = member_args(KEELD, 0, os.path.join(work, "refused-" + name), extra)
         out = subprocess.run(args, capture_output=True, text=True, timeout=30)
-        check(out.returncode != 0 and want in out.stderr, "refused: " + name,
+        check("refused: " + name,
+              out.returncode != 0 and want in out.stderr,
               (out.returncode, out.stderr.strip().splitlines()[-1:] if out.stderr else ""))
 
     # m1's advertised URL with a port that is in no record.
     args = member_args(KEELD, 0, os.path.join(work, "refused-stranger"), ["--discovery-srv", "keel.test"])
     args[args.index("--initial-advertise-peer-urls") + 1] = "http://m1.keel.test:29699"
     out = subprocess.run(args, capture_output=True, text=True, timeout=30)
-    check(out.returncode != 0 and 'cannot find local etcd member "m1" in SRV records' in out.stderr,
-          "refused: an advertised URL in no record", out.stderr.strip().splitlines()[-1:])
+    check("refused: an advertised URL in no record",
+          out.returncode != 0 and 'cannot find local etcd member "m1" in SRV records' in out.stderr,
+          out.stderr.strip().splitlines()[-1:])
     refused(["--discovery-srv", "none.test"], "a domain without records", "too many errors querying DNS SRV records")
     refused(["--discovery-srv", "tls.test"], "_etcd-server-ssl records (TLS peers)", "speak TLS to peers")
     # --discovery-srv-name alt: _etcd-server-alt._tcp.alt.test lists m1 alone, so m1
@@ -266,8 +257,8 @@ def refusals(work):
                                                                  "--discovery-srv-name", "alt"]),
               os.path.join(work, "alt.log"))
     ok = wait_for(lambda: get_json("http://127.0.0.1:%d/health" % KEEL_CLIENTS[0])["health"] == "true", 10)
-    check(ok and "m1=http://m1.keel.test:%d" % KEEL_PEERS[0] in read(p.log_path),
-          "--discovery-srv-name alt reads _etcd-server-alt._tcp", read(p.log_path)[-300:])
+    check("--discovery-srv-name alt reads _etcd-server-alt._tcp",
+          ok and "m1=http://m1.keel.test:%d" % KEEL_PEERS[0] in read(p.log_path), read(p.log_path)[-300:])
     stop(p)
 
 
@@ -276,7 +267,7 @@ def discovery_proxy(work):
                   "--listen-client-urls", "http://127.0.0.1:29690", "--advertise-client-urls", "http://127.0.0.1:29690",
                   "--listen-peer-urls", "http://127.0.0.1:29691"], os.path.join(work, "disco.log"))
     token_url = wait_for(lambda: urllib.request.urlopen("http://127.0.0.1:29690/new?size=1", timeout=2).read().decode(), 10)
-    check(bool(token_url), "a discovery token from keeld's service", read(host.log_path)[-300:])
+    check("a discovery token from keeld's service", bool(token_url), read(host.log_path)[-300:])
     conf = os.path.join(work, "tinyproxy.conf")
     proxy_log = os.path.join(work, "tinyproxy.log")
     with open(conf, "w") as f:
@@ -292,16 +283,16 @@ def discovery_proxy(work):
     ok = wait_for(lambda: get_json("http://127.0.0.1:29693/health")["health"] == "true", 15)
     token_path = token_url[token_url.index("/discovery/"):]
     seen = read(proxy_log) if os.path.exists(proxy_log) else ""
-    check(ok, "a member bootstraps from the token through --discovery-proxy", read(member.log_path)[-300:])
-    check(token_path in seen, "tinyproxy carried the token's requests", seen[-400:])
+    check("a member bootstraps from the token through --discovery-proxy", ok, read(member.log_path)[-300:])
+    check("tinyproxy carried the token's requests", token_path in seen, seen[-400:])
     stop(member)
     out = subprocess.run([KEELD, "--name", "bad", "--data-dir", os.path.join(work, "bad"),
                           "--listen-client-urls", "http://127.0.0.1:29695",
                           "--listen-peer-urls", "http://127.0.0.1:29696",
                           "--discovery", token_url, "--discovery-proxy", "ftp://127.0.0.1:29692"],
                          capture_output=True, text=True, timeout=30)
-    check(out.returncode != 0 and "invalid proxy address" in out.stderr, "an ftp:// proxy is refused",
-          out.stderr.strip().splitlines()[-1:])
+    check("an ftp:// proxy is refused",
+          out.returncode != 0 and "invalid proxy address" in out.stderr, out.stderr.strip().splitlines()[-1:])
     stop(tiny)
     stop(host)
 
@@ -353,10 +344,11 @@ def main():
         keel_ids, keel_cluster = cluster_ids_keel(work)
         if os.path.exists(ETCD):
             etcd_ids, etcd_cluster = cluster_ids_etcd(work)
-            check(keel_ids == etcd_ids and len(keel_ids) == 3, "member ids equal etcd 3.4's",
+            check("member ids equal etcd 3.4's",
+                  keel_ids == etcd_ids and len(keel_ids) == 3,
                   "keel %s etcd %s" % ([hex(i) for i in keel_ids], [hex(i) for i in etcd_ids]))
-            check(keel_cluster == etcd_cluster, "cluster id equals etcd 3.4's",
-                  "keel %x etcd %x" % (keel_cluster, etcd_cluster))
+            check("cluster id equals etcd 3.4's",
+                  keel_cluster == etcd_cluster, "keel %x etcd %x" % (keel_cluster, etcd_cluster))
         else:
             print("skip etcd comparison: %s is missing" % ETCD)
         refusals(work)
@@ -365,15 +357,14 @@ def main():
     except Exception as e:  # noqa: BLE001
         import traceback
         traceback.print_exc()
-        check(False, "no exception", repr(e))
+        check("no exception", False, repr(e))
     finally:
         stop_all()
-        if failed == 0:
+        if check.failed == 0:
             shutil.rmtree(work, ignore_errors=True)
         else:
             print("logs kept in " + work)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return check.summary()
 
 
 if __name__ == "__main__":
