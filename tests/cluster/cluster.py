@@ -462,28 +462,6 @@ class Cluster:
 # ---------------------------------------------------------------------------
 # workload
 
-class Checks:
-    """The "ok   ..." / "FAIL ..." lines of a scenario test. check(ok, what) prints one;
-    failed(what) records an error that ended the scenario; status() prints "N failed"
-    and returns the exit status (1 if anything failed)."""
-
-    def __init__(self):
-        self.failures = []
-
-    def __call__(self, ok, what):
-        print(("ok   " if ok else "FAIL ") + what, flush=True)
-        if not ok:
-            self.failures.append(what)
-
-    def failed(self, what):
-        self.failures.append(what)
-        print("FAIL", what, flush=True)
-
-    def status(self):
-        print("%d failed" % len(self.failures))
-        return 1 if self.failures else 0
-
-
 def check_history(c, leader, keys, hist, workdir, report, log, check_timeout):
     """The end of a fault run: reads every key once more on `leader` (a final read after
     everything), saves `hist` to workdir/history.json, checks the history plus those reads

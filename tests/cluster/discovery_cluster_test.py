@@ -26,7 +26,9 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import cluster as harness  # noqa: E402
+import keeltest  # noqa: E402
 
 
 class DiscoveryCluster(harness.Cluster):
@@ -68,7 +70,7 @@ def main():
                              "--modules=kv,discovery", "--shards", "1"],
                             stdout=host_log, stderr=subprocess.STDOUT)
     c = None
-    check = harness.Checks()
+    check = keeltest.Checks()
 
     try:
         deadline = time.monotonic() + 10
@@ -81,11 +83,11 @@ def main():
                 if time.monotonic() > deadline or host.poll() is not None:
                     raise RuntimeError("the discovery host did not start")
                 time.sleep(0.1)
-        check(url.startswith("http://127.0.0.1:%d/discovery/" % host_port), "GET /new?size=3 -> " + url)
+        check("GET /new?size=3 -> " + url, url.startswith("http://127.0.0.1:%d/discovery/" % host_port))
 
         c = DiscoveryCluster(o.binary, url, size=3, base_port=o.base_port, workdir=os.path.join(work, "members"))
         c.start(ready_timeout=30)
-        check(True, "three members started from one discovery URL formed a cluster")
+        check("three members started from one discovery URL formed a cluster", True)
 
         deadline = time.monotonic() + 5
         while True:
@@ -94,9 +96,9 @@ def main():
             if named or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        check(named, "member list on every member: 3 named members with client URLs")
+        check("member list on every member: 3 named members with client URLs", named)
         names = sorted(m["name"] for m in lists[0])
-        check(names == ["m0", "m1", "m2"], "member names %r" % names)
+        check("member names %r" % names, names == ["m0", "m1", "m2"])
 
         leader = c.leader()
         harness.kv_put(c.url(leader), "walk/a", "1", 2.0)
@@ -111,16 +113,17 @@ def main():
                 break
             except (harness.NotSent, harness.Unknown, harness.HttpError):
                 time.sleep(0.05)
-        check(wrote is not None, "kill -9 leader m%d: new leader m%d, first write %.2fs after the kill"
-              % (leader, new_leader, wrote or -1))
+        check("kill -9 leader m%d: new leader m%d, first write %.2fs after the kill"
+              % (leader, new_leader, wrote or -1),
+              wrote is not None)
         survivor = next(i for i in range(3) if i not in (leader, new_leader))
-        check(harness.kv_get(c.url(survivor), "walk/b", 2.0)[0] == "2", "a follower reads the new write")
+        check("a follower reads the new write", harness.kv_get(c.url(survivor), "walk/b", 2.0)[0] == "2")
 
         c.restart(leader)
         took = c.wait_converged(["walk/a", "walk/b"], timeout=15)
-        check(True, "restarted m%d caught up in %.2fs" % (leader, took))
+        check("restarted m%d caught up in %.2fs" % (leader, took), True)
         with open(c.members[leader].log_path) as f:
-            check("discovery token ignored" in f.read(), "the restarted member ignored the token")
+            check("the restarted member ignored the token", "discovery token ignored" in f.read())
 
         extra = subprocess.run([o.binary, "--name", "m3", "--data-dir", os.path.join(work, "m3"),
                                 "--listen-client-urls", "http://127.0.0.1:%d" % (o.base_port + 6),
@@ -128,10 +131,10 @@ def main():
                                 "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % (o.base_port + 7),
                                 "--discovery", url, "--discovery-fallback", "exit"],
                                capture_output=True, text=True, timeout=30)
-        check(extra.returncode != 0 and "cluster is full" in extra.stderr,
-              "a fourth member is refused: %s" % (extra.stderr.strip().splitlines() or [""])[-1])
+        check("a fourth member is refused: %s" % (extra.stderr.strip().splitlines() or [""])[-1],
+              extra.returncode != 0 and "cluster is full" in extra.stderr)
     except Exception as e:  # noqa: BLE001
-        check.failed(repr(e))
+        check.fail(repr(e))
         if c:
             c.dump_logs()
     finally:
@@ -139,7 +142,7 @@ def main():
             c.stop_all()
         host.terminate()
         host.wait(timeout=10)
-    return check.status()
+    return check.summary()
 
 
 if __name__ == "__main__":

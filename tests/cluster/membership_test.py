@@ -34,7 +34,9 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import cluster as harness  # noqa: E402
+import keeltest  # noqa: E402
 
 
 def post(url, path, body, method="POST"):
@@ -80,7 +82,7 @@ def main():
     if o.workdir:
         os.makedirs(o.workdir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="keel-membership-", dir=o.workdir)
-    check = harness.Checks()
+    check = keeltest.Checks()
 
     c = None
     joiner = None
@@ -93,8 +95,8 @@ def main():
         peer = "http://127.0.0.1:%d" % (o.base_port + 7)
         client = "http://127.0.0.1:%d" % (o.base_port + 6)
         code, added = post(c.url(follower), "/v3/cluster/member/add", {"peerURLs": [peer], "isLearner": True})
-        check(code == 200 and added["member"].get("isLearner") and len(added["members"]) == 4,
-              "member add --learner on a follower: %d, 4 members" % code)
+        check("member add --learner on a follower: %d, 4 members" % code,
+              code == 200 and added["member"].get("isLearner") and len(added["members"]) == 4)
         new_id = int(added["member"]["ID"]) if code == 200 else 0
 
         initial = c.initial_cluster + ",m3=" + peer
@@ -123,44 +125,45 @@ def main():
 
         joiner = start_joiner("m3.data", "m3.log")
         caught = reads_on_joiner({"m/" + k: "v" + k for k in "abc"})
-        check(caught, "the joiner (--initial-cluster-state existing) caught up from the leader's log")
+        check("the joiner (--initial-cluster-state existing) caught up from the leader's log", caught)
 
         code, promoted = post(c.url(leader), "/v3/cluster/member/promote", {"ID": str(new_id)})
         deadline = time.monotonic() + 5
         while code != 200 and time.monotonic() < deadline:  # promotion waits for the learner to be in sync
             time.sleep(0.2)
             code, promoted = post(c.url(leader), "/v3/cluster/member/promote", {"ID": str(new_id)})
-        check(code == 200 and not any(m.get("isLearner") for m in promoted["members"]), "promote: a voter now")
+        check("promote: a voter now", code == 200 and not any(m.get("isLearner") for m in promoted["members"]))
         deadline = time.monotonic() + 5
         named = False
         while time.monotonic() < deadline and not named:
             code, listed = post(c.url(follower), "/v3/cluster/member/list", {})
             named = any(m.get("name") == "m3" and m.get("clientURLs") == [client] for m in listed["members"])
             time.sleep(0.1)
-        check(named, "member list shows m3 with its client URL")
+        check("member list shows m3 with its client URL", named)
 
         extra_url = "http://127.0.0.1:%d" % (o.base_port + 8)
         code, _ = post(c.url(follower), "/v2/members/%x" % new_id, {"peerURLs": [peer, extra_url]}, method="PUT")
         code3, updated = post(c.url(leader), "/v3/cluster/member/list", {})
         urls = [m["peerURLs"] for m in updated["members"] if int(m["ID"]) == new_id]
-        check(code == 204 and urls == [[peer, extra_url]], "v2 PUT /v2/members/<id> (member update) on a follower: %d %r"
-              % (code, urls))
+        check("v2 PUT /v2/members/<id> (member update) on a follower: %d %r"
+              % (code, urls),
+              code == 204 and urls == [[peer, extra_url]])
         code, _ = post(c.url(leader), "/v3/cluster/member/update", {"ID": str(new_id), "peerURLs": [peer]})
         code3, updated = post(c.url(follower), "/v3/cluster/member/list", {})
         urls = [m["peerURLs"] for m in updated["members"] if int(m["ID"]) == new_id]
-        check(code == 200 and urls == [[peer]], "v3 member update back to one URL: %d %r" % (code, urls))
+        check("v3 member update back to one URL: %d %r" % (code, urls), code == 200 and urls == [[peer]])
         code, missing = post(c.url(leader), "/v3/cluster/member/update", {"ID": "12345", "peerURLs": [extra_url]})
-        check(code != 200 and "member not found" in json.dumps(missing), "updating an unknown id: member not found")
+        check("updating an unknown id: member not found", code != 200 and "member not found" in json.dumps(missing))
 
         code, dup = post(c.url(leader), "/v3/cluster/member/add", {"peerURLs": [peer]})
-        check(code != 200, "adding the same peer URL again is refused (%d %s)" % (code, (dup or {}).get("error")))
+        check("adding the same peer URL again is refused (%d %s)" % (code, (dup or {}).get("error")), code != 200)
         code, missing = post(c.url(leader), "/v3/cluster/member/remove", {"ID": "12345"})
-        check(code != 200 and "member not found" in json.dumps(missing), "removing an unknown id: member not found")
+        check("removing an unknown id: member not found", code != 200 and "member not found" in json.dumps(missing))
 
         code, removed = post(c.url(follower), "/v3/cluster/member/remove", {"ID": str(new_id)})
-        check(code == 200 and len(removed["members"]) == 3, "member remove: 3 members remain")
+        check("member remove: 3 members remain", code == 200 and len(removed["members"]) == 3)
         harness.kv_put(c.url(leader), "m/after", "1", 5.0)
-        check(harness.kv_get(c.url(follower), "m/after", 5.0)[0] == "1", "writes continue after the removal")
+        check("writes continue after the removal", harness.kv_get(c.url(follower), "m/after", 5.0)[0] == "1")
         # It learns it either by applying the removal or, when the leader stopped talking to
         # it first, from the "removed" answer to its next message (after an election timeout).
         deadline = time.monotonic() + 8
@@ -169,7 +172,7 @@ def main():
             with open(os.path.join(work, "m3.log")) as f:
                 said = "removed from the cluster" in f.read()
             time.sleep(0.2)
-        check(said, "the removed member says so in its log")
+        check("the removed member says so in its log", said)
 
         # As etcd, an added member's id comes from the time it was added, and the joiner
         # learns it from the cluster (GET /members on a peer port): so the URL of a removed
@@ -180,15 +183,15 @@ def main():
         joiner = None
         code, again = post(c.url(leader), "/v3/cluster/member/add", {"peerURLs": [peer]})
         again_id = int(again["member"]["ID"]) if code == 200 else 0
-        check(code == 200 and again_id not in (0, new_id),
-              "the removed member's URL is added again with a new id (%d: %x, was %x)" % (code, again_id, new_id))
+        check("the removed member's URL is added again with a new id (%d: %x, was %x)" % (code, again_id, new_id),
+              code == 200 and again_id not in (0, new_id))
         joiner = start_joiner("m3b.data", "m3b.log")
         caught = reads_on_joiner({"m/after": "1"})
         with open(os.path.join(work, "m3b.log")) as f:
             joined = "as member %x (m3)" % again_id in f.read()
-        check(caught and joined, "a fresh member on that URL learns its id from the cluster and catches up")
+        check("a fresh member on that URL learns its id from the cluster and catches up", caught and joined)
         code, removed = post(c.url(leader), "/v3/cluster/member/remove", {"ID": str(again_id)})
-        check(code == 200 and len(removed["members"]) == 3, "and is removed again: 3 members remain")
+        check("and is removed again: 3 members remain", code == 200 and len(removed["members"]) == 3)
         joiner.kill()
         joiner.wait()
         joiner = None
@@ -199,27 +202,27 @@ def main():
                               "--listen-peer-urls", stray, "--initial-advertise-peer-urls", stray,
                               "--initial-cluster", c.initial_cluster + ",m9=" + stray,
                               "--initial-cluster-state", "existing"], capture_output=True, text=True, timeout=20)
-        check(out.returncode != 0 and "member count is unequal" in out.stderr,
-              "a member never added is refused: %s" % (out.stderr.strip().splitlines() or [""])[-1])
+        check("a member never added is refused: %s" % (out.stderr.strip().splitlines() or [""])[-1],
+              out.returncode != 0 and "member count is unequal" in out.stderr)
 
         code, v2 = post(c.url(leader), "/v2/members", {"peerURLs": ["http://127.0.0.1:%d" % (o.base_port + 9)]})
-        check(code == 201 and v2.get("peerURLs"), "v2: POST /v2/members -> 201")
+        check("v2: POST /v2/members -> 201", code == 201 and v2.get("peerURLs"))
         if code == 201:
             code, _ = post(c.url(follower), "/v2/members/" + v2["id"], None, method="DELETE")
-            check(code == 204, "v2: DELETE /v2/members/<id> -> 204")
+            check("v2: DELETE /v2/members/<id> -> 204", code == 204)
 
         # /health as etcd's: 200 while a leader serves linearizable reads, 503 on a member
         # that lost its quorum, 200 again once the quorum is back.
-        check(all(health(c.url(i)) == 200 for i in range(3)), "GET /health: 200 on every member")
+        check("GET /health: 200 on every member", all(health(c.url(i)) == 200 for i in range(3)))
         others = [i for i in range(3) if i != follower]
         for i in others:
             c.stop(i)
-        check(health_becomes(c.url(follower), 503, 10), "GET /health: 503 on a member whose two peers are stopped")
+        check("GET /health: 503 on a member whose two peers are stopped", health_becomes(c.url(follower), 503, 10))
         for i in others:
             c.cont(i)
-        check(health_becomes(c.url(follower), 200, 15), "GET /health: 200 again once its peers are back")
+        check("GET /health: 200 again once its peers are back", health_becomes(c.url(follower), 200, 15))
     except Exception as e:  # noqa: BLE001
-        check.failed(repr(e))
+        check.fail(repr(e))
         if c:
             c.dump_logs()
     finally:
@@ -228,7 +231,7 @@ def main():
             joiner.wait()
         if c:
             c.stop_all()
-    return check.status()
+    return check.summary()
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import cluster as harness  # noqa: E402
+import keeltest  # noqa: E402
 
 KINDS = ["garbage", "corrupt-crc", "other-cluster", "forged-term", "misaddressed", "unknown-type"]
 # What the member's log says for each (keel/raft/wire.h and the frame decoder's messages).
@@ -53,7 +55,7 @@ def unknown_entry(c, probe, base_port, leader, follower, cluster_id, leader_id, 
     out = subprocess.run([probe, "127.0.0.1", str(base_port + 2 * other + 1), "unknown-entry", str(cluster_id),
                           str(leader_id), str(st["header"]["member_id"]), str(st["raftTerm"]), str(st["raftIndex"])],
                          capture_output=True, text=True, timeout=10)
-    check(out.returncode == 0, "unknown-entry: sent (%s)" % (out.stdout.strip() or out.stderr.strip()))
+    check("unknown-entry: sent (%s)" % (out.stdout.strip() or out.stderr.strip()), out.returncode == 0)
     want = "committed entry %d (term %s) cannot be applied: not a kv request" % (int(st["raftIndex"]) + 1, st["raftTerm"])
     log = ""
     deadline = time.monotonic() + 5
@@ -61,16 +63,16 @@ def unknown_entry(c, probe, base_port, leader, follower, cluster_id, leader_id, 
         time.sleep(0.1)
         with open(c.members[other].log_path) as f:
             log = f.read()
-    check(want in log, "unknown-entry: the follower names the entry it cannot apply (%r)" % want)
-    check("this member stopped taking part in the cluster: " + want in log, "unknown-entry: the follower stops")
+    check("unknown-entry: the follower names the entry it cannot apply (%r)" % want, want in log)
+    check("unknown-entry: the follower stops", "this member stopped taking part in the cluster: " + want in log)
     try:
         harness.kv_put(c.url(other), "p/c", "3", 3.0)
         refused = False
     except Exception:  # noqa: BLE001 (refused: what is wanted)
         refused = True
-    check(refused, "unknown-entry: the stopped follower refuses writes")
+    check("unknown-entry: the stopped follower refuses writes", refused)
     harness.kv_put(c.url(leader), "p/d", "4", 5.0)
-    check(harness.kv_get(c.url(follower), "p/d", 5.0)[0] == "4", "unknown-entry: the other two go on taking writes")
+    check("unknown-entry: the other two go on taking writes", harness.kv_get(c.url(follower), "p/d", 5.0)[0] == "4")
 
 
 def relay_to_a_silent_leader(c, leader, follower, check):
@@ -92,8 +94,8 @@ def relay_to_a_silent_leader(c, leader, follower, check):
         got = repr(e)
     took = time.monotonic() - started
     c.cont(leader)
-    check(got == 503 and took < 12, "a v2 write relayed to a silent leader is answered 503 within 12 s "
-          "(got %s after %.1f s)" % (got, took))
+    check("a v2 write relayed to a silent leader is answered 503 within 12 s (got %s after %.1f s)" % (got, took),
+          got == 503 and took < 12)
 
 
 def main():
@@ -106,7 +108,7 @@ def main():
     if o.workdir:
         os.makedirs(o.workdir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="keel-peer-input-", dir=o.workdir)
-    check = harness.Checks()
+    check = keeltest.Checks()
 
     c = None
     try:
@@ -124,29 +126,29 @@ def main():
             out = subprocess.run([o.probe, "127.0.0.1", str(peer_port), kind, str(cluster_id), str(follower_id),
                                   str(leader_id), str(term)], capture_output=True, text=True, timeout=10)
             said = out.stdout.strip()
-            check(out.returncode == 0 and (said == "closed" or said.startswith("error-frame")),
-                  "%s: the connection was closed (%s)" % (kind, said or out.stderr.strip()))
+            check("%s: the connection was closed (%s)" % (kind, said or out.stderr.strip()),
+                  out.returncode == 0 and (said == "closed" or said.startswith("error-frame")))
         time.sleep(0.3)
         with open(c.members[leader].log_path) as f:
             log = f.read()
         for kind in KINDS:
-            check(LOGGED[kind] in log, "%s: the refusal is logged (%r)" % (kind, LOGGED[kind]))
+            check("%s: the refusal is logged (%r)" % (kind, LOGGED[kind]), LOGGED[kind] in log)
         after = [c.status(i) for i in range(3)]
-        check(all(a["leader"] == before[leader]["leader"] for a in after), "every member still follows the same leader")
-        check(all(a["raftTerm"] == term for a in after), "the term is unchanged (%s)" % term)
-        check(all(harness.kv_get(c.url(i), "p/a", 5.0)[0] == "1" for i in range(3)), "the data is unchanged")
+        check("every member still follows the same leader", all(a["leader"] == before[leader]["leader"] for a in after))
+        check("the term is unchanged (%s)" % term, all(a["raftTerm"] == term for a in after))
+        check("the data is unchanged", all(harness.kv_get(c.url(i), "p/a", 5.0)[0] == "1" for i in range(3)))
         harness.kv_put(c.url(follower), "p/b", "2", 5.0)
-        check(harness.kv_get(c.url(leader), "p/b", 5.0)[0] == "2", "writes continue")
+        check("writes continue", harness.kv_get(c.url(leader), "p/b", 5.0)[0] == "2")
         unknown_entry(c, o.probe, o.base_port, leader, follower, cluster_id, leader_id, check)
         relay_to_a_silent_leader(c, leader, follower, check)
     except Exception as e:  # noqa: BLE001
-        check.failed(repr(e))
+        check.fail(repr(e))
         if c:
             c.dump_logs()
     finally:
         if c:
             c.stop_all()
-    return check.status()
+    return check.summary()
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import cluster as harness  # noqa: E402
+import keeltest  # noqa: E402
 
 
 def count(url):
@@ -46,7 +48,7 @@ def main():
     if o.workdir:
         os.makedirs(o.workdir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="keel-snapshot-transfer-", dir=o.workdir)
-    check = harness.Checks()
+    check = keeltest.Checks()
 
     c = None
     try:
@@ -68,7 +70,7 @@ def main():
         t0 = time.monotonic()
         with ThreadPoolExecutor(16) as ex:
             list(ex.map(put, range(o.keys)))
-        check(True, "%d puts with a follower down (%.1fs)" % (o.keys, time.monotonic() - t0))
+        check("%d puts with a follower down (%.1fs)" % (o.keys, time.monotonic() - t0), True)
 
         c.restart(lagging)
         t0 = time.monotonic()
@@ -79,10 +81,10 @@ def main():
             if got == want:
                 break
             time.sleep(0.1)
-        check(got == want, "the restarted follower caught up: %r == %r in %.2fs" % (got, want, time.monotonic() - t0))
+        check("the restarted follower caught up: %r == %r in %.2fs" % (got, want, time.monotonic() - t0), got == want)
         with open(c.members[lagging].log_path) as f:
             log = f.read()
-        check("installed the leader's snapshot" in log, "it caught up by installing the leader's snapshot")
+        check("it caught up by installing the leader's snapshot", "installed the leader's snapshot" in log)
 
         # A watcher on a member that falls behind the leader's log (paused) and then installs
         # a snapshot still gets every event, in order: the member has its watchers catch up
@@ -114,9 +116,9 @@ def main():
         t.join(30)
         with open(c.members[paused].log_path) as f:
             installed = f.read().count("installed the leader's snapshot")
-        check(len(events) == 3000 and events == sorted(events) and len(set(events)) == 3000,
-              "a watcher on the paused member got all %d events in order after it installed a snapshot "
-              "(snapshots installed there: %d)" % (len(events), installed))
+        check("a watcher on the paused member got all %d events in order after it installed a snapshot "
+              "(snapshots installed there: %d)" % (len(events), installed),
+              len(events) == 3000 and events == sorted(events) and len(set(events)) == 3000)
 
         for i in range(3):
             c.kill9(i)
@@ -124,15 +126,15 @@ def main():
             c.wait_leader(timeout=15)
         took = c.wait_converged(["k/%07d" % 0, "k/%07d" % (o.keys - 1)], timeout=20)
         counts = [count(c.url(i))[0] for i in range(3)]
-        check(counts == [o.keys] * 3, "after kill -9 and restart of every member: counts %r (%.2fs)" % (counts, took))
+        check("after kill -9 and restart of every member: counts %r (%.2fs)" % (counts, took), counts == [o.keys] * 3)
     except Exception as e:  # noqa: BLE001
-        check.failed(repr(e))
+        check.fail(repr(e))
         if c:
             c.dump_logs()
     finally:
         if c:
             c.stop_all()
-    return check.status()
+    return check.summary()
 
 
 if __name__ == "__main__":
