@@ -57,6 +57,9 @@ import time
 import traceback
 import urllib.parse
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import keeltest  # noqa: E402
+
 # ---------------------------------------------------------------------------------------
 # ports (29640-29669)
 
@@ -91,22 +94,9 @@ def url_of(port):
 # ---------------------------------------------------------------------------------------
 # checks
 
-class Checks:
-    def __init__(self):
-        self.failures = []
-        self.passed = 0
-
-    def __call__(self, ok, name, detail=None):
-        if ok:
-            self.passed += 1
-            print("ok   " + name, flush=True)
-        else:
-            self.failures.append(name)
-            print("FAIL " + name + ("" if detail is None else ": " + short(detail)), flush=True)
-        return ok
-
-    def failed(self, name, detail):
-        self.__call__(False, name, detail)
+def after_colon_short(detail):
+    """The FAIL line's detail: ": " and the detail, cut to 600 characters (see short)."""
+    return ": " + short(detail)
 
 
 def short(x, n=600):
@@ -572,7 +562,7 @@ class Test:
     def __init__(self, opts, work):
         self.o = opts
         self.work = work
-        self.check = Checks()
+        self.check = keeltest.Checks(after_colon_short)
         self.host = None
         self.members = []
         self.proxy = None
@@ -661,7 +651,7 @@ class Test:
             return text.strip() if st == 200 else None
         url = poll(new, 15)
         ok = isinstance(url, str) and url.startswith(url_of(HOST_CLIENT) + "/discovery/")
-        c(ok, "1. discovery host: GET /new?size=3 -> token URL %s" % (url,), None if ok else self.host.tail())
+        c("1. discovery host: GET /new?size=3 -> token URL %s" % (url,), ok, None if ok else self.host.tail())
         if not ok:
             raise RuntimeError("no discovery token")
         self.url = url
@@ -678,18 +668,19 @@ class Test:
             ok = poll(ready, 40, 0.2) is True
         except RuntimeError as e:
             ok = False
-            c(False, "1. three members started with only --discovery form a healthy cluster", str(e))
+            c("1. three members started with only --discovery form a healthy cluster", False, str(e))
             dump(self.members)
             raise
-        c(ok, "1. three members started with only --discovery form a healthy cluster (%.1fs)"
-          % (time.monotonic() - t0), None if ok else "no agreed leader")
+        c("1. three members started with only --discovery form a healthy cluster (%.1fs)"
+          % (time.monotonic() - t0),
+          ok, None if ok else "no agreed leader")
         if not ok:
             dump(self.members)
             raise RuntimeError("the cluster did not form")
         # Names and client URLs are published through raft after the start: wait for them.
         names = poll(lambda: all(self._v2_members_complete(i) for i in range(3)), 10)
-        c(names is True, "1. /v2/members on every member lists 3 named members with client URLs",
-          None if names is True else names)
+        c("1. /v2/members on every member lists 3 named members with client URLs",
+          names is True, None if names is True else names)
 
     def _v2_members_complete(self, i):
         st, _, text = request(MEMBER_CLIENT[i], "GET", "/v2/members", timeout=2)
@@ -705,8 +696,8 @@ class Test:
         v2_ids = {m.get("name"): int(m["id"], 16) for m in v2ms}
         st, keys_headers, _ = request(MEMBER_CLIENT[0], "GET", "/v2/keys/")
         cluster_id = keys_headers.get("X-Etcd-Cluster-Id")
-        c(st == 200 and cluster_id, "2. /v2/keys/ on the client port answers X-Etcd-Cluster-Id %s" % cluster_id,
-          dict(keys_headers))
+        c("2. /v2/keys/ on the client port answers X-Etcd-Cluster-Id %s" % cluster_id,
+          st == 200 and cluster_id, dict(keys_headers))
         st, _, client_version = request(MEMBER_CLIENT[0], "GET", "/version")
         client_version = jloads(client_version)
         for i in range(3):
@@ -714,40 +705,40 @@ class Test:
             try:
                 st, headers, text = request(port, "GET", "/members")
             except (OSError, http.client.HTTPException) as e:
-                c(False, "2. m%d peer GET /members" % i, "no answer: %r" % e)
+                c("2. m%d peer GET /members" % i, False, "no answer: %r" % e)
                 continue
             ms = jloads(text)
             ok = st == 200 and isinstance(ms, list) and len(ms) == 3 and all(isinstance(m, dict) for m in ms)
-            c(ok, "2. m%d peer GET /members: 200, JSON array of 3 members" % i, (st, dict(headers), text))
+            c("2. m%d peer GET /members: 200, JSON array of 3 members" % i, ok, (st, dict(headers), text))
             if not ok:
                 continue
             by_name = {m.get("name"): m for m in ms}
-            c(sorted(by_name) == ["m0", "m1", "m2"], "2. m%d peer /members: names m0 m1 m2" % i, text)
-            c(all(by_name.get("m%d" % j, {}).get("clientURLs") == [self.client_urls[j]] for j in range(3)),
-              "2. m%d peer /members: clientURLs are the members' advertised client URLs" % i, text)
-            c(all(by_name.get("m%d" % j, {}).get("peerURLs") == [self.peer_urls[j]] for j in range(3)),
-              "2. m%d peer /members: peerURLs are the members' peer URLs" % i, text)
+            c("2. m%d peer /members: names m0 m1 m2" % i, sorted(by_name) == ["m0", "m1", "m2"], text)
+            c("2. m%d peer /members: clientURLs are the members' advertised client URLs" % i,
+              all(by_name.get("m%d" % j, {}).get("clientURLs") == [self.client_urls[j]] for j in range(3)), text)
+            c("2. m%d peer /members: peerURLs are the members' peer URLs" % i,
+              all(by_name.get("m%d" % j, {}).get("peerURLs") == [self.peer_urls[j]] for j in range(3)), text)
             ids_numeric = all(isinstance(m.get("id"), int) and not isinstance(m.get("id"), bool) for m in ms)
-            c(ids_numeric and {m["name"]: m["id"] for m in ms} == v2_ids,
-              "2. m%d peer /members: ids are JSON numbers equal to /v2/members' hex ids" % i,
-              {"peer": text, "v2": v2_ids})
-            c(not any("isLearner" in m and m["isLearner"] is not False for m in ms),
-              "2. m%d peer /members: no member is a learner" % i, text)
+            c("2. m%d peer /members: ids are JSON numbers equal to /v2/members' hex ids" % i,
+              ids_numeric and {m["name"]: m["id"] for m in ms} == v2_ids, {"peer": text, "v2": v2_ids})
+            c("2. m%d peer /members: no member is a learner" % i,
+              not any("isLearner" in m and m["isLearner"] is not False for m in ms), text)
             hdr = headers.get("X-Etcd-Cluster-ID")
             same = False
             try:
                 same = hdr is not None and cluster_id is not None and int(hdr, 16) == int(cluster_id, 16)
             except ValueError:
                 pass
-            c(same, "2. m%d peer /members: X-Etcd-Cluster-ID %s = the client port's X-Etcd-Cluster-Id %s"
-              % (i, hdr, cluster_id), dict(headers))
+            c("2. m%d peer /members: X-Etcd-Cluster-ID %s = the client port's X-Etcd-Cluster-Id %s"
+              % (i, hdr, cluster_id),
+              same, dict(headers))
             try:
                 st, _, text = request(port, "GET", "/version")
             except (OSError, http.client.HTTPException) as e:
                 st, text = None, repr(e)
             j = jloads(text)
-            c(st == 200 and isinstance(j, dict) and "etcdserver" in j and j == client_version,
-              "2. m%d peer GET /version: JSON with etcdserver, as the client port's /version" % i,
+            c("2. m%d peer GET /version: JSON with etcdserver, as the client port's /version" % i,
+              st == 200 and isinstance(j, dict) and "etcdserver" in j and j == client_version,
               (st, text, client_version))
 
     # -- 3 --------------------------------------------------------------------------------
@@ -756,57 +747,60 @@ class Test:
         c = self.check
         self.proxy = Proc("proxy-m3", self.proxy_cmd(), self.work).start()
         ok, last, took = self.wait_endpoints(PROXY_CLIENT, self.proxy, self.client_urls, 15)
-        c(ok, "3. a 4th keeld with the full token (default fallback) serves /v2/config/local/proxy with the "
-          "3 client URLs (%.1fs)" % took, last)
+        c("3. a 4th keeld with the full token (default fallback) serves /v2/config/local/proxy with the "
+          "3 client URLs (%.1fs)" % took,
+          ok, last)
         if not ok:
             dump([self.proxy])
             raise RuntimeError("the proxy did not come up")
-        c(self.proxy.running() and "proxy" in self.proxy.output().lower(),
-          "3. the 4th keeld stays up and its log mentions proxy", self.proxy.tail(10))
+        c("3. the 4th keeld stays up and its log mentions proxy",
+          self.proxy.running() and "proxy" in self.proxy.output().lower(), self.proxy.tail(10))
 
         # v2 through the proxy
         body, hdrs = form(value="x")
         st, headers, text = request(PROXY_CLIENT, "PUT", "/v2/keys/p1", body, hdrs)
         j = jloads(text) or {}
-        c(st == 201 and j.get("action") == "set" and (j.get("node") or {}).get("value") == "x",
-          "3. v2 PUT /v2/keys/p1 value=x through the proxy -> 201 set", (st, text))
-        c((headers.get("X-Etcd-Index") or "").isdigit(), "3. the answer relays X-Etcd-Index %s"
-          % headers.get("X-Etcd-Index"), dict(headers))
+        c("3. v2 PUT /v2/keys/p1 value=x through the proxy -> 201 set",
+          st == 201 and j.get("action") == "set" and (j.get("node") or {}).get("value") == "x", (st, text))
+        c("3. the answer relays X-Etcd-Index %s"
+          % headers.get("X-Etcd-Index"),
+          (headers.get("X-Etcd-Index") or "").isdigit(), dict(headers))
         vals = [v2_get(p, "p1")[1] for p in MEMBER_CLIENT]
-        c(vals[0] == "x", "3. GET /v2/keys/p1 directly on m0 -> x", vals)
+        c("3. GET /v2/keys/p1 directly on m0 -> x", vals[0] == "x", vals)
         st, val, headers, text = v2_get(PROXY_CLIENT, "p1")
-        c(st == 200 and val == "x" and headers.get("X-Etcd-Cluster-Id"),
-          "3. v2 GET /v2/keys/p1 through the proxy -> 200 x, with X-Etcd-Cluster-Id", (st, text, dict(headers)))
+        c("3. v2 GET /v2/keys/p1 through the proxy -> 200 x, with X-Etcd-Cluster-Id",
+          st == 200 and val == "x" and headers.get("X-Etcd-Cluster-Id"), (st, text, dict(headers)))
         st, _, text = request(PROXY_CLIENT, "GET", "/v2/keys/does-not-exist")
-        c(st == 404 and (jloads(text) or {}).get("errorCode") == 100,
-          "3. a member's 404 (errorCode 100) is relayed as is", (st, text))
+        c("3. a member's 404 (errorCode 100) is relayed as is",
+          st == 404 and (jloads(text) or {}).get("errorCode") == 100, (st, text))
         body, hdrs = form(value="gone")
         request(MEMBER_CLIENT[1], "PUT", "/v2/keys/p-del", body, hdrs)
         st, _, text = request(PROXY_CLIENT, "DELETE", "/v2/keys/p-del")
-        c(st == 200 and (jloads(text) or {}).get("action") == "delete", "3. v2 DELETE through the proxy -> 200 delete",
-          (st, text))
+        c("3. v2 DELETE through the proxy -> 200 delete",
+          st == 200 and (jloads(text) or {}).get("action") == "delete", (st, text))
 
         # v3 through the proxy
         st, _, text = v3(PROXY_CLIENT, "/v3/kv/put", {"key": b64e("v3/a"), "value": b64e("y")})
-        c(st == 200 and "header" in (jloads(text) or {}), "3. v3 POST /v3/kv/put through the proxy -> 200", (st, text))
+        c("3. v3 POST /v3/kv/put through the proxy -> 200", st == 200 and "header" in (jloads(text) or {}), (st, text))
         st, val, text = v3_get(PROXY_CLIENT, "v3/a")
-        c(st == 200 and val == "y", "3. v3 POST /v3/kv/range through the proxy -> y", (st, text))
+        c("3. v3 POST /v3/kv/range through the proxy -> y", st == 200 and val == "y", (st, text))
         st, val, text = v3_get(MEMBER_CLIENT[2], "v3/a")
-        c(st == 200 and val == "y", "3. the v3 put is on m2 directly", (st, text))
+        c("3. the v3 put is on m2 directly", st == 200 and val == "y", (st, text))
 
         # a body of a few KB, intact
         rng = random.Random(4242)
         big = "".join(rng.choice(string.ascii_letters + string.digits + "+/=&%?\n") for _ in range(6000))
         st, _, text = v3(PROXY_CLIENT, "/v3/kv/put", {"key": b64e("v3/big"), "value": b64e(big)})
         st2, val, _ = v3_get(MEMBER_CLIENT[0], "v3/big")
-        c(st == 200 and val == big, "3. a put with a %d-byte body through the proxy round-trips intact"
+        c("3. a put with a %d-byte body through the proxy round-trips intact"
           % len(json.dumps({"key": b64e("v3/big"), "value": b64e(big)})),
-          (st, text, st2, None if val is None else len(val)))
+          st == 200 and val == big, (st, text, st2, None if val is None else len(val)))
         body, hdrs = form(value=big)
         st, _, text = request(PROXY_CLIENT, "PUT", "/v2/keys/bigv2", body, hdrs)
         st2, val, _, _ = v2_get(PROXY_CLIENT, "bigv2")
-        c(st == 201 and val == big, "3. a v2 form PUT of %d bytes through the proxy, read back through it, intact"
-          % len(body), (st, text[:200], st2, None if val is None else len(val)))
+        c("3. a v2 form PUT of %d bytes through the proxy, read back through it, intact"
+          % len(body),
+          st == 201 and val == big, (st, text[:200], st2, None if val is None else len(val)))
 
         self._s3_v2_wait()
         self._s3_v2_stream()
@@ -814,7 +808,7 @@ class Test:
 
         # /metrics: the proxy's own
         st, headers, text = request(PROXY_CLIENT, "GET", "/metrics")
-        c(st == 200 and "# TYPE " in text, "3. GET /metrics on the proxy -> 200 Prometheus text", (st, text[:300]))
+        c("3. GET /metrics on the proxy -> 200 Prometheus text", st == 200 and "# TYPE " in text, (st, text[:300]))
 
     def _s3_v2_wait(self):
         c = self.check
@@ -832,16 +826,16 @@ class Test:
         t.start()
         time.sleep(0.7)
         held = t.is_alive()
-        c(held, "3. v2 GET /v2/keys/w?wait=true through the proxy is held until a change", got)
+        c("3. v2 GET /v2/keys/w?wait=true through the proxy is held until a change", held, got)
         body, hdrs = form(value="woken")
         st, _, text = request(MEMBER_CLIENT[1], "PUT", "/v2/keys/w", body, hdrs)
         t.join(15)
         st, _, text = got.get("answer", (None, None, got.get("error")))
         j = jloads(text or "") or {}
         # The action is etcd's ("set") on every member: the v2 write's WAL entry carries it.
-        c(st == 200 and j.get("action") == "set" and (j.get("node") or {}).get("key") == "/w"
-          and (j.get("node") or {}).get("value") == "woken",
-          "3. ... and answered with the PUT of /w made directly on m1, action set", (st, text))
+        c("3. ... and answered with the PUT of /w made directly on m1, action set",
+          st == 200 and j.get("action") == "set" and (j.get("node") or {}).get("key") == "/w"
+          and (j.get("node") or {}).get("value") == "woken", (st, text))
 
     def _s3_v2_stream(self):
         c = self.check
@@ -851,11 +845,12 @@ class Test:
             try:
                 resp = conn.getresponse()
             except (OSError, http.client.HTTPException) as e:
-                c(False, "3. v2 GET /v2/keys/st?wait=true&stream=true through the proxy: the status line arrives "
-                  "while the stream is open", "nothing within 10 s: %r" % e)
+                c("3. v2 GET /v2/keys/st?wait=true&stream=true through the proxy: the status line arrives "
+                  "while the stream is open",
+                  False, "nothing within 10 s: %r" % e)
                 return
-            c(resp.status == 200, "3. v2 GET /v2/keys/st?wait=true&stream=true through the proxy: 200 at once",
-              (resp.status, dict(resp.headers)))
+            c("3. v2 GET /v2/keys/st?wait=true&stream=true through the proxy: 200 at once",
+              resp.status == 200, (resp.status, dict(resp.headers)))
             if resp.status != 200:
                 return
             values = []
@@ -878,8 +873,8 @@ class Test:
                         values.append(((jloads(line) or {}).get("node") or {}).get("value"))
                 if v not in values:
                     break
-            c(values == ["s1", "s2"], "3. ... it relays one event per PUT made directly on m0, as they happen",
-              lines)
+            c("3. ... it relays one event per PUT made directly on m0, as they happen",
+              values == ["s1", "s2"], lines)
         finally:
             conn.close()
 
@@ -892,8 +887,9 @@ class Test:
             try:
                 resp = conn.getresponse()
             except (OSError, http.client.HTTPException) as e:
-                c(False, "3. v3 POST /v3/watch through the proxy: the answer's status line arrives while "
-                  "the stream is open", "nothing within 10 s: %r" % e)
+                c("3. v3 POST /v3/watch through the proxy: the answer's status line arrives while "
+                  "the stream is open",
+                  False, "nothing within 10 s: %r" % e)
                 return
             first = None
             try:
@@ -902,8 +898,8 @@ class Test:
                 first = ("error", repr(e))
             j = jloads(first) if isinstance(first, bytes) else None
             created = resp.status == 200 and isinstance(j, dict) and (j.get("result") or {}).get("created") is True
-            c(created, "3. v3 POST /v3/watch through the proxy: the 'created' line arrives while the stream is open",
-              (resp.status, dict(resp.headers), first))
+            c("3. v3 POST /v3/watch through the proxy: the 'created' line arrives while the stream is open",
+              created, (resp.status, dict(resp.headers), first))
             if not created:
                 return
             st, _, text = v3(MEMBER_CLIENT[2], "/v3/kv/put", {"key": b64e("wv3"), "value": b64e("seen")})
@@ -925,7 +921,7 @@ class Test:
                     kv = ev.get("kv") or {}
                     if kv.get("key") == b64e("wv3"):
                         event = b64d(kv.get("value", ""))
-            c(event == "seen", "3. ... and receives the event of a put made directly on m2", lines)
+            c("3. ... and receives the event of a put made directly on m2", event == "seen", lines)
         finally:
             conn.close()
 
@@ -946,9 +942,9 @@ class Test:
         rc = p.proc.poll()
         out = p.output()
         p.stop()
-        self.check(rc is not None and rc != 0 and took < 12 and "cluster is full" in out,
-                   "4. a 5th keeld with --discovery-fallback exit exits %s in %.1fs: %s"
-                   % (rc, took, (out.strip().splitlines() or [""])[-1][-160:]), out[-800:])
+        self.check("4. a 5th keeld with --discovery-fallback exit exits %s in %.1fs: %s"
+                   % (rc, took, (out.strip().splitlines() or [""])[-1][-160:]),
+                   rc is not None and rc != 0 and took < 12 and "cluster is full" in out, out[-800:])
 
     # -- 5 --------------------------------------------------------------------------------
 
@@ -966,17 +962,17 @@ class Test:
                 st, text = None, repr(e)
             ok_all.append((n, st, text[:160] if st != 201 else ""))
         bad = [x for x in ok_all if x[1] != 201]
-        c(not bad, "5. kill -9 m%d (a follower): 12 v2 PUTs through the proxy all -> 201" % victim, bad)
+        c("5. kill -9 m%d (a follower): 12 v2 PUTs through the proxy all -> 201" % victim, not bad, bad)
         alive = [i for i in range(3) if i != victim]
         st, val, _, text = v2_get(MEMBER_CLIENT[alive[0]], "k5/11")
-        c(val == "v11", "5. the last PUT is on m%d" % alive[0], (st, text))
+        c("5. the last PUT is on m%d" % alive[0], val == "v11", (st, text))
         st, val, _, text = v2_get(PROXY_CLIENT, "k5/0")
-        c(st == 200 and val == "v0", "5. reads through the proxy work with m%d down" % victim, (st, text))
+        c("5. reads through the proxy work with m%d down" % victim, st == 200 and val == "v0", (st, text))
 
         # bring it back for the next scenarios
         self.members[victim].start()
         back = poll(lambda: self.leader() is not None, 30, 0.2)
-        c(back is True, "5. m%d restarted (same command line) and the cluster is whole again" % victim, back)
+        c("5. m%d restarted (same command line) and the cluster is whole again" % victim, back is True, back)
         if back is not True:
             dump([self.members[victim]])
 
@@ -992,8 +988,8 @@ class Test:
         except OSError as e:
             raw = repr(e)
         j = jloads(raw)
-        c(isinstance(j, dict) and sorted(j.get("PeerURLs") or []) == sorted(self.peer_urls),
-          "6. the stopped proxy's data dir has proxy/cluster with the 3 peer URLs in PeerURLs", raw)
+        c("6. the stopped proxy's data dir has proxy/cluster with the 3 peer URLs in PeerURLs",
+          isinstance(j, dict) and sorted(j.get("PeerURLs") or []) == sorted(self.peer_urls), raw)
 
         for what, extra in (("the same command line", []),
                             ("--discovery-fallback exit added (so only proxy/cluster can make it a proxy)",
@@ -1001,18 +997,19 @@ class Test:
             self.proxy.cmd = self.proxy_cmd() + extra
             self.proxy.start()
             ok, last, took = self.wait_endpoints(PROXY_CLIENT, self.proxy, self.client_urls, 15)
-            c(ok and self.proxy.running(), "6. proxy restarted with %s: a proxy again, 3 endpoints (%.1fs)"
-              % (what, took), (last, self.proxy.tail(10)))
+            c("6. proxy restarted with %s: a proxy again, 3 endpoints (%.1fs)"
+              % (what, took),
+              ok and self.proxy.running(), (last, self.proxy.tail(10)))
             if not ok:
                 self.proxy.stop()
                 continue
             body, hdrs = form(value="again")
             st, _, text = request(PROXY_CLIENT, "PUT", "/v2/keys/p6", body, hdrs, timeout=10)
             st2, val, _, _ = v2_get(MEMBER_CLIENT[0], "p6")
-            c(st in (200, 201) and val == "again", "6. ... a v2 PUT through it lands on m0", (st, text, st2, val))
+            c("6. ... a v2 PUT through it lands on m0", st in (200, 201) and val == "again", (st, text, st2, val))
             if extra:
-                c("cluster is full" not in self.proxy.output(),
-                  "6. ... it did not run discovery again (no 'cluster is full' in its log)", self.proxy.tail(10))
+                c("6. ... it did not run discovery again (no 'cluster is full' in its log)",
+                  "cluster is full" not in self.proxy.output(), self.proxy.tail(10))
             self.proxy.stop()
 
     # -- 7 --------------------------------------------------------------------------------
@@ -1025,29 +1022,29 @@ class Test:
             "--listen-client-urls", url_of(RO_CLIENT), "--listen-peer-urls", url_of(RO_PEER)]), self.work).start()
         try:
             ok, last, took = self.wait_endpoints(RO_CLIENT, p, self.client_urls, 15)
-            c(ok, "7. --proxy readonly --initial-cluster <3 members>: 3 endpoints (%.1fs)" % took, (last, p.tail(10)))
+            c("7. --proxy readonly --initial-cluster <3 members>: 3 endpoints (%.1fs)" % took, ok, (last, p.tail(10)))
             if not ok:
                 return
             st, val, _, text = v2_get(RO_CLIENT, "p1")
-            c(st == 200 and val == "x", "7. readonly proxy: GET /v2/keys/p1 -> 200 x", (st, text))
+            c("7. readonly proxy: GET /v2/keys/p1 -> 200 x", st == 200 and val == "x", (st, text))
             body, hdrs = form(value="no")
             st, _, text = request(RO_CLIENT, "PUT", "/v2/keys/ro", body, hdrs)
-            c(st == 501 and text == "", "7. readonly proxy: PUT -> 501, empty body", (st, text))
+            c("7. readonly proxy: PUT -> 501, empty body", st == 501 and text == "", (st, text))
             st, _, text = v3(RO_CLIENT, "/v3/kv/range", {"key": b64e("v3/a")})
-            c(st == 501 and text == "", "7. readonly proxy: POST (even a v3 range) -> 501, empty body", (st, text))
+            c("7. readonly proxy: POST (even a v3 range) -> 501, empty body", st == 501 and text == "", (st, text))
             st, _, text = request(RO_CLIENT, "DELETE", "/v2/keys/p1")
-            c(st == 501, "7. readonly proxy: DELETE -> 501", (st, text))
+            c("7. readonly proxy: DELETE -> 501", st == 501, (st, text))
             st, val, _, text = v2_get(MEMBER_CLIENT[0], "ro")
             st2, val2, _, _ = v2_get(MEMBER_CLIENT[0], "p1")
-            c(st == 404 and val2 == "x", "7. nothing was written through the readonly proxy", (st, text, val2))
+            c("7. nothing was written through the readonly proxy", st == 404 and val2 == "x", (st, text, val2))
             try:
                 with open(os.path.join(self.work, "ro.data", "proxy", "cluster")) as f:
                     raw = f.read()
             except OSError as e:
                 raw = repr(e)
             j = jloads(raw)
-            c(isinstance(j, dict) and sorted(j.get("PeerURLs") or []) == sorted(self.peer_urls),
-              "7. the readonly proxy wrote proxy/cluster with the 3 peer URLs", raw)
+            c("7. the readonly proxy wrote proxy/cluster with the 3 peer URLs",
+              isinstance(j, dict) and sorted(j.get("PeerURLs") or []) == sorted(self.peer_urls), raw)
         finally:
             p.stop()
 
@@ -1072,15 +1069,15 @@ class Test:
                 ok = poll(f, 10, 0.2) is True
             except Exited:
                 ok = False
-            c(ok, "8. --proxy on, --initial-cluster x=<closed port>: GET -> 503 %s" % json.dumps(want),
-              (last[0][0], dict(last[0][1]), last[0][2]) if last[0] else p.tail(10))
+            c("8. --proxy on, --initial-cluster x=<closed port>: GET -> 503 %s" % json.dumps(want),
+              ok, (last[0][0], dict(last[0][1]), last[0][2]) if last[0] else p.tail(10))
             st, _, text = request(ZERO_CLIENT, "PUT", "/v2/keys/a", *form(value="1"))
-            c(st == 503 and jloads(text) == want, "8. ... a PUT too -> 503", (st, text))
+            c("8. ... a PUT too -> 503", st == 503 and jloads(text) == want, (st, text))
             st, _, text = request(ZERO_CLIENT, "GET", "/metrics")
-            c(st == 200 and "# TYPE " in text, "8. ... while /metrics is served by the proxy itself (200)",
-              (st, text[:200]))
+            c("8. ... while /metrics is served by the proxy itself (200)",
+              st == 200 and "# TYPE " in text, (st, text[:200]))
             eps = self.proxy_endpoints(ZERO_CLIENT)
-            c(eps == [], "8. ... and /v2/config/local/proxy lists no endpoint", eps)
+            c("8. ... and /v2/config/local/proxy lists no endpoint", eps == [], eps)
         finally:
             p.stop()
 
@@ -1094,18 +1091,19 @@ class Test:
             self.work).start()
         try:
             ok, last, took = self.wait_endpoints(BAD_CLIENT, p, [url_of(CLOSED_PORT)], 10)
-            c(ok and "/members" in seen, "8b. a proxy learns client URLs from GET <peer>/members (fake peer): "
-              "endpoints %s (%.1fs)" % (last, took), (seen, p.tail(10)))
+            c("8b. a proxy learns client URLs from GET <peer>/members (fake peer): "
+              "endpoints %s (%.1fs)" % (last, took),
+              ok and "/members" in seen, (seen, p.tail(10)))
             if not ok:
                 return
             st, _, text = request(BAD_CLIENT, "GET", "/v2/keys/a")
             want = {"message": "httpproxy: unable to get response from 1 endpoint(s)"}
-            c(st == 502 and jloads(text) == want, "8b. its only endpoint refuses: GET -> 502 %s" % json.dumps(want),
-              (st, text))
+            c("8b. its only endpoint refuses: GET -> 502 %s" % json.dumps(want),
+              st == 502 and jloads(text) == want, (st, text))
             st, _, text = request(BAD_CLIENT, "GET", "/v2/keys/a")
             want = {"message": "httpproxy: zero endpoints currently available"}
-            c(st == 503 and jloads(text) == want,
-              "8b. ... then, within --proxy-failure-wait, GET -> 503 zero endpoints", (st, text))
+            c("8b. ... then, within --proxy-failure-wait, GET -> 503 zero endpoints",
+              st == 503 and jloads(text) == want, (st, text))
         finally:
             p.stop()
             stop_server(srv)
@@ -1180,19 +1178,20 @@ class Test:
                                 "--discovery", self.url], self.work).start()
         try:
             ok, last, took = self.wait_endpoints(ETCD_CLIENT, p, self.client_urls, 30)
-            c(ok, "9. etcd 3.4 with the full token falls back to its proxy; it lists keel's 3 client URLs "
-              "(read from keel's peer /members) (%.1fs)" % took, (last, p.tail(15)))
+            c("9. etcd 3.4 with the full token falls back to its proxy; it lists keel's 3 client URLs "
+              "(read from keel's peer /members) (%.1fs)" % took,
+              ok, (last, p.tail(15)))
             if not ok:
                 return
-            c("proxy" in p.output().lower(), "9. etcd's log mentions proxy", p.tail(10))
+            c("9. etcd's log mentions proxy", "proxy" in p.output().lower(), p.tail(10))
             body, hdrs = form(value="from-etcd")
             st, _, text = request(ETCD_CLIENT, "PUT", "/v2/keys/etcdp", body, hdrs, timeout=10)
-            c(st == 201 and (jloads(text) or {}).get("action") == "set",
-              "9. v2 PUT /v2/keys/etcdp through etcd's proxy -> 201 set", (st, text))
+            c("9. v2 PUT /v2/keys/etcdp through etcd's proxy -> 201 set",
+              st == 201 and (jloads(text) or {}).get("action") == "set", (st, text))
             st, val, _, text = v2_get(MEMBER_CLIENT[1], "etcdp")
-            c(val == "from-etcd", "9. ... and it is on keel member m1", (st, text))
+            c("9. ... and it is on keel member m1", val == "from-etcd", (st, text))
             st, val, text = v3_get(ETCD_CLIENT, "v3/a")
-            c(st == 200 and val == "y", "9. a v3 range through etcd's proxy is answered by keel", (st, text))
+            c("9. a v3 range through etcd's proxy is answered by keel", st == 200 and val == "y", (st, text))
         finally:
             p.stop()
 
@@ -1211,8 +1210,8 @@ class Test:
             fake = MisbehavingMember(MIS_CLIENT).start()
             p = self.mis_proxy("mis", ["--initial-cluster", "fake=%s" % url_of(MIS_PEER)])
             ok, last, took = self.wait_endpoints(MP_CLIENT, p, [url_of(MIS_CLIENT)], 10)
-            c(ok, "10. a proxy of a fake member: endpoints %s, from the fake peer's /members (%.1fs)" % (last, took),
-              (last, p.tail(10)))
+            c("10. a proxy of a fake member: endpoints %s, from the fake peer's /members (%.1fs)" % (last, took),
+              ok, (last, p.tail(10)))
             if not ok:
                 return
             try:
@@ -1220,16 +1219,17 @@ class Test:
                     raw = f.read()
             except OSError as e:
                 raw = repr(e)
-            c((jloads(raw) or {}).get("PeerURLs") == [url_of(MIS_PEER)] if isinstance(jloads(raw), dict) else False,
-              "10. ... after reading the members it wrote proxy/cluster with the fake peer URL", raw)
+            c("10. ... after reading the members it wrote proxy/cluster with the fake peer URL",
+              (jloads(raw) or {}).get("PeerURLs") == [url_of(MIS_PEER)] if isinstance(jloads(raw), dict) else False,
+              raw)
             for part in (self._s10a_bad_chunks, self._s10b_large, self._s10d_continue, self._s10c_restart):
                 if not p.running():
-                    c(False, "10. %s not run" % part.__name__, "the proxy exited: %s" % p.tail(15))
+                    c("10. %s not run" % part.__name__, False, "the proxy exited: %s" % p.tail(15))
                     continue
                 try:
                     part(p, fake)
                 except Exception as e:  # noqa: BLE001
-                    c(False, "10. %s raised" % part.__name__, "%r\n%s" % (e, traceback.format_exc()))
+                    c("10. %s raised" % part.__name__, False, "%r\n%s" % (e, traceback.format_exc()))
         finally:
             if p:
                 p.stop()
@@ -1261,9 +1261,9 @@ class Test:
             took = time.monotonic() - t0
             # It ends, and not as a complete answer: the proxy aborts rather than writing the
             # terminating chunk, so the client cannot mistake it for the whole answer.
-            c(ended and took < 5 and "stream ended" not in how,
-              "10a. chunk-size line %r from the member: GET %s through the proxy ends, truncated, in %.2fs (%s)"
-              % (size.decode(), path, took, how), (how, p.tail(8)))
+            c("10a. chunk-size line %r from the member: GET %s through the proxy ends, truncated, in %.2fs (%s)"
+              % (size.decode(), path, took, how),
+              ended and took < 5 and "stream ended" not in how, (how, p.tail(8)))
         conn = http.client.HTTPConnection("127.0.0.1", MP_CLIENT, timeout=5)
         try:
             conn.request("GET", "/trunc")
@@ -1277,27 +1277,29 @@ class Test:
             how = "truncated: %r" % e
         finally:
             conn.close()
-        c(how.startswith("truncated"), "10a. a member that closes mid-chunk: the client sees a truncated answer (%s)"
-          % how, p.tail(8))
+        c("10a. a member that closes mid-chunk: the client sees a truncated answer (%s)"
+          % how,
+          how.startswith("truncated"), p.tail(8))
         t0 = time.monotonic()
         try:
             st, _, text = request(MP_CLIENT, "GET", "/good", timeout=5)
         except (OSError, http.client.HTTPException) as e:
             st, text = None, repr(e)
         took = time.monotonic() - t0
-        c(st == 200 and text.encode() == GOOD_BODY and took < 2,
-          "10a. ... then GET /good through the proxy -> 200 %s (%.2fs)" % (GOOD_BODY.decode().strip(), took),
-          (st, text, p.tail(8)))
+        c("10a. ... then GET /good through the proxy -> 200 %s (%.2fs)" % (GOOD_BODY.decode().strip(), took),
+          st == 200 and text.encode() == GOOD_BODY and took < 2, (st, text, p.tail(8)))
         pid = p.proc.pid
         cpu0, t0 = cpu_seconds(pid), time.monotonic()
         time.sleep(1.0)
         cpu1, t1 = cpu_seconds(pid), time.monotonic()
         busy = None if cpu0 is None or cpu1 is None else (cpu1 - cpu0) / (t1 - t0)
-        c(busy is not None and busy < 0.3, "10a. ... keeld is idle afterwards (CPU %s of a core over 1 s)"
-          % (None if busy is None else "%.0f%%" % (busy * 100)), busy)
+        c("10a. ... keeld is idle afterwards (CPU %s of a core over 1 s)"
+          % (None if busy is None else "%.0f%%" % (busy * 100)),
+          busy is not None and busy < 0.3, busy)
         rss = rss_mb(pid)
-        c(rss is not None and rss < 200, "10a. ... and small: VmRSS %s MB < 200 MB"
-          % (None if rss is None else "%.1f" % rss), rss)
+        c("10a. ... and small: VmRSS %s MB < 200 MB"
+          % (None if rss is None else "%.1f" % rss),
+          rss is not None and rss < 200, rss)
 
     def _s10b_large(self, p, fake):
         c = self.check
@@ -1321,8 +1323,9 @@ class Test:
             if data != want:
                 first_diff = next((i for i in range(0, min(len(data), len(want)), 4096)
                                    if data[i:i + 4096] != want[i:i + 4096]), min(len(data), len(want)))
-            c(st == 200 and data == want, "10b. %s: GET %s through the proxy -> 200 and exactly its %d bytes "
+            c("10b. %s: GET %s through the proxy -> 200 and exactly its %d bytes "
               "(Transfer-Encoding %s, %.2fs)" % (what, path, len(want), te, took),
+              st == 200 and data == want,
               {"status": st, "got bytes": len(data), "want bytes": len(want), "error": err,
                "first difference at": first_diff, "log": p.tail(8)})
 
@@ -1335,23 +1338,24 @@ class Test:
                                       dict(hdrs, **{"Content-Type": "text/plain"}), timeout=5)
             except (OSError, http.client.HTTPException) as e:
                 st, text = None, repr(e)
-            c(st == 200 and text == "ok", "10d. the member answers \"100 Continue\" then 200 ok: a PUT through "
-              "the proxy %s -> 200 ok" % what, (st, text, p.tail(8)))
+            c("10d. the member answers \"100 Continue\" then 200 ok: a PUT through "
+              "the proxy %s -> 200 ok" % what,
+              st == 200 and text == "ok", (st, text, p.tail(8)))
         try:
             statuses, body, raw = raw_exchange(MP_CLIENT, b"PUT /expect HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                                b"Expect: 100-continue\r\nContent-Length: 5\r\n\r\nhello")
         except OSError as e:
             statuses, body, raw = [], None, repr(e).encode()
         interim_ok = all(s.split(" ", 1)[-1] == "100 Continue" for s in statuses[:-1])
-        c(body == b"ok" and statuses and statuses[-1].split(" ")[1:2] == ["200"] and interim_ok
-          and b"Unknown" not in raw,
-          "10d. ... on the wire (raw socket, Expect: 100-continue): status lines %s, body %r" % (statuses, body),
-          raw[:400])
+        c("10d. ... on the wire (raw socket, Expect: 100-continue): status lines %s, body %r" % (statuses, body),
+          body == b"ok" and statuses and statuses[-1].split(" ")[1:2] == ["200"] and interim_ok
+          and b"Unknown" not in raw, raw[:400])
         seen = [s for s in fake.seen[before:] if s[1] == "/expect"]
         forwarded = [s[2].get("expect") for s in seen if "expect" in s[2]]
-        c(len(seen) == 3 and not forwarded and all(s[3] == b"hello" for s in seen),
-          "10d. ... the member got the 3 PUTs with their body and no Expect header (Expect sent on: %d)"
-          % len(forwarded), [(s[0], s[1], s[2], s[3]) for s in seen])
+        c("10d. ... the member got the 3 PUTs with their body and no Expect header (Expect sent on: %d)"
+          % len(forwarded),
+          len(seen) == 3 and not forwarded and all(s[3] == b"hello" for s in seen),
+          [(s[0], s[1], s[2], s[3]) for s in seen])
 
     def _s10c_restart(self, p, fake):
         c = self.check
@@ -1369,11 +1373,12 @@ class Test:
             th.join(15)
         bad = [(i, r) for i, r in enumerate(results) if r != (200, "c")]
         conns_before = fake.accepted
-        c(not bad, "10c. 20 concurrent GETs through the proxy to a keep-alive member -> 200 (the member "
-          "accepted %d connections in all)" % conns_before, bad)
+        c("10c. 20 concurrent GETs through the proxy to a keep-alive member -> 200 (the member "
+          "accepted %d connections in all)" % conns_before,
+          not bad, bad)
         with fake.lock:
             pooled = len(fake.conns)  # the proxy's idle connections, kept alive
-        c(pooled >= 2, "10c. ... the proxy keeps %d connections to the member open (pooled)" % pooled, pooled)
+        c("10c. ... the proxy keeps %d connections to the member open (pooled)" % pooled, pooled >= 2, pooled)
         fake.stop()  # the member goes away: its listener and every connection of the proxy's pool closed
         time.sleep(0.2)
         fake.start()  # ... and comes back on the same port
@@ -1385,9 +1390,9 @@ class Test:
                 st, text = None, repr(e)
             got.append((n, st, text[:120]))
         bad = [g for g in got if g[1] != 200]
-        c(not bad, "10c. the member restarted on the same port (pooled connections closed): 6 sequential GETs "
+        c("10c. the member restarted on the same port (pooled connections closed): 6 sequential GETs "
           "through the proxy -> all 200 (%d new connections)" % (fake.accepted - conns_before),
-          (got, p.tail(10)))
+          not bad, (got, p.tail(10)))
 
     def s10e_hung_peer(self):
         c = self.check
@@ -1401,15 +1406,15 @@ class Test:
             p = self.mis_proxy("hung", ["--initial-cluster", "hung=%s,good=%s" % (url_of(HUNG_PEER), url_of(MIS_PEER)),
                                         "--proxy-refresh-interval", "1000"])
             ok, last, took = self.wait_endpoints(MP_CLIENT, p, [url_of(MIS_CLIENT)], 15)
-            c(ok and hung.accepted >= 1, "10e. the first peer accepts and never answers (asked %d times): the proxy "
+            c("10e. the first peer accepts and never answers (asked %d times): the proxy "
               "learns the endpoints from the second one within 15 s (%.1fs)" % (hung.accepted, took),
-              (last, p.tail(10)))
+              ok and hung.accepted >= 1, (last, p.tail(10)))
             if ok:
                 try:
                     st, _, text = request(MP_CLIENT, "GET", "/good", timeout=5)
                 except (OSError, http.client.HTTPException) as e:
                     st, text = None, repr(e)
-                c(st == 200 and text.encode() == GOOD_BODY, "10e. ... and GET /good through it -> 200", (st, text))
+                c("10e. ... and GET /good through it -> 200", st == 200 and text.encode() == GOOD_BODY, (st, text))
         finally:
             if p:
                 p.stop()
@@ -1430,13 +1435,14 @@ class Test:
                 ok = poll(up, 10) is True
             except Exited as e:
                 ok = False
-                c(False, "10g. --proxy on --initial-cluster x=<closed port>, fresh data dir: it runs", (str(e), p.tail(10)))
+                c("10g. --proxy on --initial-cluster x=<closed port>, fresh data dir: it runs", False,
+                  (str(e), p.tail(10)))
                 return
             time.sleep(2.0)
             path = os.path.join(self.work, "nofile.data", "proxy", "cluster")
-            c(ok and p.running() and not os.path.exists(path),
-              "10g. --proxy on --initial-cluster x=<closed port>, fresh data dir: 2 s later no proxy/cluster "
+            c("10g. --proxy on --initial-cluster x=<closed port>, fresh data dir: 2 s later no proxy/cluster "
               "(written only after a successful read of the members)",
+              ok and p.running() and not os.path.exists(path),
               {"up": ok, "running": p.running(), "exists": os.path.exists(path), "log": p.tail(8)})
         finally:
             p.stop()
@@ -1456,12 +1462,13 @@ class Test:
                 ok = poll(put, 15, 0.2) is True
             except Exited as e:
                 ok = False
-            c(ok, "10f. a single node (no --initial-cluster): v2 PUT /v2/keys/solo10 value=kept -> 201", p.tail(10))
+            c("10f. a single node (no --initial-cluster): v2 PUT /v2/keys/solo10 value=kept -> 201", ok, p.tail(10))
             if not ok:
                 return
             p.stop()
-            c(p.proc.returncode not in (None, -signal.SIGKILL), "10f. ... stopped with SIGTERM (exit %s); its "
-              "data dir holds %s" % (p.proc.returncode, sorted(os.listdir(d))), p.tail(5))
+            c("10f. ... stopped with SIGTERM (exit %s); its "
+              "data dir holds %s" % (p.proc.returncode, sorted(os.listdir(d))),
+              p.proc.returncode not in (None, -signal.SIGKILL), p.tail(5))
             p.cmd = cmd + ["--proxy", "on", "--initial-cluster", "x=%s" % url_of(CLOSED_PORT)]
             p.start()
             last = [None]
@@ -1476,11 +1483,12 @@ class Test:
                 ok = poll(get, 15, 0.2) is True
             except Exited as e:
                 ok, last[0] = False, str(e)
-            c(ok and p.running(), "10f. ... restarted with --proxy on --initial-cluster x=<closed port> added: "
-              "it is the member again, GET /v2/keys/solo10 -> 200 kept", (last[0], p.tail(10)))
+            c("10f. ... restarted with --proxy on --initial-cluster x=<closed port> added: "
+              "it is the member again, GET /v2/keys/solo10 -> 200 kept",
+              ok and p.running(), (last[0], p.tail(10)))
             out = p.output()
-            c(not os.path.exists(os.path.join(d, "proxy", "cluster")) and "running as etcd's v2 proxy" not in out,
-              "10f. ... its data dir has no proxy/cluster and it did not run as a proxy",
+            c("10f. ... its data dir has no proxy/cluster and it did not run as a proxy",
+              not os.path.exists(os.path.join(d, "proxy", "cluster")) and "running as etcd's v2 proxy" not in out,
               {"data dir": sorted(os.listdir(d)), "log": p.tail(10)})
         finally:
             p.stop()
@@ -1490,25 +1498,25 @@ class Test:
     def run(self):
         busy = [p for p in ALL_PORTS if not port_free(p)]
         if busy:
-            self.check.failed("0. ports free", "in use: %s" % busy)
+            self.check.fail("0. ports free", "in use: %s" % busy)
             return
         try:
             self.s1_cluster()
             self.s2_peer_members()
         except Exception as e:  # noqa: BLE001
-            self.check.failed("1-2. setup", "%r\n%s" % (e, traceback.format_exc()))
+            self.check.fail("1-2. setup", "%r\n%s" % (e, traceback.format_exc()))
             dump([self.host] + self.members if self.host else self.members)
             return
         for step in (self.s3_proxy, self.s4_exit, self.s5_kill_member, self.s6_restart_proxy,
                      self.s7_readonly, self.s8_zero, self.s8b_bad_endpoint, self.s8c_dial_timeout, self.s9_etcd,
                      self.s10_member, self.s10e_hung_peer, self.s10g_no_cluster_file, self.s10f_single_node):
             if step == self.s5_kill_member and (self.proxy is None or not self.proxy.running()):
-                self.check.failed("5. not run", "the proxy of scenario 3 is not running")
+                self.check.fail("5. not run", "the proxy of scenario 3 is not running")
                 continue
             try:
                 step()
             except Exception as e:  # noqa: BLE001
-                self.check.failed("%s raised" % step.__name__, "%r\n%s" % (e, traceback.format_exc()))
+                self.check.fail("%s raised" % step.__name__, "%r\n%s" % (e, traceback.format_exc()))
                 dump([p for p in PROCS if p is not self.host][-3:])
 
 
