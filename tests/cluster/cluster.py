@@ -38,8 +38,12 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import keeltest  # noqa: E402
+
 __all__ = ["Cluster", "Workload", "Member", "HttpError", "NotSent", "Unknown",
-           "kv_put", "kv_get", "status", "install_signal_handlers"]
+           "kv_put", "kv_get", "status", "install_signal_handlers",
+           "add_scenario_arguments", "add_run_arguments", "server_binary", "work_dir"]
 
 
 # ---------------------------------------------------------------------------
@@ -172,6 +176,52 @@ def install_signal_handlers():
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, h)
         signal.signal(signal.SIGTERM, h)
+
+
+# ---------------------------------------------------------------------------
+# the scripts' command lines and work dirs
+
+def add_scenario_arguments(ap, base_port):
+    """The options of a keeld scenario script (membership, snapshot transfer, ...):
+    --binary (required), --base-port (default base_port), --workdir."""
+    ap.add_argument("--binary", required=True)
+    ap.add_argument("--base-port", type=int, default=base_port)
+    ap.add_argument("--workdir")
+
+
+def add_run_arguments(ap, base_port, failover_help):
+    """The options of a fault run under a workload (fault_test.py, partition_test.py):
+    the server (--binary, default etcd, and --extra-args), --base-port, --workdir, --keep,
+    the workload (--clients, --keys, --timeout, --seed), --max-failover (its help is
+    failover_help) and the checker's --check-timeout."""
+    ap.add_argument("--binary", default="etcd")
+    ap.add_argument("--extra-args", default="",
+                    help="extra server flags as one string, e.g. '--heartbeat-interval 50'")
+    ap.add_argument("--base-port", type=int, default=base_port)
+    ap.add_argument("--workdir", help="parent dir for the run's work dir (default: $TMPDIR)")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir even on success")
+    ap.add_argument("--clients", type=int, default=6)
+    ap.add_argument("--keys", type=int, default=6)
+    ap.add_argument("--timeout", type=float, default=1.0, help="per-request client timeout (s)")
+    ap.add_argument("--max-failover", type=float, default=10.0, help=failover_help)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--check-timeout", type=float, default=20.0, help="lincheck timeout per key")
+
+
+def server_binary(name):
+    """The absolute path of the server binary `name` (a command on PATH or a path). When
+    there is none the test is skipped: "SKIP: server binary 'NAME' not found", exit 77."""
+    if not (shutil.which(name) or os.path.exists(name)):
+        keeltest.skip("server binary %r not found" % name)
+    return shutil.which(name) or os.path.abspath(name)
+
+
+def work_dir(parent, prefix):
+    """A new directory for one run, named prefix..., under `parent` (created first if it
+    does not exist) or, when parent is None, under $TMPDIR."""
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix=prefix, dir=parent)
 
 
 class Member:

@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
@@ -54,13 +53,9 @@ def member_list(url):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--binary", required=True)
-    ap.add_argument("--base-port", type=int, default=29470)
-    ap.add_argument("--workdir")
+    harness.add_scenario_arguments(ap, 29470)
     o = ap.parse_args()
-    work = tempfile.mkdtemp(prefix="keel-discovery-cluster-", dir=o.workdir)
-    if o.workdir:
-        os.makedirs(o.workdir, exist_ok=True)
+    work = harness.work_dir(o.workdir, "keel-discovery-cluster-")
     host_port = o.base_port + 8
     host_log = open(os.path.join(work, "discovery-host.log"), "wb")
     host = subprocess.Popen([o.binary, "--name", "disc", "--data-dir", os.path.join(work, "disc"),

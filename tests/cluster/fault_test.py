@@ -24,7 +24,6 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import time
 import traceback
 
@@ -51,32 +50,14 @@ def require(cond, msg):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--binary", default="etcd")
-    ap.add_argument("--extra-args", default="",
-                    help="extra server flags as one string, e.g. '--heartbeat-interval 50'")
-    ap.add_argument("--base-port", type=int, default=29400)
-    ap.add_argument("--workdir", help="parent dir for the run's work dir (default: $TMPDIR)")
-    ap.add_argument("--keep", action="store_true", help="keep the work dir even on success")
-    ap.add_argument("--clients", type=int, default=6)
-    ap.add_argument("--keys", type=int, default=6)
-    ap.add_argument("--timeout", type=float, default=1.0, help="per-request client timeout (s)")
-    ap.add_argument("--max-failover", type=float, default=10.0,
-                    help="bound (s) from kill -9 of the leader to the first acked put")
+    cl.add_run_arguments(ap, 29400, "bound (s) from kill -9 of the leader to the first acked put")
     ap.add_argument("--stop-seconds", type=float, default=3.0)
-    ap.add_argument("--seed", type=int)
-    ap.add_argument("--check-timeout", type=float, default=20.0, help="lincheck timeout per key")
     a = ap.parse_args()
 
-    binary = a.binary
-    if not (shutil.which(binary) or os.path.exists(binary)):
-        print("SKIP: server binary %r not found" % binary)
-        return 77
-    binary = shutil.which(binary) or os.path.abspath(binary)
+    binary = cl.server_binary(a.binary)
 
     cl.install_signal_handlers()
-    if a.workdir:
-        os.makedirs(a.workdir, exist_ok=True)
-    workdir = tempfile.mkdtemp(prefix="fault-", dir=a.workdir)
+    workdir = cl.work_dir(a.workdir, "fault-")
     log("binary %s, workdir %s" % (binary, workdir))
     c = None
     w = None

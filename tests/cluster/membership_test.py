@@ -28,7 +28,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -75,13 +74,9 @@ def health_becomes(url, want, seconds):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--binary", required=True)
-    ap.add_argument("--base-port", type=int, default=29450)
-    ap.add_argument("--workdir")
+    harness.add_scenario_arguments(ap, 29450)
     o = ap.parse_args()
-    if o.workdir:
-        os.makedirs(o.workdir, exist_ok=True)
-    work = tempfile.mkdtemp(prefix="keel-membership-", dir=o.workdir)
+    work = harness.work_dir(o.workdir, "keel-membership-")
     check = keeltest.Checks()
 
     c = None

@@ -36,7 +36,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 import traceback
 
@@ -168,34 +167,17 @@ def catch_up(c, w, report, key, what):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--binary", default="etcd")
-    ap.add_argument("--extra-args", default="", help="extra server flags as one string")
-    ap.add_argument("--base-port", type=int, default=29420)
-    ap.add_argument("--workdir", help="parent dir for the run's work dir (default: $TMPDIR)")
-    ap.add_argument("--keep", action="store_true", help="keep the work dir even on success")
-    ap.add_argument("--clients", type=int, default=6)
-    ap.add_argument("--keys", type=int, default=6)
-    ap.add_argument("--timeout", type=float, default=1.0, help="per-request client timeout (s)")
-    ap.add_argument("--max-failover", type=float, default=10.0,
-                    help="bound (s) from the partition to a new leader / acked put")
+    cl.add_run_arguments(ap, 29420, "bound (s) from the partition to a new leader / acked put")
     ap.add_argument("--partition-seconds", type=float, default=3.0)
     ap.add_argument("--random-seconds", type=float, default=8.0)
-    ap.add_argument("--seed", type=int)
-    ap.add_argument("--check-timeout", type=float, default=20.0, help="lincheck timeout per key")
     a = ap.parse_args()
 
-    binary = a.binary
-    if not (shutil.which(binary) or os.path.exists(binary)):
-        print("SKIP: server binary %r not found" % binary)
-        return 77
-    binary = shutil.which(binary) or os.path.abspath(binary)
+    binary = cl.server_binary(a.binary)
     seed = a.seed if a.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
 
     cl.install_signal_handlers()
-    if a.workdir:
-        os.makedirs(a.workdir, exist_ok=True)
-    workdir = tempfile.mkdtemp(prefix="partition-", dir=a.workdir)
+    workdir = cl.work_dir(a.workdir, "partition-")
     log("binary %s, workdir %s, seed %d" % (binary, workdir, seed))
     c = None
     w = None

@@ -23,7 +23,6 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -100,14 +99,10 @@ def relay_to_a_silent_leader(c, leader, follower, check):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--binary", required=True)
+    harness.add_scenario_arguments(ap, 29460)
     ap.add_argument("--probe", required=True)
-    ap.add_argument("--base-port", type=int, default=29460)
-    ap.add_argument("--workdir")
     o = ap.parse_args()
-    if o.workdir:
-        os.makedirs(o.workdir, exist_ok=True)
-    work = tempfile.mkdtemp(prefix="keel-peer-input-", dir=o.workdir)
+    work = harness.work_dir(o.workdir, "keel-peer-input-")
     check = keeltest.Checks()
 
     c = None

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -40,14 +39,10 @@ def count(url):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--binary", required=True)
-    ap.add_argument("--base-port", type=int, default=29440)
-    ap.add_argument("--workdir")
+    harness.add_scenario_arguments(ap, 29440)
     ap.add_argument("--keys", type=int, default=5000)
     o = ap.parse_args()
-    if o.workdir:
-        os.makedirs(o.workdir, exist_ok=True)
-    work = tempfile.mkdtemp(prefix="keel-snapshot-transfer-", dir=o.workdir)
+    work = harness.work_dir(o.workdir, "keel-snapshot-transfer-")
     check = keeltest.Checks()
 
     c = None
