@@ -43,7 +43,7 @@ import keeltest  # noqa: E402
 
 __all__ = ["Cluster", "Workload", "Member", "HttpError", "NotSent", "Unknown",
            "kv_put", "kv_get", "status", "install_signal_handlers",
-           "add_scenario_arguments", "add_run_arguments", "server_binary", "work_dir"]
+           "add_scenario_arguments", "add_run_arguments", "server_binary", "work_dir", "finish_run"]
 
 
 # ---------------------------------------------------------------------------
@@ -222,6 +222,23 @@ def work_dir(parent, prefix):
     if parent:
         os.makedirs(parent, exist_ok=True)
     return tempfile.mkdtemp(prefix=prefix, dir=parent)
+
+
+def finish_run(binary, report, keys, width, ok, keep, workdir):
+    """The end of a fault run: prints "==== report (BINARY) ====", then each of `keys`
+    present in `report` with its value (names padded to `width`), then "result: PASS" or
+    "result: FAIL"; removes workdir when the run passed and keep is false, else prints
+    where it is kept. Returns the exit status: 0 passed, 1 failed."""
+    print("\n==== report (%s) ====" % os.path.basename(binary))
+    for k in keys:
+        if k in report:
+            print("  %-*s %s" % (width, k, report[k]))
+    print("  result: %s" % ("PASS" if ok else "FAIL"))
+    if ok and not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print("  workdir kept: %s" % workdir)
+    return 0 if ok else 1
 
 
 class Member:

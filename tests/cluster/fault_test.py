@@ -22,7 +22,6 @@ Exit 0 pass, 1 fail, 77 skip (binary not found).
 
 import argparse
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -161,19 +160,12 @@ def main():
         if c is not None:
             c.stop_all()
 
-    print("\n==== report (%s) ====" % os.path.basename(binary))
-    for k in ("ops", "ok", "unknown", "failed", "put_ok", "put_unknown", "put_failed",
-              "get_ok", "get_failed", "unknown_puts_later_observed", "leader_kill_to_leader_agreed_s",
-              "leader_kill_to_first_ack_put_s", "follower_kill_to_first_ack_put_s",
-              "leader_sigstop_to_first_ack_put_s", "cont_to_first_ack_put_s", "lincheck", "lincheck_s", "lost_acked_writes"):
-        if k in report:
-            print("  %-34s %s" % (k, report[k]))
-    print("  result: %s" % ("PASS" if ok else "FAIL"))
-    if ok and not a.keep:
-        shutil.rmtree(workdir, ignore_errors=True)
-    else:
-        print("  workdir kept: %s" % workdir)
-    return 0 if ok else 1
+    return cl.finish_run(binary, report, (
+        "ops", "ok", "unknown", "failed", "put_ok", "put_unknown", "put_failed",
+        "get_ok", "get_failed", "unknown_puts_later_observed", "leader_kill_to_leader_agreed_s",
+        "leader_kill_to_first_ack_put_s", "follower_kill_to_first_ack_put_s",
+        "leader_sigstop_to_first_ack_put_s", "cont_to_first_ack_put_s", "lincheck", "lincheck_s", "lost_acked_writes"),
+        34, ok, a.keep, workdir)
 
 
 if __name__ == "__main__":

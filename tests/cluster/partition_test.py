@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import sys
 import time
 import traceback
@@ -351,24 +350,17 @@ def main():
         if c is not None:
             c.stop_all()
 
-    print("\n==== report (%s) ====" % os.path.basename(binary))
-    for k in ("ops", "ok", "unknown", "failed", "put_ok", "put_unknown", "put_failed",
-              "get_ok", "get_failed", "unknown_puts_later_observed",
-              "probe_puts", "a_partition_to_new_leader_s", "a_partition_to_first_ack_put_s",
-              "a_workload_puts_acked_in_majority", "b_workload_puts_acked_in_majority",
-              "a_old_leader_stepped_down_s", "a_puts_acked_by_isolated_old_leader",
-              "a_heal_to_all_agree_s", "a_catch_up_s",
-              "b_partition_to_first_ack_put_s", "b_heal_to_all_agree_s", "b_catch_up_s",
-              "c_rounds", "proxy_connections", "proxy_unidentified",
-              "lincheck", "lincheck_s", "lost_acked_writes"):
-        if k in report:
-            print("  %-36s %s" % (k, report[k]))
-    print("  result: %s" % ("PASS" if ok else "FAIL"))
-    if ok and not a.keep:
-        shutil.rmtree(workdir, ignore_errors=True)
-    else:
-        print("  workdir kept: %s" % workdir)
-    return 0 if ok else 1
+    return cl.finish_run(binary, report, (
+        "ops", "ok", "unknown", "failed", "put_ok", "put_unknown", "put_failed",
+        "get_ok", "get_failed", "unknown_puts_later_observed",
+        "probe_puts", "a_partition_to_new_leader_s", "a_partition_to_first_ack_put_s",
+        "a_workload_puts_acked_in_majority", "b_workload_puts_acked_in_majority",
+        "a_old_leader_stepped_down_s", "a_puts_acked_by_isolated_old_leader",
+        "a_heal_to_all_agree_s", "a_catch_up_s",
+        "b_partition_to_first_ack_put_s", "b_heal_to_all_agree_s", "b_catch_up_s",
+        "c_rounds", "proxy_connections", "proxy_unidentified",
+        "lincheck", "lincheck_s", "lost_acked_writes"),
+        36, ok, a.keep, workdir)
 
 
 if __name__ == "__main__":
