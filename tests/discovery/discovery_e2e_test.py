@@ -308,13 +308,7 @@ class Etcd:
         return out.stdout.strip().splitlines()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        keeltest.stop(self.proc)
         self.log.close()
 
     def log_text(self):

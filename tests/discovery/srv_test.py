@@ -33,7 +33,6 @@ Ports: 29670-29699. Needs root (namespaces, port 53), dnsmasq and tinyproxy
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -77,19 +76,9 @@ def start(args, log_path):
     return p
 
 
-def stop(p):
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
 def stop_all():
     for p in procs:
-        stop(p)
+        keeltest.stop(p)
 
 
 def read(path):
@@ -178,7 +167,7 @@ def cluster_ids_keel(work):
     status = get_json("http://127.0.0.1:%d/v3/maintenance/status" % KEEL_CLIENTS[0], {})
     ids = sorted(int(m["ID"]) for m in listed["members"]) if listed else []
     for m in members:
-        stop(m)
+        keeltest.stop(m)
     return ids, int(status["header"]["cluster_id"])
 
 
@@ -230,7 +219,7 @@ def cluster_ids_etcd(work):
     ids = sorted(int(m["ID"]) for m in listed.get("members", []))
     cluster = int(listed["header"]["cluster_id"]) if listed else 0
     for m in members:
-        stop(m)
+        keeltest.stop(m)
     return ids, cluster
 
 
@@ -259,7 +248,7 @@ def refusals(work):
     ok = wait_for(lambda: get_json("http://127.0.0.1:%d/health" % KEEL_CLIENTS[0])["health"] == "true", 10)
     check("--discovery-srv-name alt reads _etcd-server-alt._tcp",
           ok and "m1=http://m1.keel.test:%d" % KEEL_PEERS[0] in read(p.log_path), read(p.log_path)[-300:])
-    stop(p)
+    keeltest.stop(p)
 
 
 def discovery_proxy(work):
@@ -285,7 +274,7 @@ def discovery_proxy(work):
     seen = read(proxy_log) if os.path.exists(proxy_log) else ""
     check("a member bootstraps from the token through --discovery-proxy", ok, read(member.log_path)[-300:])
     check("tinyproxy carried the token's requests", token_path in seen, seen[-400:])
-    stop(member)
+    keeltest.stop(member)
     out = subprocess.run([KEELD, "--name", "bad", "--data-dir", os.path.join(work, "bad"),
                           "--listen-client-urls", "http://127.0.0.1:29695",
                           "--listen-peer-urls", "http://127.0.0.1:29696",
@@ -293,8 +282,8 @@ def discovery_proxy(work):
                          capture_output=True, text=True, timeout=30)
     check("an ftp:// proxy is refused",
           out.returncode != 0 and "invalid proxy address" in out.stderr, out.stderr.strip().splitlines()[-1:])
-    stop(tiny)
-    stop(host)
+    keeltest.stop(tiny)
+    keeltest.stop(host)
 
 
 def silent_dns(work):

@@ -69,12 +69,7 @@ class System:
         return subprocess.Popen(self.argv(args), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self.env)
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        keeltest.stop(self.proc)
 
 
 def normalise_json(value, lease_ids):

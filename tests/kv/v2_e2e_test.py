@@ -103,13 +103,7 @@ class Server:
         self.base = self.request("GET", "/v2/keys/").index()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        keeltest.stop(self.proc)
         self.log.close()
 
 

@@ -21,7 +21,6 @@ import json
 import os
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -96,13 +95,8 @@ class Server:
         raise RuntimeError("%s did not become ready" % self.name)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            keeltest.stop(self.proc)
         if self.log:
             self.log.close()
 

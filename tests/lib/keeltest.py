@@ -17,8 +17,12 @@ What it guarantees:
   - skip(why): prints "SKIP: WHY" and exits 77, the code CTest is told means "skipped"
     (SKIP_RETURN_CODE 77 in the CMakeLists).
   - free_port(): a loopback TCP port that was free a moment ago.
+  - stop(proc): the child process has exited and is reaped when it returns (SIGTERM, then
+    SIGKILL after `timeout` seconds).
 """
+import signal
 import socket
+import subprocess
 import sys
 
 SKIP = 77  # CTest's SKIP_RETURN_CODE for these tests
@@ -83,3 +87,15 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop(proc, timeout=10):
+    """Stops a child process and reaps it: SIGTERM, then SIGKILL if it has not exited within
+    `timeout` seconds. A process that has already exited is only reaped."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
