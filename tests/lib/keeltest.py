@@ -12,8 +12,7 @@ What it guarantees:
     (left out when it is "" or None), laid out by the function given as `layout`
     (default ": DETAIL"). It counts both (passed, failed; failures lists the failed
     names) and returns the condition unchanged. summary() prints "N passed, M failed"
-    (other tooling reads that line) and returns the exit status: 1 if anything failed,
-    else 0.
+    and returns the exit status: 1 if anything failed, else 0.
   - skip(why): prints "SKIP: WHY" and exits 77, the code CTest is told means "skipped"
     (SKIP_RETURN_CODE 77 in the CMakeLists).
   - free_port(): a loopback TCP port that was free a moment ago.
