@@ -1112,7 +1112,7 @@ class Test:
         c = self.check
         live = next((i for i in range(3) if self.status(i) is not None), None)
         if live is None:
-            c.failed("8c. not run", "no member answers")
+            c.fail("8c. not run", "no member answers")
             return
         # A dead machine: a listener that never accepts, its accept queue full, so the
         # kernel drops every further SYN and only a dial timeout ends a connect to it.
@@ -1133,7 +1133,7 @@ class Test:
             self.work).start()
         try:
             ok, last, _ = self.wait_endpoints(BAD_CLIENT, p, [url_of(CLOSED_PORT), self.client_urls[live]], 10)
-            c(ok, "8c. a proxy with a dead endpoint and a live one lists both", (last, p.tail(10)))
+            c("8c. a proxy with a dead endpoint and a live one lists both", ok, (last, p.tail(10)))
             if not ok:
                 return
             marked = "%s unavailable for 60000 ms" % url_of(CLOSED_PORT)
@@ -1148,12 +1148,12 @@ class Test:
                 times.append(time.monotonic() - t0)
                 answers.append(st)
                 time.sleep(0.1)
-            c(marked in p.output(), "8c. a connect to the dead endpoint is given up and the endpoint left out",
+            c("8c. a connect to the dead endpoint is given up and the endpoint left out", marked in p.output(),
               p.tail(10))
-            c(all(a == 200 for a in answers), "8c. every request succeeds on the live member (%d requests)" % len(answers),
+            c("8c. every request succeeds on the live member (%d requests)" % len(answers), all(a == 200 for a in answers),
               answers)
             slowest = max(times) if times else 0
-            c(0.4 <= slowest < 2.0, "8c. the request that met the dead endpoint took %.2f s (dial timeout 0.5 s)" % slowest,
+            c("8c. the request that met the dead endpoint took %.2f s (dial timeout 0.5 s)" % slowest, 0.4 <= slowest < 2.0,
               ["%.2f" % t for t in times])
         finally:
             p.stop()

@@ -294,13 +294,13 @@ def silent_dns(work):
     started = time.monotonic()
     probe = subprocess.run(["getent", "hosts", "m.silent.test"], capture_output=True, timeout=30)
     waited = time.monotonic() - started
-    check(probe.returncode != 0 and waited >= 1.0, "the system resolver waits on silent.test",
+    check("the system resolver waits on silent.test", probe.returncode != 0 and waited >= 1.0,
           "getent returned %d after %.2f s" % (probe.returncode, waited))
     p = start([KEELD, "--proxy", "on", "--name", "silent", "--data-dir", os.path.join(work, "silent"),
                "--listen-client-urls", "http://127.0.0.1:29697",
                "--initial-cluster", "m=http://m.silent.test:29698"], os.path.join(work, "silent.log"))
     up = wait_for(lambda: urllib.request.urlopen("http://127.0.0.1:29697/metrics", timeout=5).status == 200, 10)
-    check(up, "the proxy answers /metrics", read(p.log_path)[-300:])
+    check("the proxy answers /metrics", up, read(p.log_path)[-300:])
     # Every request on a new connection, so that they land on both shards (SO_REUSEPORT);
     # the proxy retries /members every second while it knows no endpoint, so these 6 s
     # span several lookups, each held ~2 s by the resolver.
@@ -315,7 +315,7 @@ def silent_dns(work):
             failures.append(repr(e))
         slowest = max(slowest, time.monotonic() - t0)
         time.sleep(0.05)
-    check(not failures and slowest < 0.5, "every /metrics answered within 0.5 s while lookups wait",
+    check("every /metrics answered within 0.5 s while lookups wait", not failures and slowest < 0.5,
           "slowest %.3f s, failures %s" % (slowest, failures[:2]))
     stop(p)
     silent.close()
