@@ -317,7 +317,7 @@ def silent_dns(work):
         time.sleep(0.05)
     check("every /metrics answered within 0.5 s while lookups wait", not failures and slowest < 0.5,
           "slowest %.3f s, failures %s" % (slowest, failures[:2]))
-    stop(p)
+    keeltest.stop(p)
     silent.close()
 
 
