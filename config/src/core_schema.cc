@@ -139,7 +139,7 @@ constexpr std::string_view schema_text = R"json({
       "default": 5000
     },
     "proxy-read-timeout": {
-      "description": "Time (in milliseconds) for a read to timeout; 0 means none (accepted for etcd's command lines; keel's proxy does not time reads out, as watches are held open).",
+      "description": "Time (in milliseconds) for a read to timeout: a proxy gives up a member that sends no byte of its answer for this long; 0 means none (long polls and watches stay silent).",
       "type": "integer",
       "minimum": 0,
       "default": 0

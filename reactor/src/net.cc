@@ -352,6 +352,7 @@ void connection::on_recv(int result, unsigned cqe_flags) noexcept {
     KEEL_ASSERT(cqe_flags & IORING_CQE_F_BUFFER);
     auto id = static_cast<unsigned short>(cqe_flags >> IORING_CQE_BUFFER_SHIFT);
     bump(_shard->stats().bytes_received, static_cast<std::uint64_t>(result));
+    _received += static_cast<std::uint64_t>(result);
     if (_released || _queue_size == queue_capacity) {
       // Released: nobody will read it. Full: the kernel outran the pause by more than
       // the slack, which the limits make impossible; drop the connection, never grow.

@@ -20,6 +20,7 @@
    8c. --proxy-dial-timeout 500: of two endpoints, one a listener whose full accept queue
    drops every SYN (a dead machine), every request still succeeds, the one that tried the
    dead endpoint first within ~0.5 s more, and the dead one is left out afterwards.
+   8d. --proxy-read-timeout 500: the same with an endpoint that accepts and never answers.
 9. A real etcd 3.4 with the same token falls back to etcd's own proxy, which reads keel's
    peer /members: a v2 PUT through it lands on the keel cluster. Skipped (printed "skip")
    when etcd is missing; the test then exits 77 if nothing failed.
@@ -1162,6 +1163,47 @@ class Test:
                 f.close()
             dead.close()
 
+    def s8d_read_timeout(self):
+        c = self.check
+        live = next((i for i in range(3) if self.status(i) is not None), None)
+        if live is None:
+            c.fail("8d. not run", "no member answers")
+            return
+        hung = HungPeer(CLOSED_PORT).start()  # accepts, never reads or answers
+        srv = members_server(FAKE_PEER, CLOSED_PORT, name="mute", more_clients=[self.client_urls[live]])
+        p = Proc("proxy-read-timeout", self.keeld("mute", [
+            "--proxy", "on", "--initial-cluster", "mute=%s" % url_of(FAKE_PEER), "--proxy-read-timeout", "500",
+            "--proxy-failure-wait", "60000", "--proxy-refresh-interval", "200",
+            "--listen-client-urls", url_of(BAD_CLIENT), "--listen-peer-urls", url_of(BAD_PEER)]),
+            self.work).start()
+        try:
+            ok, last, _ = self.wait_endpoints(BAD_CLIENT, p, [url_of(CLOSED_PORT), self.client_urls[live]], 10)
+            c("8d. a proxy with a mute endpoint and a live one lists both", ok, (last, p.tail(10)))
+            if not ok:
+                return
+            marked = "no answer within --proxy-read-timeout (500 ms); marked endpoint %s" % url_of(CLOSED_PORT)
+            times, answers = [], []
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline and marked not in p.output():
+                t0 = time.monotonic()
+                try:
+                    st, _, _ = request(BAD_CLIENT, "GET", "/v2/keys/", timeout=5)
+                except (OSError, http.client.HTTPException) as e:
+                    st = repr(e)
+                times.append(time.monotonic() - t0)
+                answers.append(st)
+                time.sleep(0.1)
+            c("8d. a member that never answers is given up and left out", marked in p.output(), p.tail(10))
+            c("8d. every request succeeds on the live member (%d requests)" % len(answers), all(a == 200 for a in answers),
+              answers)
+            slowest = max(times) if times else 0
+            c("8d. the request that met the mute endpoint took %.2f s (read timeout 0.5 s)" % slowest, 0.4 <= slowest < 2.0,
+              ["%.2f" % t for t in times])
+        finally:
+            p.stop()
+            stop_server(srv)
+            hung.stop()
+
     # -- 9 --------------------------------------------------------------------------------
 
     def s9_etcd(self):
@@ -1508,7 +1550,7 @@ class Test:
             dump([self.host] + self.members if self.host else self.members)
             return
         for step in (self.s3_proxy, self.s4_exit, self.s5_kill_member, self.s6_restart_proxy,
-                     self.s7_readonly, self.s8_zero, self.s8b_bad_endpoint, self.s8c_dial_timeout, self.s9_etcd,
+                     self.s7_readonly, self.s8_zero, self.s8b_bad_endpoint, self.s8c_dial_timeout, self.s8d_read_timeout, self.s9_etcd,
                      self.s10_member, self.s10e_hung_peer, self.s10g_no_cluster_file, self.s10f_single_node):
             if step == self.s5_kill_member and (self.proxy is None or not self.proxy.running()):
                 self.check.fail("5. not run", "the proxy of scenario 3 is not running")

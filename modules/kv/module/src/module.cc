@@ -160,6 +160,8 @@ keel::status start_proxy(keel::module_context* context, const rapidjson::Documen
     o.refresh_interval = std::chrono::milliseconds(core["proxy-refresh-interval"].GetUint());
   if (core.HasMember("proxy-dial-timeout") && core["proxy-dial-timeout"].IsUint())
     o.dial_timeout = std::chrono::milliseconds(core["proxy-dial-timeout"].GetUint());
+  if (core.HasMember("proxy-read-timeout") && core["proxy-read-timeout"].IsUint())
+    o.read_timeout = std::chrono::milliseconds(core["proxy-read-timeout"].GetUint());
   proxy_mode = true;
   return kvm::proxy::start(context, std::move(o));
 }

@@ -125,10 +125,26 @@ bool parse_head(std::string_view bytes, bool head_request, upstream_head& out, s
 // ---- per-shard state: pooled upstream connections, relays to watch -------------------------
 
 // A relay in progress: the sweeper shuts its upstream socket when the client has gone,
-// so a held watch does not outlive its client by more than a second.
+// so a held watch does not outlive its client by more than a second, and when the member
+// has sent nothing for --proxy-read-timeout.
 struct active_relay {
   http_response* response;
   int upstream_fd = -1;
+  connection* upstream = nullptr;  // set with upstream_fd
+  std::uint64_t received = 0;      // upstream->received_bytes() when last seen to grow
+  std::chrono::steady_clock::time_point progress{};  // ... and when
+  bool timed_out = false;          // the sweeper shut it for the read timeout
+  void start(connection* c) {
+    timed_out = false;
+    upstream_fd = c->fd();
+    upstream = c;
+    received = c->received_bytes();
+    progress = std::chrono::steady_clock::now();
+  }
+  void stop() {
+    upstream_fd = -1;
+    upstream = nullptr;
+  }
 };
 
 struct shard_state {
@@ -150,13 +166,31 @@ constexpr std::chrono::seconds members_timeout{10};
 // etcd's proxy transport: TCP keep-alive every 30 s, so a vanished member is noticed.
 constexpr int keepalive_seconds = 30;
 
+// Whether `a`'s member has been silent for longer than the read timeout.
+bool read_timed_out(active_relay& a, std::chrono::steady_clock::time_point now) {
+  if (g->opts.read_timeout.count() == 0 || a.upstream == nullptr) return false;
+  if (a.upstream->received_bytes() != a.received) {
+    a.received = a.upstream->received_bytes();
+    a.progress = now;
+    return false;
+  }
+  a.timed_out = now - a.progress >= g->opts.read_timeout;
+  return a.timed_out;
+}
+
 task<void> sweeper() {
   t.sweeping = true;
+  // Once a second, or four times per read timeout when that is shorter.
+  auto period = std::chrono::milliseconds(1000);
+  if (g->opts.read_timeout.count() > 0)
+    period = std::clamp(g->opts.read_timeout / 4, std::chrono::milliseconds(10), period);
   while (!t.stopping) {
-    int slept = co_await keel::sleep_for(std::chrono::seconds(1));
+    int slept = co_await keel::sleep_for(period);
     if (slept != -ETIME || t.stopping) break;
+    auto now = std::chrono::steady_clock::now();
     for (active_relay* a : t.active)
-      if (a->upstream_fd >= 0 && a->response->peer_closed()) ::shutdown(a->upstream_fd, SHUT_RDWR);
+      if (a->upstream_fd >= 0 && (a->response->peer_closed() || read_timed_out(*a, now)))
+        ::shutdown(a->upstream_fd, SHUT_RDWR);
   }
   t.sweeping = false;
 }
@@ -514,7 +548,7 @@ task<void> relay(const http_request& q, http_response& r) {
         break;
       }
       connection* c = conn.value();
-      watch.upstream_fd = c->fd();
+      watch.start(c);
       c->write(out);
       std::string bytes;
       upstream_head head;
@@ -539,9 +573,14 @@ task<void> relay(const http_request& q, http_response& r) {
         bytes.append(buffer.data(), buffer.size());
       }
       if (!complete) {
+        bool timed_out = watch.timed_out;
+        watch.stop();
         c->release();
-        watch.upstream_fd = -1;
         if (r.peer_closed()) co_return;  // the client left while the member held the request
+        if (timed_out) {
+          mark_failed(url, "no answer within --proxy-read-timeout (" + std::to_string(g->opts.read_timeout.count()) + " ms)");
+          break;
+        }
         if (reused && !answered) continue;
         mark_failed(url, malformed ? "a malformed answer" : "the connection closed before an answer");
         break;
@@ -549,7 +588,7 @@ task<void> relay(const http_request& q, http_response& r) {
       for (const auto& [name, value] : head.headers) r.add_header(name, value);
       task<bool> relaying = relay_body(c, head, bytes.substr(body_at), r);
       bool reusable = co_await std::move(relaying);
-      watch.upstream_fd = -1;
+      watch.stop();
       if (reusable && head.keep_alive && !r.peer_closed()) give_back(url, c);
       else c->release();
       co_return;

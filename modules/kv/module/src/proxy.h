@@ -33,6 +33,10 @@ struct options {
   // --proxy-dial-timeout: a connect to a member given up after this (0: after the
   // kernel's two SYN retries, ~7 s), so a request fails over to the next member.
   std::chrono::milliseconds dial_timeout{1000};
+  // --proxy-read-timeout: a member that sends no byte of its answer for this long is given
+  // up (its connection shut; the request goes to the next member if nothing was relayed
+  // yet). 0: never, the default, as long polls and watches stay silent for minutes.
+  std::chrono::milliseconds read_timeout{0};
 };
 
 // The peer URLs kept in `path`; nullopt when the file does not exist. An unreadable or

@@ -83,6 +83,9 @@ class connection final : public completion {
   // The peer closed its side (EOF was received) or the connection failed. Valid whether
   // or not anyone is reading: the receive stays armed while a handler runs.
   bool peer_closed() const noexcept { return _eof || _error != 0; }
+  // Bytes received on this connection so far (read or not): a watchdog compares it over
+  // time to tell a silent peer from a slow reader.
+  std::uint64_t received_bytes() const noexcept { return _received; }
 
   // Queues bytes for the next batched send.
   void write(std::string_view data);
@@ -138,6 +141,7 @@ class connection final : public completion {
   int _fd;
   int _error = 0;
   bool _eof = false;
+  std::uint64_t _received = 0;
   bool _recv_armed = false;
   bool _recv_paused = false;
   bool _send_in_flight = false;
