@@ -1109,99 +1109,76 @@ class Test:
             p.stop()
             stop_server(srv)
 
-    def s8c_dial_timeout(self):
+    def _failover_past(self, tag, bad, flag, marked, given_up):
+        """8c/8d: a proxy started with `flag` 500 in front of a bad endpoint on CLOSED_PORT
+        (set up by the caller; `bad` names it) and a live member. Requests are made until
+        the log says `marked` (the bad endpoint given up); each must succeed on the live
+        member, the one that met the bad endpoint within about the 0.5 s limit."""
         c = self.check
         live = next((i for i in range(3) if self.status(i) is not None), None)
         if live is None:
-            c.fail("8c. not run", "no member answers")
+            c.fail("%s. not run" % tag, "no member answers")
             return
+        limit = flag[len("--proxy-"):]  # "dial-timeout", "read-timeout"
+        srv = members_server(FAKE_PEER, CLOSED_PORT, name=bad, more_clients=[self.client_urls[live]])
+        p = Proc("proxy-" + limit, self.keeld(bad, [
+            "--proxy", "on", "--initial-cluster", "%s=%s" % (bad, url_of(FAKE_PEER)), flag, "500",
+            "--proxy-failure-wait", "60000", "--proxy-refresh-interval", "200",
+            "--listen-client-urls", url_of(BAD_CLIENT), "--listen-peer-urls", url_of(BAD_PEER)]),
+            self.work).start()
+        try:
+            ok, last, _ = self.wait_endpoints(BAD_CLIENT, p, [url_of(CLOSED_PORT), self.client_urls[live]], 10)
+            c("%s. a proxy with a %s endpoint and a live one lists both" % (tag, bad), ok, (last, p.tail(10)))
+            if not ok:
+                return
+            times, answers = [], []
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline and marked not in p.output():
+                t0 = time.monotonic()
+                try:
+                    st, _, _ = request(BAD_CLIENT, "GET", "/v2/keys/", timeout=5)
+                except (OSError, http.client.HTTPException) as e:
+                    st = repr(e)
+                times.append(time.monotonic() - t0)
+                answers.append(st)
+                time.sleep(0.1)
+            c("%s. %s" % (tag, given_up), marked in p.output(), p.tail(10))
+            c("%s. every request succeeds on the live member (%d requests)" % (tag, len(answers)),
+              all(a == 200 for a in answers), answers)
+            slowest = max(times) if times else 0
+            c("%s. the request that met the %s endpoint took %.2f s (%s 0.5 s)" % (tag, bad, slowest, limit.replace("-", " ")),
+              0.4 <= slowest < 2.0, ["%.2f" % t for t in times])
+        finally:
+            p.stop()
+            stop_server(srv)
+
+    def s8c_dial_timeout(self):
         # A dead machine: a listener that never accepts, its accept queue full, so the
         # kernel drops every further SYN and only a dial timeout ends a connect to it.
         dead = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         dead.bind(("127.0.0.1", CLOSED_PORT))
         dead.listen(0)
         fillers = []
-        for _ in range(3):
-            f = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            f.setblocking(False)
-            f.connect_ex(("127.0.0.1", CLOSED_PORT))
-            fillers.append(f)
-        srv = members_server(FAKE_PEER, CLOSED_PORT, name="half", more_clients=[self.client_urls[live]])
-        p = Proc("proxy-dial-timeout", self.keeld("dial", [
-            "--proxy", "on", "--initial-cluster", "half=%s" % url_of(FAKE_PEER), "--proxy-dial-timeout", "500",
-            "--proxy-failure-wait", "60000", "--proxy-refresh-interval", "200",
-            "--listen-client-urls", url_of(BAD_CLIENT), "--listen-peer-urls", url_of(BAD_PEER)]),
-            self.work).start()
         try:
-            ok, last, _ = self.wait_endpoints(BAD_CLIENT, p, [url_of(CLOSED_PORT), self.client_urls[live]], 10)
-            c("8c. a proxy with a dead endpoint and a live one lists both", ok, (last, p.tail(10)))
-            if not ok:
-                return
-            marked = "%s unavailable for 60000 ms" % url_of(CLOSED_PORT)
-            times, answers = [], []
-            deadline = time.monotonic() + 8
-            while time.monotonic() < deadline and marked not in p.output():
-                t0 = time.monotonic()
-                try:
-                    st, _, _ = request(BAD_CLIENT, "GET", "/v2/keys/", timeout=5)
-                except (OSError, http.client.HTTPException) as e:
-                    st = repr(e)
-                times.append(time.monotonic() - t0)
-                answers.append(st)
-                time.sleep(0.1)
-            c("8c. a connect to the dead endpoint is given up and the endpoint left out", marked in p.output(),
-              p.tail(10))
-            c("8c. every request succeeds on the live member (%d requests)" % len(answers), all(a == 200 for a in answers),
-              answers)
-            slowest = max(times) if times else 0
-            c("8c. the request that met the dead endpoint took %.2f s (dial timeout 0.5 s)" % slowest, 0.4 <= slowest < 2.0,
-              ["%.2f" % t for t in times])
+            for _ in range(3):
+                f = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                fillers.append(f)
+                f.setblocking(False)
+                f.connect_ex(("127.0.0.1", CLOSED_PORT))
+            self._failover_past("8c", "dead", "--proxy-dial-timeout", "%s unavailable for 60000 ms" % url_of(CLOSED_PORT),
+                                "a connect to the dead endpoint is given up and the endpoint left out")
         finally:
-            p.stop()
-            stop_server(srv)
             for f in fillers:
                 f.close()
             dead.close()
 
     def s8d_read_timeout(self):
-        c = self.check
-        live = next((i for i in range(3) if self.status(i) is not None), None)
-        if live is None:
-            c.fail("8d. not run", "no member answers")
-            return
         hung = HungPeer(CLOSED_PORT).start()  # accepts, never reads or answers
-        srv = members_server(FAKE_PEER, CLOSED_PORT, name="mute", more_clients=[self.client_urls[live]])
-        p = Proc("proxy-read-timeout", self.keeld("mute", [
-            "--proxy", "on", "--initial-cluster", "mute=%s" % url_of(FAKE_PEER), "--proxy-read-timeout", "500",
-            "--proxy-failure-wait", "60000", "--proxy-refresh-interval", "200",
-            "--listen-client-urls", url_of(BAD_CLIENT), "--listen-peer-urls", url_of(BAD_PEER)]),
-            self.work).start()
         try:
-            ok, last, _ = self.wait_endpoints(BAD_CLIENT, p, [url_of(CLOSED_PORT), self.client_urls[live]], 10)
-            c("8d. a proxy with a mute endpoint and a live one lists both", ok, (last, p.tail(10)))
-            if not ok:
-                return
-            marked = "no answer within --proxy-read-timeout (500 ms); marked endpoint %s" % url_of(CLOSED_PORT)
-            times, answers = [], []
-            deadline = time.monotonic() + 8
-            while time.monotonic() < deadline and marked not in p.output():
-                t0 = time.monotonic()
-                try:
-                    st, _, _ = request(BAD_CLIENT, "GET", "/v2/keys/", timeout=5)
-                except (OSError, http.client.HTTPException) as e:
-                    st = repr(e)
-                times.append(time.monotonic() - t0)
-                answers.append(st)
-                time.sleep(0.1)
-            c("8d. a member that never answers is given up and left out", marked in p.output(), p.tail(10))
-            c("8d. every request succeeds on the live member (%d requests)" % len(answers), all(a == 200 for a in answers),
-              answers)
-            slowest = max(times) if times else 0
-            c("8d. the request that met the mute endpoint took %.2f s (read timeout 0.5 s)" % slowest, 0.4 <= slowest < 2.0,
-              ["%.2f" % t for t in times])
+            self._failover_past("8d", "mute", "--proxy-read-timeout",
+                                "no answer within --proxy-read-timeout (500 ms); marked endpoint %s" % url_of(CLOSED_PORT),
+                                "a member that never answers is given up and left out")
         finally:
-            p.stop()
-            stop_server(srv)
             hung.stop()
 
     # -- 9 --------------------------------------------------------------------------------
