@@ -129,22 +129,17 @@ bool parse_head(std::string_view bytes, bool head_request, upstream_head& out, s
 // has sent nothing for --proxy-read-timeout.
 struct active_relay {
   http_response* response;
-  int upstream_fd = -1;
-  connection* upstream = nullptr;  // set with upstream_fd
+  connection* upstream = nullptr;  // the member's connection while the relay uses it
   std::uint64_t received = 0;      // upstream->received_bytes() when last seen to grow
   std::chrono::steady_clock::time_point progress{};  // ... and when
   bool timed_out = false;          // the sweeper shut it for the read timeout
   void start(connection* c) {
     timed_out = false;
-    upstream_fd = c->fd();
     upstream = c;
     received = c->received_bytes();
     progress = std::chrono::steady_clock::now();
   }
-  void stop() {
-    upstream_fd = -1;
-    upstream = nullptr;
-  }
+  void stop() { upstream = nullptr; }
 };
 
 struct shard_state {
@@ -189,8 +184,8 @@ task<void> sweeper() {
     if (slept != -ETIME || t.stopping) break;
     auto now = std::chrono::steady_clock::now();
     for (active_relay* a : t.active)
-      if (a->upstream_fd >= 0 && (a->response->peer_closed() || read_timed_out(*a, now)))
-        ::shutdown(a->upstream_fd, SHUT_RDWR);
+      if (a->upstream != nullptr && (a->response->peer_closed() || read_timed_out(*a, now)))
+        ::shutdown(a->upstream->fd(), SHUT_RDWR);
   }
   t.sweeping = false;
 }
@@ -523,7 +518,7 @@ task<void> relay(const http_request& q, http_response& r) {
     r.send_error(503, "httpproxy: zero endpoints currently available");
     co_return;
   }
-  active_relay watch{&r, -1};
+  active_relay watch{&r};
   t.active.push_back(&watch);
   struct unregister {
     active_relay* a;
