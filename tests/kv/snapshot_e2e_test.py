@@ -13,7 +13,6 @@ import glob
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ def b64(text):
 
 
 class Keeld:
-    def __init__(self, root, expect_failure=False):
+    def __init__(self, root, expect_failure=False, env=None):
         self.root = root
         self.port = keeltest.free_port()
         self.log_path = os.path.join(root, "keeld-%d.log" % self.port)
@@ -42,7 +41,7 @@ class Keeld:
         self.proc = subprocess.Popen(
             [KEELD, "--kv.dir", os.path.join(root, "kv"), "--kv.snapshot-count", "100", "--shards", "2",
              "--listen-client-urls", "http://127.0.0.1:%d" % self.port, "--data-dir", os.path.join(root, "core")],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ, **(env or {})))
         if expect_failure:
             self.proc.wait(timeout=10)
             self.log.close()
@@ -108,6 +107,30 @@ def rev(answer):
 
 
 history_from = 0
+
+
+def deadlocked_child(root):
+    """A snapshot process blocked on a lock held at its fork (as a shard allocating
+    under ASan leaves one) is killed, and the next snapshot is written."""
+    root = os.path.join(root, "deadlock")
+    os.makedirs(root)
+    server = Keeld(root, env={"KEEL_TEST_SNAPSHOT_CHILD_DEADLOCK": "1"})
+    for i in range(150):
+        server.post("/v3/kv/put", {"key": b64("d/%d" % i), "value": b64("v")})
+    deadline = time.time() + 15
+    while time.time() < deadline and not (server.metric("keel_kv_snapshots_total") or 0) >= 1:
+        server.post("/v3/kv/put", {"key": b64("d/more"), "value": b64("v")})
+        time.sleep(0.2)
+    log = server.text()
+    check("a deadlocked snapshot process: keeld names it in the log",
+          "waits on a lock held when it was forked" in log, log[-800:])
+    check("... kills it (keel_kv_snapshot_processes_killed_total 1)",
+          server.metric("keel_kv_snapshot_processes_killed_total") == 1)
+    check("... and the next snapshot is written", (server.metric("keel_kv_snapshots_total") or 0) >= 1
+          and glob.glob(os.path.join(root, "kv", "snap", "*.snap")), log[-800:])
+    check("... while keeld goes on serving", server.proc.poll() is None and
+          server.post("/v3/kv/put", {"key": b64("d/after"), "value": b64("v")})[0] == 200)
+    server.kill()
 
 
 def main():
@@ -197,6 +220,7 @@ def main():
         _, got = server.post("/v3/kv/range", {"key": b64("k/new-log")})
         check("... and survive a restart", got.get("kvs", [{}])[0].get("value") == b64("n"), got)
         server.kill()
+        deadlocked_child(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     sys.exit(check.summary())

@@ -85,7 +85,7 @@ struct core_state {
 
   std::vector<std::unique_ptr<shard_watchers>> shards;
 
-  // Snapshots (owner shard; the file is written on `snapshot_thread`).
+  // Snapshots (owner shard; the file is written by a forked child, see core.cc).
   std::string snap_dir;
   std::uint64_t snapshot_count = 100000;
   std::uint64_t wal_segment_bytes = 0;
@@ -96,6 +96,11 @@ struct core_state {
   std::uint64_t snapshot_pending_term = 0;
   bool snapshot_busy = false;  // from the fork until finish_snapshot() reaped the child
   pid_t snapshot_child = 0;     // the process writing the snapshot (0: none)
+  std::chrono::steady_clock::time_point snapshot_started{};  // its fork
+  bool snapshot_go_sent = false;     // the child was told the WAL holds its entry
+  int snapshot_slow_warnings = 0;    // how often finish_snapshot() said it runs long
+  std::chrono::steady_clock::time_point snapshot_checked{};  // its /proc last read
+  std::atomic<std::uint64_t> snapshot_children_killed{0};    // deadlocked at their fork
   int data_dir_lock_fd = -1;  // holds keel.lock's flock for the process's life
   int snapshot_result_fd = -1;  // what it says when it is done ("ok <bytes>" or the error)
   std::atomic<std::uint64_t> snapshots_taken{0};
