@@ -182,7 +182,7 @@ task<void> watchdog(daemon_state& d) {
 void start_shard(daemon_state& d, shard& s, int signal_fd) {
   std::vector<tcp_listener*> listeners;
   for (std::size_t i = 0; i < d.client_endpoints.size(); ++i) {
-    auto fd = s.id() == 0 ? result<int>(d.bound_fds[i]) : listen_tcp(d.client_endpoints[i]);
+    auto fd = s.id() == 0 ? result<int>(d.bound_fds[i]) : listen_tcp(d.client_endpoints[i], bind_mode::beside);
     if (!fd) die(fd.error().message());
     listeners.push_back(tcp_listener::start(fd.value(), [&d](int client) {
       spawn(serve_http(connection::adopt(client), d.http_options));

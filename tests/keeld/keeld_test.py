@@ -547,6 +547,27 @@ class LifecycleTest(KeeldTestCase):
         r = self.run_keeld("--listen-client-urls", "http://%s:%d" % (HOST, port))
         self.assert_config_error(r, "cannot listen for clients")
 
+    def test_a_second_keeld_on_the_same_client_port_is_refused(self):
+        # Every shard listens with SO_REUSEPORT; a second keeld (same user) must still
+        # not join the first one's port and take half of its clients.
+        proc, (port,) = self.start()
+        r = self.run_keeld("--listen-client-urls", "http://%s:%d" % (HOST, port), "--data-dir", "second")
+        self.assert_config_error(r, "cannot listen for clients", "Address already in use")
+        self.assert_serving(port)
+        self.stop(proc)
+
+    def test_a_second_member_on_the_same_peer_port_is_refused(self):
+        peer = free_port()
+        cluster = "a=http://%s:%d,b=http://%s:%d" % (HOST, peer, HOST, free_port())
+        member = ["--name", "a", "--listen-peer-urls", "http://%s:%d" % (HOST, peer),
+                  "--initial-advertise-peer-urls", "http://%s:%d" % (HOST, peer), "--initial-cluster", cluster]
+        proc, (port,) = self.start(*member, "--data-dir", "first")
+        r = self.run_keeld("--listen-client-urls", "http://%s:%d" % (HOST, free_port()), "--data-dir", "second",
+                           *member)
+        self.assert_config_error(r, "cannot listen for peers", "listen-peer-urls http://%s:%d" % (HOST, peer),
+                                 "Address already in use")
+        self.stop(proc)
+
     def test_shards_1_serves_and_metrics_show_only_shard_0(self):
         proc, (port,) = self.start(shards=1)
         self.assert_serving(port)

@@ -236,7 +236,7 @@ BOOST_AUTO_TEST_CASE(tcp_echo_under_many_connections) {
   for (unsigned s = 0; s < 2; ++s) {
     sys.post(s, [&, s] {
       if (s == 1) while (port.load() == 0) std::this_thread::yield();
-      auto fd = keel::listen_tcp({"127.0.0.1", port.load()});
+      auto fd = keel::listen_tcp({"127.0.0.1", port.load()}, s == 0 ? keel::bind_mode::exclusive : keel::bind_mode::beside);
       BOOST_REQUIRE(fd.is_ok());
       if (s == 0) port = keel::local_port(fd.value());
       auto* listener = keel::tcp_listener::start(fd.value(), [](int client) {
@@ -275,6 +275,21 @@ BOOST_AUTO_TEST_CASE(tcp_echo_under_many_connections) {
   sys.wait();
   BOOST_TEST(failures.load() == 0);
   BOOST_TEST(accepted == static_cast<std::uint64_t>(clients));
+}
+
+BOOST_AUTO_TEST_CASE(a_port_taken_by_another_listener_is_refused_but_shards_may_join) {
+  // A keeld started twice on one port must fail, not split the clients with the first
+  // (with SO_REUSEPORT set before the bind, any process of the same user could join).
+  int first = keel::listen_tcp({"127.0.0.1", 0}).value();
+  std::uint16_t port = keel::local_port(first);
+  auto shard = keel::listen_tcp({"127.0.0.1", port}, keel::bind_mode::beside);
+  BOOST_REQUIRE(shard.is_ok());
+  auto second = keel::listen_tcp({"127.0.0.1", port});
+  BOOST_REQUIRE(!second.is_ok());
+  BOOST_TEST(second.error().message().find("Address already in use") != std::string::npos, second.error().message());
+  BOOST_TEST(second.error().message().find("127.0.0.1:" + std::to_string(port)) != std::string::npos);
+  ::close(shard.value());
+  ::close(first);
 }
 
 BOOST_AUTO_TEST_CASE(large_message_is_echoed_whole) {

@@ -141,7 +141,9 @@ struct cluster_state {
   std::uint64_t cluster_id = 0;
   std::string name;
   std::vector<cluster_member_info> members;
-  std::vector<endpoint> listen;
+  // The peer port's sockets, bound in cluster_start (so a busy port stops keeld before it
+  // serves anything) and served from the owner's start.
+  std::vector<std::pair<endpoint, int>> listen;
   unsigned heartbeat_ms = 100;
   unsigned election_ms = 1000;
   std::unique_ptr<raft::node> node;
@@ -1550,6 +1552,27 @@ status build_node(bool restart, bool join) {
 
 milliseconds cluster_request_timeout() { return request_timeout(cs().election_ms); }
 
+void close_peer_port(cluster_state& c) {
+  for (auto& [where, fd] : c.listen) ::close(fd);
+  c.listen.clear();
+}
+
+// Binds every --listen-peer-urls address, exclusively: a port another process listens on
+// (a second keeld given the same flags) is an error here, as etcd's "bind: address
+// already in use" is, not a port silently shared with it.
+status bind_peer_port(cluster_state& c, const std::vector<std::string>& urls) {
+  for (const std::string& url : urls) {
+    auto where = parse_endpoint(url);
+    auto fd = where ? listen_tcp(where.value()) : result<int>(where.error());
+    if (!fd) {
+      close_peer_port(c);
+      return status{fd.error().code(), "cannot listen for peers (listen-peer-urls " + url + "): " + fd.error().message()};
+    }
+    c.listen.emplace_back(where.value(), fd.value());
+  }
+  return status::ok();
+}
+
 result<bool> cluster_start(module_context* context, const cluster_options& options) {
   auto c = std::make_unique<cluster_state>();
   c->context = context;
@@ -1583,13 +1606,10 @@ result<bool> cluster_start(module_context* context, const cluster_options& optio
     c->bootstrap = !options.join_existing;
     c->token = options.token;
   }
-  for (const std::string& url : options.listen_peer_urls) {
-    auto where = parse_endpoint(url);
-    if (!where) return status{errc::invalid_argument, "listen-peer-urls: " + url + ": " + where.error().message()};
-    c->listen.push_back(where.value());
-  }
+  if (status bound = bind_peer_port(*c, options.listen_peer_urls); !bound) return bound;
   g->cluster = c.release();
   if (status built = build_node(restart, !restart && options.join_existing); !built) {
+    close_peer_port(*g->cluster);
     delete g->cluster;
     g->cluster = nullptr;
     return built;
@@ -1605,14 +1625,8 @@ bool cluster_mode_wanted(const cluster_options& options) {
 void cluster_on_owner_start(shard& s) {
   cluster_state& c = cs();
   for (const cluster_member_info& m : c.members) add_link(m);
-  for (const endpoint& where : c.listen) {
-    auto fd = listen_tcp(where);
-    if (!fd) {
-      note(log_level::error, "cannot listen for peers on " + where.host + ":" + std::to_string(where.port) + ": " +
-                                 fd.error().message());
-      continue;
-    }
-    c.listeners.push_back(tcp_listener::start(fd.value(), [](int peer) {
+  for (const auto& [where, fd] : c.listen) {
+    c.listeners.push_back(tcp_listener::start(fd, [](int peer) {
       connection* conn = connection::adopt(peer);
       spawn(serve_http(conn, peer_http_options()));
     }));

@@ -11,6 +11,7 @@
 // its last CQE has arrived. Nothing here may be touched from another shard.
 #pragma once
 
+#include <chrono>
 #include <coroutine>
 #include <cstdint>
 #include <functional>
@@ -30,8 +31,19 @@ struct endpoint {
 };
 result<endpoint> parse_endpoint(std::string_view text);
 
-// Opens, binds and listens (SO_REUSEADDR | SO_REUSEPORT). Returns the fd.
-result<int> listen_tcp(const endpoint& where);
+// How listen_tcp binds. Every listener of a keeld admits its own process's other shards
+// (SO_REUSEPORT), and none of another process's:
+//   exclusive: the first socket on `where`; fails "Address already in use" when any socket
+//              of any process listens there, a keeld started twice included (SO_REUSEPORT
+//              is set only after the bind, so the bind itself cannot join a group);
+//   beside:    joins the exclusive listener this process opened on `where` before.
+//              A port still held by a keeld that was just killed is waited for, up to
+//              exclusive_bind_patience (see net.cc), so a port truly in use is reported
+//              after that long.
+enum class bind_mode { exclusive, beside };
+inline constexpr std::chrono::milliseconds exclusive_bind_patience{2000};
+// Opens, binds and listens (SO_REUSEADDR, and SO_REUSEPORT as `mode` says). Returns the fd.
+result<int> listen_tcp(const endpoint& where, bind_mode mode = bind_mode::exclusive);
 // The port a bound socket got (for port 0 in tests).
 std::uint16_t local_port(int fd);
 
