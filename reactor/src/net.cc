@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <coroutine>
@@ -297,7 +298,56 @@ connection::connection(int fd) : _fd(fd), _shard(shard::current()) {
   bump(_shard->stats().connections_open);
 }
 
+// The connections of this shard with a silence limit, and whether its sweeper runs.
+struct silence_watch {
+  std::vector<connection*> armed;
+  bool sweeping = false;
+};
+thread_local silence_watch t_silence;
+
+void connection::limit_silence(std::chrono::milliseconds quiet) noexcept {
+  if (quiet.count() <= 0) {
+    if (_silence_limit.count() > 0) std::erase(t_silence.armed, this);
+    _silence_limit = {};
+    return;
+  }
+  if (_silence_limit.count() == 0) t_silence.armed.push_back(this);
+  _silence_limit = quiet;
+  _silence_seen = _received;
+  _silence_since = std::chrono::steady_clock::now();
+  _timed_out = false;
+  if (!t_silence.sweeping) spawn(sweep_silent());
+}
+
+task<void> connection::sweep_silent() {
+  t_silence.sweeping = true;
+  while (!t_silence.armed.empty() && !shard::current()->stopping()) {
+    auto shortest = std::chrono::milliseconds(4000);
+    for (connection* c : t_silence.armed) shortest = std::min(shortest, c->_silence_limit);
+    auto period = std::clamp(shortest / 4, std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
+    int slept = co_await keel::sleep_for(period);
+    if (slept != -ETIME) break;
+    auto now = std::chrono::steady_clock::now();
+    std::vector<connection*> silent;
+    for (connection* c : t_silence.armed) {
+      if (c->_received != c->_silence_seen) {
+        c->_silence_seen = c->_received;
+        c->_silence_since = now;
+      } else if (now - c->_silence_since >= c->_silence_limit) {
+        silent.push_back(c);
+      }
+    }
+    for (connection* c : silent) {
+      c->limit_silence({});
+      c->_timed_out = true;
+      ::shutdown(c->_fd, SHUT_RDWR);  // the receive ends; the reader sees EOF
+    }
+  }
+  t_silence.sweeping = false;
+}
+
 connection::~connection() {
+  if (_silence_limit.count() > 0) std::erase(t_silence.armed, this);
   ::close(_fd);
   auto& open = _shard->stats().connections_open;
   open.store(open.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
@@ -505,6 +555,7 @@ void connection::wake_drain_waiters() noexcept {
 void connection::release() noexcept {
   KEEL_ASSERT(!_released);
   _released = true;
+  limit_silence({});
   _reader = {};
   while (_queue_size > 0) take();  // returns the buffers
   maybe_free();

@@ -424,6 +424,64 @@ BOOST_AUTO_TEST_CASE(connect_gives_up_after_its_limit) {
 }
 
 namespace {
+// What a read with a silence limit saw: the bytes, whether it timed out, how long it took.
+struct silent_read {
+  std::string bytes;
+  bool timed_out = false;
+  std::chrono::steady_clock::duration took{};
+};
+
+// Connects to `port`, arms a silence limit of `quiet` and reads until the end.
+task<void> read_with_silence_limit(std::uint16_t port, std::chrono::milliseconds quiet, silent_read* out) {
+  keel::endpoint where{"127.0.0.1", port};
+  auto connected = co_await keel::connection::connect(where);
+  if (!connected) co_return;
+  keel::connection* conn = connected.value();
+  auto started = std::chrono::steady_clock::now();
+  conn->limit_silence(quiet);
+  for (;;) {
+    keel::recv_buffer got = co_await conn->read();
+    if (got.size() == 0) break;
+    out->bytes.append(got.data(), got.size());
+  }
+  out->took = std::chrono::steady_clock::now() - started;
+  out->timed_out = conn->timed_out();
+  conn->release();
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_silence_limit_cuts_a_mute_peer_and_spares_a_slow_one) {
+  // A peer that accepts and never answers is cut after the limit; one that sends a byte
+  // every 60 ms for 600 ms (longer than the 200 ms limit in all) is read to its end.
+  int listener = keel::listen_tcp({"127.0.0.1", 0}).value();
+  std::uint16_t port = keel::local_port(listener);
+  std::thread peers([listener] {
+    int mute = accept(listener, nullptr, nullptr);
+    int slow = accept(listener, nullptr, nullptr);
+    for (int i = 0; i < 10; ++i) {
+      (void)!write(slow, "x", 1);
+      std::this_thread::sleep_for(60ms);
+    }
+    close(slow);
+    std::this_thread::sleep_for(500ms);
+    close(mute);
+  });
+  silent_read mute, slow;
+  run_system(1, [&](keel::system&) -> task<void> {
+    co_await read_with_silence_limit(port, 200ms, &mute);
+    co_await read_with_silence_limit(port, 200ms, &slow);
+  });
+  peers.join();
+  close(listener);
+  BOOST_TEST(mute.timed_out);
+  BOOST_TEST(mute.bytes.empty());
+  BOOST_TEST(mute.took >= 190ms);
+  BOOST_TEST(mute.took < 1s);
+  BOOST_TEST(!slow.timed_out);
+  BOOST_TEST(slow.bytes == std::string(10, 'x'));
+}
+
+namespace {
 // Writes `bytes` to a peer that is not reading, then times 20 sleeps of 5 ms on the
 // same shard. Signals `timed` when done, then releases the connection.
 task<void> write_then_time_sleeps(keel::connection* conn, std::size_t bytes,

@@ -125,21 +125,19 @@ bool parse_head(std::string_view bytes, bool head_request, upstream_head& out, s
 // ---- per-shard state: pooled upstream connections, relays to watch -------------------------
 
 // A relay in progress: the sweeper shuts its upstream socket when the client has gone,
-// so a held watch does not outlive its client by more than a second, and when the member
-// has sent nothing for --proxy-read-timeout.
+// so a held watch does not outlive its client by more than a second; the member's
+// connection carries --proxy-read-timeout as its silence limit while the relay uses it.
 struct active_relay {
   http_response* response;
   connection* upstream = nullptr;  // the member's connection while the relay uses it
-  std::uint64_t received = 0;      // upstream->received_bytes() when last seen to grow
-  std::chrono::steady_clock::time_point progress{};  // ... and when
-  bool timed_out = false;          // the sweeper shut it for the read timeout
   void start(connection* c) {
-    timed_out = false;
     upstream = c;
-    received = c->received_bytes();
-    progress = std::chrono::steady_clock::now();
+    c->limit_silence(g->opts.read_timeout);  // 0: none, as in etcd
   }
-  void stop() { upstream = nullptr; }
+  void stop() {
+    if (upstream != nullptr) upstream->limit_silence({});  // pooled connections idle freely
+    upstream = nullptr;
+  }
 };
 
 struct shard_state {
@@ -156,36 +154,18 @@ constexpr std::size_t idle_per_endpoint_max = 128;  // etcd's DefaultMaxIdleConn
 constexpr std::size_t buffered_body_max = 4u << 20;
 // A chunk is passed on in pieces of at most this many bytes as they arrive.
 constexpr std::size_t chunk_piece_max = 256u << 10;
-// etcd's GetClusterFromRemotePeers gives each peer 10 s.
+// etcd's GetClusterFromRemotePeers gives each peer 10 s; here, 10 s without a byte.
 constexpr std::chrono::seconds members_timeout{10};
 // etcd's proxy transport: TCP keep-alive every 30 s, so a vanished member is noticed.
 constexpr int keepalive_seconds = 30;
 
-// Whether `a`'s member has been silent for longer than the read timeout.
-bool read_timed_out(active_relay& a, std::chrono::steady_clock::time_point now) {
-  if (g->opts.read_timeout.count() == 0 || a.upstream == nullptr) return false;
-  if (a.upstream->received_bytes() != a.received) {
-    a.received = a.upstream->received_bytes();
-    a.progress = now;
-    return false;
-  }
-  a.timed_out = now - a.progress >= g->opts.read_timeout;
-  return a.timed_out;
-}
-
 task<void> sweeper() {
   t.sweeping = true;
-  // Once a second, or four times per read timeout when that is shorter.
-  auto period = std::chrono::milliseconds(1000);
-  if (g->opts.read_timeout.count() > 0)
-    period = std::clamp(g->opts.read_timeout / 4, std::chrono::milliseconds(10), period);
   while (!t.stopping) {
-    int slept = co_await keel::sleep_for(period);
+    int slept = co_await keel::sleep_for(std::chrono::seconds(1));
     if (slept != -ETIME || t.stopping) break;
-    auto now = std::chrono::steady_clock::now();
     for (active_relay* a : t.active)
-      if (a->upstream != nullptr && (a->response->peer_closed() || read_timed_out(*a, now)))
-        ::shutdown(a->upstream->fd(), SHUT_RDWR);
+      if (a->upstream != nullptr && a->response->peer_closed()) ::shutdown(a->upstream->fd(), SHUT_RDWR);
   }
   t.sweeping = false;
 }
@@ -201,13 +181,6 @@ void keep_alive(connection* c) {
   ::setsockopt(c->fd(), SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
   ::setsockopt(c->fd(), IPPROTO_TCP, TCP_KEEPIDLE, &seconds, sizeof seconds);
   ::setsockopt(c->fd(), IPPROTO_TCP, TCP_KEEPINTVL, &seconds, sizeof seconds);
-}
-
-// Shuts `fd` down after `after` unless `done` is set first: ends a read that would wait
-// forever on a peer that accepted and never answers.
-task<void> deadline_for(int fd, std::shared_ptr<bool> done, std::chrono::seconds after) {
-  (void)co_await keel::sleep_for(after);
-  if (!*done) ::shutdown(fd, SHUT_RDWR);
 }
 
 // ---- reading the members (etcd's GetClusterFromRemotePeers) ------------------------------
@@ -228,8 +201,7 @@ task<std::optional<members_answer>> fetch_members(const std::string& peer_url) {
   // HTTP/1.0: the answer is never chunked (a Go server chunks an HTTP/1.1 answer over
   // about 2 KB, as etcd's /members of a larger cluster is), and ends when it closes.
   c->write("GET /members HTTP/1.0\r\nHost: " + where->host + ":" + std::to_string(where->port) + "\r\n\r\n");
-  auto done = std::make_shared<bool>(false);
-  spawn(deadline_for(c->fd(), done, members_timeout));
+  c->limit_silence(members_timeout);  // a peer that accepted and never answers
   std::string bytes;
   for (;;) {
     recv_buffer buffer = co_await c->read();
@@ -237,7 +209,6 @@ task<std::optional<members_answer>> fetch_members(const std::string& peer_url) {
     bytes.append(buffer.data(), buffer.size());
     if (bytes.size() > (4u << 20)) break;
   }
-  *done = true;
   c->release();
   upstream_head head;
   std::size_t body_at = 0;
@@ -568,7 +539,7 @@ task<void> relay(const http_request& q, http_response& r) {
         bytes.append(buffer.data(), buffer.size());
       }
       if (!complete) {
-        bool timed_out = watch.timed_out;
+        bool timed_out = c->timed_out();
         watch.stop();
         c->release();
         if (r.peer_closed()) co_return;  // the client left while the member held the request

@@ -6,7 +6,6 @@
 #include <sys/socket.h>
 
 #include <chrono>
-#include <list>
 #include <string>
 
 #include "core.h"
@@ -84,29 +83,6 @@ task<std::optional<relayed>> exchange(connection* c, const std::string& out, boo
   co_return r;
 }
 
-// Relays waiting for the leader's answer, each with the time by which it must have come:
-// a leader whose machine vanished (no RST, only silence) would otherwise hold a relayed
-// request until TCP gives up, minutes later. One sweeper per shard, once a second, shuts
-// the socket of every overdue relay (its read then ends and the client gets a 503); a
-// timer per request would put one io_uring timeout per write in flight.
-struct awaiting_answer {
-  int fd;
-  std::chrono::steady_clock::time_point deadline;
-};
-thread_local std::list<awaiting_answer> t_awaiting;
-thread_local bool t_sweeping = false;
-
-task<void> sweep_overdue() {
-  t_sweeping = true;
-  while (!t_awaiting.empty() && !shard::current()->stopping()) {
-    (void)co_await keel::sleep_for(std::chrono::seconds(1));
-    auto now = std::chrono::steady_clock::now();
-    for (const awaiting_answer& a : t_awaiting)
-      if (now >= a.deadline) ::shutdown(a.fd, SHUT_RDWR);
-  }
-  t_sweeping = false;
-}
-
 task<std::optional<relayed>> ask(const std::string& url, const http_request& request) {
   auto where = parse_endpoint(url);
   if (!where) co_return std::nullopt;
@@ -140,14 +116,14 @@ task<std::optional<relayed>> ask(const std::string& url, const http_request& req
       c = conn.value();
     }
     bool answered_nothing = false, reusable = false;
-    // Longer than the leader's own wait for the entry, so that its "request timed out"
-    // comes first when it is alive. Removed before `c` is released or pooled.
-    auto waiting = t_awaiting.insert(
-        t_awaiting.end(), {c->fd(), std::chrono::steady_clock::now() + cluster_request_timeout() + std::chrono::seconds(1)});
-    if (!t_sweeping) spawn(sweep_overdue());
+    // A leader whose machine vanished (no RST, only silence) would hold the request until
+    // TCP gives up, minutes later: the connection is cut after the leader's own wait for
+    // the entry plus 1 s (its "request timed out" comes first when it is alive), and the
+    // client gets a 503. Disarmed before `c` is pooled.
+    c->limit_silence(cluster_request_timeout() + std::chrono::seconds(1));
     task<std::optional<relayed>> asking = exchange(c, out, answered_nothing, reusable);
     auto answer = co_await std::move(asking);
-    t_awaiting.erase(waiting);
+    c->limit_silence({});
     if (answer) {
       if (reusable && pool.url == url && pool.conns.size() < 64) pool.conns.push_back(c);
       else c->release();

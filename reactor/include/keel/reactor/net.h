@@ -98,6 +98,16 @@ class connection final : public completion {
   // Bytes received on this connection so far (read or not): a watchdog compares it over
   // time to tell a silent peer from a slow reader.
   std::uint64_t received_bytes() const noexcept { return _received; }
+  // Shuts the connection down when nothing has been received on it for `quiet`, counted
+  // from this call and then from the last byte received; its reads then end as at EOF
+  // and timed_out() is true. Zero disarms (release() does too). One sweeper per shard
+  // checks the armed connections every quarter of the shortest limit (10 ms to 1 s), so
+  // the cut comes between `quiet` and 1.25 x `quiet` (plus at most 1 s) after the last
+  // byte: a bound for a peer that accepted and never answers, or went silent (no RST).
+  // REQUIRES: on the connection's shard.
+  void limit_silence(std::chrono::milliseconds quiet) noexcept;
+  // Whether limit_silence() cut this connection.
+  bool timed_out() const noexcept { return _timed_out; }
 
   // Queues bytes for the next batched send.
   void write(std::string_view data);
@@ -136,6 +146,7 @@ class connection final : public completion {
   void maybe_free() noexcept;
   void wake_reader() noexcept;
   void wake_drain_waiters() noexcept;
+  static task<void> sweep_silent();
 
   // The send's completion is a separate object so a recv and a send can be in flight.
   struct send_completion final : completion {
@@ -154,6 +165,10 @@ class connection final : public completion {
   int _error = 0;
   bool _eof = false;
   std::uint64_t _received = 0;
+  std::chrono::milliseconds _silence_limit{0};             // 0: not armed
+  std::uint64_t _silence_seen = 0;                         // _received at the last sweep
+  std::chrono::steady_clock::time_point _silence_since{};  // ... when it last grew
+  bool _timed_out = false;
   bool _recv_armed = false;
   bool _recv_paused = false;
   bool _send_in_flight = false;
