@@ -10,6 +10,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <unordered_map>
 #include <variant>
@@ -75,11 +76,21 @@ struct ttl_view {
   std::int64_t ttl = 0;
 };
 
+// now + ttl seconds in Unix ns, or 0 when that lies beyond what int64 nanoseconds hold
+// (the year 2262, ttl > ~7.4e9 s): etcd 3.4's expiration overflows there, and the key is
+// shown without "expiration" and "ttl", as a permanent one; so is keel's (it used to
+// print a date in 1695).
+std::int64_t expiry_after(std::int64_t now, std::int64_t ttl) {
+  if (ttl > (std::numeric_limits<std::int64_t>::max() - now) / 1'000'000'000) return 0;
+  return now + ttl * 1'000'000'000;
+}
+
 ttl_view lease_view(std::int64_t lease, std::int64_t now) {
   if (lease == 0) return {};
   std::optional<lease_status> status = owner_lease(lease, false);
   if (!status) return {};
-  std::int64_t expiration = now + status->ttl * 1'000'000'000;
+  std::int64_t expiration = expiry_after(now, status->ttl);
+  if (expiration == 0) return {};
   auto it = owner().expirations.find(lease);
   // Trust our exact time unless the lease was renewed behind our back (a v3 keep-alive).
   if (it != owner().expirations.end() &&
@@ -101,7 +112,7 @@ void forget_dead_leases() {
 result<std::int64_t> grant(std::uint64_t ttl, std::int64_t now) {
   auto granted = owner_lease_grant(static_cast<std::int64_t>(ttl), 0);
   if (!granted) return granted.error();
-  owner().expirations[granted->id] = now + granted->ttl * 1'000'000'000;
+  owner().expirations[granted->id] = expiry_after(now, granted->ttl);
   if (++owner().grants % 1024 == 0) forget_dead_leases();
   return granted->id;
 }
