@@ -285,7 +285,11 @@ int run(int argc, char** argv) {
   }
   d.native_enabled = conf.get_bool("/native-port-enabled");
   d.http_options.router = &d.router;
-  d.http_options.body_bytes_max = static_cast<std::size_t>(conf.get_int("/max-request-bytes"));
+  // max-request-bytes limits a request as the store logs it (as etcd's does); a body may
+  // be larger by the v3 gateway's base64 (a third) and some JSON around it, as etcd's
+  // gRPC server takes max-request-bytes + 512 KiB.
+  auto request_bytes = static_cast<std::size_t>(conf.get_int("/max-request-bytes"));
+  d.http_options.body_bytes_max = request_bytes + request_bytes / 3 + 512 * 1024;
   d.native = {&d.bus, shard_count};
   if (d.native_enabled) {
     // Decided by the first byte alone (docs/formats/frame.md): 0xC7 never starts an

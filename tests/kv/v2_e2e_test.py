@@ -766,6 +766,12 @@ def section_keel_only():
         r = keel.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
         return r.status, r.json
 
+    # etcd's v2 API takes any size; keel keeps --max-request-bytes (1.5 MiB) on a v2 body.
+    r = keel.request("PUT", "/v2/keys/huge", form={"value": "h" * 1600000})
+    check("a v2 body over --max-request-bytes: 413 naming the limit",
+          r.status == 413 and "exceeds the limit of 1572864 bytes" in r.text, (r.status, r.text[:200]))
+    r = keel.request("PUT", "/v2/keys/large", form={"value": "l" * 1400000})
+    check("... one under it is stored", r.status == 201, (r.status, r.text[:200]))
     keel.request("PUT", "/v2/keys/interop/fromv2", form={"value": "v2 value"})
     status, answer = v3("/v3/kv/range", {"key": b64("/interop/fromv2")})
     kvs = answer.get("kvs", []) if answer else []

@@ -75,7 +75,7 @@ inline constexpr std::string_view wal_unavailable = "etcdserver: WAL unavailable
 enum class kv_error : std::uint8_t {
   none,
   mvcc,                 // see kv::mvcc_error_of
-  request_too_large,    // entry over limits::wal_entry_data_bytes_max
+  request_too_large,    // entry over max-request-bytes (or limits::wal_entry_data_bytes_max)
   too_many_requests,    // the WAL's pending buffer is full
   wal_unavailable,      // the WAL failed or never opened: no write is accepted
   lease_not_found,
@@ -266,8 +266,11 @@ struct core_options {
   std::string dir;  // "" = ./default.keel; the WAL is <dir>/wal, snapshots <dir>/snap
   std::uint64_t snapshot_count = 100000;  // entries between snapshots (etcd's --snapshot-count)
   std::uint64_t wal_segment_bytes = 0;    // 0: limits::wal_segment_bytes_max
+  std::uint64_t request_bytes_max = 1572864;  // etcd's --max-request-bytes: see log_entry
   cluster_options cluster;                // cluster.h (data_dir is set from dir)
 };
+// The core's max-request-bytes (any shard, after core_start).
+std::uint64_t request_bytes_max() noexcept;
 // Main thread, before the shards run: recovers the WAL and replays it. Corruption is an
 // error naming the file and offset; keeld refuses to start.
 status core_start(module_context* context, const core_options& options);

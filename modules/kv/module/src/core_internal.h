@@ -88,6 +88,7 @@ struct core_state {
   // Snapshots (owner shard; the file is written by a forked child, see core.cc).
   std::string snap_dir;
   std::uint64_t snapshot_count = 100000;
+  std::uint64_t request_bytes_max = 1572864;  // a client's entry may not be larger (log_entry)
   std::uint64_t wal_segment_bytes = 0;
   std::uint64_t snapshot_index = 0;           // the newest durable snapshot
   std::uint64_t snapshot_term = 0;            // its term (as loaded at start)

@@ -276,6 +276,14 @@ int start(keel::module_context* context, char* error, std::size_t error_bytes) {
   }
   if (config.HasMember("wal-segment-bytes") && config["wal-segment-bytes"].IsUint64())
     options.wal_segment_bytes = config["wal-segment-bytes"].GetUint64();
+  {
+    rapidjson::Document core;
+    std::string core_text(context->core_config_json());
+    core.Parse(core_text.c_str());
+    if (!core.HasParseError() && core.IsObject() && core.HasMember("max-request-bytes") &&
+        core["max-request-bytes"].IsUint64())
+      options.request_bytes_max = core["max-request-bytes"].GetUint64();
+  }
   keel::status started = kvm::core_start(context, options);
   if (!started) {
     std::snprintf(error, error_bytes, "%s", started.to_string().c_str());

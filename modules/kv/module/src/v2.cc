@@ -282,6 +282,15 @@ task<void> http_keys(const http_request& request, http_response& response) {
     if (co_await std::move(relaying)) co_return;
   }
   add_cluster_headers(response);
+  // etcd's v2 API has no size limit; keel keeps --max-request-bytes on the body (the HTTP
+  // layer allows more, for the v3 gateway's base64; see log_entry).
+  if (request.body.size() > request_bytes_max()) {
+    std::string out = "{\"message\":";
+    append_go_string(out, "request body of " + std::to_string(request.body.size()) + " bytes exceeds the limit of " +
+                              std::to_string(request_bytes_max()) + " bytes");
+    response.send(413, "application/json", out + "}\n");
+    co_return;
+  }
   auto parsed = parse_key_request(request);
   if (auto* bad = std::get_if<error>(&parsed)) {
     send_error(response, *bad);
