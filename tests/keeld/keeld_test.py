@@ -568,6 +568,22 @@ class LifecycleTest(KeeldTestCase):
                                  "Address already in use")
         self.stop(proc)
 
+    def test_a_single_node_names_itself_by_its_flags_in_v2_members_and_stats(self):
+        # One member in --initial-cluster runs without Raft; /v2/members used to call it
+        # "default" with a peer URL on port 2380 whatever the flags said.
+        peer = "http://%s:%d" % (HOST, free_port())
+        proc, (port,) = self.start("--name", "solo", "--initial-advertise-peer-urls", peer,
+                                   "--initial-cluster", "solo=" + peer, "--data-dir", "solo")
+        members = json.loads(http_get(port, "/v2/members")["body"])["members"]
+        self.assertEqual([(m["name"], m["peerURLs"]) for m in members], [("solo", [peer])])
+        self.assertEqual(members[0]["clientURLs"], ["http://localhost"])  # where the client reached it
+        leader = json.loads(http_get(port, "/v2/members/leader")["body"])
+        self.assertEqual((leader["name"], leader["id"]), ("solo", members[0]["id"]))
+        me = json.loads(http_get(port, "/v2/stats/self")["body"])
+        self.assertEqual((me["name"], me["id"], me["state"], me["leaderInfo"]["leader"]),
+                         ("solo", members[0]["id"], "StateLeader", members[0]["id"]))
+        self.stop(proc)
+
     def test_shards_1_serves_and_metrics_show_only_shard_0(self):
         proc, (port,) = self.start(shards=1)
         self.assert_serving(port)

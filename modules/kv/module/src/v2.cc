@@ -26,7 +26,6 @@ namespace v2 {
 namespace {
 
 constexpr std::string_view keys_prefix = "/v2/keys";
-constexpr std::string_view member_name = "default";  // etcd's default --name
 
 std::int64_t started_ns = 0;  // when the routes were registered (/v2/stats/self)
 
@@ -337,30 +336,22 @@ std::string hex_id(std::uint64_t id) {
   return text;
 }
 
-// The one member's client URL is the address the client reached us at (the Host header).
+// A single node's client URL is the address the client reached it at (the Host header):
+// etcd refuses --listen-client-urls without --advertise-client-urls, keel does not, and
+// etcdctl v2 syncs its endpoints from /v2/members, so the default http://localhost:2379
+// would send it elsewhere.
 std::string client_url(const http_request& request) {
   std::string_view host = request.header("Host");
   return "http://" + std::string(host.empty() ? "127.0.0.1:2379" : host);
 }
 
-std::string peer_url(const http_request& request) {
-  std::string_view host = request.header("Host");
-  if (host.empty()) host = "127.0.0.1";
-  std::size_t colon = host.rfind(':');
-  if (colon != std::string_view::npos && host.find(']', colon) == std::string_view::npos)
-    host = host.substr(0, colon);
-  return "http://" + std::string(host) + ":2380";
-}
-
-std::string member_json(const http_request& request) {
-  std::string out = "{\"id\":\"" + hex_id(ids().member_id) + "\",\"name\":";
-  append_go_string(out, member_name);
-  out += ",\"peerURLs\":[";
-  append_go_string(out, peer_url(request));
-  out += "],\"clientURLs\":[";
-  append_go_string(out, client_url(request));
-  out += "]}";
-  return out;
+// The members as /v2/members shows them: a single node with its --name and advertised
+// peer URLs, and the client URL above.
+std::vector<cluster_member_info> shown_members(const member_view& view, const http_request& request) {
+  std::vector<cluster_member_info> members = view.members;
+  if (!view.cluster)
+    for (cluster_member_info& m : members) m.client_urls = {client_url(request)};
+  return members;
 }
 
 // A cluster member as etcd's v2 members API shows it.
@@ -385,14 +376,11 @@ task<void> http_members(const http_request& request, http_response& response) {
   task<member_view> asking = members_now();
   member_view view = co_await std::move(asking);
   add_cluster_headers(response);
-  if (!view.cluster) {
-    response.send(200, "application/json", "{\"members\":[" + member_json(request) + "]}\n");
-    co_return;
-  }
+  std::vector<cluster_member_info> members = shown_members(view, request);
   std::string out = "{\"members\":[";
-  for (std::size_t i = 0; i < view.members.size(); ++i) {
+  for (std::size_t i = 0; i < members.size(); ++i) {
     if (i) out += ",";
-    out += member_json(view.members[i]);
+    out += member_json(members[i]);
   }
   response.send(200, "application/json", out + "]}\n");
 }
@@ -477,11 +465,7 @@ task<void> http_members_leader(const http_request& request, http_response& respo
   task<member_view> asking = members_now();
   member_view view = co_await std::move(asking);
   add_cluster_headers(response);
-  if (!view.cluster) {
-    response.send(200, "application/json", member_json(request) + "\n");
-    co_return;
-  }
-  for (const cluster_member_info& m : view.members) {
+  for (const cluster_member_info& m : shown_members(view, request)) {
     if (m.id != view.leader) continue;
     response.send(200, "application/json", member_json(m) + "\n");
     co_return;
@@ -489,8 +473,14 @@ task<void> http_members_leader(const http_request& request, http_response& respo
   response.send(503, "application/json", "{\"message\":\"During election\"}\n");
 }
 
-void http_machines(const http_request& request, http_response& response) {
-  response.send(200, "text/plain; charset=utf-8", client_url(request));
+// Every member's client URLs, as etcd joins them.
+task<void> http_machines(const http_request& request, http_response& response) {
+  task<member_view> asking = members_now();
+  member_view view = co_await std::move(asking);
+  std::string out;
+  for (const cluster_member_info& m : shown_members(view, request))
+    for (const std::string& url : m.client_urls) out += (out.empty() ? "" : ", ") + url;
+  response.send(200, "text/plain; charset=utf-8", out);
 }
 
 // Go's time.Duration.String().
@@ -526,13 +516,21 @@ std::string go_duration(std::int64_t ns) {
   return out;
 }
 
-void http_stats_self(const http_request&, http_response& response) {
-  std::string id = hex_id(ids().member_id);
+// This member's name and state, and its leader (etcd's ServerStats; the counters are 0).
+task<void> http_stats_self(const http_request&, http_response& response) {
+  task<member_view> asking = members_now();
+  member_view view = co_await std::move(asking);
+  std::uint64_t self = ids().member_id;
+  std::string name;
+  for (const cluster_member_info& m : view.members)
+    if (m.id == self) name = m.name;
+  std::string id = hex_id(self);
   std::string start = format_rfc3339_nano(started_ns);
   std::string out = "{\"name\":";
-  append_go_string(out, member_name);
-  out += ",\"id\":\"" + id + "\",\"state\":\"StateLeader\",\"startTime\":\"" + start +
-         "\",\"leaderInfo\":{\"leader\":\"" + id + "\",\"uptime\":\"" +
+  append_go_string(out, name);
+  out += ",\"id\":\"" + id + "\",\"state\":\"" + (view.leader == self ? "StateLeader" : "StateFollower") +
+         "\",\"startTime\":\"" + start + "\",\"leaderInfo\":{\"leader\":\"" + hex_id(view.leader) +
+         "\",\"uptime\":\"" +
          go_duration(unix_now_ns() - started_ns) + "\",\"startTime\":\"" + start +
          "\"},\"recvAppendRequestCnt\":0,\"sendAppendRequestCnt\":0}";
   response.send(200, "application/json", out);
@@ -649,9 +647,9 @@ void register_v2_routes(http_router& router) {
   router.add_async("POST", "/v2/members", v2::http_members_add);
   router.add_prefix_async("DELETE", "/v2/members/", v2::http_members_change);
   router.add_prefix_async("PUT", "/v2/members/", v2::http_members_change);
-  router.add("GET", "/v2/machines", v2::http_machines);
-  router.add("HEAD", "/v2/machines", v2::http_machines);
-  router.add("GET", "/v2/stats/self", v2::http_stats_self);
+  router.add_async("GET", "/v2/machines", v2::http_machines);
+  router.add_async("HEAD", "/v2/machines", v2::http_machines);
+  router.add_async("GET", "/v2/stats/self", v2::http_stats_self);
   router.add("GET", "/v2/stats/leader", v2::http_stats_leader);
   router.add("GET", "/v2/stats/store", v2::http_stats_store);
 }
