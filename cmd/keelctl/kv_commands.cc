@@ -510,7 +510,9 @@ std::variant<get_op, command_error> build_get(const parsed_arguments& p, const s
   else if (consistency != "l") return command_error{exit_bad_feature, "unknown consistency flag \"" + consistency + "\""};
   if (args.empty())
     return command_error{exit_bad_args, "get command needs one argument as key and an optional argument as range_end"};
-  auto range = range_of(args, flag_set(p, "prefix"), flag_set(p, "from-key"),
+  // etcdctl 3.4's get reads KEY [RANGE_END] and ignores any further argument (del refuses).
+  std::vector<std::string> used(args.begin(), args.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(args.size(), 2)));
+  auto range = range_of(used, flag_set(p, "prefix"), flag_set(p, "from-key"),
                         "get command needs one argument as key and an optional argument as range_end");
   if (auto* e = std::get_if<command_error>(&range)) return *e;
   op.request.key = std::get<key_range>(range).key;

@@ -209,6 +209,8 @@ def main():
         compare("get --sort-by --order", pair, ["get", "a", "--prefix", "--sort-by=MODIFY", "--order=DESCEND"])
         compare("get --order DESCEND", pair, ["get", "a", "--prefix", "--order", "descend"])
         compare("get KEY RANGE_END", pair, ["get", "a1", "a3"])
+        compare("get KEY RANGE_END EXTRA: the extra is ignored", pair, ["get", "a1", "a3", "zz"])
+        compare("del KEY RANGE_END EXTRA: refused", pair, ["del", "a1", "a3", "zz"])
         compare("get --from-key", pair, ["get", "a2", "--from-key", "--keys-only"])
         compare("get --rev", pair, ["get", "foo", "--rev", "2"])
         compare("get missing key", pair, ["get", "nokey"])
