@@ -26,6 +26,7 @@ Ports: base..base+9.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -216,6 +217,33 @@ def main():
         for i in others:
             c.cont(i)
         check("GET /health: 200 again once its peers are back", health_becomes(c.url(follower), 200, 15))
+
+        # A member whose data dir was lost must not bootstrap an empty log under its old id
+        # (it served empty reads for good): the start is refused, as etcd refuses it.
+        m = c.members[follower]
+        c.kill9(follower)
+        os.rename(m.data_dir, m.data_dir + ".lost")
+        try:
+            c.restart(follower, wait=False)
+            rc = m.proc.wait(timeout=20)
+        finally:
+            if m.proc.poll() is None:
+                c.kill9(follower)
+            m.state = "down"
+        with open(m.log_path, errors="replace") as f:
+            said = [line for line in f if "has already been bootstrapped" in line]
+        check("a member restarted with an empty data dir is refused (rc %r): %s" % (rc, (said or [""])[-1].strip()[:160]),
+              rc != 0 and bool(said))
+        out = subprocess.run([o.binary, "--name", m.name, "--data-dir", os.path.join(work, "empty.data"),
+                              "--listen-client-urls", m.client_url, "--listen-peer-urls", m.peer_url,
+                              "--initial-advertise-peer-urls", m.peer_url, "--initial-cluster", c.initial_cluster,
+                              "--initial-cluster-state", "existing"], capture_output=True, text=True, timeout=20)
+        check("... and so with --initial-cluster-state existing: %s" % (out.stderr.strip().splitlines() or [""])[-1][:160],
+              out.returncode != 0 and "has already been bootstrapped" in out.stderr)
+        shutil.rmtree(m.data_dir, ignore_errors=True)
+        os.rename(m.data_dir + ".lost", m.data_dir)
+        c.restart(follower)
+        check("with its data dir back it rejoins", harness.kv_get(c.url(follower), "m/after", 5.0)[0] == "1")
     except Exception as e:  # noqa: BLE001
         check.fail(repr(e))
         if c:

@@ -44,12 +44,25 @@ bool same_urls(std::vector<std::string> a, std::vector<std::string> b) {
   return a == b;
 }
 
+// A member that published its client URLs has started before: starting it again with an
+// empty data dir would bootstrap a second, empty log under its old id and serve empty
+// reads (etcd refuses too: "member ... has already been bootstrapped").
+keel::status refuse_if_started_before(const keel::discovery::remote_member& m, const std::string& dir) {
+  if (m.client_urls.empty()) return keel::status::ok();
+  // Not errc::already_exists: that one means a full discovery token (--discovery-fallback).
+  return {keel::errc::invalid_argument,
+          "member " + keel::format_member_id(m.id) + " has already been bootstrapped: the cluster lists it with client "
+          "URLs, but " + dir + " holds no member.json (a wiped or wrong data dir). Restore its data dir, or remove the "
+          "member (keelctl member remove " + keel::format_member_id(m.id) + "), add it again and start it with "
+          "--initial-cluster-state existing"};
+}
+
 // --initial-cluster-state existing, first start: the ids come from the cluster itself,
 // as etcd's (GetClusterFromRemotePeers on the other members' peer URLs, then
 // ValidateClusterAndAssignIDs): every member of --initial-cluster must be a member of the
 // cluster, with the same peer URLs, and none missing. A member added with `member add`
 // has an id of the time it was added, which only the cluster knows.
-keel::status learn_existing_cluster(kvm::cluster_options& out) {
+keel::status learn_existing_cluster(kvm::cluster_options& out, const std::string& dir) {
   std::vector<std::string> others;
   for (const kvm::cluster_member& m : out.members)
     if (m.name != out.name) others.insert(others.end(), m.peer_urls.begin(), m.peer_urls.end());
@@ -76,8 +89,28 @@ keel::status learn_existing_cluster(kvm::cluster_options& out) {
       return {keel::errc::invalid_argument,
               "error validating peerURLs: PeerURLs: no match found for existing member " + describe(em)};
     local->id = em.id;
+    if (local->name == out.name)
+      if (keel::status fresh = refuse_if_started_before(em, dir); !fresh) return fresh;
   }
   out.cluster_id = existing.value().cluster_id;
+  return keel::status::ok();
+}
+
+// A new member's first start (--initial-cluster-state new): if the other members already
+// run and list this one as started, refuse (etcd's isMemberBootstrapped). Peers that do
+// not answer within a second are a cluster still forming: the start goes on.
+keel::status check_not_bootstrapped(const kvm::cluster_options& out, const std::string& dir) {
+  std::uint64_t self = 0;
+  std::vector<std::string> others;
+  for (const kvm::cluster_member& m : out.members) {
+    if (m.name == out.name) self = m.id;
+    else others.insert(others.end(), m.peer_urls.begin(), m.peer_urls.end());
+  }
+  if (self == 0 || others.empty()) return keel::status::ok();
+  auto existing = keel::discovery::get_cluster_from_peers(others, std::chrono::seconds(1));
+  if (!existing) return keel::status::ok();
+  for (const keel::discovery::remote_member& m : existing.value().members)
+    if (m.id == self) return refuse_if_started_before(m, dir);
   return keel::status::ok();
 }
 
@@ -141,8 +174,9 @@ keel::status read_cluster_options(std::string_view core_json, const std::string&
     out.members.push_back(std::move(member));
   }
   out.cluster_id = keel::compute_cluster_id(ids);
-  if (out.join_existing && ::access((dir + "/member.json").c_str(), F_OK) != 0) return learn_existing_cluster(out);
-  return keel::status::ok();
+  if (::access((dir + "/member.json").c_str(), F_OK) == 0) return keel::status::ok();
+  if (out.join_existing) return learn_existing_cluster(out, dir);
+  return check_not_bootstrapped(out, dir);
 }
 
 bool proxy_mode = false;
