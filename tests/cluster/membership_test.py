@@ -169,14 +169,32 @@ def main():
                 said = "removed from the cluster" in f.read()
             time.sleep(0.2)
         check("the removed member says so in its log", said)
+        # As etcd, it then stops (it served reads that no longer advanced), and its data
+        # dir cannot start again.
+        try:
+            rc = joiner.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            rc = None
+            joiner.kill()
+            joiner.wait()
+        joiner = None
+        check("the removed member's keeld stops by itself (rc %r)" % rc, rc is not None)
+        again = start_joiner("m3.data", "m3-again.log")
+        try:
+            rc = again.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            rc = None
+            again.kill()
+            again.wait()
+        with open(os.path.join(work, "m3-again.log"), errors="replace") as f:
+            refused = [line.strip() for line in f if "was removed from cluster" in line]
+        check("its data dir is refused at the next start (rc %r): %s" % (rc, (refused or [""])[-1][:160]),
+              rc not in (None, 0) and bool(refused))
 
         # As etcd, an added member's id comes from the time it was added, and the joiner
         # learns it from the cluster (GET /members on a peer port): so the URL of a removed
         # member can be added again, as a new member with a new id, and a fresh keeld on it
         # joins.
-        joiner.kill()
-        joiner.wait()
-        joiner = None
         code, again = post(c.url(leader), "/v3/cluster/member/add", {"peerURLs": [peer]})
         again_id = int(again["member"]["ID"]) if code == 200 else 0
         check("the removed member's URL is added again with a new id (%d: %x, was %x)" % (code, again_id, new_id),

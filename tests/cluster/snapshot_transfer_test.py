@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,6 +29,28 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import cluster as harness  # noqa: E402
 import keeltest  # noqa: E402
+
+
+def client_urls(url, seconds=5):
+    """The clientURLs of every member in url's /v2/members, once all have some (a member
+    publishes its own a moment after it starts) or after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with urllib.request.urlopen(url + "/v2/members", timeout=5) as r:
+            urls = [m.get("clientURLs") for m in json.loads(r.read())["members"]]
+        if all(urls) or time.monotonic() > deadline:
+            return urls
+        time.sleep(0.1)
+
+
+def v2_put(url, path, value):
+    req = urllib.request.Request(url + path, data=("value=" + value).encode(), method="PUT",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
 
 
 def count(url):
@@ -107,6 +130,12 @@ def main():
         with open(c.members[lagging].log_path) as f:
             log = f.read()
         check("it caught up by installing the leader's snapshot", "installed the leader's snapshot" in log)
+        # The members' client URLs were published in entries the snapshot replaced: the
+        # member still knows them (it relays v2 writes to the leader's), from the table the
+        # leader sends with the snapshot.
+        urls = client_urls(c.url(lagging))
+        check("after the snapshot it lists every member's client URLs: %s" % urls, all(urls))
+        check("... and relays a v2 write to the leader", v2_put(c.url(lagging), "/v2/keys/after-install", "1") == 201)
 
         # A watcher on a member that falls behind the leader's log (paused) and then installs
         # a snapshot still gets every event, in order: the member has its watchers catch up
@@ -141,6 +170,16 @@ def main():
         check("a watcher on the paused member got all %d events in order after it installed a snapshot "
               "(snapshots installed there: %d)" % (len(events), installed),
               len(events) == 3000 and events == sorted(events) and len(set(events)) == 3000)
+
+        # A member restarted alone from its own snapshot: the entries in which the others
+        # published their client URLs were released long ago (and they publish once per
+        # start), so only its member.json can give them; it relays v2 writes with them.
+        alone = next(i for i in range(3) if i not in (c.leader(), lagging))
+        c.kill9(alone)
+        c.restart(alone)
+        urls = client_urls(c.url(alone))
+        check("restarted alone from its snapshot, a member lists every member's client URLs: %s" % urls, all(urls))
+        check("... and relays a v2 write to the leader", v2_put(c.url(alone), "/v2/keys/after-restart", "1") == 201)
 
         for i in range(3):
             c.kill9(i)

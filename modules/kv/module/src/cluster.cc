@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <csignal>
 #include <unistd.h>
 
 #include <rapidjson/document.h>
@@ -272,9 +273,19 @@ std::string encode_member_file(const cluster_state& c) {
     w.StartArray();
     for (const std::string& u : m.peer_urls) w.String(u.c_str());
     w.EndArray();
+    // What the member published (attributes entries): a log released by a snapshot no
+    // longer holds them, and a member publishes once per start.
+    w.Key("client_urls");
+    w.StartArray();
+    for (const std::string& u : m.client_urls) w.String(u.c_str());
+    w.EndArray();
     w.EndObject();
   }
   w.EndArray();
+  if (c.removed) {
+    w.Key("removed");
+    w.Bool(true);
+  }
   w.EndObject();
   return std::string(buffer.GetString(), buffer.GetSize()) + "\n";
 }
@@ -303,6 +314,9 @@ result<std::vector<cluster_member_info>> parse_members(const rapidjson::Value& m
     if (m.HasMember("learner") && m["learner"].IsBool()) info.learner = m["learner"].GetBool();
     for (const auto& u : m["peer_urls"].GetArray())
       if (u.IsString()) info.peer_urls.push_back(u.GetString());
+    if (m.HasMember("client_urls") && m["client_urls"].IsArray())
+      for (const auto& u : m["client_urls"].GetArray())
+        if (u.IsString()) info.client_urls.push_back(u.GetString());
     out.push_back(std::move(info));
   }
   return out;
@@ -325,6 +339,10 @@ status read_member_file(cluster_state& c, const std::string& path) {
   if (!cluster) return cluster.error();
   c.self = self.value();
   c.cluster_id = cluster.value();
+  if (doc.HasMember("removed") && doc["removed"].IsBool() && doc["removed"].GetBool())
+    return {errc::invalid_argument, "member " + hex(c.self) + " (" + c.name + ") was removed from cluster " +
+                                        hex(c.cluster_id) + " (" + path + " says so): its data dir cannot rejoin. "
+                                        "Add a new member (keelctl member add) and start it with an empty data dir"};
   if (doc.HasMember("token") && doc["token"].IsString()) c.token = doc["token"].GetString();
   if (doc.HasMember("bootstrap") && doc["bootstrap"].IsBool()) c.bootstrap = doc["bootstrap"].GetBool();
   auto members = parse_members(doc["members"], path);
@@ -353,6 +371,8 @@ std::string encode_attributes(std::uint64_t id, const std::string& name, const s
 }
 
 // Applies a member's published name and client URLs; false if the bytes are malformed.
+void save_member_file();
+
 bool apply_attributes(std::string_view data) {
   std::size_t at = 1;
   auto take = [&](std::size_t n) -> std::optional<std::string_view> {
@@ -384,8 +404,10 @@ bool apply_attributes(std::string_view data) {
   }
   for (cluster_member_info& m : cs().members) {
     if (m.id != id) continue;
+    bool changed = m.name != *name || m.client_urls != urls;
     m.name = std::string(*name);
     m.client_urls = std::move(urls);
+    if (changed) save_member_file();
     return true;
   }
   return true;  // a member not (yet) known here: nothing to record
@@ -460,6 +482,20 @@ void save_member_file() {
   if (!written) note(log_level::error, "cannot update " + member_file(c.data_dir) + ": " + written.to_string());
 }
 
+// This member was removed (its conf change committed, or a peer said so). As etcd, it
+// stops for good: member.json records it, so a restart is refused, and keeld is asked to
+// stop (SIGTERM to itself, the usual shutdown), so that clients go to the members that
+// remain instead of reading state here that no longer advances.
+void retire_this_member() {
+  cluster_state& c = cs();
+  if (c.removed) return;
+  c.removed = true;
+  save_member_file();
+  note(log_level::error, "this member was removed from the cluster: keeld stops (etcd: \"the member has been "
+                         "permanently removed from the cluster\")");
+  ::kill(::getpid(), SIGTERM);
+}
+
 bool is_member_entry(std::string_view data) {
   return !data.empty() && (static_cast<std::uint8_t>(data[0]) == entry_kind_member_attributes ||
                            static_cast<std::uint8_t>(data[0]) == entry_kind_member_update);
@@ -523,11 +559,7 @@ void apply_membership(const raft::conf_change& change, std::uint64_t index) {
         note(log_level::info, "entry " + std::to_string(index) + ": removed member " + hex(change.node));
       }
       c.removed_members.insert(change.node);
-      if (change.node == c.self) {
-        c.removed = true;
-        note(log_level::error, "this member was removed from the cluster: it stops taking part (etcd: "
-                               "\"the member has been permanently removed from the cluster\")");
-      }
+      if (change.node == c.self) retire_this_member();
       break;
   }
   if (changed) save_member_file();
@@ -1091,10 +1123,7 @@ void on_proposal_result(const wire::frame_view& frame) {
     return;
   }
   if (frame.header.request_id == 0 && decoded->message == removed_message) {
-    if (!c.removed)
-      note(log_level::error, "this member was removed from the cluster: it stops taking part (etcd: \"the member "
-                             "has been permanently removed from the cluster\")");
-    c.removed = true;
+    retire_this_member();
     kick();
     return;
   }
