@@ -9,6 +9,8 @@
 // then the modules, and exits 0.
 #include <signal.h>
 #include <sys/resource.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -24,6 +26,7 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "keel/config/config.h"
@@ -199,6 +202,45 @@ void start_shard(daemon_state& d, shard& s, int signal_fd) {
   }
 }
 
+// Answers SIGTERM and SIGINT while the modules start (before shard 0 reads the signalfd):
+// a member waiting for its discovery peers, or for a slow peer, could take minutes, and
+// with the signals blocked keeld ignored them (systemd's stop then waited for its kill
+// timeout). Nothing runs yet that needs an orderly stop: it exits at once, as etcd does.
+class startup_signals {
+ public:
+  explicit startup_signals(const sigset_t& handled) {
+    _signals = signalfd(-1, &handled, SFD_CLOEXEC);
+    _done = eventfd(0, EFD_CLOEXEC);
+    if (_signals >= 0 && _done >= 0) _watcher = std::thread([this] { watch(); });
+  }
+  ~startup_signals() {
+    if (_watcher.joinable()) {
+      std::uint64_t one = 1;
+      (void)!::write(_done, &one, sizeof one);
+      _watcher.join();
+    }
+    if (_signals >= 0) ::close(_signals);
+    if (_done >= 0) ::close(_done);
+  }
+
+ private:
+  void watch() {
+    pollfd fds[2] = {{_signals, POLLIN, 0}, {_done, POLLIN, 0}};
+    while (::poll(fds, 2, -1) < 0 && errno == EINTR) {
+    }
+    if (!(fds[0].revents & POLLIN) || (fds[1].revents & POLLIN)) return;
+    signalfd_siginfo info{};
+    if (::read(_signals, &info, sizeof info) != static_cast<ssize_t>(sizeof info)) return;
+    if (info.ssi_signo == SIGHUP) return;  // not a stop; shard 0 reads the next ones
+    log_line(log_level::info, "keeld", std::string("received ") + strsignal(static_cast<int>(info.ssi_signo)) +
+                                           " while starting, exiting");
+    ::_exit(128 + static_cast<int>(info.ssi_signo));
+  }
+  int _signals = -1;
+  int _done = -1;
+  std::thread _watcher;
+};
+
 int run(int argc, char** argv) {
   // Signals: every thread blocks them; shard 0 reads them from a signalfd.
   sigset_t handled;
@@ -311,9 +353,10 @@ int run(int argc, char** argv) {
     auto it = section_of.find(name);
     return conf.section_json(it == section_of.end() ? name : std::string_view(it->second));
   };
-  if (status started = d.host.start(services, section_json);
-      !started)
-    die(started.message());
+  {
+    startup_signals during_start(handled);
+    if (status started = d.host.start(services, section_json); !started) die(started.message());
+  }
 
   int signal_fd = signalfd(-1, &handled, SFD_CLOEXEC);
   if (signal_fd < 0) die(std::string("signalfd: ") + strerror(errno));

@@ -404,12 +404,45 @@ def have_etcd():
     return os.path.exists(ETCD) and shutil.which("etcdctl") is not None
 
 
+def stop_while_waiting_checks(keel, root):
+    """A member waiting for its discovery peers stops on SIGTERM (it used to ignore it:
+    the signals are blocked until the shards run, and discovery runs before)."""
+    token = keel.url(new_token(keel, 3))
+    peer = "http://127.0.0.1:%d" % port_in_range()
+    log_path = os.path.join(root, "waiting-member.log")
+    with open(log_path, "w") as log:
+        member = subprocess.Popen([KEELD, "--name", "waiter", "--data-dir", os.path.join(root, "waiter.keel"),
+                                   "--listen-client-urls", "http://127.0.0.1:%d" % port_in_range(),
+                                   "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                                   "--discovery", token], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 10
+    registered = False
+    while time.time() < deadline and not registered and member.poll() is None:
+        status, _, body = http("GET", token)
+        registered = status == 200 and len(json.loads(body)["node"].get("nodes", [])) == 1
+        time.sleep(0.1)
+    t0 = time.time()
+    member.send_signal(signal.SIGTERM)
+    try:
+        rc = member.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        rc = None
+        member.kill()
+        member.wait()
+    took = time.time() - t0
+    with open(log_path) as f:
+        said = "while starting, exiting" in f.read()
+    check("a member waiting for discovery peers exits on SIGTERM (rc %r after %.1fs)" % (rc, took),
+          registered and rc is not None and took < 3 and said)
+
+
 def main():
     root = tempfile.mkdtemp(prefix="keel-discovery-e2e-")
     keel = Keeld(root)
     etcd_ok = have_etcd()
     try:
         service_checks(keel, root)
+        stop_while_waiting_checks(keel, root)
         if etcd_ok:
             etcd_checks(keel, root)
         client_checks(keel, root) if etcd_ok else None

@@ -568,6 +568,15 @@ class LifecycleTest(KeeldTestCase):
                                  "Address already in use")
         self.stop(proc)
 
+    def test_advertised_peer_urls_must_match_this_members_initial_cluster_entry(self):
+        # etcd's advertiseMatchesCluster: the others would dial an address nobody answers on.
+        listed, advertised = "http://%s:%d" % (HOST, free_port()), "http://%s:%d" % (HOST, free_port())
+        r = self.run_keeld("--name", "x1", "--data-dir", "x1", "--listen-client-urls", "http://%s:%d" % (HOST, free_port()),
+                           "--listen-peer-urls", advertised, "--initial-advertise-peer-urls", advertised,
+                           "--initial-cluster", "x1=%s,y2=http://%s:%d" % (listed, HOST, free_port()))
+        self.assert_config_error(r, "--initial-cluster has x1=%s but missing from --initial-advertise-peer-urls=%s"
+                                 % (listed, advertised))
+
     def test_a_single_node_names_itself_by_its_flags_in_v2_members_and_stats(self):
         # One member in --initial-cluster runs without Raft; /v2/members used to call it
         # "default" with a peer URL on port 2380 whatever the flags said.

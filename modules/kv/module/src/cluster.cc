@@ -1602,6 +1602,30 @@ status bind_peer_port(cluster_state& c, const std::vector<std::string>& urls) {
   return status::ok();
 }
 
+// etcd's advertiseMatchesCluster: this member's entry in --initial-cluster must be the
+// URLs it advertises, or the others would dial an address it does not answer on (keel
+// compares the URLs as written; etcd also resolves host names).
+status advertise_matches_cluster(const cluster_options& options) {
+  std::vector<std::string> advertised = options.advertise_peer_urls;
+  std::sort(advertised.begin(), advertised.end());
+  for (const cluster_member& m : options.members) {
+    if (m.name != options.name) continue;
+    std::vector<std::string> listed = m.peer_urls;
+    std::sort(listed.begin(), listed.end());
+    if (listed == advertised) return status::ok();
+    auto join = [](const std::vector<std::string>& urls) {
+      std::string out;
+      for (const std::string& u : urls) out += (out.empty() ? "" : ",") + u;
+      return out;
+    };
+    std::string has;
+    for (const std::string& u : listed) has += (has.empty() ? "" : ",") + options.name + "=" + u;
+    return {errc::invalid_argument,
+            "--initial-cluster has " + has + " but missing from --initial-advertise-peer-urls=" + join(advertised)};
+  }
+  return status::ok();
+}
+
 result<bool> cluster_start(module_context* context, const cluster_options& options) {
   auto c = std::make_unique<cluster_state>();
   c->context = context;
@@ -1631,6 +1655,7 @@ result<bool> cluster_start(module_context* context, const cluster_options& optio
     if (c->self == 0)
       return status{errc::invalid_argument, "couldn't find local name \"" + options.name +
                                                 "\" in the initial cluster configuration (--initial-cluster)"};
+    if (status matches = advertise_matches_cluster(options); !matches) return matches;
     c->cluster_id = options.cluster_id;  // a joiner's was read from the cluster's members
     c->bootstrap = !options.join_existing;
     c->token = options.token;
