@@ -122,6 +122,17 @@ def main():
         joiner = start_joiner("m3.data", "m3.log")
         caught = reads_on_joiner({"m/" + k: "v" + k for k in "abc"})
         check("the joiner (--initial-cluster-state existing) caught up from the leader's log", caught)
+        # As etcd 3.4's, a learner serves serializable reads and its status, nothing else.
+        code, st = post(client, "/v3/maintenance/status", {})
+        check("the learner's status says isLearner", code == 200 and st.get("isLearner") is True, st)
+        key = {"key": harness.b64e("m/a")}
+        code, put = post(client, "/v3/kv/put", dict(key, value=harness.b64e("x")))
+        check("a put on the learner: 503 'rpc not supported for learner' (%d)" % code,
+              code == 503 and (put or {}).get("error") == "etcdserver: rpc not supported for learner", put)
+        code, _ = post(client, "/v3/kv/range", key)
+        check("a linearizable range on the learner: 503 (%d)" % code, code == 503)
+        code, _ = post(client, "/v3/kv/range", dict(key, serializable=True))
+        check("a serializable range on the learner: 200 (%d)" % code, code == 200)
 
         code, promoted = post(c.url(leader), "/v3/cluster/member/promote", {"ID": str(new_id)})
         deadline = time.monotonic() + 5
@@ -129,6 +140,8 @@ def main():
             time.sleep(0.2)
             code, promoted = post(c.url(leader), "/v3/cluster/member/promote", {"ID": str(new_id)})
         check("promote: a voter now", code == 200 and not any(m.get("isLearner") for m in promoted["members"]))
+        code, st = post(client, "/v3/maintenance/status", {})
+        check("... and its status no longer says isLearner", code == 200 and "isLearner" not in st, st)
         deadline = time.monotonic() + 5
         named = False
         while time.monotonic() < deadline and not named:

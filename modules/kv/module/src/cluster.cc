@@ -1924,7 +1924,15 @@ cluster_status cluster_status_now() {
   s.raft_index = c.node->last_index();
   s.applied_index = c.committed_done;
   s.commit_index = c.node->commit_index();
+  s.learner = cluster_self_is_learner();
   return s;
+}
+
+bool cluster_self_is_learner() {
+  cluster_state& c = cs();
+  for (const cluster_member_info& m : c.members)
+    if (m.id == c.self) return m.learner;
+  return false;
 }
 
 std::vector<cluster_member_info> cluster_members() {

@@ -108,8 +108,12 @@ struct cluster_status {
   std::uint64_t raft_index = 0;    // last entry in the log
   std::uint64_t applied_index = 0; // committed and applied
   std::uint64_t commit_index = 0;
+  bool learner = false;            // this member is a learner (not yet promoted)
 };
 cluster_status cluster_status_now();
+// Owner: whether this member is a learner. etcd 3.4's learner serves only serializable
+// reads and the member status; everything else is "rpc not supported for learner".
+bool cluster_self_is_learner();
 // How long a client request may wait for its entry (etcd's 5 s + 2 election timeouts).
 // Any shard: fixed before the shards start.
 std::chrono::milliseconds cluster_request_timeout();

@@ -829,6 +829,7 @@ task<result<T>> write_on_owner(F write) {
     return [](F write) -> task<result<T>> {
       task<status> waiting = owner_ready();
       if (status ready = co_await std::move(waiting); !ready) co_return ready;
+      if (g->cluster && cluster_self_is_learner()) co_return fail(errc::unavailable, kv_messages::not_supported_for_learner);
       if (g->cluster) {
         task<bool> leading = cluster_wait_can_propose();
         if (!co_await std::move(leading)) {
@@ -896,6 +897,8 @@ task<result<kv::range_result>> range(kv::range_request request, bool serializabl
         co_return found;
       }
       if (g->cluster) {
+        if (!serializable && cluster_self_is_learner())
+          co_return fail(errc::unavailable, kv_messages::not_supported_for_learner);
         // Committed state only: a linearizable read first confirms (ReadIndex) that
         // nothing newer was committed elsewhere; both read at the published revision.
         if (!serializable) {
@@ -1015,6 +1018,7 @@ task<result<member_status>> status_now() {
       s.raft_applied_index = c.applied_index;
       s.leader = c.leader;
       s.raft_term = c.term;
+      s.learner = c.learner;
     }
     return s;
   });

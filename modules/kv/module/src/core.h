@@ -67,6 +67,7 @@ inline constexpr std::string_view too_many_requests = "etcdserver: too many requ
 inline constexpr std::string_view lease_not_found = "etcdserver: requested lease not found";
 inline constexpr std::string_view lease_exists = "etcdserver: lease already exists";
 inline constexpr std::string_view lease_ttl_too_large = "etcdserver: too large lease TTL";
+inline constexpr std::string_view not_supported_for_learner = "etcdserver: rpc not supported for learner";
 // Prefix of every "the WAL cannot take writes" message (open failed, fdatasync failed,
 // disk full); the rest of the message says why.
 inline constexpr std::string_view wal_unavailable = "etcdserver: WAL unavailable: ";
@@ -131,6 +132,7 @@ struct member_status {
   std::uint64_t raft_applied_index = 0;  // committed and applied here
   std::uint64_t leader = 0;      // the leader's member id (0: none known)
   std::uint64_t raft_term = 0;
+  bool learner = false;          // etcd's isLearner
   // etcd's dbSize is its bbolt file; keel's is the bytes of the files of the WAL and
   // snapshot directories (segments count whole: they are preallocated). dbSizeInUse:
   // the keys and values of every retained version (what compaction can give back).

@@ -1118,6 +1118,7 @@ task<void> http_status(const http_request& request, http_response& response) {
         out += ",\"raftTerm\":\"" + std::to_string(s.raft_term) + "\"";
         out += ",\"raftAppliedIndex\":\"" + std::to_string(s.raft_applied_index) + "\"";
         if (s.db_size_in_use) out += ",\"dbSizeInUse\":\"" + std::to_string(s.db_size_in_use) + "\"";
+        if (s.learner) out += ",\"isLearner\":true";
         out += "}";
         co_return reply{200, out};
       });
