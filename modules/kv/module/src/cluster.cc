@@ -124,6 +124,7 @@ struct cluster_state {
   bool removed = false;  // this member was removed from the cluster
   bool bootstrap = false;  // this member bootstraps the cluster (member.json "bootstrap")
   std::set<std::uint64_t> removed_members;  // removed while this member ran: told so when they call
+  std::map<std::uint64_t, clock::time_point> heard;  // when each peer's last Raft message came
   // A snapshot is due: the leader stops proposing until its speculative entries are
   // committed, so the forked snapshot holds committed state only.
   bool snapshot_wanted = false;
@@ -1187,6 +1188,60 @@ std::string encode_conf_request(std::uint8_t type, std::uint64_t id, const std::
 
 // The checks of etcd's server before a membership change, then the proposal (leader).
 // Returns the conf change entry's index.
+// etcd's --strict-reconfig-check (on by default): a change that would leave the cluster
+// unable to reach a quorum is refused before it is logged, for it cannot be undone
+// without that quorum. A member counts as started once it published its client URLs,
+// and as connected if a Raft message came from it in the last 5 s (etcd's HealthInterval).
+constexpr std::chrono::seconds health_interval{5};
+
+bool connected(const cluster_state& c, std::uint64_t id, clock::time_point now) {
+  if (id == c.self) return true;
+  auto it = c.heard.find(id);
+  return it != c.heard.end() && now - it->second < health_interval;
+}
+
+status not_enough_started() {
+  return {errc::unavailable, std::string(kv_messages::not_enough_started_members)};
+}
+
+// Adding a voter (or promoting a learner): the started voters must stay a quorum of the
+// larger cluster, and every voter must be connected (etcd: IsReadyToAddVotingMember,
+// isConnectedFullySince).
+status check_add_voter(const cluster_state& c, std::uint64_t id) {
+  auto now = clock::now();
+  std::size_t voters = 1, started = 0;  // the one added counts, not started
+  for (const cluster_member_info& m : c.members) {
+    if (m.learner || m.id == id) continue;
+    ++voters;
+    if (!m.client_urls.empty()) ++started;
+  }
+  if (started < voters / 2 + 1) return not_enough_started();
+  for (const cluster_member_info& m : c.members)
+    if (!m.learner && m.id != id && !connected(c, m.id, now))
+      return {errc::unavailable, "etcdserver: unhealthy cluster"};
+  return status::ok();
+}
+
+// Removing a voter (etcd's mayRemoveMember): the started voters left must be a quorum; a
+// member that is down may go; otherwise the connected voters, less the one removed, must
+// still be a quorum of the voters as they are.
+status check_remove_voter(const cluster_state& c, std::uint64_t id) {
+  auto now = clock::now();
+  std::size_t voters = 0, left = 0, started = 0, active = 0;
+  for (const cluster_member_info& m : c.members) {
+    if (m.learner) continue;
+    ++voters;
+    if (connected(c, m.id, now)) ++active;
+    if (m.id == id) continue;
+    ++left;
+    if (!m.client_urls.empty()) ++started;
+  }
+  if (started < left / 2 + 1) return not_enough_started();
+  if (id != c.self && !connected(c, id, now)) return status::ok();
+  if (active - 1 < 1 + (voters - 1) / 2) return {errc::unavailable, "etcdserver: unhealthy cluster"};
+  return status::ok();
+}
+
 result<std::uint64_t> propose_membership(std::string_view request) {
   cluster_state& c = cs();
   if (request.size() < 10) return status{errc::invalid_argument, "a malformed membership change"};
@@ -1218,9 +1273,13 @@ result<std::uint64_t> propose_membership(std::string_view request) {
         if (!pr || pr->match * 10 < c.node->commit_index() * 9)
           return status{errc::unavailable, "etcdserver: can only promote a learner member which is in sync with leader"};
       }
+      if (type == raft::conf_change_type::add_voter)
+        if (status ready = check_add_voter(c, id); !ready) return ready;
       break;
     case raft::conf_change_type::remove_node:
       if (it == c.members.end()) return status{errc::not_found, "etcdserver: member not found"};
+      if (!it->learner)
+        if (status ready = check_remove_voter(c, id); !ready) return ready;
       break;
   }
   raft::conf_change change{type, id, encode_peer_urls(urls)};
@@ -1344,6 +1403,7 @@ task<void> serve_inbound(connection* conn, recv_buffer first) {
             answer_proposal(conn, 0, told);
             return true;
           }
+          c.heard[m->from] = clock::now();
           status stepped = c.node->step(m.value());
           if (!stepped) refuse_frame(hex(m->from), stepped);
           kick();

@@ -649,6 +649,7 @@ int grpc_code_of(const status& failure) noexcept {
     case kv_error::lease_ttl_too_large: return 11;
     case kv_error::other: break;
   }
+  if (failure.message() == kv_messages::not_enough_started_members) return 9;  // FailedPrecondition
   if (failure.code() == errc::invalid_argument) return 3;
   if (failure.code() == errc::unavailable) return 14;
   return 13;

@@ -68,6 +68,8 @@ inline constexpr std::string_view lease_not_found = "etcdserver: requested lease
 inline constexpr std::string_view lease_exists = "etcdserver: lease already exists";
 inline constexpr std::string_view lease_ttl_too_large = "etcdserver: too large lease TTL";
 inline constexpr std::string_view not_supported_for_learner = "etcdserver: rpc not supported for learner";
+inline constexpr std::string_view not_enough_started_members =
+    "etcdserver: re-configuration failed due to not enough started members";
 // Prefix of every "the WAL cannot take writes" message (open failed, fdatasync failed,
 // disk full); the rest of the message says why.
 inline constexpr std::string_view wal_unavailable = "etcdserver: WAL unavailable: ";
