@@ -6,7 +6,8 @@
 // shard per core, each listening on every client URL with SO_REUSEPORT; tell systemd
 // READY. SIGTERM or SIGINT (read through a signalfd on shard 0) tells systemd STOPPING,
 // stops every shard (listeners close, connections end, pending I/O is cancelled) and
-// then the modules, and exits 0.
+// then the modules, and exits 0. While the modules start (before shard 0 reads the
+// signalfd), SIGTERM or SIGINT exits at once with 128 + the signal (startup_signals).
 #include <signal.h>
 #include <sys/resource.h>
 #include <poll.h>

@@ -1615,9 +1615,19 @@ status core_start(module_context* context, const core_options& options) {
     }
   }
   for (auto& sw : state->shards) sw->last_revision = state->store.current_revision();
-  context->log(log_level::info, "recovered " + std::to_string(state->replayed.load()) + " entries from " +
-                                    state->wal_dir + ", revision " + std::to_string(state->store.current_revision()) +
-                                    ", " + std::to_string(state->leases.size()) + " leases");
+  if (clustered) {
+    // A member applies its log as Raft commits it, after this: "recovered 0 entries"
+    // read as if the log had been lost.
+    context->log(log_level::info, "opened " + state->wal_dir + ": entries through index " +
+                                      std::to_string(state->next_index - 1) + " (snapshot at " +
+                                      std::to_string(state->snapshot_index) + ", revision " +
+                                      std::to_string(state->store.current_revision()) +
+                                      "); they are applied as the cluster commits them");
+  } else {
+    context->log(log_level::info, "recovered " + std::to_string(state->replayed.load()) + " entries from " +
+                                      state->wal_dir + ", revision " + std::to_string(state->store.current_revision()) +
+                                      ", " + std::to_string(state->leases.size()) + " leases");
+  }
   (void)state.release();
   return status::ok();
 }
