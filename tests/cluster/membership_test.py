@@ -276,6 +276,27 @@ def main():
         c.restart(follower)
         check("with its data dir back it rejoins", harness.kv_get(c.url(follower), "m/after", 5.0)[0] == "1")
 
+        # Its member.json alone lost: the error names member.json (it used to call the log a
+        # single node's and ask for an empty data dir, which would throw the log away). The
+        # other members answer here, so the "already bootstrapped" check speaks first; with
+        # them down, cluster_start says "member.json is missing".
+        member_json = os.path.join(m.data_dir, "member.json")
+        c.kill9(follower)
+        os.rename(member_json, member_json + ".lost")
+        try:
+            c.restart(follower, wait=False)
+            rc = m.proc.wait(timeout=20)
+        finally:
+            if m.proc.poll() is None:
+                c.kill9(follower)
+            m.state = "down"
+        with open(m.log_path, errors="replace") as f:
+            said = [line for line in f if "failed to start" in line and "member.json" in line]
+        check("a member whose member.json is gone is told so (rc %r): %s" % (rc, (said or [""])[-1].strip()[:160]),
+              rc != 0 and bool(said))
+        os.rename(member_json + ".lost", member_json)
+        c.restart(follower)
+
         # etcd's strict reconfiguration check: with a member down, adding one (4 members, 2
         # up) or removing a running one (1 of 2 up) would lose the quorum for good; both
         # are refused. Removing the member that is down is what the operator needs, and is

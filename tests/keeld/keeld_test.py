@@ -568,6 +568,18 @@ class LifecycleTest(KeeldTestCase):
                                  "Address already in use")
         self.stop(proc)
 
+    def test_a_data_dir_that_cannot_be_one_is_named_plainly(self):
+        # It was reported as a bad "proxy cluster file" under it.
+        afile = self.write_file("afile", "x")
+        r = self.run_keeld("--data-dir", afile, "--listen-client-urls", "http://%s:%d" % (HOST, free_port()))
+        self.assert_config_error(r, "the data dir %s is not a directory" % afile)
+        r = self.run_keeld("--data-dir", os.path.join(afile, "below"), "--listen-client-urls",
+                           "http://%s:%d" % (HOST, free_port()))
+        self.assert_config_error(r, "the data dir %s: Not a directory" % os.path.join(afile, "below"))
+        long_name = os.path.join(self.dir, "n" * 300)
+        r = self.run_keeld("--data-dir", long_name, "--listen-client-urls", "http://%s:%d" % (HOST, free_port()))
+        self.assert_config_error(r, "the data dir %s: File name too long" % long_name)
+
     def test_advertised_peer_urls_must_match_this_members_initial_cluster_entry(self):
         # etcd's advertiseMatchesCluster: the others would dial an address nobody answers on.
         listed, advertised = "http://%s:%d" % (HOST, free_port()), "http://%s:%d" % (HOST, free_port())

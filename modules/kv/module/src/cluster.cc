@@ -587,6 +587,7 @@ std::optional<std::string> snapshot_file_at(std::uint64_t index) {
 void maybe_cluster_snapshot() {
   cluster_state& c = cs();
   if (g->snapshot_busy || c.committed_done < g->snapshot_index + g->snapshot_count) return;
+  if (clock::now() < g->snapshot_retry_after) return;  // the last one failed (core.cc)
   if (!c.speculative.empty() || c.kv_applied != c.committed_done) {
     c.snapshot_wanted = c.node->role() == raft::role::leader;
     return;
@@ -1703,8 +1704,11 @@ result<bool> cluster_start(module_context* context, const cluster_options& optio
   } else {
     if (options.members.size() <= 1 && !options.join_existing) return false;  // a single node: no Raft
     if (g->recovered.entries > 0)
-      return status{errc::invalid_argument, g->wal_dir + " holds a single node's log; a member of a new cluster must "
-                                                         "start with an empty data dir"};
+      return status{errc::invalid_argument,
+                    g->wal_dir + " already holds " + std::to_string(g->recovered.entries) + " entries but " + path +
+                        " is missing. A cluster member's member.json was lost: restore it, or remove the member "
+                        "(keelctl member remove) and add it again with an empty data dir. A single node's data dir "
+                        "cannot become a member of a new cluster: start that member with an empty data dir"};
     c->name = options.name;
     std::vector<std::uint64_t> ids;
     for (const cluster_member& m : options.members) {

@@ -553,7 +553,8 @@ void finish_snapshot() {
   if (!ok) {
     if (said.empty()) said = reaped < 0 ? std::string("waitpid: ") + std::strerror(errno) : "the snapshot process died";
     g->context->log(log_level::error, "snapshot at entry " + std::to_string(g->snapshot_pending_index) +
-                                          " failed (the WAL is kept): " + said);
+                                          " failed (the WAL is kept; the next try in 10 s): " + said);
+    g->snapshot_retry_after = clock::now() + std::chrono::seconds(10);
     return;
   }
   g->snapshot_last_bytes.store(std::strtoull(said.c_str() + 3, nullptr, 10), std::memory_order_relaxed);
@@ -577,7 +578,7 @@ void finish_snapshot() {
 
 void start_snapshot(std::uint64_t index, std::uint64_t term) {
   finish_snapshot();
-  if (g->snapshot_busy || g->replaying) return;
+  if (g->snapshot_busy || g->replaying || clock::now() < g->snapshot_retry_after) return;
   spawn(take_snapshot(index, term));
 }
 
@@ -585,6 +586,7 @@ void maybe_snapshot() {
   finish_snapshot();  // a cheap check when nothing is done
   if (g->snapshot_busy || g->replaying) return;
   if (g->next_index - 1 < g->snapshot_index + g->snapshot_count) return;
+  if (clock::now() < g->snapshot_retry_after) return;
   spawn(take_snapshot(g->next_index - 1, g->ids.raft_term));
 }
 

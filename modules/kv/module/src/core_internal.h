@@ -102,6 +102,9 @@ struct core_state {
   int snapshot_slow_warnings = 0;    // how often finish_snapshot() said it runs long
   std::chrono::steady_clock::time_point snapshot_checked{};  // its /proc last read
   std::atomic<std::uint64_t> snapshot_children_killed{0};    // deadlocked at their fork
+  // After a snapshot failed (a full disk), none is tried before this: each try forks and
+  // encodes the whole store, and at every commit that made one every ~30 ms.
+  std::chrono::steady_clock::time_point snapshot_retry_after{};
   int data_dir_lock_fd = -1;  // holds keel.lock's flock for the process's life
   int snapshot_result_fd = -1;  // what it says when it is done ("ok <bytes>" or the error)
   std::atomic<std::uint64_t> snapshots_taken{0};

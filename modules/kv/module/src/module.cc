@@ -7,7 +7,10 @@
 #include <rapidjson/document.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <string>
 
@@ -236,6 +239,13 @@ keel::result<std::vector<std::string>> proxy_peer_urls(const rapidjson::Document
 // `started_proxy` when keeld is now a proxy.
 keel::status maybe_start_proxy(keel::module_context* context, const std::string& dir, bool& started_proxy) {
   started_proxy = false;
+  // A data dir that cannot be one is said first, plainly (it was reported as a bad
+  // "proxy cluster file" below it).
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
+    return {keel::errc::invalid_argument, "the data dir " + dir + " is not a directory"};
+  if (::stat(dir.c_str(), &st) != 0 && errno != ENOENT)  // a file on the way, a name too long, ...
+    return {keel::errc::invalid_argument, "the data dir " + dir + ": " + std::strerror(errno)};
   rapidjson::Document core;
   std::string text(context->core_config_json());
   core.Parse(text.c_str());
