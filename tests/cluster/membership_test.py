@@ -184,23 +184,11 @@ def main():
         check("the removed member says so in its log", said)
         # As etcd, it then stops (it served reads that no longer advanced), and its data
         # dir cannot start again.
-        try:
-            rc = joiner.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            rc = None
-            joiner.kill()
-            joiner.wait()
+        rc = keeltest.exit_code_within(joiner, 10)
         joiner = None
         check("the removed member's keeld stops by itself (rc %r)" % rc, rc is not None)
-        again = start_joiner("m3.data", "m3-again.log")
-        try:
-            rc = again.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            rc = None
-            again.kill()
-            again.wait()
-        with open(os.path.join(work, "m3-again.log"), errors="replace") as f:
-            refused = [line.strip() for line in f if "was removed from cluster" in line]
+        rc = keeltest.exit_code_within(start_joiner("m3.data", "m3-again.log"), 20)
+        refused = keeltest.log_lines(os.path.join(work, "m3-again.log"), "was removed from cluster")
         check("its data dir is refused at the next start (rc %r): %s" % (rc, (refused or [""])[-1][:160]),
               rc not in (None, 0) and bool(refused))
 
@@ -252,19 +240,20 @@ def main():
         # A member whose data dir was lost must not bootstrap an empty log under its old id
         # (it served empty reads for good): the start is refused, as etcd refuses it.
         m = c.members[follower]
+
+        def refused_restart(*needles):
+            """Restarts the killed follower, which must exit: (its status, the log lines
+            that hold every one of needles)."""
+            c.restart(follower, wait=False)
+            rc = keeltest.exit_code_within(m.proc, 20)
+            m.state = "down"
+            return rc, keeltest.log_lines(m.log_path, *needles)
+
         c.kill9(follower)
         os.rename(m.data_dir, m.data_dir + ".lost")
-        try:
-            c.restart(follower, wait=False)
-            rc = m.proc.wait(timeout=20)
-        finally:
-            if m.proc.poll() is None:
-                c.kill9(follower)
-            m.state = "down"
-        with open(m.log_path, errors="replace") as f:
-            said = [line for line in f if "has already been bootstrapped" in line]
-        check("a member restarted with an empty data dir is refused (rc %r): %s" % (rc, (said or [""])[-1].strip()[:160]),
-              rc != 0 and bool(said))
+        rc, said = refused_restart("has already been bootstrapped")
+        check("a member restarted with an empty data dir is refused (rc %r): %s" % (rc, (said or [""])[-1][:160]),
+              rc not in (None, 0) and bool(said))
         out = subprocess.run([o.binary, "--name", m.name, "--data-dir", os.path.join(work, "empty.data"),
                               "--listen-client-urls", m.client_url, "--listen-peer-urls", m.peer_url,
                               "--initial-advertise-peer-urls", m.peer_url, "--initial-cluster", c.initial_cluster,
@@ -283,17 +272,9 @@ def main():
         member_json = os.path.join(m.data_dir, "member.json")
         c.kill9(follower)
         os.rename(member_json, member_json + ".lost")
-        try:
-            c.restart(follower, wait=False)
-            rc = m.proc.wait(timeout=20)
-        finally:
-            if m.proc.poll() is None:
-                c.kill9(follower)
-            m.state = "down"
-        with open(m.log_path, errors="replace") as f:
-            said = [line for line in f if "failed to start" in line and "member.json" in line]
-        check("a member whose member.json is gone is told so (rc %r): %s" % (rc, (said or [""])[-1].strip()[:160]),
-              rc != 0 and bool(said))
+        rc, said = refused_restart("failed to start", "member.json")
+        check("a member whose member.json is gone is told so (rc %r): %s" % (rc, (said or [""])[-1][:160]),
+              rc not in (None, 0) and bool(said))
         os.rename(member_json + ".lost", member_json)
         c.restart(follower)
 

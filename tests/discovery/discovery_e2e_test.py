@@ -423,15 +423,9 @@ def stop_while_waiting_checks(keel, root):
         time.sleep(0.1)
     t0 = time.time()
     member.send_signal(signal.SIGTERM)
-    try:
-        rc = member.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        rc = None
-        member.kill()
-        member.wait()
+    rc = keeltest.exit_code_within(member, 5)
     took = time.time() - t0
-    with open(log_path) as f:
-        said = "while starting, exiting" in f.read()
+    said = bool(keeltest.log_lines(log_path, "while starting, exiting"))
     check("a member waiting for discovery peers exits on SIGTERM (rc %r after %.1fs)" % (rc, took),
           registered and rc is not None and took < 3 and said)
 

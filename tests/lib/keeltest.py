@@ -88,6 +88,23 @@ def free_port():
         return s.getsockname()[1]
 
 
+def exit_code_within(proc, timeout):
+    """proc's exit status if it exits within `timeout` seconds; else None, after killing
+    and reaping it."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None
+
+
+def log_lines(path, *needles):
+    """The lines of the file at `path` that contain every one of `needles`, stripped."""
+    with open(path, errors="replace") as f:
+        return [line.strip() for line in f if all(n in line for n in needles)]
+
+
 def stop(proc, timeout=10):
     """Stops a child process and reaps it: SIGTERM, then SIGKILL if it has not exited within
     `timeout` seconds. A process that has already exited is only reaped."""
