@@ -1674,15 +1674,13 @@ status advertise_matches_cluster(const cluster_options& options) {
     std::vector<std::string> listed = m.peer_urls;
     std::sort(listed.begin(), listed.end());
     if (listed == advertised) return status::ok();
-    auto join = [](const std::vector<std::string>& urls) {
+    auto join = [](const std::vector<std::string>& urls, const std::string& prefix) {
       std::string out;
-      for (const std::string& u : urls) out += (out.empty() ? "" : ",") + u;
+      for (const std::string& u : urls) out += (out.empty() ? "" : ",") + prefix + u;
       return out;
     };
-    std::string has;
-    for (const std::string& u : listed) has += (has.empty() ? "" : ",") + options.name + "=" + u;
-    return {errc::invalid_argument,
-            "--initial-cluster has " + has + " but missing from --initial-advertise-peer-urls=" + join(advertised)};
+    return {errc::invalid_argument, "--initial-cluster has " + join(listed, options.name + "=") +
+                                        " but missing from --initial-advertise-peer-urls=" + join(advertised, "")};
   }
   return status::ok();
 }

@@ -832,8 +832,8 @@ task<result<T>> write_on_owner(F write) {
     return [](F write) -> task<result<T>> {
       task<status> waiting = owner_ready();
       if (status ready = co_await std::move(waiting); !ready) co_return ready;
-      if (g->cluster && cluster_self_is_learner()) co_return fail(errc::unavailable, kv_messages::not_supported_for_learner);
       if (g->cluster) {
+        if (cluster_self_is_learner()) co_return fail(errc::unavailable, kv_messages::not_supported_for_learner);
         task<bool> leading = cluster_wait_can_propose();
         if (!co_await std::move(leading)) {
           task<result<T>> forwarded = forward_write<T>(write);

@@ -47,6 +47,15 @@ bool same_urls(std::vector<std::string> a, std::vector<std::string> b) {
   return a == b;
 }
 
+// The peer URLs of every member of --initial-cluster but this one: where to ask the
+// cluster for its members.
+std::vector<std::string> other_peer_urls(const kvm::cluster_options& out) {
+  std::vector<std::string> others;
+  for (const kvm::cluster_member& m : out.members)
+    if (m.name != out.name) others.insert(others.end(), m.peer_urls.begin(), m.peer_urls.end());
+  return others;
+}
+
 // A member that published its client URLs has started before: starting it again with an
 // empty data dir would bootstrap a second, empty log under its old id and serve empty
 // reads (etcd refuses too: "member ... has already been bootstrapped").
@@ -66,9 +75,7 @@ keel::status refuse_if_started_before(const keel::discovery::remote_member& m, c
 // cluster, with the same peer URLs, and none missing. A member added with `member add`
 // has an id of the time it was added, which only the cluster knows.
 keel::status learn_existing_cluster(kvm::cluster_options& out, const std::string& dir) {
-  std::vector<std::string> others;
-  for (const kvm::cluster_member& m : out.members)
-    if (m.name != out.name) others.insert(others.end(), m.peer_urls.begin(), m.peer_urls.end());
+  std::vector<std::string> others = other_peer_urls(out);
   std::sort(others.begin(), others.end());
   if (others.empty())
     return {keel::errc::invalid_argument, "--initial-cluster-state existing: --initial-cluster names no member but " +
@@ -103,17 +110,14 @@ keel::status learn_existing_cluster(kvm::cluster_options& out, const std::string
 // run and list this one as started, refuse (etcd's isMemberBootstrapped). Peers that do
 // not answer within a second are a cluster still forming: the start goes on.
 keel::status check_not_bootstrapped(const kvm::cluster_options& out, const std::string& dir) {
-  std::uint64_t self = 0;
-  std::vector<std::string> others;
-  for (const kvm::cluster_member& m : out.members) {
-    if (m.name == out.name) self = m.id;
-    else others.insert(others.end(), m.peer_urls.begin(), m.peer_urls.end());
-  }
-  if (self == 0 || others.empty()) return keel::status::ok();
+  auto self = std::find_if(out.members.begin(), out.members.end(),
+                           [&](const kvm::cluster_member& m) { return m.name == out.name; });
+  std::vector<std::string> others = other_peer_urls(out);
+  if (self == out.members.end() || others.empty()) return keel::status::ok();
   auto existing = keel::discovery::get_cluster_from_peers(others, std::chrono::seconds(1));
   if (!existing) return keel::status::ok();
   for (const keel::discovery::remote_member& m : existing.value().members)
-    if (m.id == self) return refuse_if_started_before(m, dir);
+    if (m.id == self->id) return refuse_if_started_before(m, dir);
   return keel::status::ok();
 }
 
@@ -279,13 +283,15 @@ int start(keel::module_context* context, char* error, std::size_t error_bytes) {
     return 1;
   }
   kvm::core_options options;
+  // The core keys (name, data-dir, snapshot-count, max-request-bytes, ...), parsed once.
+  rapidjson::Document core;
+  std::string core_text(context->core_config_json());
+  core.Parse(core_text.c_str());
+  bool have_core = !core.HasParseError() && core.IsObject();
   {
     // kv.dir wins; else etcd's --data-dir; else ./<name>.keel (as --data-dir's default).
-    rapidjson::Document core;
-    std::string core_text(context->core_config_json());
-    core.Parse(core_text.c_str());
-    std::string data_dir = core.IsObject() ? string_of(core, "data-dir") : "";
-    std::string name = core.IsObject() ? string_of(core, "name", "default") : "default";
+    std::string data_dir = have_core ? string_of(core, "data-dir") : "";
+    std::string name = have_core ? string_of(core, "name", "default") : "default";
     options.dir = config["dir"].GetString();
     if (options.dir.empty()) options.dir = data_dir.empty() ? "./" + name + ".keel" : data_dir;
   }
@@ -294,10 +300,7 @@ int start(keel::module_context* context, char* error, std::size_t error_bytes) {
     if (!s) std::snprintf(error, error_bytes, "%s", s.to_string().c_str());
     return s ? 0 : 1;
   }
-  if (keel::status read = read_cluster_options(context->core_config_json(), options.dir, options.cluster); !read) {
-    rapidjson::Document core;
-    std::string core_text(context->core_config_json());
-    core.Parse(core_text.c_str());
+  if (keel::status read = read_cluster_options(core_text, options.dir, options.cluster); !read) {
     if (read.code() == keel::errc::already_exists && string_of(core, "discovery-fallback", "proxy") == "proxy") {
       context->log(keel::log_level::info, "discovery cluster full, falling back to proxy");
       auto peers = proxy_peer_urls(core);
@@ -311,23 +314,13 @@ int start(keel::module_context* context, char* error, std::size_t error_bytes) {
   if (config.HasMember("snapshot-count") && config["snapshot-count"].IsUint64())
     options.snapshot_count = config["snapshot-count"].GetUint64();
   // etcd's --snapshot-count (a core key) applies unless kv.snapshot-count was changed.
-  if (options.snapshot_count == 100000) {
-    rapidjson::Document core;
-    std::string core_text(context->core_config_json());
-    core.Parse(core_text.c_str());
-    if (!core.HasParseError() && core.IsObject() && core.HasMember("snapshot-count") && core["snapshot-count"].IsUint64())
-      options.snapshot_count = core["snapshot-count"].GetUint64();
-  }
+  if (options.snapshot_count == 100000 && have_core && core.HasMember("snapshot-count") &&
+      core["snapshot-count"].IsUint64())
+    options.snapshot_count = core["snapshot-count"].GetUint64();
   if (config.HasMember("wal-segment-bytes") && config["wal-segment-bytes"].IsUint64())
     options.wal_segment_bytes = config["wal-segment-bytes"].GetUint64();
-  {
-    rapidjson::Document core;
-    std::string core_text(context->core_config_json());
-    core.Parse(core_text.c_str());
-    if (!core.HasParseError() && core.IsObject() && core.HasMember("max-request-bytes") &&
-        core["max-request-bytes"].IsUint64())
-      options.request_bytes_max = core["max-request-bytes"].GetUint64();
-  }
+  if (have_core && core.HasMember("max-request-bytes") && core["max-request-bytes"].IsUint64())
+    options.request_bytes_max = core["max-request-bytes"].GetUint64();
   keel::status started = kvm::core_start(context, options);
   if (!started) {
     std::snprintf(error, error_bytes, "%s", started.to_string().c_str());

@@ -95,9 +95,6 @@ class connection final : public completion {
   // The peer closed its side (EOF was received) or the connection failed. Valid whether
   // or not anyone is reading: the receive stays armed while a handler runs.
   bool peer_closed() const noexcept { return _eof || _error != 0; }
-  // Bytes received on this connection so far (read or not): a watchdog compares it over
-  // time to tell a silent peer from a slow reader.
-  std::uint64_t received_bytes() const noexcept { return _received; }
   // Shuts the connection down when nothing has been received on it for `quiet`, counted
   // from this call and then from the last byte received; its reads then end as at EOF
   // and timed_out() is true. Zero disarms (release() does too). One sweeper per shard
