@@ -57,6 +57,23 @@ std::byte* reserve(std::vector<std::byte>& out, wal_record_type type, std::size_
 
 // ---- scanning -------------------------------------------------------------------
 
+// The unit a disk writes whole or not at all (docs/formats/wal.md, "Torn tail or damage").
+constexpr std::uint64_t sector_bytes = 512;
+
+// Whether a record header could have been written as it is: a loggable type, zero flags
+// and reserved bytes, and the payload size that type has.
+bool plausible_header(const std::byte* record) noexcept {
+  std::uint32_t length = load<std::uint32_t>(record);
+  if (load<std::uint16_t>(record + 10) != 0 || load<std::uint32_t>(record + 12) != 0) return false;
+  switch (static_cast<wal_record_type>(load<std::uint16_t>(record + 8))) {
+    case wal_record_type::entry: return length >= 16 && length - 16 <= limits::wal_entry_data_bytes_max;
+    case wal_record_type::hard_state: return length == 24;
+    case wal_record_type::snapshot: return length == 16;
+    case wal_record_type::segment_header: return false;
+  }
+  return false;
+}
+
 class segment_scanner {
  public:
   segment_scanner(std::span<const std::byte> bytes, const wal_scan_options& options)
@@ -65,8 +82,15 @@ class segment_scanner {
   wal_segment_scan run();
 
  private:
-  // Why the record at `offset` does not verify, or "" when it does.
-  std::string check_record(std::uint64_t offset, std::uint32_t seed, std::uint64_t& total) const;
+  // Why the record at `offset` does not verify, or "" when it does. Sets `_torn_shape`
+  // when the only failure is the crc of a record whose header is whole and plausible:
+  // the one failure a torn write can leave behind a whole header.
+  std::string check_record(std::uint64_t offset, std::uint32_t seed, std::uint64_t& total);
+  // Whether a 512-byte sector after the one holding `offset`, overlapping the record
+  // [offset, offset + total), reads as all zeros: the mark of a sector never written.
+  bool has_unwritten_sector(std::uint64_t offset, std::uint64_t total) const noexcept;
+  // Why the bytes from `offset` on cannot be a torn tail, or "" when they can.
+  std::string not_torn_because(std::uint64_t offset, const std::string& failure) const;
   std::string check_header(const std::byte* payload, std::size_t length, wal_segment_header& out) const;
   static std::string check_payload(wal_record_type type, const std::byte* payload,
                                    std::size_t length, wal_record& out);
@@ -79,6 +103,8 @@ class segment_scanner {
   std::span<const std::byte> _bytes;
   const wal_scan_options& _options;
   wal_segment_scan _scan;
+  bool _torn_shape = false;
+  std::uint64_t _failed_total = 0;  // with _torn_shape: the failing record's size
 };
 
 bool segment_scanner::all_zero(std::uint64_t from, std::uint64_t to) const noexcept {
@@ -143,7 +169,8 @@ std::string segment_scanner::check_payload(wal_record_type type, const std::byte
 
 // Checks framing and crc of the record at `offset`; on success sets `total` to its size.
 std::string segment_scanner::check_record(std::uint64_t offset, std::uint32_t seed,
-                                          std::uint64_t& total) const {
+                                          std::uint64_t& total) {
+  _torn_shape = false;
   std::uint64_t size = _bytes.size();
   if (size - offset < wal_record_header_bytes) return "truncated record header";
   const std::byte* record = _bytes.data() + offset;
@@ -161,6 +188,12 @@ std::string segment_scanner::check_record(std::uint64_t offset, std::uint32_t se
   std::uint32_t computed = record_crc(record, total, seed);
   std::string type_name = wal_record_type_name(static_cast<wal_record_type>(type));
   if (stored != computed) {
+    // A header in a sector's last 8 bytes has its type, flags and reserved word in the
+    // next sector, which may be the one that was not written.
+    bool second_half_unwritten =
+        offset % sector_bytes == sector_bytes - 8 && all_zero(offset + 8, std::min(size, offset + 8 + sector_bytes));
+    _torn_shape = plausible_header(record) || second_half_unwritten;
+    _failed_total = total;
     return "crc mismatch in " + type_name + " record of " + std::to_string(total) + " bytes";
   }
   // The crc matched, so what follows is what a writer wrote; these checks catch a writer
@@ -175,6 +208,33 @@ std::string segment_scanner::check_record(std::uint64_t offset, std::uint32_t se
   return "";
 }
 
+bool segment_scanner::has_unwritten_sector(std::uint64_t offset, std::uint64_t total) const noexcept {
+  std::uint64_t size = _bytes.size();
+  for (std::uint64_t sector = (offset / sector_bytes + 1) * sector_bytes; sector < offset + total;
+       sector += sector_bytes) {
+    if (all_zero(sector, std::min(size, sector + sector_bytes))) return true;
+  }
+  return false;
+}
+
+std::string segment_scanner::not_torn_because(std::uint64_t offset, const std::string& failure) const {
+  // A torn write loses whole sectors, which read as zeros (the segment was preallocated;
+  // recovery zeroes what it truncates), and keeps the rest whole. So where the length and
+  // crc of a record were not written, neither was anything after them in their sector;
+  // and a record whose length and crc were written but which fails has a plausible
+  // header and a later sector that was not written.
+  std::uint64_t size = _bytes.size();
+  std::uint64_t sector_end = std::min<std::uint64_t>(size, (offset / sector_bytes + 1) * sector_bytes);
+  if (all_zero(offset, std::min<std::uint64_t>(size, offset + 8))) {
+    if (all_zero(offset, sector_end)) return "";
+    return (failure.empty() ? std::string("an empty record header") : failure) +
+           ", with nonzero bytes after it in its sector: a damaged record, not a torn write";
+  }
+  if (!_torn_shape) return failure + ": a damaged record, not a torn write (a torn write leaves a header whole)";
+  if (has_unwritten_sector(offset, _failed_total)) return "";
+  return failure + ", and every sector of it was written: a damaged record, not a torn write";
+}
+
 // Ends the scan at `offset`, where the record failed (`failure`) or the log ended ("").
 void segment_scanner::finish_at(std::uint64_t offset, const std::string& failure) {
   std::uint64_t size = _bytes.size();
@@ -187,9 +247,14 @@ void segment_scanner::finish_at(std::uint64_t offset, const std::string& failure
     }
     return;
   }
-  // The last segment: the bytes from `offset` on may be the remains of the one batch
-  // whose write+fdatasync did not complete. It began at or before `offset` and was at
-  // most batch_bytes_max long, so nothing at or after offset + batch_bytes_max can be its.
+  // The last segment: the bytes from `offset` on may be the remains of the batches whose
+  // write+fdatasync did not complete, if they have the shape a torn write leaves.
+  if (std::string why = not_torn_because(offset, failure); !why.empty()) {
+    _scan.outcome = corruption(offset, why);
+    return;
+  }
+  // Those batches began at or before `offset` and were at most batch_bytes_max long
+  // together, so nothing at or after offset + batch_bytes_max can be theirs.
   std::uint64_t reach = std::min<std::uint64_t>(size, offset + _scan.header.batch_bytes_max);
   if (!all_zero(reach, size)) {
     std::uint64_t stray = reach;

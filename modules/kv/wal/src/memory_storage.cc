@@ -87,7 +87,12 @@ void memory_wal_storage::persist_torn(file& target, const std::byte* data, std::
   switch (_tear.kind) {
     case tear_kind::nothing: break;
     case tear_kind::everything: keep(0, size); break;
-    case tear_kind::prefix: keep(0, std::min<std::uint64_t>(_tear.prefix_bytes, size)); break;
+    case tear_kind::prefix: {
+      // Disks write whole sectors: the cut falls on a sector boundary of the file.
+      std::uint64_t cut = (offset + std::min<std::uint64_t>(_tear.prefix_bytes, size)) / 512 * 512;
+      if (cut > offset) keep(0, cut - offset);
+      break;
+    }
     case tear_kind::sectors: {
       std::uint64_t state = _tear.seed | 1;
       std::uint64_t from = 0;
@@ -106,11 +111,6 @@ void memory_wal_storage::persist_torn(file& target, const std::byte* data, std::
 
 task<int> memory_wal_storage::write_then_datasync(int handle, const std::byte* data, std::size_t size,
                                                   std::uint64_t offset) {
-  if (_hold) {
-    std::uint64_t generation = _generation;
-    co_await hold_awaiter{this};
-    if (generation != _generation) co_return -EIO;  // the machine crashed meanwhile: never lands
-  }
   if (_down) co_return -EIO;
   ++_writes;
   file& target = _files.at(handle);
@@ -123,8 +123,15 @@ task<int> memory_wal_storage::write_then_datasync(int handle, const std::byte* d
   }
   if (_crash_countdown > 0) --_crash_countdown;
   if (_fail_write != 0) co_return -std::exchange(_fail_write, 0);
+  // The write lands in the page cache at once, as uring_wal_storage's pwrite does; what
+  // a test holds is the fdatasync, and a later one makes this write durable too.
   if (target.written.size() < offset + size) target.written.resize(offset + size);
   std::memcpy(target.written.data() + offset, data, size);
+  if (_hold) {
+    std::uint64_t generation = _generation;
+    co_await hold_awaiter{this};
+    if (generation != _generation || _down) co_return -EIO;  // the machine crashed meanwhile
+  }
   if (_fail_sync != 0) co_return -std::exchange(_fail_sync, 0);
   target.durable = target.written;
   ++_syncs;

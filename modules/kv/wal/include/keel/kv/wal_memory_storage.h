@@ -8,17 +8,20 @@
 // Faults:
 //   - crash_during_write(n, tear): the n-th write_then_datasync from now (0 = the next)
 //     is where the machine dies. Part of its bytes may reach the disk: none, a prefix cut
-//     at a chosen byte, or a random subset of its 512-byte sectors. It and every later
+//     at the last sector boundary before a chosen byte, or a random subset of its
+//     512-byte sectors (a disk writes a sector whole or not at all). It and every later
 //     operation fail with -EIO until crash() is called, so nothing after it is
 //     acknowledged.
 //   - fail_next_write(errno): the next write_then_datasync fails before writing.
 //   - fail_next_sync(errno): the next write lands in "written" but its fdatasync fails.
 //   - fail_next_allocate(errno).
 //   - flip_bit(name, offset, bit) and overwrite(name, offset, bytes): damage both views.
-//   - hold_writes(true): write_then_datasync suspends until release_held_write() (oldest
-//     first) or release_newest_held_write(), so a test can append and commit while
-//     batches are in flight and complete them out of order. A write held across crash()
-//     fails with EIO when released and writes nothing (it was lost with the machine).
+//   - hold_writes(true): write_then_datasync writes (into "written", as a pwrite fills
+//     the page cache) and then suspends before its fdatasync until release_held_write()
+//     (oldest first) or release_newest_held_write(), so a test can append and commit
+//     while batches are in flight and complete them out of order. As with a real page
+//     cache, an fdatasync makes every write before it durable, held or not. A write held
+//     across crash() fails with EIO when released (it was lost with the machine).
 // Everything completes synchronously otherwise, so tests drive tasks without a reactor.
 // Single-threaded.
 #pragma once
@@ -39,7 +42,7 @@ class memory_wal_storage final : public wal_storage {
   enum class tear_kind { nothing, prefix, sectors, everything };
   struct tear {
     tear_kind kind = tear_kind::nothing;
-    std::uint64_t prefix_bytes = 0;  // prefix: bytes of the write that persist
+    std::uint64_t prefix_bytes = 0;  // prefix: at most this many bytes persist, to a sector boundary
     std::uint64_t seed = 1;          // sectors: which ones persist
   };
 
