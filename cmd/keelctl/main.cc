@@ -33,6 +33,7 @@
 #include <vector>
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cluster_commands.h"
 #include "http_client.h"
@@ -522,14 +523,18 @@ std::string snapshot_directory_of(const std::string& argument, const std::string
 }
 
 // Prints the snapshot that start-up would load (docs/formats/snapshot.md, "Loading") and
-// the newer ones it would skip; reads only.
-void print_newest_snapshot(const std::string& argument, const std::string& wal_directory) {
-  std::string snap = snapshot_directory_of(argument, wal_directory);
-  if (snap.empty()) return;
+// the newer ones it would skip; reads only. Returns it (index 0 when there is none).
+struct newest_snapshot {
+  std::uint64_t index = 0;  // 0: none
+  std::uint64_t term = 0;
+};
+
+newest_snapshot print_newest_snapshot(const std::string& snap) {
+  if (snap.empty()) return {};
   auto names = kv::list_snapshots(snap);
   if (!names) {
     std::printf("snapshot: %s\n", names.error().to_string().c_str());
-    return;
+    return {};
   }
   for (const std::string& name : *names) {
     auto snapshot = kv::read_snapshot(snap, name);
@@ -540,9 +545,10 @@ void print_newest_snapshot(const std::string& argument, const std::string& wal_d
     std::printf("snapshot: %s (term %llu, index %llu, %zu payload bytes)\n", snapshot->file.c_str(),
                 static_cast<unsigned long long>(snapshot->term),
                 static_cast<unsigned long long>(snapshot->index), snapshot->payload.size());
-    return;
+    return {snapshot->index, snapshot->term};
   }
   std::printf("snapshot: none in %s\n", snap.c_str());
+  return {};
 }
 
 // Runs WAL recovery in check mode over DIR (or DIR/wal) and prints what it found and
@@ -581,7 +587,19 @@ int handle_wal_check(const std::string& argument) {
   for (const auto& name : found.temporary_files) {
     std::printf("would remove unfinished segment: %s\n", name.c_str());
   }
-  print_newest_snapshot(argument, directory);
+  std::string snap = snapshot_directory_of(argument, directory);
+  newest_snapshot snapshot = print_newest_snapshot(snap);
+  // A cluster member (member.json beside snap/) may hold a snapshot from its leader, ahead
+  // of its own log; a single node's snapshots come from its log.
+  std::string data_dir = snap.empty() ? directory + "/.." : snap + "/..";
+  bool member = ::access((data_dir + "/member.json").c_str(), F_OK) == 0;
+  if (status joined = kv::check_wal_joins_snapshot(found, snapshot.index, snapshot.term, directory, !member); !joined) {
+    std::printf("result: corrupt\n");
+    return fail(joined.to_string());
+  }
+  if (found.segments.empty() && snapshot.index > 0) {
+    std::printf("no WAL: keeld would start from the snapshot alone\n");
+  }
   std::printf("result: ok\n");
   return exit_success;
 }

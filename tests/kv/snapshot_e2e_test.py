@@ -4,7 +4,8 @@
 kept); after kill -9 the restarted store is identical (every key with its revisions, the
 history after the compaction, the leases and their keys); a corrupt newest snapshot is
 skipped with a warning, renamed .broken, and the older snapshot plus the WAL give the same
-store again; a snapshot whose WAL is gone refuses the start naming what is missing.
+store again; with the whole WAL gone (a data dir restored from a snapshot file) keeld
+starts from the snapshot alone and says so.
 
 Usage: snapshot_e2e_test.py <path to keeld>
 """
@@ -205,12 +206,15 @@ def main():
               (after["revision"], before["revision"]))
         server.kill()
 
-        # A snapshot whose WAL is gone refuses the start.
+        # The whole WAL gone.
         shutil.rmtree(os.path.join(root, "kv", "wal"))
         os.makedirs(os.path.join(root, "kv", "wal"))
-        # The newest remaining snapshot has an index; with an empty WAL keel starts from the
-        # snapshot alone (nothing after it is known) — that is a valid state, not an error.
+        # The newest remaining snapshot has an index; with no WAL at all keel starts from
+        # the snapshot alone, and says so: a data dir restored from a snapshot file. (A WAL
+        # whose last segments are lost is refused: wal_damage_e2e.)
         server = Keeld(root)
+        check("an empty WAL beside a snapshot: a warning says keeld starts from the snapshot alone",
+              "holds no WAL: starting from the snapshot at entry" in server.text(), server.text()[-500:])
         _, now = server.post("/v3/kv/range", {"key": b64("\0"), "range_end": b64("\0"), "count_only": True})
         check("an empty WAL beside a snapshot: starts from the snapshot", int(now.get("count", "0")) > 0, now)
         _, answer = server.post("/v3/kv/put", {"key": b64("k/new-log"), "value": b64("n")})

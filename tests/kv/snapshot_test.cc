@@ -3,6 +3,7 @@
 // docs/formats/snapshot.md is the specification.
 #define BOOST_TEST_MODULE snapshot
 #include "keel/kv/snapshot.h"
+#include "keel/kv/wal_recovery.h"
 
 #include <stdlib.h>
 #include <sys/mount.h>
@@ -326,4 +327,61 @@ BOOST_AUTO_TEST_CASE(a_full_tmpfs_gives_enospc_and_keeps_the_older_snapshot) {
   BOOST_TEST(loaded->payload == binary_payload(8000, 5));
   write_ok(disk.dir.snap(), 1, 30, "fits");  // the space was given back
   BOOST_TEST(load_ok(disk.dir.snap())->index == 30u);
+}
+
+// A recovered WAL of the given segments (first indexes) and entries [first, last].
+wal_recovery recovered_wal(std::vector<std::uint64_t> segment_starts, std::optional<std::uint64_t> first,
+                           std::optional<std::uint64_t> last) {
+  wal_recovery wal;
+  for (std::size_t i = 0; i < segment_starts.size(); ++i) {
+    wal_segment_info segment;
+    segment.sequence = i;
+    segment.first_index = segment_starts[i];
+    segment.name = wal_segment_name(i, segment_starts[i]);
+    wal.segments.push_back(segment);
+  }
+  wal.first_index = first;
+  wal.last_index = last;
+  return wal;
+}
+
+BOOST_AUTO_TEST_CASE(the_wal_must_join_the_newest_snapshot) {
+  auto joins = [](const wal_recovery& wal, std::uint64_t snapshot, bool own) {
+    status s = check_wal_joins_snapshot(wal, snapshot, 1, "d/wal", own);
+    BOOST_TEST_MESSAGE(s.to_string());
+    return s;
+  };
+  // Entries 101..300 beside a snapshot at 150: joined, either way.
+  BOOST_TEST(joins(recovered_wal({101}, 101, 300), 150, true).is_ok());
+  BOOST_TEST(joins(recovered_wal({101}, 101, 300), 150, false).is_ok());
+  // The WAL starts after the snapshot: entries 151..160 missing, for a member too.
+  for (bool own : {true, false}) {
+    status gap = joins(recovered_wal({161}, 161, 300), 150, own);
+    BOOST_TEST(gap.code() == errc::corruption);
+    BOOST_TEST(gap.message() == "d/wal: the WAL starts at entry 161 but the newest snapshot covers only up to "
+                                "entry 150: entries 151 to 160 are missing");
+  }
+  // A single node's WAL that ends before its snapshot: its later segments were lost.
+  status lost = joins(recovered_wal({1, 120}, 1, 140), 150, true);
+  BOOST_TEST(lost.code() == errc::corruption);
+  BOOST_TEST(lost.message() == "d/wal: the WAL ends at entry 140 (0000000000000001-0000000000000078.wal) but the "
+                               "newest snapshot, taken from this log, is at entry 150: WAL segments after "
+                               "0000000000000001-0000000000000078.wal are missing, and the writes they held "
+                               "after the snapshot with them");
+  // A member's snapshot may come from its leader, ahead of its log.
+  BOOST_TEST(joins(recovered_wal({1, 120}, 1, 140), 150, false).is_ok());
+  // A last segment started for entry 151, with no entry yet, reaches 150.
+  BOOST_TEST(joins(recovered_wal({1, 151}, 1, 150), 150, true).is_ok());
+  BOOST_TEST(joins(recovered_wal({151}, std::nullopt, std::nullopt), 150, true).is_ok());
+  // No WAL at all: restored from the snapshot file alone.
+  BOOST_TEST(joins(recovered_wal({}, std::nullopt, std::nullopt), 150, true).is_ok());
+  // The entry at the snapshot's index with another term (the last one written counts).
+  wal_recovery terms = recovered_wal({1}, 1, 150);
+  terms.records = {wal_record::entry(1, 150, "a"), wal_record::entry(2, 150, "b")};
+  status differs = check_wal_joins_snapshot(terms, 150, 1, "d/wal", true);
+  BOOST_TEST(differs.message() == "d/wal: entry 150 has term 2 in the WAL but term 1 in the newest snapshot");
+  BOOST_TEST(check_wal_joins_snapshot(terms, 150, 2, "d/wal", true).is_ok());
+  BOOST_TEST(check_wal_joins_snapshot(terms, 150, 1, "d/wal", false).is_ok());
+  // No snapshot: any WAL that starts at 1.
+  BOOST_TEST(joins(recovered_wal({1}, 1, 5), 0, true).is_ok());
 }

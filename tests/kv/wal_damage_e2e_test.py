@@ -10,9 +10,14 @@
 3. The shape a torn write leaves (the last sector of the last record never written):
    `keelctl wal check` says it would truncate it, keeld truncates it with a warning,
    and serves every write before it.
+4. A lost last segment: a single node's newest snapshot lies in the WAL's last segment,
+   which is deleted. keeld and `keelctl wal check` refuse (before, keeld started from the
+   snapshot and dropped every write after it without a word). With the whole WAL gone
+   (a data dir restored from a snapshot file) keeld starts from the snapshot, and says so.
 
 Usage: wal_damage_e2e_test.py KEELD KEELCTL
 """
+import glob
 import os
 import shutil
 import subprocess
@@ -32,13 +37,13 @@ SEGMENT = "0000000000000000-0000000000000001.wal"
 check = keeltest.Checks()
 
 
-def start(data_dir, log_path):
+def start(data_dir, log_path, *extra):
     client, peer = keeltest.free_port(), keeltest.free_port()
     url = "http://127.0.0.1:%d" % client
     log = open(log_path, "w")
     proc = subprocess.Popen([KEELD, "--data-dir", data_dir, "--listen-client-urls", url,
                              "--advertise-client-urls", url,
-                             "--listen-peer-urls", "http://127.0.0.1:%d" % peer],
+                             "--listen-peer-urls", "http://127.0.0.1:%d" % peer] + list(extra),
                             stdout=log, stderr=subprocess.STDOUT)
     log.close()
     return proc, url
@@ -118,6 +123,58 @@ def refused(root, name, source, offset, data, expect_offset, expect_text):
         check("%s: the WAL file is unchanged" % name, f.read() == before)
 
 
+def lost_last_segment(root):
+    data = os.path.join(root, "lost")
+    log_path = os.path.join(root, "lost-1.log")
+    # 16 MiB segments of ~100 KB entries: about 167 per segment, the snapshot at entry 200.
+    flags = ("--snapshot-count", "200", "--kv.wal-segment-bytes", str(16 << 20))
+    proc, url = start(data, log_path, *flags)
+    check("lost: keeld starts", wait_ready(proc, url))
+    statuses = [v2_put(url, "big/%03d" % i, "%03d" % i + "v" * 100000) for i in range(230)]
+    check("lost: 230 PUTs of 100 KB acknowledged", statuses == [201] * 230, sorted(set(statuses)))
+    snap_dir, wal_dir = os.path.join(data, "snap"), os.path.join(data, "wal")
+    deadline = time.time() + 20
+    while time.time() < deadline and not glob.glob(os.path.join(snap_dir, "*.snap")):
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    snaps = sorted(n for n in os.listdir(snap_dir) if n.endswith(".snap"))
+    segments = sorted(n for n in os.listdir(wal_dir) if n.endswith(".wal"))
+    snapshot_index = int(snaps[-1][17:33], 16) if snaps else 0
+    last_first = int(segments[-1][17:33], 16) if segments else 0
+    check("lost: a snapshot in the last of two or more segments",
+          len(segments) >= 2 and snapshot_index >= last_first > 1, (snaps, segments))
+    os.unlink(os.path.join(wal_dir, segments[-1]))
+    code, out = wal_check(data)
+    check("lost: keelctl wal check exits 1, saying segments after %s are missing" % segments[-2],
+          code == 1 and "WAL segments after %s are missing" % segments[-2] in out, out)
+    check("lost: ... and where the WAL ends and the snapshot is",
+          "the WAL ends at entry %d" % (last_first - 1) in out and "at entry %d" % snapshot_index in out, out)
+    log_path = os.path.join(root, "lost-2.log")
+    proc, url = start(data, log_path, *flags)
+    status = keeltest.exit_code_within(proc, 15)
+    check("lost: keeld exits 1", status == 1, status)
+    check("lost: keeld says segments after %s are missing" % segments[-2],
+          keeltest.log_lines(log_path, "WAL segments after %s are missing" % segments[-2]) != [],
+          open(log_path).read()[-600:])
+
+    # No WAL at all: a data dir restored from its snapshot file.
+    for name in segments[:-1]:
+        os.unlink(os.path.join(wal_dir, name))
+    code, out = wal_check(data)
+    check("restored: keelctl wal check exits 0: no WAL, the snapshot alone",
+          code == 0 and "no WAL: keeld would start from the snapshot alone" in out, out)
+    log_path = os.path.join(root, "lost-3.log")
+    proc, url = start(data, log_path, *flags)
+    check("restored: keeld starts", wait_ready(proc, url))
+    check("restored: keeld warns that it starts from the snapshot alone",
+          keeltest.log_lines(log_path, "holds no WAL: starting from the snapshot at entry %d alone" % snapshot_index)
+          != [], open(log_path).read()[-600:])
+    check("restored: a key from before the snapshot is served", '"value":"100v' in v2_get(url, "big/100"))
+    keeltest.stop(proc)
+    return None
+
+
 def main():
     root = tempfile.mkdtemp(prefix="wal_damage_e2e_")
     source = os.path.join(root, "source")
@@ -177,6 +234,7 @@ def main():
         check("torn: the unfinished PUT is gone", v2_get(url, "big") == "HTTP 404")
         keeltest.stop(proc)
         proc = None
+        proc = lost_last_segment(root)
     except Exception as error:  # noqa: BLE001
         check("no exception", False, repr(error))
     finally:

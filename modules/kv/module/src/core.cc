@@ -1463,9 +1463,13 @@ status recover(core_state& s, bool replay) {
   if (!recovered) return recovered.error();
   s.recovered = std::move(recovered.value());
   if (!s.recovered.torn_tail_text(false).empty()) s.context->log(log_level::warn, s.recovered.torn_tail_text(false));
-  if (s.recovered.first_index && *s.recovered.first_index > snapshot_index + 1) {
-    return {errc::corruption, s.wal_dir + ": the WAL starts at entry " + std::to_string(*s.recovered.first_index) +
-                                  " but the newest snapshot covers only up to entry " + std::to_string(snapshot_index)};
+  // A cluster member's snapshot may come from the leader, ahead of its own log.
+  if (status joined = kv::check_wal_joins_snapshot(s.recovered, snapshot_index, s.snapshot_term, s.wal_dir, replay); !joined) {
+    return joined;
+  }
+  if (s.recovered.segments.empty() && snapshot_index > 0) {
+    s.context->log(log_level::warn, s.wal_dir + " holds no WAL: starting from the snapshot at entry " +
+                                        std::to_string(snapshot_index) + " alone");
   }
   std::uint64_t entries = 0;
   s.replaying = true;

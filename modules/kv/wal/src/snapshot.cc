@@ -310,4 +310,42 @@ status remove_old_snapshots(const std::string& snap_dir, std::size_t keep) {
   return directory.sync_directory();
 }
 
+
+namespace {
+
+// The entry at `index` the log holds last (Raft's overwrite rule) must have the snapshot's term.
+status check_snapshot_term(const wal_recovery& wal, std::uint64_t index, std::uint64_t term,
+                           const std::string& wal_dir) {
+  for (auto it = wal.records.rbegin(); it != wal.records.rend(); ++it) {
+    if (it->type != wal_record_type::entry || it->index != index) continue;
+    if (it->term == term) return status::ok();
+    return {errc::corruption, wal_dir + ": entry " + std::to_string(index) + " has term " + std::to_string(it->term) +
+                                  " in the WAL but term " + std::to_string(term) + " in the newest snapshot"};
+  }
+  return status::ok();
+}
+
+}  // namespace
+
+status check_wal_joins_snapshot(const wal_recovery& wal, std::uint64_t snapshot_index, std::uint64_t snapshot_term,
+                                const std::string& wal_dir, bool from_own_log) {
+  if (wal.first_index && *wal.first_index > snapshot_index + 1) {
+    return {errc::corruption, wal_dir + ": the WAL starts at entry " + std::to_string(*wal.first_index) +
+                                  " but the newest snapshot covers only up to entry " + std::to_string(snapshot_index) +
+                                  ": entries " + std::to_string(snapshot_index + 1) + " to " +
+                                  std::to_string(*wal.first_index - 1) + " are missing"};
+  }
+  if (!from_own_log || wal.segments.empty() || snapshot_index == 0) return status::ok();
+  // The last entry the segments know of: the last entry record, or the entry before the
+  // one the last segment was started for.
+  std::uint64_t reach = wal.segments.back().first_index - 1;
+  if (wal.last_index) reach = std::max(reach, *wal.last_index);
+  if (reach >= snapshot_index) return check_snapshot_term(wal, snapshot_index, snapshot_term, wal_dir);
+  return {errc::corruption,
+          wal_dir + ": the WAL ends at entry " + std::to_string(reach) + " (" + wal.segments.back().name +
+              ") but the newest snapshot, taken from this log, is at entry " + std::to_string(snapshot_index) +
+              ": WAL segments after " + wal.segments.back().name +
+              " are missing, and the writes they held after the snapshot with them"};
+}
+
 }  // namespace keel::kv

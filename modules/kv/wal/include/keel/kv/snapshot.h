@@ -103,4 +103,17 @@ result<loaded_snapshot> read_snapshot(const std::string& snap_dir, const std::st
 // Errors: errc::io_error naming the file that could not be removed.
 status remove_old_snapshots(const std::string& snap_dir, std::size_t keep);
 
+struct wal_recovery;
+
+// Whether the WAL recovered from `wal_dir` joins the newest snapshot, at entry
+// `snapshot_index` (0: none), as docs/formats/snapshot.md ("Recovery: snapshot plus WAL",
+// step 3) requires. Always: the WAL's first entry is at most one past the snapshot. When
+// `from_own_log` (a single node, whose snapshots are taken from entries already durable
+// in this log): the WAL's segments also reach the snapshot's entry, else segments after
+// their end were lost, and the WAL's entry at `snapshot_index` has `snapshot_term`. A
+// WAL without segments joins any snapshot: a data dir restored from a snapshot file
+// alone. Errors: errc::corruption saying which entries are missing or differ.
+status check_wal_joins_snapshot(const wal_recovery& wal, std::uint64_t snapshot_index, std::uint64_t snapshot_term,
+                                const std::string& wal_dir, bool from_own_log);
+
 }  // namespace keel::kv
