@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -59,6 +60,17 @@ def get(port, path):
         return error.code, json.loads(error.read() or b"{}")
 
 
+def v2(port, method, path, form=None):
+    """(status, JSON body, X-Etcd-Index) of a v2 keys request."""
+    data = urllib.parse.urlencode(form).encode() if form else None
+    request = urllib.request.Request("http://127.0.0.1:%d/v2/keys%s" % (port, path), data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read()), response.headers.get("X-Etcd-Index")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}"), error.headers.get("X-Etcd-Index")
+
+
 def post(port, path, body):
     request = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=json.dumps(body).encode(),
                                      method="POST")
@@ -83,6 +95,9 @@ def main():
         kv_dir = os.path.join(mnt, "kv")
         log_path = os.path.join(root, "keeld.log")
         proc, port = start(kv_dir, os.path.join(root, "core"), log_path)
+        for name, text in (("a", "one"), ("b", "two")):
+            status, answer, _ = v2(port, "PUT", "/dir/" + name, {"value": text})
+            check("v2 PUT /dir/%s before the disk fills: 201" % name, status == 201, (status, answer))
         value = os.urandom(64 << 10)
         acknowledged = []
         refusal = None
@@ -112,6 +127,24 @@ def main():
         check("every acknowledged put is readable",
               set("big/%04d" % i for i in acknowledged) <= set(keys), (len(acknowledged), len(keys)))
         check("nothing that was refused is shown", len(keys) == len(acknowledged), (len(keys), len(acknowledged)))
+        durable = answer.get("header", {}).get("revision")
+        # v2 reads too answer at the last durable revision (before, 500 error 300).
+        status, answer, index = v2(port, "GET", "/dir/a")
+        check("v2 GET of a key: 200, its value, X-Etcd-Index the durable revision",
+              status == 200 and answer.get("node", {}).get("value") == "one" and index == durable,
+              (status, answer, index, durable))
+        status, answer, index = v2(port, "GET", "/dir?recursive=true&sorted=true")
+        check("v2 GET of a directory: both keys",
+              status == 200 and [n.get("value") for n in answer.get("node", {}).get("nodes", [])] == ["one", "two"],
+              (status, answer))
+        status, answer, index = v2(port, "GET", "/missing")
+        check("v2 GET of a missing key: 404, errorCode 100, index the durable revision",
+              status == 404 and answer.get("errorCode") == 100 and str(answer.get("index")) == durable,
+              (status, answer, durable))
+        status, answer, _ = v2(port, "PUT", "/dir/c", {"value": "three"})
+        check("a v2 PUT is still refused: 500, errorCode 300, WAL unavailable",
+              status == 500 and answer.get("errorCode") == 300 and "WAL unavailable" in answer.get("cause", ""),
+              (status, answer))
         with open(log_path) as f:
             text = f.read()
         check("the log says why", "No space left on device" in text, text[-600:])

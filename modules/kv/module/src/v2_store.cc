@@ -34,7 +34,20 @@ std::string under_end(std::string_view prefix) {
   return end;
 }
 
-std::optional<key_value> read_key(const std::string& key) { return owner_store().get(key); }
+// The revision v2 reads see: 0 = the store's newest (the read then waits until that is
+// durable: finish()); after the WAL failed, the last durable one, set by owner_get around
+// read_node (the owner is single-threaded and read_node does not suspend).
+std::int64_t read_revision = 0;
+
+std::optional<key_value> read_key(const std::string& key) {
+  if (read_revision == 0) return owner_store().get(key);
+  kv::range_request request;
+  request.key = key;
+  request.revision = read_revision;
+  auto found = owner_store().range(request);
+  if (!found || found->kvs.empty()) return std::nullopt;
+  return std::move(found->kvs.front());
+}
 
 // Whether some key lies under `prefix` ("/a/"), not counting the marker `prefix` itself
 // when `besides_marker`.
@@ -45,6 +58,7 @@ bool any_under(const std::string& prefix, bool besides_marker) {
   request.range_end = under_end(prefix);
   request.limit = 1;
   request.keys_only = true;
+  request.revision = read_revision;
   auto found = owner_store().range(request);
   return found && !found->kvs.empty();
 }
@@ -53,6 +67,7 @@ std::vector<key_value> read_under(const std::string& prefix) {
   kv::range_request request;
   request.key = prefix;
   request.range_end = under_end(prefix);
+  request.revision = read_revision;
   auto found = owner_store().range(request);
   if (!found) return {};
   return std::move(found->kvs);
@@ -298,7 +313,7 @@ outcome internal_failure(const status& s) { return failed(codes::raft_internal, 
 // ---- get ------------------------------------------------------------------------------------
 
 outcome read_node(const key_request& request, std::int64_t now) {
-  std::int64_t index = owner_store().current_revision();
+  std::int64_t index = read_revision != 0 ? read_revision : owner_store().current_revision();
   outcome out;
   out.index = index;
   out.result.what = action::get;
@@ -651,11 +666,17 @@ task<outcome> finish(outcome out) {
 
 task<outcome> owner_get(key_request request) {
   task<status> waiting = owner_ready();
-  if (status ready = co_await std::move(waiting); !ready) co_return internal_failure(ready);
+  status ready = co_await std::move(waiting);
+  std::int64_t durable = published_revision();
+  if (!ready && (ready.code() != errc::unavailable || durable <= 0)) co_return internal_failure(ready);
+  // A failed WAL makes nothing newer durable and left everything up to the published
+  // revision durable: the read is answered there, as v3 ranges are, with no wait.
+  if (!ready) read_revision = durable;
   outcome out = read_node(request, unix_now_ns());
+  read_revision = 0;
   auto& c = counters();
   (out.failure ? c.gets_fail : c.gets_success).fetch_add(1, std::memory_order_relaxed);
-  if (out.failure) co_return out;
+  if (out.failure || !ready) co_return out;
   task<outcome> finishing = finish(std::move(out));
   co_return co_await std::move(finishing);
 }
