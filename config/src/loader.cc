@@ -236,6 +236,7 @@ struct loader::impl {
   status check_sections(const json_value& merged) const;
   status check_values(const json_value& merged, const std::map<std::string, std::string>& origins) const;
   status check_initial_cluster(const json_value& merged, const std::map<std::string, std::string>& origins) const;
+  status check_bootstrap_flags(const json_value& merged, const std::map<std::string, std::string>& origins) const;
   status check_election_timeout(const json_value& merged, const std::map<std::string, std::string>& origins) const;
   static std::string origin_of(const std::map<std::string, std::string>& origins, const std::string& pointer);
 };
@@ -441,7 +442,27 @@ status loader::impl::check_values(const json_value& merged,
     }
   }
   if (status s = check_initial_cluster(merged, origins); !s) return s;
+  if (status s = check_bootstrap_flags(merged, origins); !s) return s;
   return check_election_timeout(merged, origins);
+}
+
+// etcd's ErrConflictBootstrapFlags, in its words: a member bootstraps from one of
+// --initial-cluster, --discovery and --discovery-srv. The default --initial-cluster does
+// not count (etcd drops it when discovery is used); one that was set anywhere does.
+status loader::impl::check_bootstrap_flags(const json_value& merged,
+                                           const std::map<std::string, std::string>& origins) const {
+  std::vector<std::string> set;
+  for (const char* key : {"initial-cluster", "discovery", "discovery-srv"}) {
+    const std::string pointer = std::string("/") + key;
+    bool given = detail::as_view(*detail::find_member(merged, key)).size() > 0;
+    if (pointer == "/initial-cluster") given = given && origin_of(origins, pointer) != "default";
+    if (given) set.push_back(origin_of(origins, pointer) + ": " + pointer);
+  }
+  if (set.size() < 2) return status::ok();
+  std::string where = set[0];
+  for (std::size_t i = 1; i < set.size(); ++i) where += (i + 1 == set.size() ? " and " : ", ") + set[i];
+  return invalid(where + ": multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", "
+                         "\"discovery\" or \"discovery-srv\"");
 }
 
 // The --initial-cluster text is parsed here, not first where it is used, so that a typo

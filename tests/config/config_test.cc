@@ -516,7 +516,6 @@ const std::vector<std::pair<std::string, std::string>> cluster_settings = {
     {"initial-cluster-token", "etcd-cluster-1"},
     {"heartbeat-interval", "200"},
     {"election-timeout", "2500"},
-    {"discovery", "https://discovery.etcd.io/3e86b59982e49066c5d813af1c2e2579cbf573de"},
     {"discovery-fallback", "exit"},
 };
 
@@ -528,7 +527,6 @@ void check_cluster_settings(const config& c) {
   BOOST_TEST(c.get_string("/initial-cluster-token") == "etcd-cluster-1");
   BOOST_TEST(c.get_int("/heartbeat-interval") == 200);
   BOOST_TEST(c.get_int("/election-timeout") == 2500);
-  BOOST_TEST(c.get_string("/discovery") == cluster_settings[6].second);
   BOOST_TEST(c.get_string("/discovery-fallback") == "exit");
 }
 
@@ -571,10 +569,27 @@ BOOST_AUTO_TEST_CASE(cluster_keys_come_from_the_file) {
   "initial-cluster-token": "etcd-cluster-1",
   "heartbeat-interval": 200,
   "election-timeout": 2500,
-  "discovery": "https://discovery.etcd.io/3e86b59982e49066c5d813af1c2e2579cbf573de",
   "discovery-fallback": "exit"
 })");
   check_cluster_settings(load({"--config", file.path()}).value());
+}
+
+// etcd refuses to choose between bootstrap sources; the default --initial-cluster is not one.
+BOOST_AUTO_TEST_CASE(one_bootstrap_source_at_most) {
+  const std::string token = "https://discovery.etcd.io/3e86b59982e49066c5d813af1c2e2579cbf573de";
+  const std::string conflict =
+      ": multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", \"discovery\" or "
+      "\"discovery-srv\"";
+  BOOST_TEST(load({"--discovery", token}).value().get_string("/discovery") == token);
+  BOOST_TEST(load({"--discovery-srv", "example.com"}).value().get_string("/discovery-srv") == "example.com");
+  BOOST_TEST(load({"--discovery", token, "--initial-cluster", ""}).value().get_string("/initial-cluster") == "");
+  BOOST_TEST(contains(load({"--discovery", token, "--initial-cluster", "a=http://10.0.0.1:2380"}).error(),
+                      "flag --initial-cluster: /initial-cluster and flag --discovery: /discovery" + conflict));
+  BOOST_TEST(contains(load({"--discovery-srv", "example.com"}, {"ETCD_DISCOVERY=" + token}).error(),
+                      "env ETCD_DISCOVERY: /discovery and flag --discovery-srv: /discovery-srv" + conflict));
+  temp_file file("{\n  \"initial-cluster\": \"a=http://10.0.0.1:2380\"\n}");
+  BOOST_TEST(contains(load({"--config", file.path(), "--discovery", token}).error(),
+                      file.path() + ":2: /initial-cluster and flag --discovery: /discovery" + conflict));
 }
 
 BOOST_AUTO_TEST_CASE(cluster_keys_reject_bad_values_naming_the_source) {

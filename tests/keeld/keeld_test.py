@@ -589,6 +589,14 @@ class LifecycleTest(KeeldTestCase):
         self.assert_config_error(r, "--initial-cluster has x1=%s but missing from --initial-advertise-peer-urls=%s"
                                  % (listed, advertised))
 
+    def test_discovery_and_an_initial_cluster_given_together_are_refused(self):
+        # etcd's ErrConflictBootstrapFlags; before, keel let --discovery win silently.
+        r = self.run_keeld("--discovery", "http://%s:%d/token" % (HOST, free_port()),
+                           "--initial-cluster", "a=http://%s:%d" % (HOST, free_port()))
+        self.assert_config_error(r, "flag --initial-cluster: /initial-cluster and flag --discovery: /discovery: "
+                                 "multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", "
+                                 "\"discovery\" or \"discovery-srv\"")
+
     def test_a_single_node_names_itself_by_its_flags_in_v2_members_and_stats(self):
         # One member in --initial-cluster runs without Raft; /v2/members used to call it
         # "default" with a peer URL on port 2380 whatever the flags said.
