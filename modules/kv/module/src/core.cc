@@ -933,10 +933,22 @@ task<result<std::int64_t>> lease_revoke(std::int64_t id) {
   return write_on_owner<std::int64_t>([id] { return owner_lease_revoke(id); });
 }
 
+task<bool> self_is_learner() {
+  task<bool> asking = run_on_owner<bool>([]() -> task<bool> { co_return g->cluster && cluster_self_is_learner(); });
+  co_return co_await std::move(asking);
+}
+
 task<result<lease_status>> lease_keep_alive(std::int64_t id) {
   // In a cluster only the leader's clock decides expiry: a follower has it renew there.
-  task<bool> forwarding = run_on_owner<bool>([]() -> task<bool> { co_return g->cluster && !cluster_is_leader(); });
-  if (co_await std::move(forwarding)) {
+  enum class renew { here, at_leader, refused };
+  task<renew> choosing = run_on_owner<renew>([]() -> task<renew> {
+    if (!g->cluster) co_return renew::here;
+    if (cluster_self_is_learner()) co_return renew::refused;
+    co_return cluster_is_leader() ? renew::here : renew::at_leader;
+  });
+  renew where = co_await std::move(choosing);
+  if (where == renew::refused) co_return fail(errc::unavailable, kv_messages::not_supported_for_learner);
+  if (where == renew::at_leader) {
     task<result<std::int64_t>> renewing = run_on_owner<result<std::int64_t>>(
         [id]() -> task<result<std::int64_t>> { return cluster_forward_keep_alive(id); });
     auto renewed = co_await std::move(renewing);

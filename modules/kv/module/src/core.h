@@ -122,8 +122,12 @@ inline constexpr std::int64_t lease_ttl_max_seconds = 9000000000;  // etcd: MaxL
 task<result<lease_status>> lease_grant(std::int64_t ttl, std::int64_t id);
 // Deletes every key attached, at one revision. Returns the header revision.
 task<result<std::int64_t>> lease_revoke(std::int64_t id);
-// Renews; ttl = granted TTL. lease_not_found if it does not exist (any more).
+// Renews; ttl = granted TTL. lease_not_found if it does not exist (any more);
+// errc::unavailable not_supported_for_learner on a learner (etcd refuses its streams).
 task<result<lease_status>> lease_keep_alive(std::int64_t id);
+// Any shard: whether this member is a learner, which etcd 3.4 lets open no stream (watch,
+// lease keep-alive): "rpc not supported for learner". False on a single node.
+task<bool> self_is_learner();
 task<result<lease_status>> lease_time_to_live(std::int64_t id, bool keys);
 task<result<std::vector<std::int64_t>>> lease_list();
 

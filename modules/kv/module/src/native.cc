@@ -359,6 +359,11 @@ task<void> serve_watch(message request, stream_writer writer) {
     co_return;
   }
   const native::watch_create_request& create = decoded.value();
+  task<bool> asking = self_is_learner();
+  if (co_await std::move(asking)) {
+    refuse_watch(writer, create.watch_id, kv_messages::not_supported_for_learner);
+    co_return;
+  }
   if (create.key.empty() && create.range_end.empty()) {
     refuse_watch(writer, create.watch_id, kv::mvcc_messages::empty_key);
     co_return;

@@ -895,6 +895,33 @@ std::optional<parse_error> for_each_json_object(const std::string& body, Each ea
   }
 }
 
+// grpc-gateway 1.9's error of a stream (handleForwardResponseStreamError): one chunk
+// {"error":{"grpc_code":..,"http_code":..,"message":..,"http_status":..}}, checked
+// against etcd 3.4.23 (a learner's /v3/watch).
+std::string stream_error_chunk(int grpc_code, std::string_view message) {
+  static constexpr std::pair<int, const char*> statuses[] = {
+      {400, "Bad Request"}, {404, "Not Found"}, {412, "Precondition Failed"}, {429, "Too Many Requests"},
+      {500, "Internal Server Error"}, {503, "Service Unavailable"}};
+  int http = error_reply(grpc_code, message).http_status;
+  const char* text = "Internal Server Error";
+  for (const auto& [code, name] : statuses)
+    if (code == http) text = name;
+  std::string chunk = "{\"error\":{\"grpc_code\":" + std::to_string(grpc_code) + ",\"http_code\":" +
+                      std::to_string(http) + ",\"message\":";
+  keel::append_json_string(chunk, message);
+  chunk += ",\"http_status\":\"";
+  chunk += text;
+  chunk += "\"}}\n";
+  return chunk;
+}
+
+// A stream refused before its first message: the status of its gRPC code, one error chunk.
+void refuse_stream(http_response& response, int grpc_code, std::string_view message) {
+  response.start_stream(error_reply(grpc_code, message).http_status, "application/json");
+  response.write_chunk(stream_error_chunk(grpc_code, message));
+  response.end_stream();
+}
+
 void write_result_line(http_response& response, const std::string& message) {
   std::string line;
   line.reserve(message.size() + 12);
@@ -916,6 +943,11 @@ task<void> http_lease_keep_alive(const http_request& request, http_response& res
     send_reply(response, error_reply(stream_error_code, error->message));
     co_return;
   }
+  task<bool> asking = kv_module::self_is_learner();
+  if (co_await std::move(asking)) {
+    refuse_stream(response, 14, kv_messages::not_supported_for_learner);
+    co_return;
+  }
   response.start_stream(200, "application/json");
   for (std::int64_t id : ids) {
     task<result<lease_status>> renewing = kv_module::lease_keep_alive(id);
@@ -927,10 +959,7 @@ task<void> http_lease_keep_alive(const http_request& request, http_response& res
       s.id = id;  // TTL 0: gone
       s.revision = published_revision();
     } else {
-      std::string failure = "{\"error\":";
-      append_json_string(failure, renewed.error().message());
-      failure += ",\"code\":" + std::to_string(grpc_code_of(renewed.error())) + "}";
-      response.write_chunk(failure + "\n");
+      response.write_chunk(stream_error_chunk(grpc_code_of(renewed.error()), renewed.error().message()));
       break;
     }
     write_result_line(response, lease_body(s, false, false));
@@ -1079,6 +1108,11 @@ task<void> http_watch(const http_request& request, http_response& response) {
   });
   if (error) {
     send_reply(response, error_reply(stream_error_code, error->message));
+    co_return;
+  }
+  task<bool> asking = kv_module::self_is_learner();
+  if (co_await std::move(asking)) {
+    refuse_stream(response, 14, kv_messages::not_supported_for_learner);
     co_return;
   }
   // keel refuses a watch on the empty key (the engine requires a key); etcd 3.4 creates one,
