@@ -150,6 +150,14 @@ def main():
             said = (native.returncode, native.stdout + native.stderr)
         except subprocess.TimeoutExpired:
             said = (None, "still watching after 10 s")
+        try:
+            renewing = subprocess.run([keelctl, "--endpoints", client, "lease", "keep-alive", "7"], capture_output=True,
+                                      text=True, timeout=10)
+            renewed = (renewing.returncode, renewing.stdout + renewing.stderr)
+        except subprocess.TimeoutExpired:
+            renewed = (None, "still renewing after 10 s")
+        check("keelctl lease keep-alive on the learner (native protocol): fails, 'rpc not supported for learner'",
+              renewed[0] not in (0, None) and "etcdserver: rpc not supported for learner" in renewed[1], renewed)
         check("keelctl watch on the learner (native protocol): canceled, exit 5, 'rpc not supported for learner'",
               said[0] == 5 and "watch was canceled (etcdserver: rpc not supported for learner)" in said[1], said)
 

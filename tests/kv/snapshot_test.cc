@@ -373,6 +373,10 @@ BOOST_AUTO_TEST_CASE(the_wal_must_join_the_newest_snapshot) {
   // A last segment started for entry 151, with no entry yet, reaches 150.
   BOOST_TEST(joins(recovered_wal({1, 151}, 1, 150), 150, true).is_ok());
   BOOST_TEST(joins(recovered_wal({151}, std::nullopt, std::nullopt), 150, true).is_ok());
+  // Only an empty segment started for entry 161 beside a snapshot at 150: 151..160 lost.
+  BOOST_TEST(joins(recovered_wal({161}, std::nullopt, std::nullopt), 150, false).message() ==
+             "d/wal: the WAL starts at entry 161 but the newest snapshot covers only up to entry 150: entries "
+             "151 to 160 are missing");
   // No WAL at all: restored from the snapshot file alone.
   BOOST_TEST(joins(recovered_wal({}, std::nullopt, std::nullopt), 150, true).is_ok());
   // The entry at the snapshot's index with another term (the last one written counts).

@@ -145,18 +145,31 @@ def lost_last_segment(root):
     check("lost: a snapshot in the last of two or more segments",
           len(segments) >= 2 and snapshot_index >= last_first > 1, (snaps, segments))
     os.unlink(os.path.join(wal_dir, segments[-1]))
+    # And the remaining segment ends in a torn write's shape (its last record's last
+    # sector zeroed): the refused start must not truncate it (before, keeld zeroed the
+    # tail first and refused afterwards).
+    remaining = os.path.join(wal_dir, segments[-2])
+    _, end = record_offsets(remaining)
+    with open(remaining, "r+b") as f:
+        f.seek((end - 1) // 512 * 512)
+        f.write(b"\0" * 512)
+    with open(remaining, "rb") as f:
+        before = f.read()
     code, out = wal_check(data)
     check("lost: keelctl wal check exits 1, saying segments after %s are missing" % segments[-2],
           code == 1 and "WAL segments after %s are missing" % segments[-2] in out, out)
-    check("lost: ... and where the WAL ends and the snapshot is",
-          "the WAL ends at entry %d" % (last_first - 1) in out and "at entry %d" % snapshot_index in out, out)
+    check("lost: ... and where the WAL ends (before its torn last record) and the snapshot is",
+          "the WAL ends at entry %d" % (last_first - 2) in out and "at entry %d" % snapshot_index in out, out)
     log_path = os.path.join(root, "lost-2.log")
     proc, url = start(data, log_path, *flags)
     status = keeltest.exit_code_within(proc, 15)
     check("lost: keeld exits 1", status == 1, status)
-    check("lost: keeld says segments after %s are missing" % segments[-2],
-          keeltest.log_lines(log_path, "WAL segments after %s are missing" % segments[-2]) != [],
+    check("lost: keeld says segments after %s are missing, and that it would truncate a torn tail" % segments[-2],
+          keeltest.log_lines(log_path, "WAL segments after %s are missing" % segments[-2],
+                             "would truncate torn tail of") != [],
           open(log_path).read()[-600:])
+    with open(remaining, "rb") as f:
+        check("lost: the refused start left the WAL unchanged", f.read() == before)
 
     # No WAL at all: a data dir restored from its snapshot file.
     for name in segments[:-1]:

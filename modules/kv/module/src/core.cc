@@ -778,6 +778,13 @@ task<status> owner_commit() {
   co_return status::ok();
 }
 
+std::int64_t owner_read_revision_after_wal_failure(bool linearizable) {
+  if (!g->writer || !g->open_failure.is_ok()) return 0;
+  if (g->cluster && linearizable) return 0;
+  if (g->published_local < g->store.compact_revision()) return 0;
+  return g->published_local;
+}
+
 bool owner_revision_is_expiry(std::int64_t revision) { return g->expiry_revisions.contains(revision); }
 
 // ---- operations -----------------------------------------------------------------------------
@@ -890,11 +897,11 @@ task<result<kv::range_result>> range(kv::range_request request, bool serializabl
         // The WAL failed (disk full, fdatasync error): writes stop, reads go on at the
         // last durable revision (the store may hold applied entries that never became
         // durable, and those must not be shown).
-        if (!g->writer || !g->open_failure.is_ok()) co_return ready;
         // A cluster member whose log failed stops following the leader: only what it
         // committed before may be served, and only to a serializable read.
-        if (g->cluster && !serializable) co_return ready;
-        if (request.revision <= 0 || request.revision > g->published_local) request.revision = g->published_local;
+        std::int64_t durable = owner_read_revision_after_wal_failure(!serializable);
+        if (durable == 0) co_return ready;
+        if (request.revision <= 0 || request.revision > durable) request.revision = durable;
         auto found = g->store.range(request);
         if (found) found->revision = g->published_local;
         co_return found;
@@ -1471,14 +1478,18 @@ status recover(core_state& s, bool replay) {
   std::uint64_t snapshot_index = snapshot.value();
   s.snapshot_index = snapshot_index;
   s.storage = std::make_unique<kv::uring_wal_storage>(s.wal_dir);
-  auto recovered = kv::recover_wal(*s.storage, kv::wal_recovery_mode::repair);
+  // Read and check everything before changing anything: a start that is refused leaves
+  // the WAL as it found it.
+  auto recovered = kv::recover_wal(*s.storage, kv::wal_recovery_mode::check);
   if (!recovered) return recovered.error();
   s.recovered = std::move(recovered.value());
-  if (!s.recovered.torn_tail_text(false).empty()) s.context->log(log_level::warn, s.recovered.torn_tail_text(false));
   // A cluster member's snapshot may come from the leader, ahead of its own log.
   if (status joined = kv::check_wal_joins_snapshot(s.recovered, snapshot_index, s.snapshot_term, s.wal_dir, replay); !joined) {
+    if (s.recovered.torn_tail) return {joined.code(), joined.message() + " (" + s.recovered.torn_tail_text(true) + ")"};
     return joined;
   }
+  if (status repaired = kv::repair_wal(*s.storage, s.recovered); !repaired) return repaired;
+  if (!s.recovered.torn_tail_text(false).empty()) s.context->log(log_level::warn, s.recovered.torn_tail_text(false));
   if (s.recovered.segments.empty() && snapshot_index > 0) {
     s.context->log(log_level::warn, s.wal_dir + " holds no WAL: starting from the snapshot at entry " +
                                         std::to_string(snapshot_index) + " alone");

@@ -214,6 +214,11 @@ result<std::int64_t> owner_compact(std::int64_t revision, bool physical);
 std::optional<lease_status> owner_lease(std::int64_t id, bool keys);
 // Waits for the fdatasync covering everything logged so far, then publishes its events.
 task<status> owner_commit();
+// After owner_ready() failed: the last durable revision, at which a read may still be
+// answered (as v3 ranges are), or 0 when it may not: the WAL never opened (a cluster
+// member's store then is not its log's), a linearizable read of a cluster member (it no
+// longer follows the leader), or a compaction applied past the durable revision.
+std::int64_t owner_read_revision_after_wal_failure(bool linearizable);
 // True when the changes at `revision` were made by a lease expiring (etcd v2's "expire").
 bool owner_revision_is_expiry(std::int64_t revision);
 

@@ -667,11 +667,12 @@ task<outcome> finish(outcome out) {
 task<outcome> owner_get(key_request request) {
   task<status> waiting = owner_ready();
   status ready = co_await std::move(waiting);
-  std::int64_t durable = published_revision();
-  if (!ready && (ready.code() != errc::unavailable || durable <= 0)) co_return internal_failure(ready);
   // A failed WAL makes nothing newer durable and left everything up to the published
   // revision durable: the read is answered there, as v3 ranges are, with no wait.
-  if (!ready) read_revision = durable;
+  if (!ready) {
+    read_revision = owner_read_revision_after_wal_failure(request.quorum);
+    if (read_revision == 0) co_return internal_failure(ready);
+  }
   outcome out = read_node(request, unix_now_ns());
   read_revision = 0;
   auto& c = counters();

@@ -948,7 +948,9 @@ task<void> http_lease_keep_alive(const http_request& request, http_response& res
     refuse_stream(response, 14, kv_messages::not_supported_for_learner);
     co_return;
   }
-  response.start_stream(200, "application/json");
+  // grpc-gateway sends its headers with the first message: a stream that fails before
+  // any answer gets the failure's HTTP status, a later failure only the error chunk.
+  bool started = false;
   for (std::int64_t id : ids) {
     task<result<lease_status>> renewing = kv_module::lease_keep_alive(id);
     result<lease_status> renewed = co_await std::move(renewing);
@@ -958,12 +960,17 @@ task<void> http_lease_keep_alive(const http_request& request, http_response& res
     } else if (kv_error_of(renewed.error()) == kv_error::lease_not_found) {
       s.id = id;  // TTL 0: gone
       s.revision = published_revision();
+    } else if (!started) {
+      refuse_stream(response, grpc_code_of(renewed.error()), renewed.error().message());
+      co_return;
     } else {
       response.write_chunk(stream_error_chunk(grpc_code_of(renewed.error()), renewed.error().message()));
       break;
     }
+    if (!std::exchange(started, true)) response.start_stream(200, "application/json");
     write_result_line(response, lease_body(s, false, false));
   }
+  if (!started) response.start_stream(200, "application/json");
   response.end_stream();
 }
 

@@ -150,16 +150,6 @@ result<wal_recovery> recover_wal(wal_directory& directory, wal_recovery_mode mod
                                           segments[i - 1].name + ")"};
     }
   }
-  if (mode == wal_recovery_mode::repair) {
-    // A .tmp is a segment whose creation did not finish; nothing in it was acknowledged.
-    for (const std::string& name : recovered.temporary_files) {
-      if (status removed = directory.remove(name); !removed) return removed;
-    }
-    if (!recovered.temporary_files.empty()) {
-      if (status synced = directory.sync_directory(); !synced) return synced;
-    }
-  }
-
   std::optional<std::uint32_t> previous_crc;
   for (std::size_t i = 0; i < segments.size(); ++i) {
     const named_segment& segment = segments[i];
@@ -187,14 +177,29 @@ result<wal_recovery> recover_wal(wal_directory& directory, wal_recovery_mode mod
     recovered.last_crc = scan.last_crc;
     if (scan.torn_bytes > 0) {
       KEEL_ASSERT(options.last);
-      recovered.torn_tail = wal_torn_tail{file, scan.end_offset, scan.torn_bytes};
-      if (mode == wal_recovery_mode::repair) {
-        status zeroed = directory.zero_and_sync(segment.name, scan.end_offset, scan.torn_bytes);
-        if (!zeroed) return zeroed;
-      }
+      recovered.torn_tail = wal_torn_tail{file, segment.name, scan.end_offset, scan.torn_bytes};
     }
   }
+  // Nothing is changed until every segment has been read and verified.
+  if (mode == wal_recovery_mode::repair) {
+    if (status repaired = repair_wal(directory, recovered); !repaired) return repaired;
+  }
   return recovered;
+}
+
+status repair_wal(wal_directory& directory, const wal_recovery& checked) {
+  // A .tmp is a segment whose creation did not finish; nothing in it was acknowledged.
+  for (const std::string& name : checked.temporary_files) {
+    if (status removed = directory.remove(name); !removed) return removed;
+  }
+  if (!checked.temporary_files.empty()) {
+    if (status synced = directory.sync_directory(); !synced) return synced;
+  }
+  if (checked.torn_tail) {
+    const wal_torn_tail& torn = *checked.torn_tail;
+    if (status zeroed = directory.zero_and_sync(torn.name, torn.offset, torn.bytes); !zeroed) return zeroed;
+  }
+  return status::ok();
 }
 
 }  // namespace keel::kv

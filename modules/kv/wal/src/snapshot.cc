@@ -329,11 +329,15 @@ status check_snapshot_term(const wal_recovery& wal, std::uint64_t index, std::ui
 
 status check_wal_joins_snapshot(const wal_recovery& wal, std::uint64_t snapshot_index, std::uint64_t snapshot_term,
                                 const std::string& wal_dir, bool from_own_log) {
-  if (wal.first_index && *wal.first_index > snapshot_index + 1) {
-    return {errc::corruption, wal_dir + ": the WAL starts at entry " + std::to_string(*wal.first_index) +
+  // Where the log starts: its first entry, or, before any entry, the entry its first
+  // segment was started for (a Raft overwrite may put an entry below that).
+  std::optional<std::uint64_t> start = wal.first_index;
+  if (!wal.segments.empty()) start = std::min(start.value_or(UINT64_MAX), wal.segments.front().first_index);
+  if (start && *start > snapshot_index + 1) {
+    return {errc::corruption, wal_dir + ": the WAL starts at entry " + std::to_string(*start) +
                                   " but the newest snapshot covers only up to entry " + std::to_string(snapshot_index) +
                                   ": entries " + std::to_string(snapshot_index + 1) + " to " +
-                                  std::to_string(*wal.first_index - 1) + " are missing"};
+                                  std::to_string(*start - 1) + " are missing"};
   }
   if (!from_own_log || wal.segments.empty() || snapshot_index == 0) return status::ok();
   // The last entry the segments know of: the last entry record, or the entry before the

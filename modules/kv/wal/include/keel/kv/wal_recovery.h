@@ -74,7 +74,8 @@ struct wal_segment_info {
 };
 
 struct wal_torn_tail {
-  std::string segment;
+  std::string segment;  // as messages name it (describe())
+  std::string name;     // the file name in the directory
   std::uint64_t offset = 0;
   std::uint64_t bytes = 0;  // nonzero bytes zeroed (or to be zeroed, in check mode)
 };
@@ -104,5 +105,12 @@ struct wal_recovery {
 // header disagrees; errc::io_error when a file cannot be read or repaired. In repair mode
 // the directory is ready for wal_writer::open afterwards.
 result<wal_recovery> recover_wal(wal_directory& directory, wal_recovery_mode mode);
+
+// Makes the changes a check-mode recovery reported (`checked.temporary_files` removed,
+// `checked.torn_tail` zeroed and fdatasynced), so that a caller can first check what it
+// read against other state (the snapshot: check_wal_joins_snapshot) and change nothing on
+// disk when it refuses to start. REQUIRES: nothing wrote to `directory` since `checked`
+// was read. Errors: errc::io_error naming the file.
+status repair_wal(wal_directory& directory, const wal_recovery& checked);
 
 }  // namespace keel::kv
