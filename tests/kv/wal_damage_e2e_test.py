@@ -203,8 +203,8 @@ def main():
         check("the undamaged log checks ok: 50 records, no torn tail",
               code == 0 and "records: 50 " in out and "torn tail: none" in out, out)
         offsets, used = record_offsets(os.path.join(source, "wal", SEGMENT))
-        check("51 records (the segment header, 50 entries) far within one batch (8 MiB) of the end",
-              len(offsets) == 51 and 2100 < used < 65536, (len(offsets), used))
+        check("the segment header, 50 entries and 49 durable marks, far within one batch (8 MiB) of the end",
+              len(offsets) == 100 and 2100 < used < 65536, (len(offsets), used))
 
         # 1. Four bytes overwritten inside the record that holds offset 2000.
         holder = max(o for o in offsets if o <= 2000)
@@ -214,6 +214,13 @@ def main():
         victim = next(o for o in offsets[25:] if o % 512 < 400)
         refused(root, "zeroed-header", source, victim, b"\0" * 16, victim,
                 "an empty record header, with nonzero bytes after it in its sector")
+
+        # 2b. A whole sector zeroed in the middle of the log (a lost write): the shape of a
+        # torn write, but the durable marks of the later batches say it was durable (before
+        # the marks, every write after it was dropped with a warning).
+        failing = max(o for o in offsets if o <= 1024)
+        refused(root, "zeroed-sector", source, 1024, b"\0" * 512, failing,
+                "says the segment was durable up to offset")
 
         # 3. A torn write's shape: one more PUT, with a value spanning several sectors,
         # whose last sector never reached the disk.
@@ -226,8 +233,8 @@ def main():
         proc.wait()
         path = os.path.join(torn, "wal", SEGMENT)
         offsets, end = record_offsets(path)
-        check("torn: one more record, of more than 3000 bytes", len(offsets) == 52 and end > used + 3000,
-              (len(offsets), used, end))
+        check("torn: one more record (the first batch after a start has no mark), of more than 3000 bytes",
+              len(offsets) == 101 and end > used + 3000, (len(offsets), used, end))
         last_sector = (end - 1) // 512 * 512
         with open(path, "r+b") as f:
             f.seek(last_sector)

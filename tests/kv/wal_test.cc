@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <ostream>
@@ -249,14 +250,14 @@ BOOST_AUTO_TEST_CASE(torn_tail_is_truncated_and_reported) {
   BOOST_TEST(checked.torn_tail->bytes > 0u);
   BOOST_TEST(checked.torn_tail->bytes <= 100u);
   BOOST_TEST(checked.torn_tail_text(true).find("would truncate torn tail of") == 0u);
-  // The lost batch starts at 48 + 10 * 40 = 448; its first 100 bytes reach 548, cut to
-  // the sector boundary at 512. That holds one whole 40-byte record of it (appended,
-  // never acknowledged, on disk: recovery may return it, a prefix of what was appended)
-  // and the first 24 bytes of the next, whose second sector was not written.
-  BOOST_TEST(checked.records.size() == 11u);
-  BOOST_TEST(checked.records.back() == wal_record::entry(1, 11, "lost"));
-  BOOST_TEST(checked.torn_tail->offset == 488u);
-  BOOST_TEST(checked.torn_tail->bytes <= 24u);
+  // The lost batch starts at 48 + 10 * 40 = 448 with a 32-byte durable mark (the durable
+  // end moved since the first batch); its first 100 bytes reach 548, cut to the sector
+  // boundary at 512. That holds the mark and the first 32 bytes of the 40-byte record 11,
+  // whose second sector was not written.
+  BOOST_TEST(checked.records.size() == 10u);
+  BOOST_TEST(checked.records.back() == wal_record::entry(1, 10, "durable"));
+  BOOST_TEST(checked.torn_tail->offset == 480u);
+  BOOST_TEST(checked.torn_tail->bytes <= 32u);
   // Check mode changed nothing; repair zeroes it; afterwards the log is clean.
   wal_recovery repaired = recover_ok(storage);
   BOOST_REQUIRE(repaired.torn_tail.has_value());
@@ -308,9 +309,10 @@ BOOST_AUTO_TEST_CASE(corruption_before_the_tail_of_the_last_segment_is_not_trunc
   BOOST_TEST(recovered.error().message().find("not a torn write") != std::string::npos);
 }
 
-// Fifty acknowledged writes of 56-byte records, each its own batch, in one segment: the
-// whole log lies within one batch_bytes_max of its end, where damage used to pass for a
-// torn tail and be truncated with every acknowledged record after it.
+// Fifty acknowledged writes of 56-byte records, each its own batch (from the second on
+// behind a 32-byte durable mark), in one segment: the whole log lies within one
+// batch_bytes_max of its end, where damage used to pass for a torn tail and be truncated
+// with every acknowledged record after it.
 std::string fifty_acknowledged_records(memory_wal_storage& storage) {
   auto writer = open_writer(storage);
   for (int i = 1; i <= 50; ++i) {
@@ -321,6 +323,34 @@ std::string fifty_acknowledged_records(memory_wal_storage& storage) {
   std::string name = writer->segment_names().back();
   writer.reset();
   return name;
+}
+
+// Where each record of a segment starts (segment header and durable marks included), and
+// its type, by walking the length fields from offset 0.
+std::vector<std::pair<std::uint64_t, std::uint16_t>> record_starts(memory_wal_storage& storage,
+                                                                   const std::string& name) {
+  auto bytes = storage.read_all(name);
+  BOOST_REQUIRE(bytes.is_ok());
+  std::vector<std::pair<std::uint64_t, std::uint16_t>> starts;
+  std::uint64_t at = 0;
+  while (at + 16 <= bytes->size()) {
+    std::uint32_t length = 0;
+    std::uint16_t type = 0;
+    std::memcpy(&length, bytes->data() + at, 4);
+    std::memcpy(&type, bytes->data() + at + 8, 2);
+    if (length == 0) break;
+    starts.emplace_back(at, type);
+    at += 16 + (length + 7) / 8 * 8;
+  }
+  return starts;
+}
+
+// The offset of the n-th entry record (1-based).
+std::uint64_t entry_at(const std::vector<std::pair<std::uint64_t, std::uint16_t>>& starts, int n) {
+  for (const auto& [offset, type] : starts)
+    if (type == static_cast<std::uint16_t>(wal_record_type::entry) && --n == 0) return offset;
+  BOOST_FAIL("no such entry");
+  return 0;
 }
 
 void require_corruption(memory_wal_storage& storage, const std::string& starts, const std::string& contains) {
@@ -336,31 +366,93 @@ void require_corruption(memory_wal_storage& storage, const std::string& starts, 
 }
 
 BOOST_AUTO_TEST_CASE(damage_near_the_end_of_the_log_is_corruption_not_a_torn_tail) {
-  {  // Four bytes overwritten inside record 35 (at 48 + 34 * 56 = 1952).
+  {  // Four bytes overwritten inside the record that holds offset 2000.
     memory_wal_storage storage;
     std::string name = fifty_acknowledged_records(storage);
+    auto starts = record_starts(storage, name);
+    BOOST_REQUIRE_EQUAL(starts.size(), 1u + 50 + 49);  // header, entries, marks
+    std::uint64_t holder = 0;
+    for (const auto& [offset, type] : starts)
+      if (offset <= 2000) holder = offset;
     storage.overwrite(name, 2000, {std::byte{0xde}, std::byte{0xad}, std::byte{0xbe}, std::byte{0xef}});
-    require_corruption(storage, name + ":1952: crc mismatch in entry record of 56 bytes",
+    require_corruption(storage, name + ":" + std::to_string(holder) + ": crc mismatch",
                        "every sector of it was written: a damaged record, not a torn write");
   }
   {  // One bit of the last acknowledged record.
     memory_wal_storage storage;
     std::string name = fifty_acknowledged_records(storage);
-    storage.flip_bit(name, 48 + 49 * 56 + 40, 2);
-    require_corruption(storage, name + ":2792: crc mismatch", "not a torn write");
+    std::uint64_t last = entry_at(record_starts(storage, name), 50);
+    storage.flip_bit(name, last + 40, 2);
+    require_corruption(storage, name + ":" + std::to_string(last) + ": crc mismatch in entry record",
+                       "not a torn write");
   }
   {  // A record header overwritten with zeros: the rest of its sector was written.
     memory_wal_storage storage;
     std::string name = fifty_acknowledged_records(storage);
-    storage.overwrite(name, 48 + 30 * 56, std::vector<std::byte>(16));
-    require_corruption(storage, name + ":1728: an empty record header, with nonzero bytes after it in its sector",
+    auto starts = record_starts(storage, name);
+    std::uint64_t victim = 0;
+    for (int n = 30; victim == 0 || victim % 512 > 400; ++n) victim = entry_at(starts, n);
+    storage.overwrite(name, victim, std::vector<std::byte>(16));
+    require_corruption(storage,
+                       name + ":" + std::to_string(victim) +
+                           ": an empty record header, with nonzero bytes after it in its sector",
                        "not a torn write");
   }
   {  // A record's type damaged: a torn write leaves a header whole or not at all.
     memory_wal_storage storage;
     std::string name = fifty_acknowledged_records(storage);
-    storage.overwrite(name, 48 + 40 * 56 + 8, {std::byte{9}});
-    require_corruption(storage, name + ":2288: crc mismatch in unknown record", "leaves a header whole");
+    std::uint64_t victim = entry_at(record_starts(storage, name), 40);
+    storage.overwrite(name, victim + 8, {std::byte{9}});
+    require_corruption(storage, name + ":" + std::to_string(victim) + ": crc mismatch in unknown record",
+                       "leaves a header whole");
+  }
+  {  // A whole sector zeroed (a lost write): a torn write's shape, but the durable marks
+     // of the batches after it say it was durable.
+    memory_wal_storage storage;
+    std::string name = fifty_acknowledged_records(storage);
+    auto starts = record_starts(storage, name);
+    storage.overwrite(name, 1024, std::vector<std::byte>(512));
+    std::uint64_t first_failing = 0;
+    for (const auto& [offset, type] : starts)
+      if (offset < 1024 + 512) first_failing = offset;
+    for (const auto& [offset, type] : starts)
+      if (offset + 16 > 1024 && first_failing > offset) first_failing = offset;
+    require_corruption(storage, name + ":" + std::to_string(first_failing) + ": ",
+                       "says the segment was durable up to offset");
+  }
+}
+
+// Marks claim only what was durable: a crash with two batches in flight, the second
+// persisted and the first torn, is still a torn tail; and appends after the truncation
+// write marks that claim the truncated end, not the lost one.
+BOOST_AUTO_TEST_CASE(durable_marks_never_claim_what_a_crash_can_lose) {
+  for (int tear = 0; tear < 40; ++tear) {
+    memory_wal_storage storage;
+    auto writer = open_writer(storage);
+    std::vector<wal_record> appended;
+    for (int i = 1; i <= 5; ++i) {
+      appended.push_back(wal_record::entry(1, i, std::string(100, 'd')));
+      BOOST_REQUIRE(writer->append(appended.back()).is_ok());
+      BOOST_REQUIRE(run_now(writer->commit()).is_ok());
+    }
+    storage.crash_during_write(0, {memory_wal_storage::tear_kind::sectors, 0, static_cast<std::uint64_t>(tear) + 1});
+    for (int i = 6; i <= 30; ++i) {
+      appended.push_back(wal_record::entry(1, i, std::string(100, 'l')));
+      (void)writer->append(appended.back());
+    }
+    BOOST_TEST(!run_now(writer->commit()).is_ok());
+    writer.reset();
+    storage.crash();
+    wal_recovery recovered = recover_ok(storage);
+    BOOST_REQUIRE_GE(recovered.records.size(), 5u);
+    for (std::size_t i = 0; i < recovered.records.size(); ++i) BOOST_REQUIRE(recovered.records[i] == appended[i]);
+    auto reopened = open_writer(storage);
+    BOOST_REQUIRE(reopened->append(wal_record::entry(1, recovered.records.size() + 1, "after")).is_ok());
+    BOOST_REQUIRE(run_now(reopened->commit()).is_ok());
+    BOOST_REQUIRE(reopened->append(wal_record::entry(1, recovered.records.size() + 2, "after")).is_ok());
+    BOOST_REQUIRE(run_now(reopened->commit()).is_ok());
+    reopened.reset();
+    BOOST_TEST(recover_ok(storage).records.size() == recovered.records.size() + 2);
   }
 }
 

@@ -33,6 +33,7 @@ std::size_t payload_bytes(const wal_record& record) noexcept {
     case wal_record_type::entry: return 16 + record.data.size();
     case wal_record_type::hard_state: return 24;
     case wal_record_type::snapshot: return 16;
+    case wal_record_type::durable_mark:
     case wal_record_type::segment_header: break;
   }
   KEEL_ASSERT_MSG(false, "not a loggable record type");
@@ -69,9 +70,37 @@ bool plausible_header(const std::byte* record) noexcept {
     case wal_record_type::entry: return length >= 16 && length - 16 <= limits::wal_entry_data_bytes_max;
     case wal_record_type::hard_state: return length == 24;
     case wal_record_type::snapshot: return length == 16;
+    case wal_record_type::durable_mark: return length == wal_durable_mark_payload_bytes;
     case wal_record_type::segment_header: return false;
   }
   return false;
+}
+
+// A durable mark's own check, independent of the crc chain: crc32c of its claim and its
+// place, seeded with the segment header's crc (which no client can know).
+std::uint32_t durable_mark_check(std::uint64_t durable_offset, std::uint64_t mark_offset,
+                                 std::uint32_t segment_header_crc) noexcept {
+  std::byte bytes[16];
+  store(bytes, durable_offset);
+  store(bytes + 8, mark_offset);
+  return wire::crc32c(bytes, sizeof bytes, segment_header_crc);
+}
+
+// The durable offset claimed by a durable mark at `at` of `segment`, if one is there and
+// its own check holds (its chained crc is not needed).
+std::optional<std::uint64_t> durable_mark_claim(std::span<const std::byte> segment, std::uint64_t at,
+                                                std::uint32_t segment_header_crc) noexcept {
+  if (segment.size() - at < wal_durable_mark_record_bytes) return std::nullopt;
+  const std::byte* record = segment.data() + at;
+  if (load<std::uint32_t>(record) != wal_durable_mark_payload_bytes ||
+      load<std::uint16_t>(record + 8) != static_cast<std::uint16_t>(wal_record_type::durable_mark) ||
+      load<std::uint16_t>(record + 10) != 0 || load<std::uint32_t>(record + 12) != 0 ||
+      load<std::uint32_t>(record + 28) != 0) {
+    return std::nullopt;
+  }
+  std::uint64_t durable = load<std::uint64_t>(record + 16);
+  if (load<std::uint32_t>(record + 24) != durable_mark_check(durable, at, segment_header_crc)) return std::nullopt;
+  return durable;
 }
 
 class segment_scanner {
@@ -91,6 +120,8 @@ class segment_scanner {
   bool has_unwritten_sector(std::uint64_t offset, std::uint64_t total) const noexcept;
   // Why the bytes from `offset` on cannot be a torn tail, or "" when they can.
   std::string not_torn_because(std::uint64_t offset, const std::string& failure) const;
+  // A durable mark in [offset + 8, reach) whose claim lies beyond `offset`: "" if none.
+  std::string durable_past(std::uint64_t offset, std::uint64_t reach) const;
   std::string check_header(const std::byte* payload, std::size_t length, wal_segment_header& out) const;
   static std::string check_payload(wal_record_type type, const std::byte* payload,
                                    std::size_t length, wal_record& out);
@@ -162,6 +193,7 @@ std::string segment_scanner::check_payload(wal_record_type type, const std::byte
       out.index = load<std::uint64_t>(payload);
       out.term = load<std::uint64_t>(payload + 8);
       return "";
+    case wal_record_type::durable_mark: return "durable mark not checked where it is";  // run() checks marks
     case wal_record_type::segment_header: break;
   }
   return "segment header record after the start of the segment";
@@ -198,7 +230,7 @@ std::string segment_scanner::check_record(std::uint64_t offset, std::uint32_t se
   }
   // The crc matched, so what follows is what a writer wrote; these checks catch a writer
   // of another version, or a crc collision.
-  if (type < 1 || type > 4) return "unknown record type " + std::to_string(type);
+  if (type < 1 || type > 5) return "unknown record type " + std::to_string(type);
   if (load<std::uint16_t>(record + 10) != 0 || load<std::uint32_t>(record + 12) != 0) {
     return "nonzero flags or reserved bytes in " + type_name + " record";
   }
@@ -235,6 +267,18 @@ std::string segment_scanner::not_torn_because(std::uint64_t offset, const std::s
   return failure + ", and every sector of it was written: a damaged record, not a torn write";
 }
 
+std::string segment_scanner::durable_past(std::uint64_t offset, std::uint64_t reach) const {
+  for (std::uint64_t at = offset + 8; at < reach && _bytes.size() - at >= wal_durable_mark_record_bytes; at += 8) {
+    if (_bytes[at + 8] != std::byte{static_cast<std::uint8_t>(wal_record_type::durable_mark)}) continue;
+    auto claim = durable_mark_claim(_bytes, at, _scan.header_crc);
+    if (claim && *claim > offset) {
+      return "the durable mark at offset " + std::to_string(at) + " says the segment was durable up to offset " +
+             std::to_string(*claim);
+    }
+  }
+  return "";
+}
+
 // Ends the scan at `offset`, where the record failed (`failure`) or the log ended ("").
 void segment_scanner::finish_at(std::uint64_t offset, const std::string& failure) {
   std::uint64_t size = _bytes.size();
@@ -256,6 +300,12 @@ void segment_scanner::finish_at(std::uint64_t offset, const std::string& failure
   // Those batches began at or before `offset` and were at most batch_bytes_max long
   // together, so nothing at or after offset + batch_bytes_max can be theirs.
   std::uint64_t reach = std::min<std::uint64_t>(size, offset + _scan.header.batch_bytes_max);
+  // And none of them was issued after `offset` had become durable.
+  if (std::string why = durable_past(offset, reach); !why.empty()) {
+    _scan.outcome = corruption(offset, (failure.empty() ? std::string("end of records") : failure) + ", but " + why +
+                                           ": a damaged record, not a torn write");
+    return;
+  }
   if (!all_zero(reach, size)) {
     std::uint64_t stray = reach;
     while (_bytes[stray] == std::byte{0}) ++stray;
@@ -294,6 +344,7 @@ wal_segment_scan segment_scanner::run() {
   }
   std::uint64_t offset = total;
   _scan.last_crc = load<std::uint32_t>(_bytes.data() + 4);
+  _scan.header_crc = _scan.last_crc;
 
   for (;;) {
     // End of log: a zero header (or fewer than 16 bytes left, all zero).
@@ -303,16 +354,22 @@ wal_segment_scan segment_scanner::run() {
     }
     failure = check_record(offset, _scan.last_crc, total);
     const std::byte* record = _bytes.data() + offset;
+    // The type only once check_record found a whole header.
+    auto type = failure.empty() ? static_cast<wal_record_type>(load<std::uint16_t>(record + 8))
+                                : wal_record_type::segment_header;
     wal_record decoded;
-    if (failure.empty()) {
-      failure = check_payload(static_cast<wal_record_type>(load<std::uint16_t>(record + 8)),
-                              record + wal_record_header_bytes, load<std::uint32_t>(record), decoded);
+    bool mark = failure.empty() && type == wal_record_type::durable_mark;
+    if (mark) {
+      auto claim = durable_mark_claim(_bytes, offset, _scan.header_crc);
+      if (!claim || *claim > offset) failure = "durable mark that does not check";
+    } else if (failure.empty()) {
+      failure = check_payload(type, record + wal_record_header_bytes, load<std::uint32_t>(record), decoded);
     }
     if (!failure.empty()) {
       finish_at(offset, failure);
       break;
     }
-    _scan.records.push_back(std::move(decoded));
+    if (!mark) _scan.records.push_back(std::move(decoded));
     _scan.last_crc = load<std::uint32_t>(record + 4);
     offset += total;
   }
@@ -327,6 +384,7 @@ const char* wal_record_type_name(wal_record_type type) noexcept {
     case wal_record_type::entry: return "entry";
     case wal_record_type::hard_state: return "hard_state";
     case wal_record_type::snapshot: return "snapshot";
+    case wal_record_type::durable_mark: return "durable_mark";
   }
   return "unknown";
 }
@@ -389,9 +447,19 @@ std::uint32_t encode_wal_record(const wal_record& record, std::uint32_t seed,
       store(at, record.index);
       store(at + 8, record.term);
       break;
+    case wal_record_type::durable_mark:
     case wal_record_type::segment_header: KEEL_ASSERT(false);
   }
   return seal_wal_record(out.data() + start, seed);
+}
+
+void encode_wal_durable_mark(std::uint64_t durable_offset, std::uint64_t mark_offset,
+                             std::uint32_t segment_header_crc, std::vector<std::byte>& out) {
+  KEEL_ASSERT(durable_offset <= mark_offset);
+  std::byte* at = reserve(out, wal_record_type::durable_mark, wal_durable_mark_payload_bytes) +
+                  wal_record_header_bytes;
+  store(at, durable_offset);
+  store(at + 8, durable_mark_check(durable_offset, mark_offset, segment_header_crc));
 }
 
 std::uint32_t encode_wal_segment_header(const wal_segment_header& header, std::vector<std::byte>& out) {

@@ -162,7 +162,7 @@ result<wal_recovery> recover_wal(wal_directory& directory, wal_recovery_mode mod
     if (!scan.outcome) return scan.outcome;
 
     wal_segment_info info{segment.name, segment.sequence, segment.first_index, bytes->size(),
-                          scan.end_offset, scan.records.size(), scan.header.batch_bytes_max};
+                          scan.end_offset, scan.records.size(), scan.header.batch_bytes_max, scan.header_crc};
     recovered.segments.push_back(info);
     for (wal_record& record : scan.records) {
       if (record.type == wal_record_type::entry) {

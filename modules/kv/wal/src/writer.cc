@@ -1,6 +1,7 @@
 // wal_writer: group commit, segment rollover, release (docs/formats/wal.md, "Writing").
 #include <cerrno>
 #include <cstring>
+#include <random>
 
 #include "keel/kv/wal.h"
 
@@ -60,6 +61,8 @@ task<result<std::unique_ptr<wal_writer>>> wal_writer::open(wal_storage& storage,
   // Batches written into this segment must respect the limit its header declares, on
   // which the torn-tail rule of its recovery relies.
   writer->_segment_batch_bytes_max = std::min(last.batch_bytes_max, options.batch_bytes_max);
+  writer->_segment_header_crc = last.header_crc;
+  writer->_marked_offset = last.end_offset;
   writer->_issued_offset = writer->_offset;
   writer->_issued_crc = writer->_last_crc;
   writer->_issued_next_index = writer->_next_index;
@@ -119,7 +122,10 @@ task<status> wal_writer::start_segment() {
     co_return _failure;
   }
   std::vector<std::byte> header;
-  wal_segment_header fields{sequence, _next_index, _last_crc, _options.batch_bytes_max};
+  // A new log's chain starts from a random value, so that no client can compute a
+  // segment header's crc, the seed of the durable marks' own checks.
+  std::uint32_t previous_crc = _segments.empty() ? std::random_device{}() : _last_crc;
+  wal_segment_header fields{sequence, _next_index, previous_crc, _options.batch_bytes_max};
   std::uint32_t header_crc = encode_wal_segment_header(fields, header);
   task<int> writing = _storage.write_then_datasync(file, header.data(), header.size(), 0);
   int written = co_await std::move(writing);
@@ -141,6 +147,8 @@ task<status> wal_writer::start_segment() {
   _last_crc = header_crc;
   _segment_file_bytes = _options.segment_bytes;
   _segment_batch_bytes_max = _options.batch_bytes_max;
+  _segment_header_crc = header_crc;
+  _marked_offset = _offset;
   _segments.push_back({name, sequence, fields.first_index});
   _issued_offset = _offset;
   _issued_crc = _last_crc;
@@ -153,14 +161,19 @@ task<status> wal_writer::start_segment() {
 // that everything in flight lies within batch_bytes_max of the durable end, which the
 // torn-tail rule of recovery relies on), and what is left of the segment.
 bool wal_writer::needs_rollover() const {
-  return !_pending_records.empty() && _segment_file_bytes - _issued_offset < _pending_records.front().bytes;
+  return !_pending_records.empty() &&
+         _segment_file_bytes - _issued_offset < wal_durable_mark_record_bytes + _pending_records.front().bytes;
 }
 
 wal_writer::batch* wal_writer::issue_batch() {
   if (_pending_records.empty() || _batches.size() >= wal_batches_in_flight_max) return nullptr;
   std::uint64_t room = std::min<std::uint64_t>(_segment_batch_bytes_max - _in_flight_bytes,
                                                _segment_file_bytes - _issued_offset);
-  std::size_t count = 0, bytes = 0;
+  // A batch issued after the durable end moved begins with a durable mark saying where it
+  // is now (wal.md, "Durable marks"): damage before it can then not pass for a torn write.
+  bool mark = _offset > _marked_offset;
+  std::size_t mark_bytes = mark ? wal_durable_mark_record_bytes : 0;
+  std::size_t count = 0, bytes = mark_bytes;
   while (count < _pending_records.size() && bytes + _pending_records[count].bytes <= room) {
     bytes += _pending_records[count++].bytes;
   }
@@ -168,17 +181,26 @@ wal_writer::batch* wal_writer::issue_batch() {
 
   auto b = std::make_unique<batch>();
   // Chain the crcs in the order the records go to disk.
-  b->data.assign(_pending.begin(), _pending.begin() + static_cast<std::ptrdiff_t>(bytes));
+  b->data.reserve(bytes);
+  if (mark) {
+    encode_wal_durable_mark(_offset, _issued_offset, _segment_header_crc, b->data);
+    _marked_offset = _offset;
+  }
+  b->data.insert(b->data.end(), _pending.begin(), _pending.begin() + static_cast<std::ptrdiff_t>(bytes - mark_bytes));
   std::uint32_t crc = _issued_crc;
   std::uint64_t next_index = _issued_next_index;
   std::size_t at = 0;
+  if (mark) {
+    crc = seal_wal_record(b->data.data(), crc);
+    at = mark_bytes;
+  }
   for (std::size_t i = 0; i < count; ++i) {
     crc = seal_wal_record(b->data.data() + at, crc);
     at += _pending_records[i].bytes;
     if (_pending_records[i].next_index != 0) next_index = _pending_records[i].next_index;
   }
   KEEL_ASSERT(at == bytes);
-  _pending.erase(_pending.begin(), _pending.begin() + static_cast<std::ptrdiff_t>(bytes));
+  _pending.erase(_pending.begin(), _pending.begin() + static_cast<std::ptrdiff_t>(bytes - mark_bytes));
   _pending_records.erase(_pending_records.begin(), _pending_records.begin() + static_cast<std::ptrdiff_t>(count));
   b->count = count;
   b->offset = _issued_offset;

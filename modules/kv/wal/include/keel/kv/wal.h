@@ -198,6 +198,8 @@ class wal_writer {
   std::uint64_t _issued = 0;        // records issued, ever
   std::uint64_t _in_flight_bytes = 0;
   std::uint32_t _segment_batch_bytes_max = 0;  // the last segment's declared batch limit
+  std::uint32_t _segment_header_crc = 0;       // the last segment's header crc (marks' seed)
+  std::uint64_t _marked_offset = 0;            // the durable offset the last mark claimed
 
   struct pending_record {
     std::uint32_t bytes;

@@ -28,6 +28,7 @@ enum class wal_record_type : std::uint16_t {
   entry = 2,
   hard_state = 3,
   snapshot = 4,
+  durable_mark = 5,  // written by the writer, checked and skipped by the reader
 };
 const char* wal_record_type_name(wal_record_type type) noexcept;
 
@@ -37,6 +38,9 @@ inline constexpr std::uint16_t wal_version = 1;
 inline constexpr std::size_t wal_segment_header_payload_bytes = 32;
 inline constexpr std::size_t wal_segment_header_record_bytes =
     wal_record_header_bytes + wal_segment_header_payload_bytes;
+// A durable mark: header + u64 durable offset, u32 check, u32 reserved (wal.md).
+inline constexpr std::size_t wal_durable_mark_payload_bytes = 16;
+inline constexpr std::size_t wal_durable_mark_record_bytes = 16 + wal_durable_mark_payload_bytes;
 // The smallest batch_bytes_max a segment may declare.
 inline constexpr std::uint32_t wal_batch_bytes_min = 4096;
 static_assert(wal_segment_header_record_bytes % 8 == 0);
@@ -76,6 +80,11 @@ std::uint32_t encode_wal_record(const wal_record& record, std::uint32_t seed,
 // Appends a segment header record, seeded with header.previous_crc; returns its crc.
 std::uint32_t encode_wal_segment_header(const wal_segment_header& header,
                                         std::vector<std::byte>& out);
+// Appends a durable mark (docs/formats/wal.md, "Durable marks"), unsealed: the record at
+// `mark_offset` of a segment whose header record's crc is `segment_header_crc` says that
+// the writer knew the segment durable up to `durable_offset` when it issued its batch.
+void encode_wal_durable_mark(std::uint64_t durable_offset, std::uint64_t mark_offset,
+                             std::uint32_t segment_header_crc, std::vector<std::byte>& out);
 // Recomputes the crc of the encoded record at `record` (header + padded payload, already
 // in place) with `seed`, stores it in the crc field and returns it. The writer encodes
 // records when they are appended and chains them when it writes them.
@@ -110,7 +119,8 @@ struct wal_scan_options {
 struct wal_segment_scan {
   status outcome;  // ok, or errc::corruption naming "file:offset: what failed"
   wal_segment_header header;        // valid when outcome is ok
-  std::vector<wal_record> records;  // entries, hard states, snapshots, in order
+  std::vector<wal_record> records;  // entries, hard states, snapshots, in order (no marks)
+  std::uint32_t header_crc = 0;     // the segment header record's crc (durable marks' seed)
   std::uint64_t end_offset = 0;     // the byte after the last valid record
   std::uint32_t last_crc = 0;       // crc of the last valid record (the header's at least)
   // Last segment only: nonzero bytes of a torn tail found at end_offset, to be zeroed

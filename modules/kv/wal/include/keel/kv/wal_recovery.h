@@ -71,6 +71,7 @@ struct wal_segment_info {
   std::uint64_t end_offset = 0;   // the byte after its last valid record
   std::uint64_t records = 0;      // not counting the segment header
   std::uint32_t batch_bytes_max = 0;
+  std::uint32_t header_crc = 0;   // its segment header record's crc (durable marks' seed)
 };
 
 struct wal_torn_tail {
