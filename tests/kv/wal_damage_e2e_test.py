@@ -35,6 +35,7 @@ KEELD = sys.argv[1] if len(sys.argv) > 1 else "build/bin/keeld"
 KEELCTL = sys.argv[2] if len(sys.argv) > 2 else "build/bin/keelctl"
 SEGMENT = "0000000000000000-0000000000000001.wal"
 check = keeltest.Checks()
+started = []  # every keeld this test starts, stopped at the end whatever happens
 
 
 def start(data_dir, log_path, *extra):
@@ -46,6 +47,7 @@ def start(data_dir, log_path, *extra):
                              "--listen-peer-urls", "http://127.0.0.1:%d" % peer] + list(extra),
                             stdout=log, stderr=subprocess.STDOUT)
     log.close()
+    started.append(proc)
     return proc, url
 
 
@@ -185,13 +187,11 @@ def lost_last_segment(root):
           != [], open(log_path).read()[-600:])
     check("restored: a key from before the snapshot is served", '"value":"100v' in v2_get(url, "big/100"))
     keeltest.stop(proc)
-    return None
 
 
 def main():
     root = tempfile.mkdtemp(prefix="wal_damage_e2e_")
     source = os.path.join(root, "source")
-    proc = None
     try:
         proc, url = start(source, os.path.join(root, "source.log"))
         check("keeld starts", wait_ready(proc, url))
@@ -253,12 +253,11 @@ def main():
               all('"value":"value-%02d"' % i in v for i, v in zip((1, 25, 50), values)), values)
         check("torn: the unfinished PUT is gone", v2_get(url, "big") == "HTTP 404")
         keeltest.stop(proc)
-        proc = None
-        proc = lost_last_segment(root)
+        lost_last_segment(root)
     except Exception as error:  # noqa: BLE001
         check("no exception", False, repr(error))
     finally:
-        if proc is not None:
+        for proc in started:
             keeltest.stop(proc)
         if check.failed:
             for name in sorted(os.listdir(root)):
