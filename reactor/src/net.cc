@@ -10,11 +10,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <coroutine>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -191,6 +197,55 @@ task<result<address_list>> resolve_for_connect(endpoint where) {
 }
 }  // namespace
 
+namespace {
+
+// The inodes of the TCP sockets listening on `port`, from /proc/net/tcp and tcp6
+// ("sl local_address rem_address st ... inode": the port is the hex after the colon,
+// state 0A is LISTEN).
+std::vector<std::string> listening_inodes(std::uint16_t port) {
+  std::vector<std::string> inodes;
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line);  // the column names
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout, inode;
+      if (!(fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode))
+        continue;
+      std::size_t colon = local.rfind(':');
+      if (state != "0A" || colon == std::string::npos) continue;
+      unsigned long local_port = std::strtoul(local.c_str() + colon + 1, nullptr, 16);
+      if (local_port == port) inodes.push_back(inode);
+    }
+  }
+  return inodes;
+}
+
+}  // namespace
+
+std::optional<std::string> listening_process(std::uint16_t port) {
+  std::vector<std::string> inodes = listening_inodes(port);
+  if (inodes.empty()) return std::nullopt;
+  std::error_code ignored;
+  for (const auto& process : std::filesystem::directory_iterator("/proc", ignored)) {
+    std::string pid = process.path().filename();
+    if (pid.empty() || !std::isdigit(static_cast<unsigned char>(pid[0]))) continue;
+    for (const auto& fd : std::filesystem::directory_iterator(process.path() / "fd", ignored)) {
+      std::string target = std::filesystem::read_symlink(fd.path(), ignored);
+      if (!target.starts_with("socket:[")) continue;
+      for (const std::string& inode : inodes) {
+        if (target != "socket:[" + inode + "]") continue;
+        std::ifstream comm(process.path() / "comm");
+        std::string name;
+        std::getline(comm, name);
+        return "pid " + pid + " (" + name + ")";
+      }
+    }
+  }
+  return std::nullopt;
+}
+
 result<int> listen_tcp(const endpoint& where, bind_mode mode) {
   auto found = resolve(where, true);
   if (!found) return found.error();
@@ -206,17 +261,28 @@ result<int> listen_tcp(const endpoint& where, bind_mode mode) {
   std::string where_text = where.host + ":" + std::to_string(where.port);
   // A keeld killed a moment ago holds its ports until the kernel has torn its io_uring
   // down (its armed accepts keep the sockets): 5-11 ms measured after the process was
-  // reaped. A restart waits that out, up to exclusive_bind_patience, before it says busy.
+  // reaped, and longer while an fdatasync it had issued still runs (a large snapshot
+  // being written). A port that a live process holds is reported at once, naming it; one
+  // that no process holds is waited for, up to exclusive_bind_patience.
   auto give_up = std::chrono::steady_clock::now() + exclusive_bind_patience;
+  auto next_look = std::chrono::steady_clock::now();
+  std::optional<std::string> holder;
   while (bind(fd, info->ai_addr, info->ai_addrlen) < 0) {
     int error = errno;
-    if (error == EADDRINUSE && mode == bind_mode::exclusive && std::chrono::steady_clock::now() < give_up) {
+    if (error == EADDRINUSE && mode == bind_mode::exclusive && std::chrono::steady_clock::now() >= next_look) {
+      holder = listening_process(where.port);
+      next_look = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+    }
+    if (error == EADDRINUSE && mode == bind_mode::exclusive && !holder &&
+        std::chrono::steady_clock::now() < give_up) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
       continue;
     }
     freeaddrinfo(info);
     ::close(fd);
-    return errno_status("bind " + where_text, error);
+    status failed = errno_status("bind " + where_text, error);
+    if (holder) return status{failed.code(), failed.message() + " (listening: " + *holder + ")"};
+    return failed;
   }
   freeaddrinfo(info);
   // Bound alone: now the group may form, before listen() hashes the socket.

@@ -545,14 +545,15 @@ class LifecycleTest(KeeldTestCase):
         blocker.listen(1)
         port = blocker.getsockname()[1]
         r = self.run_keeld("--listen-client-urls", "http://%s:%d" % (HOST, port))
-        self.assert_config_error(r, "cannot listen for clients")
+        self.assert_config_error(r, "cannot listen for clients", "(listening: pid %d (" % os.getpid())
 
     def test_a_second_keeld_on_the_same_client_port_is_refused(self):
         # Every shard listens with SO_REUSEPORT; a second keeld (same user) must still
         # not join the first one's port and take half of its clients.
         proc, (port,) = self.start()
         r = self.run_keeld("--listen-client-urls", "http://%s:%d" % (HOST, port), "--data-dir", "second")
-        self.assert_config_error(r, "cannot listen for clients", "Address already in use")
+        self.assert_config_error(r, "cannot listen for clients", "Address already in use",
+                                 "(listening: pid %d (keeld))" % proc.pid)
         self.assert_serving(port)
         self.stop(proc)
 
@@ -565,7 +566,7 @@ class LifecycleTest(KeeldTestCase):
         r = self.run_keeld("--listen-client-urls", "http://%s:%d" % (HOST, free_port()), "--data-dir", "second",
                            *member)
         self.assert_config_error(r, "cannot listen for peers", "listen-peer-urls http://%s:%d" % (HOST, peer),
-                                 "Address already in use")
+                                 "Address already in use", "(listening: pid %d (keeld))" % proc.pid)
         self.stop(proc)
 
     def test_a_data_dir_that_cannot_be_one_is_named_plainly(self):

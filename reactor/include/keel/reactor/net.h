@@ -12,6 +12,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <coroutine>
 #include <cstdint>
 #include <functional>
@@ -37,11 +38,15 @@ result<endpoint> parse_endpoint(std::string_view text);
 //              of any process listens there, a keeld started twice included (SO_REUSEPORT
 //              is set only after the bind, so the bind itself cannot join a group);
 //   beside:    joins the exclusive listener this process opened on `where` before.
-//              A port still held by a keeld that was just killed is waited for, up to
-//              exclusive_bind_patience (see net.cc), so a port truly in use is reported
-//              after that long.
+//              A port that a live process listens on is reported at once, naming it
+//              ("... Address already in use (listening: pid N (keeld))"); one that no
+//              process holds (a keeld just killed, whose io_uring the kernel still
+//              tears down) is waited for, up to exclusive_bind_patience (see net.cc).
 enum class bind_mode { exclusive, beside };
-inline constexpr std::chrono::milliseconds exclusive_bind_patience{2000};
+inline constexpr std::chrono::milliseconds exclusive_bind_patience{20000};
+// "pid N (name)" of a process with a TCP socket listening on `port` open, from /proc
+// (every process's as root, only one's own otherwise); nullopt if none is seen.
+std::optional<std::string> listening_process(std::uint16_t port);
 // Opens, binds and listens (SO_REUSEADDR, and SO_REUSEPORT as `mode` says). Returns the fd.
 result<int> listen_tcp(const endpoint& where, bind_mode mode = bind_mode::exclusive);
 // The port a bound socket got (for port 0 in tests).
