@@ -105,6 +105,12 @@ void print_usage(std::FILE* out) {
       "                                    and the newest snapshot that verifies in the\n"
       "                                    snap/ beside it; changes nothing; exit 1 on\n"
       "                                    corruption\n"
+      "  keelctl wal truncate DIR FILE:OFFSET\n"
+      "                                    after keeld refused a WAL naming FILE:OFFSET in\n"
+      "                                    its newest segment, and only when that was no\n"
+      "                                    damage (a power cut: docs/formats/wal.md): zero\n"
+      "                                    the segment from there on; records after it are\n"
+      "                                    lost\n"
       "\n"
       "Flags:\n"
       "      --endpoints=URLS         comma-separated endpoints (default http://127.0.0.1:2379;\n"
@@ -551,12 +557,18 @@ newest_snapshot print_newest_snapshot(const std::string& snap) {
   return {};
 }
 
-// Runs WAL recovery in check mode over DIR (or DIR/wal) and prints what it found and
-// what repair would change; the files are only read.
-int handle_wal_check(const std::string& argument) {
+// The WAL directory a `wal` command's argument names: DIR/wal when DIR holds one, else DIR.
+std::string wal_directory_of(const std::string& argument) {
   std::string directory = argument;
   while (directory.size() > 1 && directory.back() == '/') directory.pop_back();
   if (is_directory(directory + "/wal")) directory += "/wal";
+  return directory;
+}
+
+// Runs WAL recovery in check mode over DIR (or DIR/wal) and prints what it found and
+// what repair would change; the files are only read.
+int handle_wal_check(const std::string& argument) {
+  std::string directory = wal_directory_of(argument);
   if (!is_directory(directory)) return fail("not a directory: " + directory);
   kv::posix_wal_directory files(directory);
   auto recovered = kv::recover_wal(files, kv::wal_recovery_mode::check);
@@ -601,6 +613,57 @@ int handle_wal_check(const std::string& argument) {
     std::printf("no WAL: keeld would start from the snapshot alone\n");
   }
   std::printf("result: ok\n");
+  return exit_success;
+}
+
+// `keelctl wal truncate DIR FILE:OFFSET`: the operator's way on after a refusal that was
+// not damage (docs/formats/wal.md, "What the rule assumes"): zeroes the newest segment from
+// the failing record that recovery names, which the operator repeats as confirmation, to
+// its end. Refuses anything else: a WAL that recovers, a failure elsewhere, another offset.
+int handle_wal_truncate(const std::string& argument, const std::string& where) {
+  std::string directory = wal_directory_of(argument);
+  if (!is_directory(directory)) return fail("not a directory: " + directory);
+  std::size_t colon = where.rfind(':');
+  std::uint64_t offset = 0;
+  if (colon == std::string::npos || colon + 1 == where.size() ||
+      where.find_first_not_of("0123456789", colon + 1) != std::string::npos) {
+    return usage_failure("\"wal truncate\" needs FILE:OFFSET as recovery named it, got \"" + where + "\"");
+  }
+  offset = std::strtoull(where.c_str() + colon + 1, nullptr, 10);
+  std::string file = where.substr(0, colon);
+  file = file.substr(file.rfind('/') == std::string::npos ? 0 : file.rfind('/') + 1);
+  kv::posix_wal_directory files(directory);
+  auto names = files.list();
+  if (!names) return fail(names.error().to_string());
+  std::string last;
+  std::uint64_t last_sequence = 0;
+  for (const std::string& name : *names) {
+    auto ids = kv::parse_wal_segment_name(name);
+    if (ids && (last.empty() || ids->first > last_sequence)) last = name, last_sequence = ids->first;
+  }
+  if (file != last) return fail(file + " is not the newest segment (" + (last.empty() ? "none" : last) + "): nothing truncated");
+  auto recovered = kv::recover_wal(files, kv::wal_recovery_mode::check);
+  if (recovered) return fail("the WAL in " + directory + " recovers as it is: nothing truncated");
+  if (recovered.error().code() != errc::corruption) return fail(recovered.error().to_string());
+  std::string named = files.describe(last) + ":" + std::to_string(offset) + ": ";
+  if (!recovered.error().message().starts_with(named)) {
+    return fail("recovery fails elsewhere, not at " + last + ":" + std::to_string(offset) + " (" +
+                recovered.error().message() + "): nothing truncated");
+  }
+  auto bytes = files.read_all(last);
+  if (!bytes) return fail(bytes.error().to_string());
+  std::uint64_t end = bytes->size();
+  while (end > offset && (*bytes)[end - 1] == std::byte{0}) --end;
+  if (status zeroed = files.zero_and_sync(last, offset, end - offset); !zeroed) return fail(zeroed.to_string());
+  std::printf("zeroed %llu bytes of %s from offset %llu: the log now ends there; every record after it is gone\n",
+              static_cast<unsigned long long>(end - offset), files.describe(last).c_str(),
+              static_cast<unsigned long long>(offset));
+  auto again = kv::recover_wal(files, kv::wal_recovery_mode::check);
+  if (!again) {
+    std::printf("result: corrupt\n");
+    return fail(again.error().to_string());
+  }
+  std::printf("records: %zu\nresult: ok\n", again->records.size());
   return exit_success;
 }
 
@@ -650,7 +713,12 @@ int run(const options& opts) {
     return handle_endpoint_health(opts);
   }
   if (words[0] == "wal") {
-    if (words.size() < 2 || words[1] != "check") return usage_failure("\"wal\" needs a subcommand: check DIR");
+    if (words.size() >= 2 && words[1] == "truncate") {
+      if (words.size() != 4) return usage_failure("\"wal truncate\" needs a directory and FILE:OFFSET");
+      return handle_wal_truncate(words[2], words[3]);
+    }
+    if (words.size() < 2 || words[1] != "check")
+      return usage_failure("\"wal\" needs a subcommand: check DIR, or truncate DIR FILE:OFFSET");
     if (words.size() != 3) return usage_failure("\"wal check\" needs exactly one directory");
     return handle_wal_check(words[2]);
   }

@@ -7,6 +7,8 @@
    changes nothing in the file (before the fix, recovery took this for a torn tail and
    dropped 32 acknowledged writes).
 2. The same log with its header zeroed over one record: refused the same way.
+   `keelctl wal truncate` at that offset (the way on after a refusal that was no damage)
+   zeroes from there; keeld then serves the writes before it.
 3. The shape a torn write leaves (the last sector of the last record never written):
    `keelctl wal check` says it would truncate it, keeld truncates it with a warning,
    and serves every write before it.
@@ -77,9 +79,13 @@ def v2_get(url, key):
         return "HTTP %d" % error.code
 
 
-def wal_check(data_dir):
-    done = subprocess.run([KEELCTL, "wal", "check", data_dir], capture_output=True, text=True, timeout=30)
+def keelctl(*args):
+    done = subprocess.run([KEELCTL] + list(args), capture_output=True, text=True, timeout=30)
     return done.returncode, done.stdout + done.stderr
+
+
+def wal_check(data_dir):
+    return keelctl("wal", "check", data_dir)
 
 
 def record_offsets(path):
@@ -210,6 +216,24 @@ def main():
         holder = max(o for o in offsets if o <= 2000)
         refused(root, "overwritten", source, 2000, b"\xde\xad\xbe\xef", holder,
                 "and every sector of it was written: a damaged record, not a torn write")
+        # 1b. The operator's way on when a refusal was no damage (a power cut without
+        # stable pages): keelctl wal truncate, confirmed by the offset recovery named.
+        truncated = os.path.join(root, "overwritten")
+        path = os.path.join(truncated, "wal", SEGMENT)
+        code, out = keelctl("wal", "truncate", truncated, "%s:%d" % (path, holder + 8))
+        check("truncate: another offset than the failing one is refused, nothing truncated",
+              code == 1 and "nothing truncated" in out, out)
+        code, out = keelctl("wal", "truncate", source, "%s:%d" % (os.path.join(source, "wal", SEGMENT), holder))
+        check("truncate: a WAL that recovers is refused", code == 1 and "recovers as it is" in out, out)
+        code, out = keelctl("wal", "truncate", truncated, "%s:%d" % (path, holder))
+        check("truncate: at the failing offset: zeroed, then the WAL checks ok",
+              code == 0 and "zeroed" in out and "from offset %d" % holder in out and "result: ok" in out, out)
+        proc, url = start(truncated, os.path.join(root, "truncated.log"))
+        check("truncate: keeld starts", wait_ready(proc, url))
+        check("truncate: the writes before the offset are served", '"value":"value-01"' in v2_get(url, "k01"))
+        check("truncate: the writes after it are gone", v2_get(url, "k50") == "HTTP 404")
+        keeltest.stop(proc)
+
         # 2. The header of a record zeroed, one that does not end its sector.
         victim = next(o for o in offsets[25:] if o % 512 < 400)
         refused(root, "zeroed-header", source, victim, b"\0" * 16, victim,
