@@ -1,5 +1,6 @@
 // The fault-injecting in-memory storage of the WAL tests (LevelDB's
 // fault_injection_test.cc in spirit: unsynced bytes are lost on crash).
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -170,6 +171,23 @@ void memory_wal_storage::crash() {
   _crash_countdown = -1;
   _fail_write = _fail_sync = _fail_allocate = 0;
   ++_generation;  // held writes stay suspended; released, they fail and write nothing
+}
+
+void memory_wal_storage::crash_writing_back(std::uint64_t seed) {
+  std::uint64_t state = seed | 1;
+  for (auto& [handle, target] : _files) {
+    if (target.durable.size() < target.written.size()) target.durable.resize(target.written.size());
+    for (std::size_t sector = 0; sector < target.written.size(); sector += 512) {
+      std::size_t end = std::min(target.written.size(), sector + 512);
+      if (std::equal(target.written.begin() + sector, target.written.begin() + end, target.durable.begin() + sector))
+        continue;
+      state ^= state << 13;
+      state ^= state >> 7;
+      state ^= state << 17;
+      if (state & 1) std::copy(target.written.begin() + sector, target.written.begin() + end, target.durable.begin() + sector);
+    }
+  }
+  crash();
 }
 
 void memory_wal_storage::crash_during_write(std::uint64_t writes_from_now, tear how) {

@@ -16,6 +16,8 @@
 //   - fail_next_sync(errno): the next write lands in "written" but its fdatasync fails.
 //   - fail_next_allocate(errno).
 //   - flip_bit(name, offset, bit) and overwrite(name, offset, bytes): damage both views.
+//   - crash_writing_back(seed): a power cut while held writes' sectors are being written
+//     back: each persists whole or not at all.
 //   - hold_writes(true): write_then_datasync writes (into "written", as a pwrite fills
 //     the page cache) and then suspends before its fdatasync until release_held_write()
 //     (oldest first) or release_newest_held_write(), so a test can append and commit
@@ -66,6 +68,11 @@ class memory_wal_storage final : public wal_storage {
 
   // Faults.
   void crash();
+  // A power cut with writes in the page cache not yet made durable (held fdatasyncs): each
+  // 512-byte sector whose page-cache bytes differ from the durable ones reaches the disk as
+  // it is in the page cache or not at all (a pseudo-random choice from `seed`); then
+  // crash().
+  void crash_writing_back(std::uint64_t seed);
   void crash_during_write(std::uint64_t writes_from_now, tear how);
   void fail_next_write(int error) { _fail_write = error; }
   void fail_next_sync(int error) { _fail_sync = error; }
