@@ -650,8 +650,15 @@ int handle_wal_truncate(const std::string& argument, const std::string& where) {
     return fail("recovery fails elsewhere, not at " + last + ":" + std::to_string(offset) + " (" +
                 recovered.error().message() + "): nothing truncated");
   }
+  if (offset < kv::wal_segment_header_record_bytes) {
+    return fail("the segment header itself fails (" + recovered.error().message() +
+                "): nothing truncated; move the segment aside instead");
+  }
   auto bytes = files.read_all(last);
   if (!bytes) return fail(bytes.error().to_string());
+  // Said before it is done: damage that a durable mark proves (no power cut explains it)
+  // loses acknowledged writes when truncated; the operator may still want what is before.
+  std::printf("recovery: %s\n", recovered.error().message().c_str());
   std::uint64_t end = bytes->size();
   while (end > offset && (*bytes)[end - 1] == std::byte{0}) --end;
   if (status zeroed = files.zero_and_sync(last, offset, end - offset); !zeroed) return fail(zeroed.to_string());
