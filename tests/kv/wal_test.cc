@@ -422,9 +422,10 @@ BOOST_AUTO_TEST_CASE(damage_near_the_end_of_the_log_is_corruption_not_a_torn_tai
   }
 }
 
-// Marks claim only what was durable: a crash with two batches in flight, the second
-// persisted and the first torn, is still a torn tail; and appends after the truncation
-// write marks that claim the truncated end, not the lost one.
+// Marks claim only what was durable: a crash that tears a batch beginning with a mark
+// (any subset of its sectors persisted) is still a torn tail, and appends after the
+// truncation write marks that claim the truncated end, not the lost one. (Two batches in
+// flight: power_cuts_with_two_batches_in_flight_are_never_refused.)
 BOOST_AUTO_TEST_CASE(durable_marks_never_claim_what_a_crash_can_lose) {
   for (int tear = 0; tear < 40; ++tear) {
     memory_wal_storage storage;
