@@ -92,10 +92,8 @@ std::optional<std::uint64_t> durable_mark_claim(std::span<const std::byte> segme
                                                 std::uint32_t segment_header_crc) noexcept {
   if (segment.size() - at < wal_durable_mark_record_bytes) return std::nullopt;
   const std::byte* record = segment.data() + at;
-  if (load<std::uint32_t>(record) != wal_durable_mark_payload_bytes ||
-      load<std::uint16_t>(record + 8) != static_cast<std::uint16_t>(wal_record_type::durable_mark) ||
-      load<std::uint16_t>(record + 10) != 0 || load<std::uint32_t>(record + 12) != 0 ||
-      load<std::uint32_t>(record + 28) != 0) {
+  if (load<std::uint16_t>(record + 8) != static_cast<std::uint16_t>(wal_record_type::durable_mark) ||
+      !plausible_header(record) || load<std::uint32_t>(record + 28) != 0) {
     return std::nullopt;
   }
   std::uint64_t durable = load<std::uint64_t>(record + 16);
@@ -354,16 +352,17 @@ wal_segment_scan segment_scanner::run() {
     }
     failure = check_record(offset, _scan.last_crc, total);
     const std::byte* record = _bytes.data() + offset;
-    // The type only once check_record found a whole header.
-    auto type = failure.empty() ? static_cast<wal_record_type>(load<std::uint16_t>(record + 8))
-                                : wal_record_type::segment_header;
     wal_record decoded;
-    bool mark = failure.empty() && type == wal_record_type::durable_mark;
-    if (mark) {
-      auto claim = durable_mark_claim(_bytes, offset, _scan.header_crc);
-      if (!claim || *claim > offset) failure = "durable mark that does not check";
-    } else if (failure.empty()) {
-      failure = check_payload(type, record + wal_record_header_bytes, load<std::uint32_t>(record), decoded);
+    bool mark = false;
+    if (failure.empty()) {  // a whole header: its type can be read
+      auto type = static_cast<wal_record_type>(load<std::uint16_t>(record + 8));
+      mark = type == wal_record_type::durable_mark;
+      if (mark) {
+        auto claim = durable_mark_claim(_bytes, offset, _scan.header_crc);
+        if (!claim || *claim > offset) failure = "durable mark that does not check";
+      } else {
+        failure = check_payload(type, record + wal_record_header_bytes, load<std::uint32_t>(record), decoded);
+      }
     }
     if (!failure.empty()) {
       finish_at(offset, failure);
