@@ -941,7 +941,9 @@ task<result<std::int64_t>> lease_revoke(std::int64_t id) {
 }
 
 task<bool> self_is_learner() {
-  task<bool> asking = run_on_owner<bool>([]() -> task<bool> { co_return g->cluster && cluster_self_is_learner(); });
+  // g->cluster is set before any shard starts: a single node asks no other shard.
+  if (!g->cluster) co_return false;
+  task<bool> asking = run_on_owner<bool>([]() -> task<bool> { co_return cluster_self_is_learner(); });
   co_return co_await std::move(asking);
 }
 

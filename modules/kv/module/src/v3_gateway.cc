@@ -108,21 +108,24 @@ void append_delete_fields(std::string& out, const kv::delete_range_result& delet
   }
 }
 
-// grpc-gateway's error body; the HTTP status follows the gRPC code (grpc-gateway 1.9's
-// HTTPStatusFromCode: FailedPrecondition is 412 there, checked against etcd 3.4.23).
-reply error_reply(int grpc_code, std::string_view message) {
-  int http = 500;
+// The HTTP status of a gRPC code (grpc-gateway 1.9's HTTPStatusFromCode: FailedPrecondition
+// is 412 there, checked against etcd 3.4.23).
+int http_status_of(int grpc_code) noexcept {
   switch (grpc_code) {
-    case 3: http = 400; break;   // InvalidArgument
-    case 5: http = 404; break;   // NotFound
-    case 8: http = 429; break;   // ResourceExhausted
-    case 9: http = 412; break;   // FailedPrecondition
-    case 11: http = 400; break;  // OutOfRange
-    case 14: http = 503; break;  // Unavailable
-    default: http = 500; break;
+    case 3: return 400;   // InvalidArgument
+    case 5: return 404;   // NotFound
+    case 8: return 429;   // ResourceExhausted
+    case 9: return 412;   // FailedPrecondition
+    case 11: return 400;  // OutOfRange
+    case 14: return 503;  // Unavailable
+    default: return 500;
   }
+}
+
+// grpc-gateway's error body, with the HTTP status of its gRPC code.
+reply error_reply(int grpc_code, std::string_view message) {
   reply r;
-  r.http_status = http;
+  r.http_status = http_status_of(grpc_code);
   r.body = "{\"error\":";
   keel::append_json_string(r.body, message);
   r.body += ",\"message\":";
@@ -902,7 +905,7 @@ std::string stream_error_chunk(int grpc_code, std::string_view message) {
   static constexpr std::pair<int, const char*> statuses[] = {
       {400, "Bad Request"}, {404, "Not Found"}, {412, "Precondition Failed"}, {429, "Too Many Requests"},
       {500, "Internal Server Error"}, {503, "Service Unavailable"}};
-  int http = error_reply(grpc_code, message).http_status;
+  int http = http_status_of(grpc_code);
   const char* text = "Internal Server Error";
   for (const auto& [code, name] : statuses)
     if (code == http) text = name;
@@ -917,7 +920,7 @@ std::string stream_error_chunk(int grpc_code, std::string_view message) {
 
 // A stream refused before its first message: the status of its gRPC code, one error chunk.
 void refuse_stream(http_response& response, int grpc_code, std::string_view message) {
-  response.start_stream(error_reply(grpc_code, message).http_status, "application/json");
+  response.start_stream(http_status_of(grpc_code), "application/json");
   response.write_chunk(stream_error_chunk(grpc_code, message));
   response.end_stream();
 }
