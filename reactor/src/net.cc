@@ -195,9 +195,6 @@ task<result<address_list>> resolve_for_connect(endpoint where) {
   off_shard_resolve resolving{std::move(lookup)};  // a named awaiter: no temporary held over the suspension
   co_return co_await resolving;
 }
-}  // namespace
-
-namespace {
 
 // The inodes of the TCP sockets listening on `port`, from /proc/net/tcp and tcp6
 // ("sl local_address rem_address st ... inode": the port is the hex after the colon,
@@ -222,26 +219,35 @@ std::vector<std::string> listening_inodes(std::uint16_t port) {
   return inodes;
 }
 
+// Whether the process at `process` (/proc/<pid>) has one of the sockets `inodes` open.
+bool holds_socket(const std::filesystem::path& process, const std::vector<std::string>& inodes) {
+  // Processes come and go while /proc is read: every step takes an error_code (a ranged
+  // for would throw from its increment) and a vanished entry is skipped.
+  std::error_code error;
+  for (std::filesystem::directory_iterator fd(process / "fd", error), end; !error && fd != end; fd.increment(error)) {
+    std::string target = std::filesystem::read_symlink(fd->path(), error).string();
+    error.clear();
+    for (const std::string& inode : inodes)
+      if (target == "socket:[" + inode + "]") return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 std::optional<std::string> listening_process(std::uint16_t port) {
   std::vector<std::string> inodes = listening_inodes(port);
   if (inodes.empty()) return std::nullopt;
-  std::error_code ignored;
-  for (const auto& process : std::filesystem::directory_iterator("/proc", ignored)) {
-    std::string pid = process.path().filename();
-    if (pid.empty() || !std::isdigit(static_cast<unsigned char>(pid[0]))) continue;
-    for (const auto& fd : std::filesystem::directory_iterator(process.path() / "fd", ignored)) {
-      std::string target = std::filesystem::read_symlink(fd.path(), ignored);
-      if (!target.starts_with("socket:[")) continue;
-      for (const std::string& inode : inodes) {
-        if (target != "socket:[" + inode + "]") continue;
-        std::ifstream comm(process.path() / "comm");
-        std::string name;
-        std::getline(comm, name);
-        return "pid " + pid + " (" + name + ")";
-      }
-    }
+  std::error_code error;
+  for (std::filesystem::directory_iterator process("/proc", error), end; !error && process != end;
+       process.increment(error)) {
+    std::string pid = process->path().filename();
+    if (pid.empty() || !std::isdigit(static_cast<unsigned char>(pid[0])) || !holds_socket(process->path(), inodes))
+      continue;
+    std::ifstream comm(process->path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    return "pid " + pid + " (" + name + ")";
   }
   return std::nullopt;
 }
