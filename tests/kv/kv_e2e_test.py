@@ -387,10 +387,8 @@ def main():
     except Exception as error:  # noqa: BLE001
         check("no exception", False, repr(error))
     finally:
-        for name in os.listdir(root) if os.path.isdir(root) else []:
-            if name.endswith(".log") and check.failed:
-                with open(os.path.join(root, name)) as f:
-                    print("---- " + name + "\n" + f.read()[-3000:])
+        if check.failed:
+            keeltest.print_logs(root)
         shutil.rmtree(root, ignore_errors=True)
     return check.summary()
 

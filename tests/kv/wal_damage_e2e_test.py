@@ -284,10 +284,7 @@ def main():
         for proc in started:
             keeltest.stop(proc)
         if check.failed:
-            for name in sorted(os.listdir(root)):
-                if name.endswith(".log"):
-                    with open(os.path.join(root, name)) as f:
-                        print("---- " + name + "\n" + f.read()[-2000:])
+            keeltest.print_logs(root, 2000)
         shutil.rmtree(root, ignore_errors=True)
     return check.summary()
 

@@ -551,11 +551,8 @@ def main():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        for dirpath, _, files in os.walk(root):
-            for name in files:
-                if name.endswith(".log") and check.failed:
-                    with open(os.path.join(dirpath, name), errors="replace") as f:
-                        print("---- " + name + "\n" + f.read()[-3000:])
+        if check.failed:
+            keeltest.print_logs(root)
         shutil.rmtree(root, ignore_errors=True)
     return check.summary()
 

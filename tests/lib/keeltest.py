@@ -19,6 +19,7 @@ What it guarantees:
   - stop(proc): the child process has exited and is reaped when it returns (SIGTERM, then
     SIGKILL after `timeout` seconds).
 """
+import os
 import signal
 import socket
 import subprocess
@@ -97,6 +98,16 @@ def exit_code_within(proc, timeout):
         proc.kill()
         proc.wait()
         return None
+
+
+def print_logs(root, tail=3000):
+    """Prints the last `tail` characters of every *.log file under `root` (a failed test's
+    evidence, before its work dir is removed)."""
+    for dirpath, _, files in sorted(os.walk(root)):
+        for name in sorted(files):
+            if name.endswith(".log"):
+                with open(os.path.join(dirpath, name), errors="replace") as f:
+                    print("---- " + name + "\n" + f.read()[-tail:])
 
 
 def log_lines(path, *needles):
