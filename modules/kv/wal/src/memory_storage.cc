@@ -7,6 +7,18 @@
 #include "keel/kv/wal_memory_storage.h"
 
 namespace keel::kv {
+namespace {
+
+// Whether the sector that a crash reaches next persists: xorshift64 over `state`, whose
+// seed the test chose, so every crash is repeatable.
+bool sector_persists(std::uint64_t& state) noexcept {
+  state ^= state << 13;
+  state ^= state >> 7;
+  state ^= state << 17;
+  return (state & 1) != 0;
+}
+
+}  // namespace
 
 memory_wal_storage::file* memory_wal_storage::find(const std::string& name) {
   auto it = _names.find(name);
@@ -99,10 +111,7 @@ void memory_wal_storage::persist_torn(file& target, const std::byte* data, std::
       std::uint64_t from = 0;
       while (from < size) {
         std::uint64_t to = std::min<std::uint64_t>(size, (offset + from) / 512 * 512 + 512 - offset);
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        if (state & 1) keep(from, to);
+        if (sector_persists(state)) keep(from, to);
         from = to;
       }
       break;
@@ -181,10 +190,7 @@ void memory_wal_storage::crash_writing_back(std::uint64_t seed) {
       std::size_t end = std::min(target.written.size(), sector + 512);
       if (std::equal(target.written.begin() + sector, target.written.begin() + end, target.durable.begin() + sector))
         continue;
-      state ^= state << 13;
-      state ^= state >> 7;
-      state ^= state << 17;
-      if (state & 1) std::copy(target.written.begin() + sector, target.written.begin() + end, target.durable.begin() + sector);
+      if (sector_persists(state)) std::copy(target.written.begin() + sector, target.written.begin() + end, target.durable.begin() + sector);
     }
   }
   crash();
