@@ -4,7 +4,13 @@
 #define BOOST_TEST_MODULE wal
 #include <boost/test/unit_test.hpp>
 
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <linux/magic.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/vfs.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -907,4 +913,97 @@ BOOST_AUTO_TEST_CASE(real_files_on_the_reactor_write_and_recover_10000_entries) 
   } else {
     std::filesystem::remove_all(pattern);
   }
+}
+
+namespace {
+
+// The byte ranges of `path` that the filesystem holds as unwritten extents (FIEMAP).
+std::vector<std::pair<std::uint64_t, std::uint64_t>> unwritten_ranges(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  BOOST_REQUIRE(fd >= 0);
+  constexpr unsigned slots = 256;
+  std::vector<std::byte> buffer(sizeof(fiemap) + slots * sizeof(fiemap_extent));
+  auto* map = reinterpret_cast<fiemap*>(buffer.data());
+  map->fm_start = 0;
+  map->fm_length = FIEMAP_MAX_OFFSET;
+  map->fm_flags = FIEMAP_FLAG_SYNC;
+  map->fm_extent_count = slots;
+  BOOST_REQUIRE_MESSAGE(::ioctl(fd, FS_IOC_FIEMAP, map) == 0, "FIEMAP: " << std::strerror(errno));
+  ::close(fd);
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> unwritten;
+  for (unsigned i = 0; i < map->fm_mapped_extents; ++i) {
+    const fiemap_extent& e = map->fm_extents[i];
+    if (e.fe_flags & FIEMAP_EXTENT_UNWRITTEN) unwritten.emplace_back(e.fe_logical, e.fe_logical + e.fe_length);
+  }
+  return unwritten;
+}
+
+}  // namespace
+
+// Zero-ahead (wal.h, uring_wal_storage): on ext4 a segment is fallocated, and every
+// fdatasync after a write into an unwritten extent commits the journal. The storage writes
+// zeros ahead of the log, so that the region the next batches go to is already written;
+// and never zeros the whole segment at once. Checked with FIEMAP on real files.
+BOOST_AUTO_TEST_CASE(real_files_are_written_ahead_of_the_log_end_with_zeros) {
+  char pattern[] = "/tmp/keel-wal-test-XXXXXX";
+  BOOST_REQUIRE(::mkdtemp(pattern) != nullptr);
+  struct statfs fs {};
+  BOOST_REQUIRE(::statfs(pattern, &fs) == 0);
+  if (fs.f_type != EXT4_SUPER_MAGIC) {
+    std::filesystem::remove_all(pattern);
+    BOOST_TEST_MESSAGE("skipped: /tmp is not ext4, where unwritten extents were measured");
+    return;
+  }
+  std::string directory = std::string(pattern) + "/wal";
+  BOOST_REQUIRE(posix_wal_directory::create_directories(directory).is_ok());
+  status outcome;
+  std::uint64_t end = 0;
+  std::vector<std::string> names;
+  run_system(1, [&](keel::system&) -> task<void> {
+    uring_wal_storage storage(directory);
+    auto recovered = recover_wal(storage, wal_recovery_mode::repair);
+    if (!recovered) {
+      outcome = recovered.error();
+      co_return;
+    }
+    wal_writer_options options;
+    options.segment_bytes = 16 * wal_zero_ahead_bytes;
+    options.batch_bytes_max = 64 * 1024;
+    task<result<std::unique_ptr<wal_writer>>> opening = wal_writer::open(storage, *recovered, options);
+    auto writer = co_await std::move(opening);
+    if (!writer) {
+      outcome = writer.error();
+      co_return;
+    }
+    // 3 MiB of entries in commits of ~40 KiB.
+    for (int round = 0; round < 80 && outcome.is_ok(); ++round) {
+      for (int i = 0; i < 10 && outcome.is_ok(); ++i)
+        outcome = (*writer)->append(wal_record::entry(1, 1 + round * 10 + i, std::string(4000, 'v')));
+      task<status> committing = (*writer)->commit();
+      if (outcome.is_ok()) outcome = co_await std::move(committing);
+    }
+    end = (*writer)->stats().bytes;
+    names = (*writer)->segment_names();
+  });
+  BOOST_REQUIRE_MESSAGE(outcome.is_ok(), outcome.to_string());
+  BOOST_REQUIRE(names.size() == 1u);
+  BOOST_REQUIRE(end > 3 * wal_zero_ahead_bytes);
+  std::string path = directory + "/" + names[0];
+  auto unwritten = unwritten_ranges(path);
+  BOOST_REQUIRE_MESSAGE(!unwritten.empty(), "the segment was zeroed whole, or not fallocated");
+  // Everything up to the end of the log and at least 3/4 of the zero-ahead past it is written.
+  std::uint64_t first_unwritten = unwritten.front().first;
+  BOOST_TEST(first_unwritten >= end + 3 * wal_zero_ahead_bytes / 4);
+  BOOST_TEST(first_unwritten <= end + wal_zero_ahead_bytes + 4096);
+  // And the log reads back whole, with zeros after its end.
+  posix_wal_directory reread(directory);
+  wal_recovery recovered = recover_ok(reread, wal_recovery_mode::check);
+  BOOST_TEST(recovered.records.size() == 800u);
+  BOOST_TEST(!recovered.torn_tail.has_value());
+  auto bytes = reread.read_all(names[0]);
+  BOOST_REQUIRE(bytes.is_ok());
+  std::size_t nonzero_after_end = 0;
+  for (std::size_t i = recovered.segments.back().end_offset; i < bytes->size(); ++i) nonzero_after_end += bytes.value()[i] != std::byte{0};
+  BOOST_TEST(nonzero_after_end == 0u);
+  std::filesystem::remove_all(pattern);
 }

@@ -1,6 +1,9 @@
 // uring_wal_storage: metadata with POSIX calls, data through the shard's io_uring.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include <cerrno>
 #include <cstring>
@@ -28,16 +31,44 @@ result<int> uring_wal_storage::create_file(const std::string& name) {
   return fd;
 }
 
-void uring_wal_storage::close_file(int file) noexcept { ::close(file); }
+void uring_wal_storage::close_file(int file) noexcept {
+  std::erase_if(_zeroed, [file](const zeroed_file& z) { return z.file == file; });
+  ::close(file);
+}
 
 task<int> uring_wal_storage::allocate(int file, std::uint64_t bytes) {
   co_return co_await keel::allocate(file, 0, static_cast<std::size_t>(bytes));
+}
+
+// The file's zero-ahead state, created on its first write: a segment opened at a restart
+// starts with nothing known to be written ahead.
+uring_wal_storage::zeroed_file& uring_wal_storage::zeroed_state(int file) {
+  for (zeroed_file& z : _zeroed)
+    if (z.file == file) return z;
+  struct stat st {};
+  std::uint64_t size = ::fstat(file, &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
+  _zeroed.push_back({file, size, 0});
+  return _zeroed.back();
+}
+
+long uring_wal_storage::zero_ahead(int file, std::uint64_t end) {
+  zeroed_file& z = zeroed_state(file);
+  if (end + wal_zero_ahead_bytes / 4 <= z.zeroed_to || end >= z.file_bytes) return 0;
+  std::uint64_t from = std::max(z.zeroed_to, end);
+  std::uint64_t to = std::min(z.file_bytes, (end + wal_zero_ahead_bytes) & ~std::uint64_t{4095});
+  if (to <= from) return 0;
+  if (_zeros.empty()) _zeros.resize(wal_zero_ahead_bytes);
+  long written = detail::pwrite_all(file, _zeros.data(), static_cast<std::size_t>(to - from), from);
+  if (written != static_cast<long>(to - from)) return written < 0 ? written : -EIO;
+  z.zeroed_to = to;
+  return 0;
 }
 
 task<int> uring_wal_storage::write_then_datasync(int file, const std::byte* data, std::size_t size,
                                                  std::uint64_t offset) {
   long written = detail::pwrite_all(file, data, size, offset);
   if (written != static_cast<long>(size)) co_return static_cast<int>(written);  // -errno or short
+  if (long zeroed = zero_ahead(file, offset + size); zeroed < 0) co_return static_cast<int>(zeroed);
   int synced = co_await keel::datasync(file);
   co_return synced < 0 ? synced : static_cast<int>(size);
 }

@@ -82,8 +82,27 @@ class uring_wal_storage final : public wal_storage {
   task<void> end_of_turn() override;
 
  private:
+  // Zero-ahead (docs/formats/wal.md, "Writing"): a segment is fallocated, and ext4 must
+  // commit its journal at the fdatasync of every write into an unwritten extent. So each
+  // write that comes within a quarter of wal_zero_ahead_bytes of what is known written is
+  // followed by zeros up to wal_zero_ahead_bytes past its end, flushed by the same
+  // fdatasync: later batches overwrite written blocks, and their fdatasyncs commit no
+  // journal. The zeros are what recovery expects past the end of the log anyway.
+  struct zeroed_file {
+    int file;
+    std::uint64_t file_bytes;  // its size when first written: never zeroed past it
+    std::uint64_t zeroed_to;   // every byte before this was written (data or zeros)
+  };
+  zeroed_file& zeroed_state(int file);
+  long zero_ahead(int file, std::uint64_t end);  // 0, or -errno / -EIO for a short write
+
   posix_wal_directory _directory;
+  std::vector<zeroed_file> _zeroed;
+  std::vector<std::byte> _zeros;
 };
+
+// How far past a write uring_wal_storage writes zeros ahead (a multiple of 4096).
+inline constexpr std::uint64_t wal_zero_ahead_bytes = std::uint64_t{1} << 20;
 
 struct wal_writer_options {
   // Size of each new segment (preallocated). REQUIRES: >= 2 * batch_bytes_max and
