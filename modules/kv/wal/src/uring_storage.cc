@@ -1,6 +1,8 @@
 // uring_wal_storage: metadata with POSIX calls, data through the shard's io_uring.
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -41,20 +43,28 @@ task<int> uring_wal_storage::allocate(int file, std::uint64_t bytes) {
 }
 
 // The file's zero-ahead state, created on its first write: a segment opened at a restart
-// starts with nothing known to be written ahead.
+// starts with nothing known to be written ahead. Only ext4 and XFS get zeros: they keep
+// fallocated blocks as unwritten extents (other file systems, copy-on-write ones above
+// all, would only write twice as much).
 uring_wal_storage::zeroed_file& uring_wal_storage::zeroed_state(int file) {
   for (zeroed_file& z : _zeroed)
     if (z.file == file) return z;
   struct stat st {};
   std::uint64_t size = ::fstat(file, &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
-  _zeroed.push_back({file, size, 0});
+  struct statfs fs {};
+  bool unwritten_extents = ::fstatfs(file, &fs) == 0 && (fs.f_type == EXT4_SUPER_MAGIC || fs.f_type == XFS_SUPER_MAGIC);
+  _zeroed.push_back({file, unwritten_extents ? size : 0, 0});
   return _zeroed.back();
 }
 
+// After a write ending at `end`: once what is written ahead is less than half of
+// wal_zero_ahead_bytes, zeros up to wal_zero_ahead_bytes past `end`, starting no nearer
+// than a quarter of it, so that the next batches (written while this fdatasync may be
+// writing the zeros back) do not land in those pages (wal.md, "Zero-ahead").
 long uring_wal_storage::zero_ahead(int file, std::uint64_t end) {
   zeroed_file& z = zeroed_state(file);
-  if (end + wal_zero_ahead_bytes / 4 <= z.zeroed_to || end >= z.file_bytes) return 0;
-  std::uint64_t from = std::max(z.zeroed_to, end);
+  if (end + wal_zero_ahead_bytes / 2 <= z.zeroed_to || end >= z.file_bytes) return 0;
+  std::uint64_t from = std::max(z.zeroed_to, (end + wal_zero_ahead_bytes / 4 + 4095) & ~std::uint64_t{4095});
   std::uint64_t to = std::min(z.file_bytes, (end + wal_zero_ahead_bytes) & ~std::uint64_t{4095});
   if (to <= from) return 0;
   if (_zeros.empty()) _zeros.resize(wal_zero_ahead_bytes);

@@ -47,7 +47,9 @@ class wal_storage : public wal_directory {
   // fallocate(file, 0, 0, bytes): >= 0 or -errno.
   virtual task<int> allocate(int file, std::uint64_t bytes) = 0;
   // One write linked to one fdatasync: the byte count once both completed, or -errno
-  // (a short count means the write was short and the fdatasync did not run).
+  // (a short count means the write was short and the fdatasync did not run). The storage
+  // may also write zeros past the write's end, flushed by the same fdatasync (only past
+  // the end of the log: uring_wal_storage's zero-ahead).
   virtual task<int> write_then_datasync(int file, const std::byte* data, std::size_t size,
                                         std::uint64_t offset) = 0;
   // Resumes after every task made ready in this reactor turn has run, so that a commit
@@ -82,15 +84,15 @@ class uring_wal_storage final : public wal_storage {
   task<void> end_of_turn() override;
 
  private:
-  // Zero-ahead (docs/formats/wal.md, "Writing"): a segment is fallocated, and ext4 must
-  // commit its journal at the fdatasync of every write into an unwritten extent. So each
-  // write that comes within a quarter of wal_zero_ahead_bytes of what is known written is
-  // followed by zeros up to wal_zero_ahead_bytes past its end, flushed by the same
+  // Zero-ahead (docs/formats/wal.md, "Zero-ahead"): a segment is fallocated, and ext4
+  // must commit its journal at the fdatasync of every write into an unwritten extent. So
+  // a write after which less than half of wal_zero_ahead_bytes is known written ahead is
+  // followed by zeros from a quarter of it to all of it past its end, flushed by the same
   // fdatasync: later batches overwrite written blocks, and their fdatasyncs commit no
   // journal. The zeros are what recovery expects past the end of the log anyway.
   struct zeroed_file {
     int file;
-    std::uint64_t file_bytes;  // its size when first written: never zeroed past it
+    std::uint64_t file_bytes;  // its size when first written (0 off ext4/XFS): never zeroed past it
     std::uint64_t zeroed_to;   // every byte before this was written (data or zeros)
   };
   zeroed_file& zeroed_state(int file);
