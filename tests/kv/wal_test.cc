@@ -840,6 +840,18 @@ BOOST_AUTO_TEST_CASE(a_missing_middle_segment_is_corruption) {
   BOOST_TEST(recovered.error().message().find(segments[2] + ":0: segment sequence gap") == 0u);
 }
 
+namespace {
+
+// Recovers `storage` (repair mode) and opens a writer at the end it found.
+task<result<std::unique_ptr<wal_writer>>> recover_and_open(wal_storage& storage, wal_writer_options options) {
+  auto recovered = recover_wal(storage, wal_recovery_mode::repair);
+  if (!recovered) co_return recovered.error();
+  task<result<std::unique_ptr<wal_writer>>> opening = wal_writer::open(storage, *recovered, options);
+  co_return co_await std::move(opening);
+}
+
+}  // namespace
+
 // Real files, real fdatasync, on one shard: 10,000 entries written by group commit and
 // read back.
 BOOST_AUTO_TEST_CASE(real_files_on_the_reactor_write_and_recover_10000_entries) {
@@ -855,15 +867,10 @@ BOOST_AUTO_TEST_CASE(real_files_on_the_reactor_write_and_recover_10000_entries) 
   wal_writer_stats stats;
   run_system(1, [&](keel::system&) -> task<void> {
     uring_wal_storage storage(directory);
-    auto recovered = recover_wal(storage, wal_recovery_mode::repair);
-    if (!recovered) {
-      outcome = recovered.error();
-      co_return;
-    }
     wal_writer_options options;
     options.segment_bytes = 256 * 1024;
     options.batch_bytes_max = 64 * 1024;
-    task<result<std::unique_ptr<wal_writer>>> opening = wal_writer::open(storage, *recovered, options);
+    task<result<std::unique_ptr<wal_writer>>> opening = recover_and_open(storage, options);
     auto writer = co_await std::move(opening);
     if (!writer) {
       outcome = writer.error();
@@ -961,15 +968,10 @@ void check_zero_ahead_after(int rounds) {
     std::vector<std::string> names;
     run_system(1, [&](keel::system&) -> task<void> {
       uring_wal_storage storage(directory);
-      auto recovered = recover_wal(storage, wal_recovery_mode::repair);
-      if (!recovered) {
-        outcome = recovered.error();
-        co_return;
-      }
       wal_writer_options options;
       options.segment_bytes = 16 * wal_zero_ahead_bytes;
       options.batch_bytes_max = 64 * 1024;
-      task<result<std::unique_ptr<wal_writer>>> opening = wal_writer::open(storage, *recovered, options);
+      task<result<std::unique_ptr<wal_writer>>> opening = recover_and_open(storage, options);
       auto writer = co_await std::move(opening);
       if (!writer) {
         outcome = writer.error();
