@@ -639,7 +639,10 @@ int handle_wal_truncate(const std::string& argument, const std::string& where) {
   std::uint64_t last_sequence = 0;
   for (const std::string& name : *names) {
     auto ids = kv::parse_wal_segment_name(name);
-    if (ids && (last.empty() || ids->first > last_sequence)) last = name, last_sequence = ids->first;
+    if (ids && (last.empty() || ids->first > last_sequence)) {
+      last = name;
+      last_sequence = ids->first;
+    }
   }
   if (file != last) return fail(file + " is not the newest segment (" + (last.empty() ? "none" : last) + "): nothing truncated");
   auto recovered = kv::recover_wal(files, kv::wal_recovery_mode::check);

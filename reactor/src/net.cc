@@ -275,12 +275,12 @@ result<int> listen_tcp(const endpoint& where, bind_mode mode) {
   std::optional<std::string> holder;
   while (bind(fd, info->ai_addr, info->ai_addrlen) < 0) {
     int error = errno;
-    if (error == EADDRINUSE && mode == bind_mode::exclusive && std::chrono::steady_clock::now() >= next_look) {
+    bool busy_alone = error == EADDRINUSE && mode == bind_mode::exclusive;
+    if (busy_alone && std::chrono::steady_clock::now() >= next_look) {
       holder = listening_process(where.port);
       next_look = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
     }
-    if (error == EADDRINUSE && mode == bind_mode::exclusive && !holder &&
-        std::chrono::steady_clock::now() < give_up) {
+    if (busy_alone && !holder && std::chrono::steady_clock::now() < give_up) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
       continue;
     }

@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-
 #include <cerrno>
 #include <cstring>
 
@@ -42,18 +41,20 @@ task<int> uring_wal_storage::allocate(int file, std::uint64_t bytes) {
   co_return co_await keel::allocate(file, 0, static_cast<std::size_t>(bytes));
 }
 
+bool wal_zero_ahead_applies(int fd) noexcept {
+  struct statfs fs {};
+  return ::fstatfs(fd, &fs) == 0 && (fs.f_type == EXT4_SUPER_MAGIC || fs.f_type == XFS_SUPER_MAGIC);
+}
+
 // The file's zero-ahead state, created on its first write: a segment opened at a restart
-// starts with nothing known to be written ahead. Only ext4 and XFS get zeros: they keep
-// fallocated blocks as unwritten extents (other file systems, copy-on-write ones above
-// all, would only write twice as much).
+// starts with nothing known to be written ahead; a file zero-ahead does not apply to
+// counts as empty, so that nothing is ever zeroed in it.
 uring_wal_storage::zeroed_file& uring_wal_storage::zeroed_state(int file) {
   for (zeroed_file& z : _zeroed)
     if (z.file == file) return z;
   struct stat st {};
   std::uint64_t size = ::fstat(file, &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
-  struct statfs fs {};
-  bool unwritten_extents = ::fstatfs(file, &fs) == 0 && (fs.f_type == EXT4_SUPER_MAGIC || fs.f_type == XFS_SUPER_MAGIC);
-  _zeroed.push_back({file, unwritten_extents ? size : 0, 0});
+  _zeroed.push_back({file, wal_zero_ahead_applies(file) ? size : 0, 0});
   return _zeroed.back();
 }
 

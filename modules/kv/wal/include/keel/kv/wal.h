@@ -105,6 +105,10 @@ class uring_wal_storage final : public wal_storage {
 
 // How far past a write uring_wal_storage writes zeros ahead (a multiple of 4096).
 inline constexpr std::uint64_t wal_zero_ahead_bytes = std::uint64_t{1} << 20;
+// Whether the file system of `fd` (a file or a directory) gets zero-ahead: ext4 and XFS,
+// which keep fallocated blocks as unwritten extents. Elsewhere (copy-on-write file systems
+// above all) zeros would only double the bytes written.
+bool wal_zero_ahead_applies(int fd) noexcept;
 
 struct wal_writer_options {
   // Size of each new segment (preallocated). REQUIRES: >= 2 * batch_bytes_max and
