@@ -453,6 +453,14 @@ def bad_input_checks(p):
     p.same("base64 without padding: 400 at byte 0 (Go's StdEncoding)", "/v3/kv/range", {"key": "Zm9vYg"})
     p.same("base64 with bytes after the padding: 400 at byte 8", "/v3/kv/range", {"key": "Zm9vYg==Zm9v"})
     p.same("base64 with a newline inside is accepted", "/v3/kv/range", {"key": "Zm9v\nYg=="})
+    p.same("bad base64 after two whole quanta: 400 at byte 9", "/v3/kv/put",
+           {"key": b64("x"), "value": "QUJDREVGR!==ab"})
+    p.same("base64 padding inside the value: 400 at byte 12", "/v3/kv/put",
+           {"key": b64("x"), "value": "QUJDREVGSA==QUJD"})
+    p.same("base64 with newlines between and inside long quanta is accepted", "/v3/kv/put",
+           {"key": b64("nl"), "value": "QUJDREVG\r\nSElK\nS0xN\nTg=\n="})
+    p.same("base64 cut short after whole quanta: 400 at byte 8", "/v3/kv/put",
+           {"key": b64("x"), "value": "QUJDREVGSEk"})
     p.same("key of the wrong JSON type: 400 code 3, Go's message", "/v3/kv/range", {"key": 12})
     p.same("bool field of the wrong JSON type: 400 code 3", "/v3/kv/put",
            {"key": b64("x"), "value": b64("v"), "prev_kv": "yes"})

@@ -242,6 +242,27 @@ std::string go_type_error(const rapidjson::Value& v, const char* go_type) {
   return std::string("json: cannot unmarshal ") + go_kind(v) + " into Go value of type " + go_type;
 }
 
+// The fast path of go_base64_decode: decodes quanta of four alphabet characters from the
+// start of `src` into `out` and returns where the first other quantum (padding, a newline,
+// a bad byte or a short tail) starts. A value's bytes are almost all such quanta.
+std::size_t decode_whole_quanta(std::string_view src, const std::array<std::int8_t, 256>& table,
+                                std::string& out) {
+  out.resize(src.size() / 4 * 3);
+  char* to = out.data();
+  std::size_t si = 0;
+  for (; si + 4 <= src.size(); si += 4) {
+    const auto* in = reinterpret_cast<const unsigned char*>(src.data() + si);
+    std::int32_t a = table[in[0]], b = table[in[1]], c = table[in[2]], d = table[in[3]];
+    if ((a | b | c | d) < 0) break;
+    auto v = static_cast<std::uint32_t>(a << 18 | b << 12 | c << 6 | d);
+    *to++ = static_cast<char>(v >> 16);
+    *to++ = static_cast<char>(v >> 8);
+    *to++ = static_cast<char>(v);
+  }
+  out.resize(static_cast<std::size_t>(to - out.data()));
+  return si;
+}
+
 // Go's base64.StdEncoding.DecodeString, which encoding/json uses for []byte: padding is
 // required, '\r' and '\n' are skipped, the unused low bits of the last quantum are ignored.
 // On failure `bad_at` is the offset Go's CorruptInputError names.
@@ -258,8 +279,7 @@ std::optional<std::string> go_base64_decode(std::string_view src, std::size_t& b
     return at;
   };
   std::string out;
-  out.reserve(src.size() / 4 * 3);
-  std::size_t si = 0;
+  std::size_t si = decode_whole_quanta(src, table, out);
   bool ended = false;
   while (si < src.size() && !ended) {
     std::uint32_t quantum[4] = {0, 0, 0, 0};
