@@ -101,6 +101,7 @@ struct core_state {
   bool snapshot_go_sent = false;     // the child was told the WAL holds its entry
   int snapshot_slow_warnings = 0;    // how often finish_snapshot() said it runs long
   std::chrono::steady_clock::time_point snapshot_checked{};  // its /proc last read
+  std::chrono::steady_clock::time_point snapshot_polled{};   // maybe_snapshot's last waitpid
   std::atomic<std::uint64_t> snapshot_children_killed{0};    // deadlocked at their fork
   // After a snapshot failed (a full disk), none is tried before this: each try forks and
   // encodes the whole store, and at every commit that made one every ~30 ms.
