@@ -9,10 +9,10 @@
 #include <cstring>
 #include <limits>
 #include <string>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "keel/assert.h"
 #include "keel/kv/mvcc.h"
 #include "state.h"
@@ -336,10 +336,22 @@ bool decoder::read_end() {
   return _in.fail(_in.offset(), std::to_string(_in.left()) + " bytes after the change log");
 }
 
+// At least the bytes save() appends, so that `out` is allocated once: growing a string of
+// ~100 MB by doubling reallocates it ~27 times and copies about its final size again, into
+// fresh pages that the snapshot child must fault in. s.bytes counts a key once per version, and the change log names
+// each version above the compact revision once (README "Invariants"), so per version
+// 64 bytes cover its fixed fields, its change log entry and its revision's header.
+std::size_t encoded_size_bound(const detail::mvcc_state& s) {
+  std::size_t versions = 0;
+  for (const auto& [key, history] : s.index) versions += history.versions.size();
+  return 64 + s.bytes + 8 * s.index.size() + 64 * versions;
+}
+
 }  // namespace
 
 void mvcc_store::save(std::string& out) const {
   const detail::mvcc_state& s = *_state;
+  out.reserve(out.size() + encoded_size_bound(s));
   encoder to(out);
   to.fixed(mvcc_snapshot_magic);
   to.fixed(mvcc_snapshot_version);
@@ -349,10 +361,10 @@ void mvcc_store::save(std::string& out) const {
   KEEL_ASSERT(s.index.size() <= std::numeric_limits<std::uint32_t>::max());
   to.fixed(static_cast<std::uint64_t>(s.index.size()));
   // The change log names keys by their position in the key section.
-  std::unordered_map<std::string_view, std::uint32_t> position;
+  absl::flat_hash_map<absl::string_view, std::uint32_t> position;
   if (!s.changes.empty()) position.reserve(s.index.size());
   for (const auto& [key, history] : s.index) {
-    if (!s.changes.empty()) position.emplace(key, static_cast<std::uint32_t>(position.size()));
+    if (!s.changes.empty()) position.emplace(detail::as_absl(key), static_cast<std::uint32_t>(position.size()));
     to.text(key);
     to.fixed(static_cast<std::uint32_t>(history.versions.size()));
     for (const version_entry& v : history.versions) to.version(v);
@@ -361,7 +373,7 @@ void mvcc_store::save(std::string& out) const {
   for (const auto& [revision, keys] : s.changes) {
     to.fixed(revision);
     to.fixed(static_cast<std::uint32_t>(keys.size()));
-    for (const std::string& key : keys) to.fixed(position.at(key));
+    for (const std::string& key : keys) to.fixed(position.at(detail::as_absl(key)));
   }
 }
 
