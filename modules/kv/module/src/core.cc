@@ -276,13 +276,17 @@ void put_u64(std::string& out, std::uint64_t v) {
 
 // The payload: u32 version 1 | u64 bytes | mvcc_store::save | u64 leases | (i64 id, i64
 // granted ttl, u64 keys, (u64 bytes, key)*)* | u64 expiry revisions | i64*.
+// The store is saved straight into `out` and its length written in after: a separate
+// string appended here cost the child two more copies of the whole store.
 std::string encode_state() {
   std::string out;
   out += std::string("\x01\x00\x00\x00", 4);
-  std::string store;
-  g->store.save(store);
-  put_u64(out, store.size());
-  out += store;
+  std::size_t length_at = out.size();
+  put_u64(out, 0);
+  g->store.save(out);
+  std::string length;
+  put_u64(length, out.size() - length_at - 8);
+  out.replace(length_at, 8, length);
   put_u64(out, g->leases.size());
   for (const auto& [id, lease] : g->leases) {
     put_u64(out, static_cast<std::uint64_t>(id));
