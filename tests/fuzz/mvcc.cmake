@@ -1,6 +1,7 @@
 # fuzz_mvcc: arbitrary bytes through mvcc_store::load, the MVCC snapshot decoder
 # (tests/fuzz/mvcc_fuzz.cc). As with fuzz_wal, the store's sources are compiled into the
-# fuzzer so that libFuzzer's instrumentation sees them; absl's btree is header-only here.
+# fuzzer so that libFuzzer's instrumentation sees them; absl's btree is header-only, its
+# hash maps (snapshot_encoding.cc) need absl's hash library.
 find_package(absl REQUIRED)
 keel_add_fuzzer(fuzz_mvcc
   SOURCES
@@ -8,5 +9,5 @@ keel_add_fuzzer(fuzz_mvcc
     ${CMAKE_CURRENT_LIST_DIR}/../../modules/kv/mvcc/src/snapshot_encoding.cc
     ${CMAKE_CURRENT_LIST_DIR}/../../modules/kv/mvcc/src/invariants.cc
     ${CMAKE_CURRENT_LIST_DIR}/../../modules/kv/mvcc/src/store.cc
-  LIBS keel_base absl::btree)
+  LIBS keel_base absl::btree absl::flat_hash_map)
 target_include_directories(fuzz_mvcc PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../../modules/kv/mvcc/include)
