@@ -336,14 +336,13 @@ bool decoder::read_end() {
   return _in.fail(_in.offset(), std::to_string(_in.left()) + " bytes after the change log");
 }
 
-// At least the bytes save() appends, so that `out` is allocated once: growing a string of
-// ~100 MB by doubling reallocates it ~27 times and copies about its final size again, into
-// fresh pages that the snapshot child must fault in. s.bytes counts a key once per version, and the change log names
-// each version above the compact revision once (README "Invariants"), so per version
-// 64 bytes cover its fixed fields, its change log entry and its revision's header.
-std::size_t encoded_size_bound(const detail::mvcc_state& s) {
-  std::size_t versions = 0;
-  for (const auto& [key, history] : s.index) versions += history.versions.size();
+// At least the bytes save() appends, given the store's `versions` (version_count()), so
+// that `out` is allocated once: growing a string of ~100 MB by doubling reallocates it ~27
+// times and copies about its final size again, into fresh pages that the snapshot child
+// must fault in. s.bytes counts a key once per version, and the change log names each
+// version above the compact revision once (README "Invariants"), so per version 64 bytes
+// cover its fixed fields, its change log entry and its revision's header.
+std::size_t encoded_size_bound(const detail::mvcc_state& s, std::size_t versions) {
   return 64 + s.bytes + 8 * s.index.size() + 64 * versions;
 }
 
@@ -351,7 +350,7 @@ std::size_t encoded_size_bound(const detail::mvcc_state& s) {
 
 void mvcc_store::save(std::string& out) const {
   const detail::mvcc_state& s = *_state;
-  out.reserve(out.size() + encoded_size_bound(s));
+  out.reserve(out.size() + encoded_size_bound(s, version_count()));
   encoder to(out);
   to.fixed(mvcc_snapshot_magic);
   to.fixed(mvcc_snapshot_version);
