@@ -239,7 +239,16 @@ void v3_post(std::string& out, std::string_view host, std::string_view path, std
 }
 
 std::string v3_put_body(std::string_view key, std::string_view value, std::int64_t lease) {
-  std::string body = "{\"key\":\"" + base64_encode(key) + "\",\"value\":\"" + base64_encode(value) + "\"";
+  return v3_put_body_encoded(key, base64_encode(value), lease);
+}
+
+std::string v3_put_body_encoded(std::string_view key, std::string_view value_base64, std::int64_t lease) {
+  std::string body = "{\"key\":\"";
+  body.reserve(32 + key.size() * 2 + value_base64.size());
+  body += base64_encode(key);
+  body += "\",\"value\":\"";
+  body += value_base64;
+  body += '"';
   if (lease != 0) body += ",\"lease\":\"" + std::to_string(lease) + "\"";
   body += "}";
   return body;
@@ -279,6 +288,8 @@ std::string v3_watch_create_body(std::string_view key, std::string_view range_en
 }
 
 outcome v3_classify(int http_status, std::string_view body) {
+  // The gateway's unary answers start with their header; errors and stream lines do not.
+  if (http_status == 200 && body.starts_with("{\"header\":")) return outcome::success();
   rapidjson::Document doc;
   bool parsed = parse_json(doc, body);
   // A streamed answer is several lines; the first says enough.

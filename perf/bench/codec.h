@@ -73,6 +73,9 @@ std::optional<v2_event> v2_parse_event(std::string_view body);
 // ---- v3 JSON gateway -----------------------------------------------------------------------
 void v3_post(std::string& out, std::string_view host, std::string_view path, std::string_view body);
 std::string v3_put_body(std::string_view key, std::string_view value, std::int64_t lease = 0);
+// The same body from a value already in base64: the generator encodes its fixed value once
+// rather than per request, so that its own CPU stays out of the server's way.
+std::string v3_put_body_encoded(std::string_view key, std::string_view value_base64, std::int64_t lease = 0);
 // range_end empty: the single key.
 std::string v3_range_body(std::string_view key, std::string_view range_end, bool serializable);
 // A txn without compares whose success branch puts every key/value pair.
@@ -81,7 +84,8 @@ std::string v3_lease_grant_body(std::int64_t ttl_seconds);
 std::string v3_lease_keepalive_body(std::int64_t id);
 std::string v3_watch_create_body(std::string_view key, std::string_view range_end);
 // 200 with a body that is not an error object is ok; else "HTTP N grpc code C (message)".
-// Streaming answers ({"result":...} lines) are ok unless a line carries "error".
+// Streaming answers ({"result":...} lines) are ok unless a line carries "error". A 200 whose
+// body opens with {"header": is a unary answer, never an error, and is taken without parsing.
 outcome v3_classify(int http_status, std::string_view body);
 // Fields read back from answers; nullopt when the answer does not have them.
 std::optional<std::int64_t> v3_lease_id(std::string_view body);     // grant: "ID"

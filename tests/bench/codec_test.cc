@@ -97,6 +97,8 @@ BOOST_AUTO_TEST_CASE(v3json_requests_are_exact) {
              "POST /v3/kv/put HTTP/1.1\r\nHost: h:1\r\nContent-Type: application/json\r\n"
              "Content-Length: 29\r\n\r\n{\"key\":\"Zm9v\",\"value\":\"YmFy\"}");
   BOOST_TEST(v3_put_body("foo", "bar", 7) == R"({"key":"Zm9v","value":"YmFy","lease":"7"})");
+  BOOST_TEST(v3_put_body_encoded("foo", "YmFy") == v3_put_body("foo", "bar"));
+  BOOST_TEST(v3_put_body_encoded("foo", "YmFy", 7) == v3_put_body("foo", "bar", 7));
   BOOST_TEST(v3_range_body("foo", "", false) == R"({"key":"Zm9v"})");
   BOOST_TEST(v3_range_body("a", "b", true) == R"({"key":"YQ==","range_end":"Yg==","serializable":true})");
   BOOST_TEST(v3_txn_put_body({{"a", "b"}}) == R"({"success":[{"request_put":{"key":"YQ==","value":"Yg=="}}]})");
@@ -108,6 +110,10 @@ BOOST_AUTO_TEST_CASE(v3json_requests_are_exact) {
 BOOST_AUTO_TEST_CASE(v3json_answers_are_read) {
   const char* put = R"({"header":{"cluster_id":"1","member_id":"2","revision":"5","raft_term":"2"}})";
   BOOST_TEST(v3_classify(200, put).ok);
+  BOOST_TEST(v3_classify(200, R"({"header":{"revision":"3"},"kvs":[],"count":"1"})").ok);
+  // Not a header-first answer: parsed, and the error found.
+  BOOST_TEST(!v3_classify(200, R"({"error":{"grpc_code":14,"http_code":503,"message":"unavailable","code":14}})").ok);
+  BOOST_TEST(!v3_classify(503, R"({"header":{}})").ok);
   outcome bad = v3_classify(400, R"({"error":"etcdserver: key is not provided","message":"etcdserver: key is not provided","code":3})");
   BOOST_TEST(bad.kind == "HTTP 400 grpc code 3 (etcdserver: key is not provided)");
   BOOST_TEST(v3_classify(200, R"({"error":{"grpc_code":14,"http_code":503,"message":"unavailable","code":14}})" "\n").kind ==
