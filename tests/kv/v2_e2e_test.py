@@ -321,6 +321,9 @@ def section_dirs():
     both("  ... and listed", "GET", "/v2/keys/x%20y", query={"recursive": "true"})
     both("'//' and '.' in the path are cleaned", "GET", "/v2/keys//x%20y/./z/../z//w")
     both("HTML characters are escaped as Go does", "PUT", "/v2/keys/esc", form={"value": "<a&b>\"\\\t\u2028é"})
+    both("form decoding: '+' is a space, escapes, bytes that are not UTF-8", "PUT", "/v2/keys/esc2",
+         form={"value": b"a b+c%\xff\xfe<x>&" + "\u00e9\u2029 end".encode()})
+    both("'+' in a path stays a '+'", "PUT", "/v2/keys/p+q%21", form={"value": "plus"})
 
 
 def section_in_order_and_hidden():

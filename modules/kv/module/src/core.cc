@@ -227,19 +227,32 @@ namespace {
 void deliver(const std::shared_ptr<const event_batch>& batch);
 }  // namespace
 
+// Takes the first n elements out of v, leaving the rest in order. When everything goes
+// (the usual case: every pending write is durable) the buffer is handed over whole, and v
+// gets room for as many again.
+template <typename T>
+std::vector<T> take_front(std::vector<T>& v, std::size_t n) {
+  std::vector<T> taken;
+  if (n == v.size()) {
+    taken.swap(v);
+    v.reserve(taken.size());
+    return taken;
+  }
+  taken.assign(std::make_move_iterator(v.begin()), std::make_move_iterator(v.begin() + static_cast<std::ptrdiff_t>(n)));
+  v.erase(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(n));
+  return taken;
+}
+
 // Publishes the pending events of revisions <= through (they are durable).
 void publish_through(std::int64_t through) {
   if (through <= g->published_local) return;
-  auto batch = std::make_shared<event_batch>();
   std::size_t n = 0;
   while (n < g->pending_events.size() && g->pending_events[n].kv.mod_revision <= through) ++n;
-  batch->events.assign(std::make_move_iterator(g->pending_events.begin()),
-                       std::make_move_iterator(g->pending_events.begin() + static_cast<std::ptrdiff_t>(n)));
-  g->pending_events.erase(g->pending_events.begin(), g->pending_events.begin() + static_cast<std::ptrdiff_t>(n));
   std::size_t m = 0;
   while (m < g->pending_expiry.size() && g->pending_expiry[m] <= through) ++m;
-  batch->expiry_revisions.assign(g->pending_expiry.begin(), g->pending_expiry.begin() + static_cast<std::ptrdiff_t>(m));
-  g->pending_expiry.erase(g->pending_expiry.begin(), g->pending_expiry.begin() + static_cast<std::ptrdiff_t>(m));
+  auto batch = std::make_shared<event_batch>();
+  batch->events = take_front(g->pending_events, n);
+  batch->expiry_revisions = take_front(g->pending_expiry, m);
   batch->revision = through;
   g->published_local = through;
   g->published.store(through, std::memory_order_release);

@@ -7,6 +7,7 @@
 #include <rapidjson/document.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cctype>
 #include <cerrno>
 #include <cstdlib>
@@ -43,22 +44,34 @@ int hex_value(char c) {
 std::optional<std::string> unescape(std::string_view text, bool plus_is_space, std::string& bad) {
   std::string out;
   out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    char c = text[i];
-    if (c == '%') {
-      int high = i + 1 < text.size() ? hex_value(text[i + 1]) : -1;
-      int low = i + 2 < text.size() ? hex_value(text[i + 2]) : -1;
-      if (high < 0 || low < 0) {
-        bad = std::string(text.substr(i, std::min<std::size_t>(3, text.size() - i)));
-        return std::nullopt;
-      }
-      out.push_back(static_cast<char>(high * 16 + low));
-      i += 2;
-    } else if (c == '+' && plus_is_space) {
+  // Runs with nothing to decode go in with one append; memchr finds their ends. The next
+  // '%' is kept until passed, so text full of '+' is not searched again and again for it.
+  auto find = [&](char c, std::size_t from, std::size_t to) {
+    if (from == to) return to;
+    const void* at = std::memchr(text.data() + from, c, to - from);
+    return at ? static_cast<std::size_t>(static_cast<const char*>(at) - text.data()) : to;
+  };
+  std::size_t i = 0;
+  std::size_t next_percent = find('%', 0, text.size());
+  while (i < text.size()) {
+    if (next_percent < i) next_percent = find('%', i, text.size());
+    std::size_t run = plus_is_space ? find('+', i, next_percent) : next_percent;
+    out.append(text.data() + i, run - i);
+    i = run;
+    if (i == text.size()) break;
+    if (text[i] == '+') {  // only stops a run when plus_is_space
       out.push_back(' ');
-    } else {
-      out.push_back(c);
+      ++i;
+      continue;
     }
+    int high = i + 1 < text.size() ? hex_value(text[i + 1]) : -1;
+    int low = i + 2 < text.size() ? hex_value(text[i + 2]) : -1;
+    if (high < 0 || low < 0) {
+      bad = std::string(text.substr(i, std::min<std::size_t>(3, text.size() - i)));
+      return std::nullopt;
+    }
+    out.push_back(static_cast<char>(high * 16 + low));
+    i += 3;
   }
   return out;
 }

@@ -1,6 +1,8 @@
 // v2_json.cc — etcd's v2 JSON, byte for byte as Go's encoding/json writes it: struct field
 // order, omitempty, HTML-safe string escapes, RFC3339Nano times. See v2.h.
 #include <chrono>
+#include <cstdint>
+#include <cstring>
 #include <ctime>
 
 #include "v2.h"
@@ -115,10 +117,52 @@ void append_number(std::string& out, const char* name, std::int64_t value) {
 
 }  // namespace
 
+namespace {
+
+// Bytes Go's encoder copies as they are: printable ASCII except \ " < > &.
+constexpr bool copied_as_is(unsigned char b) noexcept {
+  return b >= 0x20 && b < 0x80 && b != '\\' && b != '"' && b != '<' && b != '>' && b != '&';
+}
+
+// Whether any of the 8 bytes of `w` is not copied_as_is (SWAR: each test leaves a byte's
+// top bit set where it holds; a borrow may also flag the byte above a flagged one, which
+// only sends that word the byte-by-byte way).
+constexpr bool word_needs_care(std::uint64_t w) noexcept {
+  constexpr std::uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+  auto zero_byte = [](std::uint64_t x) { return (x - ones) & ~x & highs; };
+  std::uint64_t flagged = (w - ones * 0x20) & ~w;  // below 0x20 (for bytes < 0x80)
+  flagged |= w;                                    // 0x80 and above
+  flagged |= zero_byte(w ^ (ones * '\\')) | zero_byte(w ^ (ones * '"')) | zero_byte(w ^ (ones * '<')) |
+             zero_byte(w ^ (ones * '>')) | zero_byte(w ^ (ones * '&'));
+  return (flagged & highs) != 0;
+}
+
+// The end of the run of copied_as_is bytes that starts at `from`.
+std::size_t plain_run_end(std::string_view text, std::size_t from) noexcept {
+  std::size_t i = from;
+  while (i + 8 <= text.size()) {
+    std::uint64_t w;
+    std::memcpy(&w, text.data() + i, 8);
+    if (word_needs_care(w)) break;
+    i += 8;
+  }
+  while (i < text.size() && copied_as_is(static_cast<unsigned char>(text[i]))) ++i;
+  return i;
+}
+
+}  // namespace
+
 void append_go_string(std::string& out, std::string_view text) {
   out.push_back('"');
   std::size_t i = 0;
   while (i < text.size()) {
+    // The plain run up to the next byte that needs care goes in with one append.
+    std::size_t run = plain_run_end(text, i);
+    if (run > i) {
+      out.append(text.data() + i, run - i);
+      i = run;
+      continue;
+    }
     unsigned char b = static_cast<unsigned char>(text[i]);
     if (b < 0x80) {
       switch (b) {
