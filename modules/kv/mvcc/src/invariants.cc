@@ -86,12 +86,19 @@ status mvcc_store::check_invariants() const {
   if (s.compacted > s.current) {
     return status(errc::corruption, "mvcc invariant: compact revision beyond current");
   }
+  if (s.index.ordered().size() != s.index.size()) {
+    return status(errc::corruption, "mvcc invariant: the index's hash holds " + std::to_string(s.index.size()) +
+                                         " keys, its key order " + std::to_string(s.index.ordered().size()));
+  }
   std::size_t versions_above_compaction = 0;
-  for (const auto& [key, history] : s.index) {
-    if (key.empty()) return violation(key, "empty key in the index");
-    std::string wrong = detail::history_violation(history, s.current, s.compacted);
-    if (!wrong.empty()) return violation(key, wrong);
-    for (const auto& v : history.versions)
+  for (const auto& [key, n] : s.index.ordered()) {
+    if (n->key.empty()) return violation(n->key, "empty key in the index");
+    if (s.index.find(n->key) != n || key.data() != n->key.data()) {
+      return violation(n->key, "the index's hash and key order disagree about it");
+    }
+    std::string wrong = detail::history_violation(n->history, s.current, s.compacted);
+    if (!wrong.empty()) return violation(n->key, wrong);
+    for (const auto& v : n->history.versions)
       versions_above_compaction += v.mod_revision > s.compacted;
   }
   // The change log names exactly the versions above the compact revision, once each.
@@ -104,10 +111,10 @@ status mvcc_store::check_invariants() const {
     std::set<std::string> seen;
     for (const std::string& key : keys) {
       if (!seen.insert(key).second) return violation(key, "twice" + at);
-      auto it = s.index.find(detail::as_absl(key));
+      const detail::key_index::node* n = s.index.find(key);
       bool found = false;
-      if (it != s.index.end()) {
-        for (const auto& v : it->second.versions) found = found || v.mod_revision == revision;
+      if (n != nullptr) {
+        for (const auto& v : n->history.versions) found = found || v.mod_revision == revision;
       }
       if (!found) return violation(key, "no version" + at);
       ++logged;

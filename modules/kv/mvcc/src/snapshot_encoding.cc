@@ -152,7 +152,7 @@ class decoder {
   result<detail::mvcc_state> run() {
     if (read_header() && read_keys() && read_change_log() && read_end()) {
       for (decoded_key& item : _keys) {
-        _state.index.insert(_state.index.end(), {std::move(item.key), std::move(item.history)});
+        _state.index.append(std::move(item.key), std::move(item.history));
       }
       return std::move(_state);
     }
@@ -362,11 +362,11 @@ void mvcc_store::save(std::string& out) const {
   // The change log names keys by their position in the key section.
   absl::flat_hash_map<absl::string_view, std::uint32_t> position;
   if (!s.changes.empty()) position.reserve(s.index.size());
-  for (const auto& [key, history] : s.index) {
-    if (!s.changes.empty()) position.emplace(detail::as_absl(key), static_cast<std::uint32_t>(position.size()));
-    to.text(key);
-    to.fixed(static_cast<std::uint32_t>(history.versions.size()));
-    for (const version_entry& v : history.versions) to.version(v);
+  for (const auto& [key, n] : s.index.ordered()) {
+    if (!s.changes.empty()) position.emplace(key, static_cast<std::uint32_t>(position.size()));
+    to.text(n->key);
+    to.fixed(static_cast<std::uint32_t>(n->history.versions.size()));
+    for (const version_entry& v : n->history.versions) to.version(v);
   }
   to.fixed(static_cast<std::uint64_t>(s.changes.size()));
   for (const auto& [revision, keys] : s.changes) {

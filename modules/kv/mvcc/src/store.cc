@@ -5,6 +5,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "keel/assert.h"
@@ -48,18 +49,25 @@ key_value to_key_value(const std::string& key, const version_entry& entry) {
                    entry.version, entry.value,           entry.lease};
 }
 
-// Calls fn(key, history) for every key of the index in [key, range_end), in key order.
+// Calls fn(key, history) for every key of the index in [key, range_end), in key order;
+// stops when fn returns false. A single key is found by hash. Index is a key_index or a
+// const one: the history fn gets is as const as the index.
 template <typename Index, typename Fn>
 void for_each_in_range(Index& index, std::string_view key, std::string_view range_end, Fn fn) {
   if (range_end.empty()) {
-    auto it = index.find(detail::as_absl(key));
-    if (it != index.end()) fn(it->first, it->second);
+    if (auto* n = index.find(key)) fn(n->key, n->history);
     return;
   }
   bool to_end = range_to_infinity(range_end);
-  for (auto it = index.lower_bound(detail::as_absl(key)); it != index.end(); ++it) {
-    if (!to_end && std::string_view(it->first) >= range_end) break;
-    if (!fn(it->first, it->second)) break;
+  const auto& ordered = index.ordered();
+  for (auto it = ordered.lower_bound(detail::as_absl(key)); it != ordered.end(); ++it) {
+    if (!to_end && std::string_view(it->first.data(), it->first.size()) >= range_end) break;
+    auto* n = it->second;
+    if constexpr (std::is_const_v<Index>) {
+      if (!fn(std::as_const(n->key), std::as_const(n->history))) break;
+    } else {
+      if (!fn(n->key, n->history)) break;
+    }
   }
 }
 
@@ -161,7 +169,7 @@ class write_batch {
   std::vector<event>& events() { return _events; }
 
   void put(const put_request& request, put_result& out) {
-    key_history& history = _state.index[request.key];
+    key_history& history = _state.index.find_or_insert(request.key);
     const version_entry* previous = history.versions.empty() ? nullptr : live_latest(history);
     KEEL_ASSERT(previous == nullptr || previous->mod_revision < _revision);
     version_entry entry;
@@ -224,8 +232,8 @@ class write_batch {
 status check_put(const detail::mvcc_state& s, const put_request& r) {
   if (r.key.empty()) return empty_key_error();
   if (r.ignore_value || r.ignore_lease) {
-    auto it = s.index.find(detail::as_absl(r.key));
-    if (it == s.index.end() || live_latest(it->second) == nullptr) {
+    const detail::key_index::node* n = s.index.find(r.key);
+    if (n == nullptr || live_latest(n->history) == nullptr) {
       return error(errc::not_found, mvcc_messages::key_not_found);
     }
   }
@@ -483,7 +491,7 @@ std::uint64_t mvcc_store::bytes_held() const noexcept { return _state->bytes; }
 std::size_t mvcc_store::key_count() const noexcept { return _state->index.size(); }
 std::size_t mvcc_store::version_count() const noexcept {
   std::size_t n = 0;
-  for (const auto& [key, history] : _state->index) n += history.versions.size();
+  for (const auto& [key, node] : _state->index.ordered()) n += node->history.versions.size();
   return n;
 }
 
@@ -525,11 +533,11 @@ delete_range_result mvcc_store::delete_keys(const std::vector<std::string>& keys
 }
 
 std::optional<key_value> mvcc_store::get(std::string_view key) const {
-  auto it = _state->index.find(absl::string_view(key.data(), key.size()));
-  if (it == _state->index.end() || it->second.versions.empty()) return std::nullopt;
-  const version_entry* latest = live_latest(it->second);
+  const detail::key_index::node* n = _state->index.find(key);
+  if (n == nullptr || n->history.versions.empty()) return std::nullopt;
+  const version_entry* latest = live_latest(n->history);
   if (latest == nullptr) return std::nullopt;
-  return to_key_value(it->first, *latest);
+  return to_key_value(n->key, *latest);
 }
 
 result<range_result> mvcc_store::range(const range_request& request) const {
@@ -558,8 +566,10 @@ status mvcc_store::compact(std::int64_t revision) {
   detail::mvcc_state& s = *_state;
   if (revision > s.current) return future_error();
   if (revision <= s.compacted) return compacted_error();
-  for (auto it = s.index.begin(); it != s.index.end();) {
-    auto& versions = it->second.versions;
+  const auto& ordered = s.index.ordered();
+  for (auto it = ordered.begin(); it != ordered.end();) {
+    const std::string& key = it->second->key;
+    auto& versions = it->second->history.versions;
     auto after = std::upper_bound(
         versions.begin(), versions.end(), revision,
         [](std::int64_t rev, const version_entry& entry) { return rev < entry.mod_revision; });
@@ -568,7 +578,7 @@ status mvcc_store::compact(std::int64_t revision) {
       // The latest version at or before the compact revision stays unless it is a
       // tombstone: a tombstone only ends a generation nobody can read any more.
       auto dropped_end = kept->tombstone ? after : kept;
-      for (auto v = versions.begin(); v != dropped_end; ++v) s.bytes -= detail::version_bytes(it->first, *v);
+      for (auto v = versions.begin(); v != dropped_end; ++v) s.bytes -= detail::version_bytes(key, *v);
       versions.erase(versions.begin(), dropped_end);
     }
     if (versions.empty()) {
@@ -598,7 +608,7 @@ result<events_result> mvcc_store::events_since(std::int64_t start_revision, std:
     }
     for (const std::string& changed : it->second) {
       if (!in_range(key, range_end, changed)) continue;
-      const auto& versions = s.index.find(detail::as_absl(changed))->second.versions;
+      const auto& versions = s.index.find(changed)->history.versions;
       auto at = std::lower_bound(
           versions.begin(), versions.end(), revision,
           [](const version_entry& entry, std::int64_t rev) { return entry.mod_revision < rev; });
