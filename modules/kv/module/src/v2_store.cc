@@ -471,6 +471,20 @@ std::variant<put_plan, outcome> plan_put(put_kind kind, const key_request& reque
 // Writes the plan: missing parent markers, the node, and (a directory whose lease
 // changes) its keys on the new lease. Returns the revision of the node's write.
 result<std::int64_t> apply_put(const std::string& path, const put_plan& plan, const found_path& f) {
+  auto release_replaced_leases = [&] {
+    if (f.file && f.file->lease != plan.lease) release_if_unused(f.file->lease);
+    if (f.marker && f.marker->lease != plan.lease) release_if_unused(f.marker->lease);
+  };
+  if (!plan.as_dir && f.missing.empty()) {  // the usual set: one put, no transaction needed
+    kv::put_request put;
+    put.key = path;
+    put.value = plan.value;
+    put.lease = plan.lease;
+    auto done = owner_put(put);
+    if (!done) return done.error();
+    release_replaced_leases();
+    return done->revision;
+  }
   kv::txn_request txn;
   std::vector<kv::txn_request> more;
   for (const auto& [marker, inherited] : f.missing)
@@ -490,8 +504,7 @@ result<std::int64_t> apply_put(const std::string& path, const put_plan& plan, co
   auto done = owner_txn(txn);
   if (!done) return done.error();
   for (const kv::txn_request& rest : more) (void)owner_txn(rest);
-  if (f.file && f.file->lease != plan.lease) release_if_unused(f.file->lease);
-  if (f.marker && f.marker->lease != plan.lease) release_if_unused(f.marker->lease);
+  release_replaced_leases();
   return done->revision;
 }
 

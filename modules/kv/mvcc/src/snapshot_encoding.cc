@@ -151,6 +151,7 @@ class decoder {
 
   result<detail::mvcc_state> run() {
     if (read_header() && read_keys() && read_change_log() && read_end()) {
+      _state.index.reserve(_keys.size());
       for (decoded_key& item : _keys) {
         _state.index.append(std::move(item.key), std::move(item.history));
       }

@@ -80,6 +80,9 @@ class key_index {
     return adopt(std::make_unique<node>(node{std::string(key), {}}), _ordered.end(), false);
   }
 
+  // Room for n keys without rehashing (a snapshot being loaded knows its count).
+  void reserve(std::size_t n) { _by_key.reserve(n); }
+
   // Adds a key larger than every key in the index (a snapshot's keys are sorted).
   void append(std::string key, key_history history) {
     adopt(std::make_unique<node>(node{std::move(key), std::move(history)}), _ordered.end(), true);
