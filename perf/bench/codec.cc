@@ -145,10 +145,19 @@ void append_v2_path(std::string& out, std::string_view key) {
 }
 }  // namespace
 
-void v2_put(std::string& out, std::string_view host, std::string_view key, std::string_view value,
-            std::optional<bool> prev_exist) {
+std::string v2_put_body(std::string_view value) {
   std::string body = "value=";
   append_url_escaped(body, value, false);
+  return body;
+}
+
+void v2_put(std::string& out, std::string_view host, std::string_view key, std::string_view value,
+            std::optional<bool> prev_exist) {
+  v2_put_with_body(out, host, key, v2_put_body(value), prev_exist);
+}
+
+void v2_put_with_body(std::string& out, std::string_view host, std::string_view key, std::string_view body,
+                      std::optional<bool> prev_exist) {
   append_request_line(out, "PUT", host);
   append_v2_path(out, key);
   if (prev_exist) out.append(*prev_exist ? "?prevExist=true" : "?prevExist=false");

@@ -51,6 +51,11 @@ struct outcome {
 // prevExist condition in the query string (etcd's Go client convention).
 void v2_put(std::string& out, std::string_view host, std::string_view key, std::string_view value,
             std::optional<bool> prev_exist = std::nullopt);
+// The same request from a body made once by v2_put_body ("value=" and the value escaped):
+// the generator's value is fixed, so it is escaped once rather than per request.
+std::string v2_put_body(std::string_view value);
+void v2_put_with_body(std::string& out, std::string_view host, std::string_view key, std::string_view body,
+                      std::optional<bool> prev_exist = std::nullopt);
 void v2_get(std::string& out, std::string_view host, std::string_view key, bool quorum);
 // A long-poll watch: GET ...?wait=true[&waitIndex=N][&recursive=true]. wait_index 0 = the
 // next event after the request is registered; otherwise the first event at or after N

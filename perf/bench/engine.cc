@@ -262,11 +262,12 @@ struct shard_runner {
   std::mt19937_64 random;
   std::string value;
   std::string value_base64;  // `value` as the v3 gateway wants it, encoded once
+  std::string v2_body;       // a v2 PUT's form body for `value`, escaped once
   bool finished = false;
 
   shard_runner(const options& opts, shard_results& r, unsigned index, unsigned count)
       : o(opts), results(r), shard_index(index), shard_count(count), random(0x6b65656c + index),
-        value(opts.val_size, 'v'), value_base64(base64_encode(value)) {}
+        value(opts.val_size, 'v'), value_base64(base64_encode(value)), v2_body(v2_put_body(value)) {}
 
   bool take_ticket() {
     if (finished || shard::current()->stopping()) return false;
@@ -301,7 +302,7 @@ void build(shard_runner& r, bench_conn& c, request_plan& p, op what, std::uint64
   switch (what) {
     case op::put: {
       std::string key = r.next_key();
-      if (c.target == target_kind::v2) v2_put(p.out, c.host, key, r.value);
+      if (c.target == target_kind::v2) v2_put_with_body(p.out, c.host, key, r.v2_body);
       else if (c.target == target_kind::v3json) v3_post(p.out, c.host, "/v3/kv/put", v3_put_body_encoded(key, r.value_base64));
       else keel_put(p.out, p.builder, id, key, r.value);
       w.expected = wire::frame_type::put_response;

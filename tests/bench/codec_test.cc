@@ -35,6 +35,9 @@ BOOST_AUTO_TEST_CASE(v2_requests_are_exact) {
   BOOST_TEST(out ==
              "PUT /v2/keys/bench/k%201 HTTP/1.1\r\nHost: 127.0.0.1:2379\r\n"
              "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 14\r\n\r\nvalue=v%26%3D1");
+  std::string same;
+  v2_put_with_body(same, "127.0.0.1:2379", "bench/k 1", v2_put_body("v&=1"));
+  BOOST_TEST(same == out);
   out.clear();
   v2_put(out, "h:1", "/a", "b", false);
   BOOST_TEST(out ==
