@@ -229,13 +229,13 @@ void deliver(const std::shared_ptr<const event_batch>& batch);
 
 // Takes the first n elements out of v, leaving the rest in order. When everything goes
 // (the usual case: every pending write is durable) the buffer is handed over whole, and v
-// gets room for as many again.
+// gets room for as many again, allocated first so that a failed allocation loses nothing.
 template <typename T>
 std::vector<T> take_front(std::vector<T>& v, std::size_t n) {
   std::vector<T> taken;
   if (n == v.size()) {
+    taken.reserve(v.size());
     taken.swap(v);
-    v.reserve(taken.size());
     return taken;
   }
   taken.assign(std::make_move_iterator(v.begin()), std::make_move_iterator(v.begin() + static_cast<std::ptrdiff_t>(n)));

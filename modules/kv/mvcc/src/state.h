@@ -10,6 +10,7 @@
 
 #include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
+#include "keel/assert.h"
 #include "keel/kv/mvcc.h"
 
 namespace keel::kv::detail {
@@ -106,14 +107,15 @@ class key_index {
   key_history& adopt(std::unique_ptr<node> made, ordered_map::const_iterator where, bool hinted) {
     absl::string_view own(made->key.data(), made->key.size());
     node* n = made.get();
-    _by_key.emplace(own, std::move(made));
+    bool entered = _by_key.emplace(own, std::move(made)).second;
+    KEEL_ASSERT(entered);  // callers look the key up first; a snapshot's keys are unique
     try {
-      if (hinted) _ordered.insert(where, {own, n});
-      else _ordered.emplace(own, n);
+      entered = hinted ? _ordered.insert(where, {own, n})->second == n : _ordered.emplace(own, n).second;
     } catch (...) {
       _by_key.erase(own);
       throw;
     }
+    KEEL_ASSERT(entered);
     return n->history;
   }
 

@@ -51,23 +51,23 @@ key_value to_key_value(const std::string& key, const version_entry& entry) {
 
 // Calls fn(key, history) for every key of the index in [key, range_end), in key order;
 // stops when fn returns false. A single key is found by hash. Index is a key_index or a
-// const one: the history fn gets is as const as the index.
+// const one: the history fn gets is as const as the index; the key is always const (both
+// of the index's maps view it).
 template <typename Index, typename Fn>
 void for_each_in_range(Index& index, std::string_view key, std::string_view range_end, Fn fn) {
+  auto call = [&](auto* n) {
+    if constexpr (std::is_const_v<Index>) return fn(std::as_const(n->key), std::as_const(n->history));
+    else return fn(std::as_const(n->key), n->history);
+  };
   if (range_end.empty()) {
-    if (auto* n = index.find(key)) fn(n->key, n->history);
+    if (auto* n = index.find(key)) call(n);
     return;
   }
   bool to_end = range_to_infinity(range_end);
   const auto& ordered = index.ordered();
   for (auto it = ordered.lower_bound(detail::as_absl(key)); it != ordered.end(); ++it) {
     if (!to_end && std::string_view(it->first.data(), it->first.size()) >= range_end) break;
-    auto* n = it->second;
-    if constexpr (std::is_const_v<Index>) {
-      if (!fn(std::as_const(n->key), std::as_const(n->history))) break;
-    } else {
-      if (!fn(n->key, n->history)) break;
-    }
+    if (!call(it->second)) break;
   }
 }
 
