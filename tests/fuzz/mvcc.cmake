@@ -9,5 +9,5 @@ keel_add_fuzzer(fuzz_mvcc
     ${CMAKE_CURRENT_LIST_DIR}/../../modules/kv/mvcc/src/snapshot_encoding.cc
     ${CMAKE_CURRENT_LIST_DIR}/../../modules/kv/mvcc/src/invariants.cc
     ${CMAKE_CURRENT_LIST_DIR}/../../modules/kv/mvcc/src/store.cc
-  LIBS keel_base absl::btree absl::flat_hash_map)
+  LIBS keel_base absl::btree absl::flat_hash_map absl::flat_hash_set)
 target_include_directories(fuzz_mvcc PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../../modules/kv/mvcc/include)

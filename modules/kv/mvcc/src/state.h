@@ -9,7 +9,8 @@
 #include <vector>
 
 #include "absl/container/btree_map.h"
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/hash/hash.h"
 #include "keel/assert.h"
 #include "keel/kv/mvcc.h"
 
@@ -52,7 +53,8 @@ inline absl::string_view as_absl(std::string_view s) { return {s.data(), s.size(
 // Why two: the ordered map alone is an absl::btree_map whose slots (key + history, 56
 // bytes) fit four to a node, so a point lookup among 100,000 keys walked ~9 levels and
 // ~20 comparisons, 11% of the owner's CPU in a put benchmark; a hash lookup touches ~3
-// cache lines. The cost is ~50 bytes per key.
+// cache lines. The hash is a set of the owning pointers, looked up by key (its hash and
+// equality read the key through the pointer), so a slot is 8 bytes.
 class key_index {
  public:
   struct node {
@@ -60,6 +62,24 @@ class key_index {
     key_history history;
   };
   using ordered_map = absl::btree_map<absl::string_view, node*>;
+
+ private:
+  using owned = std::unique_ptr<node>;
+  static absl::string_view key_of(absl::string_view key) noexcept { return key; }
+  static absl::string_view key_of(const owned& n) noexcept { return {n->key.data(), n->key.size()}; }
+  // Hash and equality of a node and a key alike (absl's heterogeneous lookup).
+  struct by_key_hash {
+    using is_transparent = void;
+    template <typename K>
+    std::size_t operator()(const K& k) const { return absl::Hash<absl::string_view>{}(key_of(k)); }
+  };
+  struct by_key_eq {
+    using is_transparent = void;
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const { return key_of(a) == key_of(b); }
+  };
+
+ public:
 
   key_index() = default;
   key_index(key_index&&) noexcept = default;
@@ -71,7 +91,7 @@ class key_index {
   // The node of `key`, or nullptr.
   node* find(std::string_view key) {
     auto it = _by_key.find(absl::string_view(key.data(), key.size()));
-    return it == _by_key.end() ? nullptr : it->second.get();
+    return it == _by_key.end() ? nullptr : it->get();
   }
   const node* find(std::string_view key) const { return const_cast<key_index*>(this)->find(key); }
 
@@ -107,7 +127,7 @@ class key_index {
   key_history& adopt(std::unique_ptr<node> made, ordered_map::const_iterator where, bool hinted) {
     absl::string_view own(made->key.data(), made->key.size());
     node* n = made.get();
-    bool entered = _by_key.emplace(own, std::move(made)).second;
+    bool entered = _by_key.insert(std::move(made)).second;
     KEEL_ASSERT(entered);  // callers look the key up first; a snapshot's keys are unique
     try {
       entered = hinted ? _ordered.insert(where, {own, n})->second == n : _ordered.emplace(own, n).second;
@@ -119,7 +139,7 @@ class key_index {
     return n->history;
   }
 
-  absl::flat_hash_map<absl::string_view, std::unique_ptr<node>> _by_key;  // owns the nodes
+  absl::flat_hash_set<owned, by_key_hash, by_key_eq> _by_key;  // owns the nodes
   ordered_map _ordered;
 };
 
