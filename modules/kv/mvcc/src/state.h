@@ -66,7 +66,7 @@ class key_index {
  private:
   using owned = std::unique_ptr<node>;
   static absl::string_view key_of(absl::string_view key) noexcept { return key; }
-  static absl::string_view key_of(const owned& n) noexcept { return {n->key.data(), n->key.size()}; }
+  static absl::string_view key_of(const owned& n) noexcept { return as_absl(n->key); }
   // Hash and equality of a node and a key alike (absl's heterogeneous lookup).
   struct by_key_hash {
     using is_transparent = void;
@@ -80,7 +80,6 @@ class key_index {
   };
 
  public:
-
   key_index() = default;
   key_index(key_index&&) noexcept = default;
   key_index& operator=(key_index&&) noexcept = default;
@@ -90,7 +89,7 @@ class key_index {
 
   // The node of `key`, or nullptr.
   node* find(std::string_view key) {
-    auto it = _by_key.find(absl::string_view(key.data(), key.size()));
+    auto it = _by_key.find(as_absl(key));
     return it == _by_key.end() ? nullptr : it->get();
   }
   const node* find(std::string_view key) const { return const_cast<key_index*>(this)->find(key); }
@@ -125,7 +124,7 @@ class key_index {
   // `where` in key order. If the second map cannot take it, the first gives it up again,
   // so the two never disagree.
   key_history& adopt(std::unique_ptr<node> made, ordered_map::const_iterator where, bool hinted) {
-    absl::string_view own(made->key.data(), made->key.size());
+    absl::string_view own = key_of(made);
     node* n = made.get();
     bool entered = _by_key.insert(std::move(made)).second;
     KEEL_ASSERT(entered);  // callers look the key up first; a snapshot's keys are unique
