@@ -134,6 +134,28 @@ def deadlocked_child(root):
     server.kill()
 
 
+def interval_grows(root):
+    """With a history larger than snapshot-count, snapshots come every half of it, at most
+    4 x snapshot-count apart: 1,600 puts with --kv.snapshot-count 100 take about 5 of
+    them (100, 200, 400, 800, 1200, 1600), where one every 100 entries would take 16."""
+    root = os.path.join(root, "interval")
+    os.makedirs(root)
+    server = Keeld(root)
+    for i in range(1600):
+        server.post("/v3/kv/put", {"key": b64("i/%d" % (i % 20)), "value": b64("v%d" % i)})
+    time.sleep(0.6)  # the owner reaps a finished snapshot on its 250 ms tick
+    entries = [int(line.split("snapshot at entry ")[1].split()[0]) for line in server.text().splitlines()
+               if "snapshot at entry " in line and " bytes" in line]
+    server.kill()
+    check("interval: 3 to 6 snapshots for 1,600 entries", 3 <= len(entries) <= 6, entries)
+    gaps = [b - a for a, b in zip([0] + entries, entries)]
+    # Entry e holds revision e + 1 (the store starts at revision 1) and nothing is
+    # compacted, so the history at entry e is at least e versions.
+    check("interval: each gap at least max(100, min(400, half the history))",
+          all(g >= max(100, min(400, (e - 1) // 2)) for g, e in zip(gaps, entries)), (entries, gaps))
+    check("interval: no gap beyond 400 by more than a snapshot's run", all(g <= 400 + 150 for g in gaps), gaps)
+
+
 def main():
     global history_from
     root = tempfile.mkdtemp(prefix="keel-snapshot-e2e.")
@@ -225,6 +247,7 @@ def main():
         check("... and survive a restart", got.get("kvs", [{}])[0].get("value") == b64("n"), got)
         server.kill()
         deadlocked_child(root)
+        interval_grows(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     sys.exit(check.summary())

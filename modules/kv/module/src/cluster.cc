@@ -586,7 +586,7 @@ std::optional<std::string> snapshot_file_at(std::uint64_t index) {
 // proposals for the few milliseconds that takes).
 void maybe_cluster_snapshot() {
   cluster_state& c = cs();
-  if (g->snapshot_busy || c.committed_done < g->snapshot_index + g->snapshot_count) return;
+  if (g->snapshot_busy || !snapshot_due(c.committed_done)) return;
   if (clock::now() < g->snapshot_retry_after) return;  // the last one failed (core.cc)
   if (!c.speculative.empty() || c.kv_applied != c.committed_done) {
     c.snapshot_wanted = c.node->role() == raft::role::leader;

@@ -602,8 +602,27 @@ void finish_snapshot() {
     g->wal_segments_released.fetch_add(before - after, std::memory_order_relaxed);
   }
   g->context->log(log_level::info, "snapshot at entry " + std::to_string(g->snapshot_index) + " (" +
-                                       std::to_string(g->snapshot_last_bytes.load()) + " bytes)");
+                                       std::to_string(g->snapshot_last_bytes.load()) + " bytes, " +
+                                       std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                          clock::now() - g->snapshot_started)
+                                                          .count()) +
+                                       " ms)");
   if (g->cluster) cluster_snapshot_done(g->snapshot_index, g->snapshot_previous_index);
+}
+
+std::uint64_t snapshot_interval() {
+  // A lower bound of the history's size in versions, in O(1): every revision since the
+  // compaction made at least one version, and every key has at least one.
+  auto revisions = static_cast<std::uint64_t>(std::max<std::int64_t>(
+      0, g->store.current_revision() - g->store.compact_revision()));
+  std::uint64_t history = std::max<std::uint64_t>(revisions, g->store.key_count());
+  std::uint64_t cap = g->snapshot_count > UINT64_MAX / snapshot_interval_cap ? UINT64_MAX
+                                                                              : g->snapshot_count * snapshot_interval_cap;
+  return std::max(g->snapshot_count, std::min(cap, history / 2));
+}
+
+bool snapshot_due(std::uint64_t applied) {
+  return applied > g->snapshot_index && applied - g->snapshot_index >= snapshot_interval();
 }
 
 void start_snapshot(std::uint64_t index, std::uint64_t term) {
@@ -622,7 +641,7 @@ void maybe_snapshot() {
     finish_snapshot();
   }
   if (g->snapshot_busy || g->replaying) return;
-  if (g->next_index - 1 < g->snapshot_index + g->snapshot_count) return;
+  if (!snapshot_due(g->next_index - 1)) return;
   if (clock::now() < g->snapshot_retry_after) return;
   spawn(take_snapshot(g->next_index - 1, g->ids.raft_term));
 }

@@ -171,6 +171,14 @@ status rebuild_state(std::uint64_t through_index,
 // Starts a snapshot of the state as of entry `index` (of `term`) in a forked child, unless
 // one is being written. REQUIRES: the store holds exactly the entries up to index.
 void start_snapshot(std::uint64_t index, std::uint64_t term);
+// Entries between the newest snapshot and the next (README.md "Snapshots", "When"):
+// snapshot-count, or, while the store's history is larger, half of that history, at most
+// snapshot_interval_cap times snapshot-count. A snapshot writes the whole history, so a
+// fixed count makes the work per entry grow with the store; this keeps it bounded.
+std::uint64_t snapshot_interval();
+// Whether the entry `applied` is snapshot_interval() entries past the newest snapshot.
+bool snapshot_due(std::uint64_t applied);
+inline constexpr std::uint64_t snapshot_interval_cap = 4;
 // A new leader restarts every lease's TTL (etcd's lessor Promote).
 void refresh_lease_expiries();
 
