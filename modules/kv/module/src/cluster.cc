@@ -581,12 +581,16 @@ std::optional<std::string> snapshot_file_at(std::uint64_t index) {
   return std::nullopt;
 }
 
-// A snapshot is due every snapshot-count committed entries; it must hold committed state
-// only, so a leader first lets its speculative entries commit (snapshot_wanted stops new
-// proposals for the few milliseconds that takes).
+// A snapshot is due snapshot_interval() committed entries after the newest (core.cc); it
+// must hold committed state only, so a leader first lets its speculative entries commit
+// (snapshot_wanted stops new proposals for the few milliseconds that takes).
 void maybe_cluster_snapshot() {
   cluster_state& c = cs();
-  if (g->snapshot_busy || !snapshot_due(c.committed_done)) return;
+  if (g->snapshot_busy) return;
+  if (!snapshot_due(c.committed_done)) {
+    c.snapshot_wanted = false;  // the interval depends on the store, not on entries alone
+    return;
+  }
   if (clock::now() < g->snapshot_retry_after) return;  // the last one failed (core.cc)
   if (!c.speculative.empty() || c.kv_applied != c.committed_done) {
     c.snapshot_wanted = c.node->role() == raft::role::leader;

@@ -612,9 +612,10 @@ void finish_snapshot() {
 
 std::uint64_t snapshot_interval() {
   // A lower bound of the history's size in versions, in O(1): every revision since the
-  // compaction made at least one version, and every key has at least one.
+  // compaction made at least one version (revision 1 is the empty store's, and the compact
+  // revision is -1 before the first compaction), and every key has at least one.
   auto revisions = static_cast<std::uint64_t>(std::max<std::int64_t>(
-      0, g->store.current_revision() - g->store.compact_revision()));
+      0, g->store.current_revision() - std::max<std::int64_t>(g->store.compact_revision(), 1)));
   std::uint64_t history = std::max<std::uint64_t>(revisions, g->store.key_count());
   std::uint64_t cap = g->snapshot_count > UINT64_MAX / snapshot_interval_cap ? UINT64_MAX
                                                                               : g->snapshot_count * snapshot_interval_cap;

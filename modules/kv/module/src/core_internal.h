@@ -172,7 +172,7 @@ status rebuild_state(std::uint64_t through_index,
 // one is being written. REQUIRES: the store holds exactly the entries up to index.
 void start_snapshot(std::uint64_t index, std::uint64_t term);
 // Entries between the newest snapshot and the next (README.md "Snapshots", "When"):
-// snapshot-count, or, while the store's history is larger, half of that history, at most
+// snapshot-count, or, while the store's history is larger than twice that, half of it, at most
 // snapshot_interval_cap times snapshot-count. A snapshot writes the whole history, so a
 // fixed count makes the work per entry grow with the store; this keeps it bounded.
 std::uint64_t snapshot_interval();
