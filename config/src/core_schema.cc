@@ -145,7 +145,7 @@ constexpr std::string_view schema_text = R"json({
       "default": 0
     },
     "snapshot-count": {
-      "description": "Committed entries between snapshots (etcd's flag; more while the store's history is larger than twice this; the kv module's kv.snapshot-count wins when set).",
+      "description": "Committed entries between snapshots (etcd's flag; on a single node more while the store's history is larger than twice this; the kv module's kv.snapshot-count wins when set).",
       "type": "integer",
       "minimum": 1,
       "default": 100000

@@ -165,18 +165,22 @@ def main():
             installed_before = f.read().count("installed the leader's snapshot")
         paused_at = int(c.status(leader, timeout=5)["raftIndex"])  # the paused member is at most here
         c.stop(paused)
-        # Write until the leader has two snapshots after the paused member's last entry:
-        # then its Raft log starts after that entry (it compacts to the snapshot before the
-        # newest), whatever the interval (snapshots come further apart as the history
-        # grows: from entry ~5,000, due at ~8,500 and ~12,500). Past 8,000 writes, a
-        # trickle: a snapshot process at nice 19 (slow under ASan) needs idle CPU to
-        # finish, and a snapshot skipped while one runs starts at the next commit.
+        # Write until the leader has two snapshots well past the paused member's entry:
+        # it compacts Raft's log to the snapshot before the newest, and the entries it
+        # sent before the member stopped answering (up to 256 appends in flight, a few
+        # thousand entries at 16 writers) wait in the socket for the member to read when
+        # it resumes, so the compaction must pass those too (in a cluster a snapshot
+        # comes every snapshot-count, 1,000, entries). Past 8,000 writes, a trickle: a
+        # snapshot process at nice 19 (slow under ASan) needs idle CPU to finish, and a
+        # snapshot skipped while one runs starts at the next commit.
         # The owner logs "snapshot at entry N (... bytes, ...)" when it has reaped the
         # snapshot process, in the same step as it compacts Raft's log.
+        beyond = paused_at + 5000
+
         def snapshots_after_pause():
             with open(c.members[leader].log_path) as f:
                 return len([line for line in f if " bytes, " in line and "snapshot at entry " in line
-                            and int(line.split("snapshot at entry ")[1].split()[0]) > paused_at])
+                            and int(line.split("snapshot at entry ")[1].split()[0]) > beyond])
         written = 0
         deadline = time.monotonic() + 60
         while snapshots_after_pause() < 2 and time.monotonic() < deadline:
@@ -187,8 +191,8 @@ def main():
             written += batch
             if batch < 1000:
                 time.sleep(0.2)
-        check("the leader wrote two snapshots past the paused member's entry %d (%d; %d writes)"
-              % (paused_at, snapshots_after_pause(), written), snapshots_after_pause() >= 2)
+        check("the leader wrote two snapshots past entry %d, 5,000 after the paused member's (%d; %d writes)"
+              % (beyond, snapshots_after_pause(), written), snapshots_after_pause() >= 2)
         wanted[0] = written
         c.cont(paused)
         t.join(60)

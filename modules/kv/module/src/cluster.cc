@@ -581,14 +581,15 @@ std::optional<std::string> snapshot_file_at(std::uint64_t index) {
   return std::nullopt;
 }
 
-// A snapshot is due snapshot_interval() committed entries after the newest (core.cc); it
+// A snapshot is due snapshot_interval() (snapshot-count in a cluster, core.cc) committed
+// entries after the newest; it
 // must hold committed state only, so a leader first lets its speculative entries commit
 // (snapshot_wanted stops new proposals for the few milliseconds that takes).
 void maybe_cluster_snapshot() {
   cluster_state& c = cs();
   if (g->snapshot_busy) return;
   if (!snapshot_due(c.committed_done)) {
-    c.snapshot_wanted = false;  // the interval depends on the store, not on entries alone
+    c.snapshot_wanted = false;
     return;
   }
   if (clock::now() < g->snapshot_retry_after) return;  // the last one failed (core.cc)

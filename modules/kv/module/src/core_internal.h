@@ -172,9 +172,10 @@ status rebuild_state(std::uint64_t through_index,
 // one is being written. REQUIRES: the store holds exactly the entries up to index.
 void start_snapshot(std::uint64_t index, std::uint64_t term);
 // Entries between the newest snapshot and the next (README.md "Snapshots", "When"):
-// snapshot-count, or, while the store's history is larger than twice that, half of it, at most
-// snapshot_interval_cap times snapshot-count. A snapshot writes the whole history, so a
-// fixed count makes the work per entry grow with the store; this keeps it bounded.
+// snapshot-count; on a single node, while the store's history is larger than twice that,
+// half of it, at most snapshot_interval_cap times snapshot-count. A snapshot writes the
+// whole history, so a fixed count makes the work per entry grow with the store; this keeps
+// it bounded. Clusters keep snapshot-count (a lagging member's catch-up, Raft's memory).
 std::uint64_t snapshot_interval();
 // Whether the entry `applied` is snapshot_interval() entries past the newest snapshot.
 bool snapshot_due(std::uint64_t applied);

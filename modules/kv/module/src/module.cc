@@ -352,7 +352,7 @@ constexpr const char* schema = R"({
   "additionalProperties": false,
   "properties": {
     "dir": {"type": "string", "default": "", "description": "Directory of the kv store (WAL in <dir>/wal, snapshots in <dir>/snap); \"\" means --data-dir, or ./<name>.keel without one."},
-    "snapshot-count": {"type": "integer", "default": 100000, "minimum": 1, "description": "Committed entries between snapshots (etcd's --snapshot-count); while the store's history is larger than twice this, half of it, at most 4 times this; the WAL before the snapshot preceding the newest is released."},
+    "snapshot-count": {"type": "integer", "default": 100000, "minimum": 1, "description": "Committed entries between snapshots (etcd's --snapshot-count); on a single node, while the store's history is larger than twice this, half of it, at most 4 times this; the WAL before the snapshot preceding the newest is released."},
     "wal-segment-bytes": {"type": "integer", "default": 67108864, "minimum": 16777216, "maximum": 67108864, "description": "Size of each preallocated WAL segment (16 MiB to 64 MiB); smaller suits small disks and tests."}
   }
 })";
