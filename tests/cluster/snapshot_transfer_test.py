@@ -149,7 +149,7 @@ def main():
         def watch():
             body = json.dumps({"create_request": {"key": harness.b64e("w/"), "range_end": harness.b64e("w0")}})
             req = urllib.request.Request(c.url(paused) + "/v3/watch", data=body.encode(), method="POST")
-            with urllib.request.urlopen(req, timeout=60) as r:
+            with urllib.request.urlopen(req, timeout=150) as r:  # covers the whole pause
                 for line in r:
                     doc = json.loads(line)
                     ready.set()
@@ -160,10 +160,13 @@ def main():
 
         t = threading.Thread(target=watch, daemon=True)
         t.start()
-        ready.wait(5)
+        check("the watch on the member to be paused is open", ready.wait(5))
         with open(c.members[paused].log_path) as f:
             installed_before = f.read().count("installed the leader's snapshot")
-        paused_at = int(c.status(leader, timeout=5)["raftIndex"])  # the paused member is at most here
+        leader_status = c.status(leader, timeout=5)
+        if leader_status is None:
+            raise RuntimeError("the leader did not answer /v3/maintenance/status")
+        paused_at = int(leader_status["raftIndex"])  # the paused member is at most here
         c.stop(paused)
         # Write until the leader has two snapshots well past the paused member's entry:
         # it compacts Raft's log to the snapshot before the newest, and the entries it
@@ -182,7 +185,7 @@ def main():
                 return len([line for line in f if " bytes, " in line and "snapshot at entry " in line
                             and int(line.split("snapshot at entry ")[1].split()[0]) > beyond])
         written = 0
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 45
         while snapshots_after_pause() < 2 and time.monotonic() < deadline:
             batch = 1000 if written < 8000 else 20
             with ThreadPoolExecutor(16) as ex:
@@ -195,7 +198,7 @@ def main():
               % (beyond, snapshots_after_pause(), written), snapshots_after_pause() >= 2)
         wanted[0] = written
         c.cont(paused)
-        t.join(60)
+        t.join(45)
         with open(c.members[paused].log_path) as f:
             installed = f.read().count("installed the leader's snapshot") - installed_before
         check("the paused member fell behind the leader's log: it installed a snapshot (%d; %d writes)"

@@ -136,8 +136,8 @@ def deadlocked_child(root):
 
 def interval_grows(root):
     """With a history larger than twice snapshot-count, snapshots come every half of it, at
-    most 4 x snapshot-count apart: 1,600 puts with --kv.snapshot-count 100 take 5 of them
-    (at entries ~100, 200, 400, 800, 1200), where one every 100 entries would take 16. A
+    most 4 x snapshot-count apart: 1,600 puts with --kv.snapshot-count 100 take 6 of them
+    (at entries ~100, 200, 400, 800, 1200, 1600), where one every 100 entries would take 16. A
     snapshot due while the previous one is still being written comes later, so only
     lower bounds on the gaps are checked."""
     root = os.path.join(root, "interval")
