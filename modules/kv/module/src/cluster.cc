@@ -582,9 +582,9 @@ std::optional<std::string> snapshot_file_at(std::uint64_t index) {
 }
 
 // A snapshot is due snapshot_interval() (snapshot-count in a cluster, core.cc) committed
-// entries after the newest; it
-// must hold committed state only, so a leader first lets its speculative entries commit
-// (snapshot_wanted stops new proposals for the few milliseconds that takes).
+// entries after the newest; it must hold committed state only, so a leader first lets its
+// speculative entries commit (snapshot_wanted stops new proposals for the few milliseconds
+// that takes; it is cleared whenever no snapshot is due, e.g. after one was installed).
 void maybe_cluster_snapshot() {
   cluster_state& c = cs();
   if (g->snapshot_busy) return;
