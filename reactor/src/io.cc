@@ -65,6 +65,10 @@ void io_request::await_suspend(std::coroutine_handle<> waiter) noexcept {
     case kind::write:
       io_uring_prep_write(sqe, _fd, _buffer, static_cast<unsigned>(_size), _offset);
       break;
+    case kind::write_dsync:
+      io_uring_prep_write(sqe, _fd, _buffer, static_cast<unsigned>(_size), _offset);
+      sqe->rw_flags = RWF_DSYNC;
+      break;
     case kind::read:
       io_uring_prep_read(sqe, _fd, const_cast<void*>(_buffer), static_cast<unsigned>(_size), _offset);
       break;

@@ -1540,7 +1540,9 @@ status recover(core_state& s, bool replay) {
   if (!snapshot) return snapshot.error();
   std::uint64_t snapshot_index = snapshot.value();
   s.snapshot_index = snapshot_index;
-  s.storage = std::make_unique<kv::uring_wal_storage>(s.wal_dir);
+  // KEEL_TEST_WAL_BUFFERED=1: the buffered write path where direct would apply (for
+  // comparisons and its tests; kv::uring_wal_storage).
+  s.storage = std::make_unique<kv::uring_wal_storage>(s.wal_dir, std::getenv("KEEL_TEST_WAL_BUFFERED") == nullptr);
   // Read and check everything before changing anything: a start that is refused leaves
   // the WAL as it found it.
   auto recovered = kv::recover_wal(*s.storage, kv::wal_recovery_mode::check);

@@ -7,18 +7,41 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
+#include "keel/assert.h"
 #include "keel/kv/wal.h"
 #include "posix_io.h"
 #include "keel/reactor/io.h"
 
 namespace keel::kv {
 
+uring_wal_storage::~uring_wal_storage() {
+  std::free(_staging);
+  std::free(_direct_zeros);
+}
+
+int uring_wal_storage::prepare_file(int fd) {
+  if (!_mode_decided) {
+    _mode_decided = true;
+    _direct = _direct_wanted && wal_zero_ahead_applies(fd) && ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_DIRECT) == 0;
+    return 0;
+  }
+  if (!_direct) return 0;
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_DIRECT) != 0) return -errno;
+  return 0;
+}
+
 result<int> uring_wal_storage::open_file(const std::string& name) {
   std::string path = describe(name);
   int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) return status{errc::io_error, "open " + path + ": " + std::strerror(errno)};
+  if (int prepared = prepare_file(fd); prepared < 0) {
+    ::close(fd);
+    return status{errc::io_error, "set O_DIRECT on " + path + ": " + std::strerror(-prepared)};
+  }
   return fd;
 }
 
@@ -29,12 +52,26 @@ result<int> uring_wal_storage::create_file(const std::string& name) {
     return status{errno == EEXIST ? errc::already_exists : errc::io_error,
                   "create " + path + ": " + std::strerror(errno)};
   }
+  if (int prepared = prepare_file(fd); prepared < 0) {
+    ::close(fd);
+    return status{errc::io_error, "set O_DIRECT on " + path + ": " + std::strerror(-prepared)};
+  }
   return fd;
 }
 
 void uring_wal_storage::close_file(int file) noexcept {
   std::erase_if(_zeroed, [file](const zeroed_file& z) { return z.file == file; });
   ::close(file);
+}
+
+std::byte* uring_wal_storage::staging(std::size_t bytes) {
+  if (bytes > _staging_bytes) {
+    std::free(_staging);
+    _staging_bytes = (bytes + wal_direct_block_bytes - 1) & ~(wal_direct_block_bytes - 1);
+    _staging = static_cast<std::byte*>(std::aligned_alloc(wal_direct_block_bytes, _staging_bytes));
+    KEEL_ASSERT_MSG(_staging != nullptr, "out of memory for the WAL's staging buffer");
+  }
+  return _staging;
 }
 
 task<int> uring_wal_storage::allocate(int file, std::uint64_t bytes) {
@@ -54,8 +91,18 @@ uring_wal_storage::zeroed_file& uring_wal_storage::zeroed_state(int file) {
     if (z.file == file) return z;
   struct stat st {};
   std::uint64_t size = ::fstat(file, &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
-  _zeroed.push_back({file, wal_zero_ahead_applies(file) ? size : 0, 0});
-  return _zeroed.back();
+  zeroed_file& z = _zeroed.emplace_back();
+  z.file = file;
+  z.file_bytes = wal_zero_ahead_applies(file) ? size : 0;
+  z.zeroed_to = 0;
+  if (_direct && size % wal_direct_block_bytes != 0) {
+    // A segment whose size is not a whole number of blocks (wal-segment-bytes is any
+    // integer): a direct write of its last block would grow the file. Buffered instead.
+    int flags = ::fcntl(file, F_GETFL);
+    if (flags >= 0) (void)::fcntl(file, F_SETFL, flags & ~O_DIRECT);
+    z.buffered = true;
+  }
+  return z;
 }
 
 // After a write ending at `end`: once what is written ahead is less than half of
@@ -75,8 +122,68 @@ long uring_wal_storage::zero_ahead(int file, std::uint64_t end) {
   return 0;
 }
 
+// Direct zero-ahead: once less than half of wal_zero_ahead_bytes past the block after
+// `end` is known written, zeros from there (or from what is written, if further) to
+// wal_zero_ahead_bytes past it. Awaited before the batch counts as written, so the next
+// batch (one in flight) never races it.
+task<int> uring_wal_storage::zero_ahead_direct(zeroed_file& z, std::uint64_t end) {
+  std::uint64_t next_block = (end + wal_direct_block_bytes - 1) & ~(wal_direct_block_bytes - 1);
+  if (next_block + wal_zero_ahead_bytes / 2 <= z.zeroed_to || next_block >= z.file_bytes) co_return 0;
+  std::uint64_t from = std::max(z.zeroed_to, next_block);
+  std::uint64_t to = std::min(z.file_bytes, next_block + wal_zero_ahead_bytes) & ~(wal_direct_block_bytes - 1);
+  if (to <= from) co_return 0;
+  if (_direct_zeros == nullptr) {
+    _direct_zeros = static_cast<std::byte*>(std::aligned_alloc(wal_direct_block_bytes, wal_zero_ahead_bytes));
+    KEEL_ASSERT_MSG(_direct_zeros != nullptr, "out of memory for the WAL's zero buffer");
+    std::memset(_direct_zeros, 0, wal_zero_ahead_bytes);
+  }
+  int written = co_await keel::write_at(z.file, _direct_zeros, static_cast<std::size_t>(to - from), from);
+  if (written != static_cast<int>(to - from)) co_return written < 0 ? written : -EIO;
+  z.zeroed_to = to;
+  co_return 0;
+}
+
+// One RWF_DSYNC write of the whole blocks [offset, offset + size) touches: the first
+// starts with the log's bytes before `offset` (kept from the last write when it ended
+// there, else read back), the last is padded with zeros (what lies past the log's end).
+task<int> uring_wal_storage::write_direct(zeroed_file& z, const std::byte* data, std::size_t size,
+                                          std::uint64_t offset) {
+  constexpr std::uint64_t block = wal_direct_block_bytes;
+  std::uint64_t first = offset & ~(block - 1);
+  std::uint64_t end = offset + size;
+  std::uint64_t last_end = (end + block - 1) & ~(block - 1);
+  std::size_t prefix = static_cast<std::size_t>(offset - first);
+  std::byte* buffer = staging(static_cast<std::size_t>(last_end - first));
+  if (prefix != 0) {
+    if (z.tail_valid && z.tail_block == first && z.tail.size() == prefix) {
+      std::memcpy(buffer, z.tail.data(), prefix);
+    } else {
+      // After a restart (or a write that did not end here): read the block back.
+      int got = co_await keel::read_at(z.file, buffer, block, first);
+      if (got < 0) co_return got;
+      if (static_cast<std::size_t>(got) < prefix) co_return -EIO;
+    }
+  }
+  std::memcpy(buffer + prefix, data, size);
+  std::memset(buffer + prefix + size, 0, static_cast<std::size_t>(last_end - end));
+  z.tail_valid = false;
+  int written = co_await keel::write_dsync_at(z.file, buffer, static_cast<std::size_t>(last_end - first), first);
+  if (written != static_cast<int>(last_end - first)) co_return written < 0 ? written : -EIO;
+  std::uint64_t tail_block = end & ~(block - 1);
+  z.tail.assign(buffer + (tail_block - first), buffer + (end - first));
+  z.tail_block = tail_block;
+  z.tail_valid = true;
+  z.zeroed_to = std::max(z.zeroed_to, last_end);
+  if (int zeroed = co_await zero_ahead_direct(z, end); zeroed < 0) co_return zeroed;
+  co_return static_cast<int>(size);
+}
+
 task<int> uring_wal_storage::write_then_datasync(int file, const std::byte* data, std::size_t size,
                                                  std::uint64_t offset) {
+  if (zeroed_file& z = zeroed_state(file); _direct && !z.buffered) {
+    task<int> writing = write_direct(z, data, size, offset);
+    co_return co_await std::move(writing);
+  }
   long written = detail::pwrite_all(file, data, size, offset);
   if (written != static_cast<long>(size)) co_return static_cast<int>(written);  // -errno or short
   if (long zeroed = zero_ahead(file, offset + size); zeroed < 0) co_return static_cast<int>(zeroed);

@@ -166,7 +166,7 @@ bool wal_writer::needs_rollover() const {
 }
 
 wal_writer::batch* wal_writer::issue_batch() {
-  if (_pending_records.empty() || _batches.size() >= wal_batches_in_flight_max) return nullptr;
+  if (_pending_records.empty() || _batches.size() >= batches_in_flight_max()) return nullptr;
   std::uint64_t room = std::min<std::uint64_t>(_segment_batch_bytes_max - _in_flight_bytes,
                                                _segment_file_bytes - _issued_offset);
   // A batch issued after the durable end moved begins with a durable mark saying where it
@@ -262,7 +262,7 @@ task<status> wal_writer::commit() {
     if (!_failure) co_return _failure;
     if (_durable >= target) co_return status::ok();
     // Someone else's batch carries our records, or every slot is taken: wait.
-    if (_issued >= target || _flushers >= wal_batches_in_flight_max || _rolling) {
+    if (_issued >= target || _flushers >= batches_in_flight_max() || _rolling) {
       co_await waiter{this};
       continue;
     }

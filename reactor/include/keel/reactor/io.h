@@ -26,7 +26,7 @@ namespace keel {
 class io_request final : public completion {
  public:
   enum class kind : std::uint8_t { nop, timeout, write, read, datasync, fallocate, connect,
-                                   write_datasync, connect_within };
+                                   write_datasync, connect_within, write_dsync };
 
   bool await_ready() const noexcept { return false; }
   void await_suspend(std::coroutine_handle<> waiter) noexcept;
@@ -93,6 +93,12 @@ inline io_request allocate(int fd, std::uint64_t offset, std::size_t size) noexc
 inline io_request write_then_datasync(int fd, const void* data, std::size_t size,
                                       std::uint64_t offset) noexcept {
   return io_request::make(io_request::kind::write_datasync, fd, data, size, offset);
+}
+// A write with RWF_DSYNC: completes once the data and what is needed to read it back are
+// durable (write + fdatasync of that range, as O_DSYNC). With O_DIRECT on ext4/XFS, an
+// overwrite of written blocks is submitted from the shard itself, not an io-wq worker.
+inline io_request write_dsync_at(int fd, const void* data, std::size_t size, std::uint64_t offset) noexcept {
+  return io_request::make(io_request::kind::write_dsync, fd, data, size, offset);
 }
 // Sockets: connects fd to the address (a sockaddr of `size` bytes).
 inline io_request connect_socket(int fd, const sockaddr* address, std::size_t size) noexcept {

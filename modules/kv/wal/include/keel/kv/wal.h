@@ -17,9 +17,11 @@
 #pragma once
 
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <coroutine>
 #include <deque>
+#include <list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -48,22 +50,35 @@ class wal_storage : public wal_directory {
   virtual task<int> allocate(int file, std::uint64_t bytes) = 0;
   // One write linked to one fdatasync: the byte count once both completed, or -errno
   // (a short count means the write was short and the fdatasync did not run). The storage
-  // may also write zeros past the write's end, flushed by the same fdatasync (only past
-  // the end of the log: uring_wal_storage's zero-ahead).
+  // may also write zeros past the write's end (only past the end of the log:
+  // uring_wal_storage's zero-ahead, and the rest of the last block of a direct write).
   virtual task<int> write_then_datasync(int file, const std::byte* data, std::size_t size,
                                         std::uint64_t offset) = 0;
+  // How many write_then_datasync calls may be in flight at once (1 or 2; the writer
+  // takes the smaller of this and wal_batches_in_flight_max). Fixed once a file is open.
+  virtual unsigned batches_in_flight_max() const noexcept { return 2; }
   // Resumes after every task made ready in this reactor turn has run, so that a commit
   // started in the turn collects all of the turn's appends.
   virtual task<void> end_of_turn() = 0;
 };
 
-// The real storage: POSIX for metadata, recovery and the write into the page cache (a
-// buffered write that io_uring would punt to a worker thread), the shard's io_uring for
-// fdatasync and fallocate.
+// The real storage: POSIX for metadata and recovery, the shard's io_uring for the data
+// path. Two ways to write a batch (docs/formats/wal.md, "Writing: group commit"):
+//   - direct (ext4 and XFS, unless `direct_wanted` is false): the segments are opened with
+//     O_DIRECT and a batch is one RWF_DSYNC write of whole 4 KiB blocks from an aligned
+//     staging buffer, the first block starting with the log's bytes already in it (kept
+//     from the last write, or read back after a restart) and the last one padded with
+//     zeros. One batch in flight: the next batch rewrites the block this one ends in.
+//     The kernel submits an overwrite of written blocks from the shard itself; the
+//     buffered way hands every fdatasync to an io-wq worker thread.
+//   - buffered (elsewhere, or for comparison): a pwrite into the page cache on the
+//     shard, then an io_uring fdatasync; two batches in flight.
 // REQUIRES: the task-returning functions are awaited on a shard thread.
 class uring_wal_storage final : public wal_storage {
  public:
-  explicit uring_wal_storage(std::string path) : _directory(std::move(path)) {}
+  explicit uring_wal_storage(std::string path, bool direct_wanted = true)
+      : _directory(std::move(path)), _direct_wanted(direct_wanted) {}
+  ~uring_wal_storage() override;
 
   result<std::vector<std::string>> list() override { return _directory.list(); }
   result<std::vector<std::byte>> read_all(const std::string& name) override { return _directory.read_all(name); }
@@ -82,6 +97,9 @@ class uring_wal_storage final : public wal_storage {
   task<int> write_then_datasync(int file, const std::byte* data, std::size_t size,
                                 std::uint64_t offset) override;
   task<void> end_of_turn() override;
+  unsigned batches_in_flight_max() const noexcept override { return _direct ? 1 : 2; }
+  // Whether batches are written directly (decided when the first file is opened).
+  bool direct() const noexcept { return _direct; }
 
  private:
   // Zero-ahead (docs/formats/wal.md, "Zero-ahead"): a segment is fallocated, and ext4
@@ -90,18 +108,43 @@ class uring_wal_storage final : public wal_storage {
   // followed by zeros from a quarter of it to all of it past its end, flushed by the same
   // fdatasync: later batches overwrite written blocks, and their fdatasyncs commit no
   // journal. The zeros are what recovery expects past the end of the log anyway.
+  // In direct mode the zeros go through the ring (O_DIRECT, no DSYNC: past the end of
+  // the log they need not be durable) and start at the block after the write's last,
+  // since no page is shared with the next batch.
   struct zeroed_file {
-    int file;
-    std::uint64_t file_bytes;  // its size when first written (0 off ext4/XFS): never zeroed past it
-    std::uint64_t zeroed_to;   // every byte before this was written (data or zeros)
+    int file = -1;
+    std::uint64_t file_bytes = 0;  // its size when first written (0 off ext4/XFS): never zeroed past it
+    std::uint64_t zeroed_to = 0;   // every byte before this was written (data or zeros)
+    // Direct mode: the log's bytes in the block where the last write ended, from
+    // tail_block on (tail_valid once a write succeeded).
+    bool buffered = false;  // direct mode, but this file's size is not whole blocks
+    bool tail_valid = false;
+    std::uint64_t tail_block = 0;
+    std::vector<std::byte> tail;
   };
   zeroed_file& zeroed_state(int file);
   long zero_ahead(int file, std::uint64_t end);  // 0, or -errno / -EIO for a short write
+  // Decides the mode from the first file opened: direct when wanted, on ext4/XFS, and
+  // O_DIRECT can be set. Returns -errno when O_DIRECT cannot be set on a later file.
+  int prepare_file(int fd);
+  task<int> write_direct(zeroed_file& z, const std::byte* data, std::size_t size, std::uint64_t offset);
+  task<int> zero_ahead_direct(zeroed_file& z, std::uint64_t end);
+  std::byte* staging(std::size_t bytes);  // aligned, at least `bytes`
 
   posix_wal_directory _directory;
-  std::vector<zeroed_file> _zeroed;
+  bool _direct_wanted = true;
+  bool _mode_decided = false;
+  bool _direct = false;
+  std::list<zeroed_file> _zeroed;  // a list: a write holds its entry across suspensions
   std::vector<std::byte> _zeros;
+  std::byte* _staging = nullptr;  // direct mode: aligned to wal_direct_block_bytes
+  std::size_t _staging_bytes = 0;
+  std::byte* _direct_zeros = nullptr;  // direct mode: wal_zero_ahead_bytes of aligned zeros
 };
+
+// The unit of a direct write: offsets, sizes and buffers are multiples of it. 4096 covers
+// devices with 512-byte and 4 KiB logical blocks.
+inline constexpr std::uint64_t wal_direct_block_bytes = 4096;
 
 // How far past a write uring_wal_storage writes zeros ahead (a multiple of 4096).
 inline constexpr std::uint64_t wal_zero_ahead_bytes = std::uint64_t{1} << 20;
@@ -128,7 +171,8 @@ struct wal_writer_stats {
   std::uint64_t segments_created = 0;
 };
 
-// At most this many batches (write+fdatasync pairs) are in flight at once.
+// At most this many batches (write+fdatasync pairs) are in flight at once (fewer when the
+// storage says so: wal_storage::batches_in_flight_max).
 inline constexpr unsigned wal_batches_in_flight_max = 2;
 
 // Appends records and makes them durable by group commit (docs/formats/wal.md,
@@ -178,6 +222,9 @@ class wal_writer {
   std::vector<std::string> segment_names() const;
 
  private:
+  unsigned batches_in_flight_max() const noexcept {
+    return std::min(wal_batches_in_flight_max, _storage.batches_in_flight_max());
+  }
   struct segment {
     std::string name;
     std::uint64_t sequence;
