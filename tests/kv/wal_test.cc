@@ -856,7 +856,10 @@ namespace {
 // three starts of the writer (so that the second and third start in the middle of a
 // block that a direct write must read back), then read back. `direct`: O_DIRECT +
 // RWF_DSYNC (where the file system allows it) or the page cache and fdatasync.
+// `whole_blocks`: the segment size is a whole number of 4 KiB blocks, so direct writes
+// are expected when direct applies.
 void write_and_recover_10000_entries(bool direct, std::uint64_t segment_bytes = 256 * 1024) {
+  bool whole_blocks = segment_bytes % wal_direct_block_bytes == 0;
   char pattern[] = "/tmp/keel-wal-test-XXXXXX";
   BOOST_REQUIRE(::mkdtemp(pattern) != nullptr);
   std::string directory = std::string(pattern) + "/wal";
@@ -865,6 +868,10 @@ void write_and_recover_10000_entries(bool direct, std::uint64_t segment_bytes = 
   BOOST_REQUIRE(tmp >= 0);
   bool direct_applies = direct && wal_zero_ahead_applies(tmp);
   ::close(tmp);
+  if (direct && !direct_applies) BOOST_TEST_MESSAGE("/tmp is neither ext4 nor XFS: written buffered");
+  bool expect_direct_writes = direct_applies && whole_blocks;
+  // What each start's storage wrote directly.
+  std::vector<uring_wal_storage::direct_counts> counts;
   std::vector<wal_record> written;
   for (int i = 1; i <= 10000; ++i) {
     written.push_back(wal_record::entry(1 + i / 1000, i, "value-" + std::to_string(i) + std::string(i % 97, 'p')));
@@ -891,9 +898,10 @@ void write_and_recover_10000_entries(bool direct, std::uint64_t segment_bytes = 
       outcome = co_await std::move(committing);
     }
     stats = (*writer)->stats();
+    counts.push_back(storage.counts());
   });
   BOOST_REQUIRE_MESSAGE(outcome.is_ok(), outcome.to_string());
-  // 50 rounds where ten coroutines append ten entries each and commit: group commit
+  // 20 rounds where ten coroutines append ten entries each and commit: group commit
   // shares batches. Then 2,000 entries one commit each: small batches within one block.
   run_system(1, [&](keel::system&) -> task<void> {
     uring_wal_storage storage(directory, direct);
@@ -904,7 +912,7 @@ void write_and_recover_10000_entries(bool direct, std::uint64_t segment_bytes = 
       co_return;
     }
     wal_writer* log = writer->get();
-    for (int round = 0; round < 30 && outcome.is_ok(); ++round) {
+    for (int round = 0; round < 20 && outcome.is_ok(); ++round) {
       std::vector<task<void>> committers;
       for (int c = 0; c < 10; ++c) {
         committers.push_back([](wal_writer* w, const wal_record* first, status* out) -> task<void> {
@@ -929,6 +937,7 @@ void write_and_recover_10000_entries(bool direct, std::uint64_t segment_bytes = 
     stats.records += log->stats().records;
     stats.batches += log->stats().batches;
     stats.segments_created += log->stats().segments_created;
+    counts.push_back(storage.counts());
   });
   BOOST_REQUIRE_MESSAGE(outcome.is_ok(), outcome.to_string());
   // The rest, 1,000 entries in commits of 7.
@@ -947,9 +956,28 @@ void write_and_recover_10000_entries(bool direct, std::uint64_t segment_bytes = 
     }
     stats.records += (*writer)->stats().records;
     stats.batches += (*writer)->stats().batches;
+    counts.push_back(storage.counts());
   });
   BOOST_REQUIRE_MESSAGE(outcome.is_ok(), outcome.to_string());
   BOOST_TEST(next == 10000u);
+  BOOST_REQUIRE(counts.size() == 3u);
+  for (std::size_t start = 0; start < 3; ++start) {
+    BOOST_TEST_CONTEXT("writer start " << start + 1) {
+      const auto& c = counts[start];
+      BOOST_TEST_MESSAGE("direct writes " << c.writes << ", read back " << c.read_backs << ", zero writes " << c.zero_writes);
+      if (expect_direct_writes) {
+        BOOST_TEST(c.writes > 0u);
+        BOOST_TEST(c.zero_writes > 0u);
+        // The first start begins a new log; the others begin where the last one ended,
+        // in the middle of a block, and read it back once.
+        BOOST_TEST(c.read_backs == (start == 0 ? 0u : 1u));
+      } else {
+        BOOST_TEST(c.writes == 0u);
+        BOOST_TEST(c.read_backs == 0u);
+        BOOST_TEST(c.zero_writes == 0u);
+      }
+    }
+  }
   BOOST_TEST(stats.records == 10000u);
   BOOST_TEST_MESSAGE("batches " << stats.batches << ", segments " << stats.segments_created);
   BOOST_TEST(stats.batches < 3500u);  // 2,000 single commits, the rest never one batch per record

@@ -1540,8 +1540,8 @@ status recover(core_state& s, bool replay) {
   if (!snapshot) return snapshot.error();
   std::uint64_t snapshot_index = snapshot.value();
   s.snapshot_index = snapshot_index;
-  // KEEL_TEST_WAL_BUFFERED=1: the buffered write path where direct would apply (for
-  // comparisons and its tests; kv::uring_wal_storage).
+  // KEEL_TEST_WAL_BUFFERED (set to anything): the buffered write path where direct would
+  // apply (for comparisons and its tests; kv::uring_wal_storage).
   s.storage = std::make_unique<kv::uring_wal_storage>(s.wal_dir, std::getenv("KEEL_TEST_WAL_BUFFERED") == nullptr);
   // Read and check everything before changing anything: a start that is refused leaves
   // the WAL as it found it.

@@ -22,16 +22,21 @@ uring_wal_storage::~uring_wal_storage() {
   std::free(_direct_zeros);
 }
 
-int uring_wal_storage::prepare_file(int fd) {
-  if (!_mode_decided) {
-    _mode_decided = true;
-    _direct = _direct_wanted && wal_zero_ahead_applies(fd) && ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_DIRECT) == 0;
-    return 0;
-  }
-  if (!_direct) return 0;
+namespace {
+int set_direct(int fd) {
   int flags = ::fcntl(fd, F_GETFL);
   if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_DIRECT) != 0) return -errno;
   return 0;
+}
+}  // namespace
+
+int uring_wal_storage::prepare_file(int fd) {
+  if (!_mode_decided) {
+    _mode_decided = true;
+    _direct = _direct_wanted && wal_zero_ahead_applies(fd) && set_direct(fd) == 0;
+    return 0;
+  }
+  return _direct ? set_direct(fd) : 0;
 }
 
 result<int> uring_wal_storage::open_file(const std::string& name) {
@@ -41,6 +46,14 @@ result<int> uring_wal_storage::open_file(const std::string& name) {
   if (int prepared = prepare_file(fd); prepared < 0) {
     ::close(fd);
     return status{errc::io_error, "set O_DIRECT on " + path + ": " + std::strerror(-prepared)};
+  }
+  // Recovery read this file through the page cache, which may hold bytes a buffered
+  // writer (this boot, before a kill) never fdatasynced. A direct write makes only its own
+  // blocks durable, so make the rest durable before the log grows past it.
+  if (_direct && ::fdatasync(fd) != 0) {
+    int error = errno;
+    ::close(fd);
+    return status{errc::io_error, "fdatasync " + path + ": " + std::strerror(error)};
   }
   return fd;
 }
@@ -98,6 +111,7 @@ uring_wal_storage::zeroed_file& uring_wal_storage::zeroed_state(int file) {
   if (_direct && size % wal_direct_block_bytes != 0) {
     // A segment whose size is not a whole number of blocks (wal-segment-bytes is any
     // integer): a direct write of its last block would grow the file. Buffered instead.
+    // If O_DIRECT cannot be cleared, the buffered write fails with EINVAL and says so.
     int flags = ::fcntl(file, F_GETFL);
     if (flags >= 0) (void)::fcntl(file, F_SETFL, flags & ~O_DIRECT);
     z.buffered = true;
@@ -137,6 +151,7 @@ task<int> uring_wal_storage::zero_ahead_direct(zeroed_file& z, std::uint64_t end
     KEEL_ASSERT_MSG(_direct_zeros != nullptr, "out of memory for the WAL's zero buffer");
     std::memset(_direct_zeros, 0, wal_zero_ahead_bytes);
   }
+  ++_direct_counts.zero_writes;
   int written = co_await keel::write_at(z.file, _direct_zeros, static_cast<std::size_t>(to - from), from);
   if (written != static_cast<int>(to - from)) co_return written < 0 ? written : -EIO;
   z.zeroed_to = to;
@@ -153,17 +168,27 @@ task<int> uring_wal_storage::write_direct(zeroed_file& z, const std::byte* data,
   std::uint64_t end = offset + size;
   std::uint64_t last_end = (end + block - 1) & ~(block - 1);
   std::size_t prefix = static_cast<std::size_t>(offset - first);
+  // One direct write at a time (batches_in_flight_max() is 1): the staging buffer is
+  // reused, and the next write rewrites this one's last block.
+  KEEL_ASSERT_MSG(!_direct_in_flight, "two direct WAL writes in flight");
+  _direct_in_flight = true;
+  struct clear_in_flight {
+    bool& flag;
+    ~clear_in_flight() { flag = false; }
+  } clear{_direct_in_flight};
   std::byte* buffer = staging(static_cast<std::size_t>(last_end - first));
   if (prefix != 0) {
     if (z.tail_valid && z.tail_block == first && z.tail.size() == prefix) {
       std::memcpy(buffer, z.tail.data(), prefix);
     } else {
       // After a restart (or a write that did not end here): read the block back.
+      ++_direct_counts.read_backs;
       int got = co_await keel::read_at(z.file, buffer, block, first);
       if (got < 0) co_return got;
       if (static_cast<std::size_t>(got) < prefix) co_return -EIO;
     }
   }
+  ++_direct_counts.writes;
   std::memcpy(buffer + prefix, data, size);
   std::memset(buffer + prefix + size, 0, static_cast<std::size_t>(last_end - end));
   z.tail_valid = false;

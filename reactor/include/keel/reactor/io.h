@@ -9,7 +9,8 @@
 //
 // Files follow DESIGN.md: write, fdatasync and fallocate go through the ring; a write
 // that must be durable before it is acknowledged is linked to its fdatasync with
-// write_then_datasync(), so both complete (or fail) as one.
+// write_then_datasync(), so both complete (or fail) as one, or carries RWF_DSYNC
+// (write_dsync_at()).
 #pragma once
 
 #include <chrono>

@@ -48,10 +48,13 @@ class wal_storage : public wal_directory {
   virtual void close_file(int file) noexcept = 0;
   // fallocate(file, 0, 0, bytes): >= 0 or -errno.
   virtual task<int> allocate(int file, std::uint64_t bytes) = 0;
-  // One write linked to one fdatasync: the byte count once both completed, or -errno
-  // (a short count means the write was short and the fdatasync did not run). The storage
-  // may also write zeros past the write's end (only past the end of the log:
-  // uring_wal_storage's zero-ahead, and the rest of the last block of a direct write).
+  // One write made durable (a write linked to one fdatasync, or one RWF_DSYNC write): the
+  // byte count once it is durable, or -errno (a short count, or -EIO from a direct write,
+  // means it was short and nothing more ran). The storage may also write zeros past the
+  // write's end (only past the end of the log: uring_wal_storage's zero-ahead, and the
+  // rest of the last block of a direct write), and a direct write rewrites the bytes
+  // before `offset` in its first block with the same bytes: no other write may be in
+  // flight to that file (see batches_in_flight_max).
   virtual task<int> write_then_datasync(int file, const std::byte* data, std::size_t size,
                                         std::uint64_t offset) = 0;
   // How many write_then_datasync calls may be in flight at once (1 or 2; the writer
@@ -72,7 +75,11 @@ class wal_storage : public wal_directory {
 //     The kernel submits an overwrite of written blocks from the shard itself; the
 //     buffered way hands every fdatasync to an io-wq worker thread.
 //   - buffered (elsewhere, or for comparison): a pwrite into the page cache on the
-//     shard, then an io_uring fdatasync; two batches in flight.
+//     shard, then an io_uring fdatasync; two batches in flight. In direct mode a segment
+//     whose size is not a whole number of blocks is written this way too (still one
+//     batch in flight), so that no write grows it.
+// In direct mode an existing segment is fdatasynced when opened: recovery read it through
+// the page cache, and a direct write makes only its own blocks durable.
 // REQUIRES: the task-returning functions are awaited on a shard thread.
 class uring_wal_storage final : public wal_storage {
  public:
@@ -100,6 +107,14 @@ class uring_wal_storage final : public wal_storage {
   unsigned batches_in_flight_max() const noexcept override { return _direct ? 1 : 2; }
   // Whether batches are written directly (decided when the first file is opened).
   bool direct() const noexcept { return _direct; }
+  // What the direct way did (for tests): RWF_DSYNC batch writes, blocks read back for a
+  // write's prefix, zero-ahead writes.
+  struct direct_counts {
+    std::uint64_t writes = 0;
+    std::uint64_t read_backs = 0;
+    std::uint64_t zero_writes = 0;
+  };
+  direct_counts counts() const noexcept { return _direct_counts; }
 
  private:
   // Zero-ahead (docs/formats/wal.md, "Zero-ahead"): a segment is fallocated, and ext4
@@ -109,8 +124,9 @@ class uring_wal_storage final : public wal_storage {
   // fdatasync: later batches overwrite written blocks, and their fdatasyncs commit no
   // journal. The zeros are what recovery expects past the end of the log anyway.
   // In direct mode the zeros go through the ring (O_DIRECT, no DSYNC: past the end of
-  // the log they need not be durable) and start at the block after the write's last,
-  // since no page is shared with the next batch.
+  // the log they need not be durable) and start at the block after the write's last
+  // (there is no page cache to race), and the batch counts as written once they are, so
+  // no later batch's write can be in flight with them.
   struct zeroed_file {
     int file = -1;
     std::uint64_t file_bytes = 0;  // its size when first written (0 off ext4/XFS): never zeroed past it
@@ -135,6 +151,8 @@ class uring_wal_storage final : public wal_storage {
   bool _direct_wanted = true;
   bool _mode_decided = false;
   bool _direct = false;
+  bool _direct_in_flight = false;
+  direct_counts _direct_counts;
   std::list<zeroed_file> _zeroed;  // a list: a write holds its entry across suspensions
   std::vector<std::byte> _zeros;
   std::byte* _staging = nullptr;  // direct mode: aligned to wal_direct_block_bytes
