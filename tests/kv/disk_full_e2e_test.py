@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""A full disk through keeld: the kv directory on a 20 MiB tmpfs with 16 MiB WAL segments.
+"""A full disk through keeld: the kv directory on a 20 MiB tmpfs (or a 24 MiB ext4 image
+mounted through a loop device, where the WAL is written directly: O_DIRECT, RWF_DSYNC)
+with 16 MiB WAL segments.
 Puts of 64 KiB fill the first segment; creating the second fails with ENOSPC. From then on
 every write is refused with 503 / gRPC 14 and a message that says the WAL is unavailable
 and why (No space left on device); no write is acknowledged that is not durable; reads
 still answer, at the last durable revision; every acknowledged put is readable; and after
 a restart on a disk with room again, every acknowledged put is still there.
 
-Needs root and tmpfs (mount -t tmpfs). Usage: disk_full_e2e_test.py <path to keeld>
+Needs root and tmpfs (mount -t tmpfs), or mkfs.ext4 and a loop device for ext4; skipped
+(77) without them. Usage: disk_full_e2e_test.py <path to keeld> [tmpfs|ext4]
 """
 import base64
 import json
@@ -24,6 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import keeltest  # noqa: E402
 
 KEELD = sys.argv[1] if len(sys.argv) > 1 else "build/bin/keeld"
+FS = sys.argv[2] if len(sys.argv) > 2 else "tmpfs"
 check = keeltest.Checks(keeltest.after_colon(1500))
 
 
@@ -85,11 +89,20 @@ def main():
     root = tempfile.mkdtemp(prefix="keel-diskfull.")
     mnt = os.path.join(root, "small")
     os.makedirs(mnt)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", mnt]).returncode == 0
+    if FS == "ext4":
+        image = os.path.join(root, "small.img")
+        with open(image, "wb") as f:
+            f.truncate(24 << 20)
+        made = subprocess.run(["mkfs.ext4", "-q", "-F", "-b", "4096", image],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+        mounted = made and subprocess.run(["mount", "-o", "loop", image, mnt]).returncode == 0
+    else:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", mnt]).returncode == 0
     if not mounted:
         # Not this machine's fault of keel's: ctest reports the test as skipped (77).
         shutil.rmtree(root, ignore_errors=True)
-        keeltest.skip("cannot mount a tmpfs here (the test needs root and CAP_SYS_ADMIN)")
+        keeltest.skip("cannot mount a %s here (the test needs root and CAP_SYS_ADMIN%s)"
+                      % (FS, ", mkfs.ext4 and a loop device" if FS == "ext4" else ""))
     proc = None
     try:
         kv_dir = os.path.join(mnt, "kv")
@@ -148,6 +161,8 @@ def main():
         with open(log_path) as f:
             text = f.read()
         check("the log says why", "No space left on device" in text, text[-600:])
+        way = "written directly (O_DIRECT, RWF_DSYNC)" if FS == "ext4" else "written through the page cache"
+        check("the WAL was " + way, way in text, text[:600])
         status, answer = get(port, "/health")
         check("GET /health: 503 {\"health\":\"false\"} (etcd's answer to an alarm)",
               (status, answer) == (503, {"health": "false"}), (status, answer))
