@@ -882,36 +882,38 @@ void write_and_recover_10000_entries(bool direct, std::uint64_t segment_bytes = 
   wal_writer_options options;
   options.segment_bytes = segment_bytes;
   options.batch_bytes_max = 64 * 1024;
+  // One start of a writer on `directory`: `body` writes with it; its stats and what the
+  // storage wrote directly are added up.
+  auto start_writer = [&](auto body) {
+    run_system(1, [&](keel::system&) -> task<void> {
+      uring_wal_storage storage(directory, direct);
+      task<result<std::unique_ptr<wal_writer>>> opening = recover_and_open(storage, options);
+      auto writer = co_await std::move(opening);
+      if (!writer) {
+        outcome = writer.error();
+        co_return;
+      }
+      BOOST_TEST(storage.direct() == direct_applies);
+      task<void> writing = body(writer->get());
+      co_await std::move(writing);
+      stats.records += (*writer)->stats().records;
+      stats.batches += (*writer)->stats().batches;
+      stats.segments_created += (*writer)->stats().segments_created;
+      counts.push_back(storage.counts());
+    });
+    BOOST_REQUIRE_MESSAGE(outcome.is_ok(), outcome.to_string());
+  };
   // 50 rounds of 100 entries with one commit each.
-  run_system(1, [&](keel::system&) -> task<void> {
-    uring_wal_storage storage(directory, direct);
-    task<result<std::unique_ptr<wal_writer>>> opening = recover_and_open(storage, options);
-    auto writer = co_await std::move(opening);
-    if (!writer) {
-      outcome = writer.error();
-      co_return;
-    }
-    BOOST_TEST(storage.direct() == direct_applies);
+  start_writer([&](wal_writer* log) -> task<void> {
     for (int round = 0; round < 50 && outcome.is_ok(); ++round) {
-      for (int i = 0; i < 100; ++i) outcome = (*writer)->append(written[next++]);
-      task<status> committing = (*writer)->commit();
+      for (int i = 0; i < 100; ++i) outcome = log->append(written[next++]);
+      task<status> committing = log->commit();
       outcome = co_await std::move(committing);
     }
-    stats = (*writer)->stats();
-    counts.push_back(storage.counts());
   });
-  BOOST_REQUIRE_MESSAGE(outcome.is_ok(), outcome.to_string());
   // 20 rounds where ten coroutines append ten entries each and commit: group commit
   // shares batches. Then 2,000 entries one commit each: small batches within one block.
-  run_system(1, [&](keel::system&) -> task<void> {
-    uring_wal_storage storage(directory, direct);
-    task<result<std::unique_ptr<wal_writer>>> opening = recover_and_open(storage, options);
-    auto writer = co_await std::move(opening);
-    if (!writer) {
-      outcome = writer.error();
-      co_return;
-    }
-    wal_writer* log = writer->get();
+  start_writer([&](wal_writer* log) -> task<void> {
     for (int round = 0; round < 20 && outcome.is_ok(); ++round) {
       std::vector<task<void>> committers;
       for (int c = 0; c < 10; ++c) {
@@ -934,31 +936,15 @@ void write_and_recover_10000_entries(bool direct, std::uint64_t segment_bytes = 
       task<status> committing = log->commit();
       if (outcome.is_ok()) outcome = co_await std::move(committing);
     }
-    stats.records += log->stats().records;
-    stats.batches += log->stats().batches;
-    stats.segments_created += log->stats().segments_created;
-    counts.push_back(storage.counts());
   });
-  BOOST_REQUIRE_MESSAGE(outcome.is_ok(), outcome.to_string());
   // The rest, 1,000 entries in commits of 7.
-  run_system(1, [&](keel::system&) -> task<void> {
-    uring_wal_storage storage(directory, direct);
-    task<result<std::unique_ptr<wal_writer>>> opening = recover_and_open(storage, options);
-    auto writer = co_await std::move(opening);
-    if (!writer) {
-      outcome = writer.error();
-      co_return;
-    }
+  start_writer([&](wal_writer* log) -> task<void> {
     while (next < written.size() && outcome.is_ok()) {
-      for (int i = 0; i < 7 && next < written.size() && outcome.is_ok(); ++i) outcome = (*writer)->append(written[next++]);
-      task<status> committing = (*writer)->commit();
+      for (int i = 0; i < 7 && next < written.size() && outcome.is_ok(); ++i) outcome = log->append(written[next++]);
+      task<status> committing = log->commit();
       if (outcome.is_ok()) outcome = co_await std::move(committing);
     }
-    stats.records += (*writer)->stats().records;
-    stats.batches += (*writer)->stats().batches;
-    counts.push_back(storage.counts());
   });
-  BOOST_REQUIRE_MESSAGE(outcome.is_ok(), outcome.to_string());
   BOOST_TEST(next == 10000u);
   BOOST_REQUIRE(counts.size() == 3u);
   for (std::size_t start = 0; start < 3; ++start) {

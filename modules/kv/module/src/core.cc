@@ -72,7 +72,7 @@ task<void> open_writer() {
     g->writer = std::move(opened.value());
     g->context->log(log_level::info, "WAL open in " + g->wal_dir + ", next index " + std::to_string(g->next_index) +
                                          ", revision " + std::to_string(g->store.current_revision()) +
-                                         (g->storage->direct() && options.segment_bytes % kv::wal_direct_block_bytes == 0
+                                         (g->storage->direct_for(options.segment_bytes)
                                               ? ", written directly (O_DIRECT, RWF_DSYNC)"
                                               : ", written through the page cache (fdatasync)"));
   } else {

@@ -19,7 +19,7 @@ namespace keel::kv {
 
 uring_wal_storage::~uring_wal_storage() {
   std::free(_staging);
-  std::free(_direct_zeros);
+  std::free(_zeros);
 }
 
 namespace {
@@ -108,7 +108,7 @@ uring_wal_storage::zeroed_file& uring_wal_storage::zeroed_state(int file) {
   z.file = file;
   z.file_bytes = wal_zero_ahead_applies(file) ? size : 0;
   z.zeroed_to = 0;
-  if (_direct && size % wal_direct_block_bytes != 0) {
+  if (_direct && !direct_for(size)) {
     // A segment whose size is not a whole number of blocks (wal-segment-bytes is any
     // integer): a direct write of its last block would grow the file. Buffered instead.
     // If O_DIRECT cannot be cleared, the buffered write fails with EINVAL and says so.
@@ -123,14 +123,29 @@ uring_wal_storage::zeroed_file& uring_wal_storage::zeroed_state(int file) {
 // wal_zero_ahead_bytes, zeros up to wal_zero_ahead_bytes past `end`, starting no nearer
 // than a quarter of it, so that the next batches (written while this fdatasync may be
 // writing the zeros back) do not land in those pages (wal.md, "Zero-ahead").
+std::pair<std::uint64_t, std::uint64_t> uring_wal_storage::zero_range(const zeroed_file& z, std::uint64_t end,
+                                                                       std::uint64_t nearest) const {
+  constexpr std::uint64_t page = 4096;
+  if (end + wal_zero_ahead_bytes / 2 <= z.zeroed_to || end >= z.file_bytes) return {0, 0};
+  std::uint64_t from = std::max(z.zeroed_to, (nearest + page - 1) & ~(page - 1));
+  std::uint64_t to = std::min(z.file_bytes, (end + wal_zero_ahead_bytes) & ~(page - 1));
+  return {from, std::max(from, to)};
+}
+
+const std::byte* uring_wal_storage::zeros() {
+  if (_zeros == nullptr) {
+    _zeros = static_cast<std::byte*>(std::aligned_alloc(wal_direct_block_bytes, wal_zero_ahead_bytes));
+    KEEL_ASSERT_MSG(_zeros != nullptr, "out of memory for the WAL's zero buffer");
+    std::memset(_zeros, 0, wal_zero_ahead_bytes);
+  }
+  return _zeros;
+}
+
 long uring_wal_storage::zero_ahead(int file, std::uint64_t end) {
   zeroed_file& z = zeroed_state(file);
-  if (end + wal_zero_ahead_bytes / 2 <= z.zeroed_to || end >= z.file_bytes) return 0;
-  std::uint64_t from = std::max(z.zeroed_to, (end + wal_zero_ahead_bytes / 4 + 4095) & ~std::uint64_t{4095});
-  std::uint64_t to = std::min(z.file_bytes, (end + wal_zero_ahead_bytes) & ~std::uint64_t{4095});
+  auto [from, to] = zero_range(z, end, end + wal_zero_ahead_bytes / 4);
   if (to <= from) return 0;
-  if (_zeros.empty()) _zeros.resize(wal_zero_ahead_bytes);
-  long written = detail::pwrite_all(file, _zeros.data(), static_cast<std::size_t>(to - from), from);
+  long written = detail::pwrite_all(file, zeros(), static_cast<std::size_t>(to - from), from);
   if (written != static_cast<long>(to - from)) return written < 0 ? written : -EIO;
   z.zeroed_to = to;
   return 0;
@@ -142,17 +157,10 @@ long uring_wal_storage::zero_ahead(int file, std::uint64_t end) {
 // batch (one in flight) never races it.
 task<int> uring_wal_storage::zero_ahead_direct(zeroed_file& z, std::uint64_t end) {
   std::uint64_t next_block = (end + wal_direct_block_bytes - 1) & ~(wal_direct_block_bytes - 1);
-  if (next_block + wal_zero_ahead_bytes / 2 <= z.zeroed_to || next_block >= z.file_bytes) co_return 0;
-  std::uint64_t from = std::max(z.zeroed_to, next_block);
-  std::uint64_t to = std::min(z.file_bytes, next_block + wal_zero_ahead_bytes) & ~(wal_direct_block_bytes - 1);
+  auto [from, to] = zero_range(z, next_block, next_block);
   if (to <= from) co_return 0;
-  if (_direct_zeros == nullptr) {
-    _direct_zeros = static_cast<std::byte*>(std::aligned_alloc(wal_direct_block_bytes, wal_zero_ahead_bytes));
-    KEEL_ASSERT_MSG(_direct_zeros != nullptr, "out of memory for the WAL's zero buffer");
-    std::memset(_direct_zeros, 0, wal_zero_ahead_bytes);
-  }
   ++_direct_counts.zero_writes;
-  int written = co_await keel::write_at(z.file, _direct_zeros, static_cast<std::size_t>(to - from), from);
+  int written = co_await keel::write_at(z.file, zeros(), static_cast<std::size_t>(to - from), from);
   if (written != static_cast<int>(to - from)) co_return written < 0 ? written : -EIO;
   z.zeroed_to = to;
   co_return 0;

@@ -24,6 +24,7 @@
 #include <list>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "keel/kv/wal_format.h"
@@ -64,6 +65,10 @@ class wal_storage : public wal_directory {
   // started in the turn collects all of the turn's appends.
   virtual task<void> end_of_turn() = 0;
 };
+
+// The unit of a direct write: offsets, sizes and buffers are multiples of it. 4096 covers
+// devices with 512-byte and 4 KiB logical blocks.
+inline constexpr std::uint64_t wal_direct_block_bytes = 4096;
 
 // The real storage: POSIX for metadata and recovery, the shard's io_uring for the data
 // path. Two ways to write a batch (docs/formats/wal.md, "Writing: group commit"):
@@ -107,6 +112,11 @@ class uring_wal_storage final : public wal_storage {
   unsigned batches_in_flight_max() const noexcept override { return _direct ? 1 : 2; }
   // Whether batches are written directly (decided when the first file is opened).
   bool direct() const noexcept { return _direct; }
+  // Whether a file of `file_bytes` is written directly: direct mode, and whole blocks (a
+  // direct write of a partial last block would grow the file; such a file is buffered).
+  bool direct_for(std::uint64_t file_bytes) const noexcept {
+    return _direct && file_bytes % wal_direct_block_bytes == 0;
+  }
   // What the direct way did (for tests): RWF_DSYNC batch writes, blocks read back for a
   // write's prefix, zero-ahead writes.
   struct direct_counts {
@@ -139,6 +149,11 @@ class uring_wal_storage final : public wal_storage {
     std::vector<std::byte> tail;
   };
   zeroed_file& zeroed_state(int file);
+  // The zeros due after a write ending at `end` when the next ones may start no nearer
+  // than `nearest`: [from, to), empty when enough is written ahead.
+  std::pair<std::uint64_t, std::uint64_t> zero_range(const zeroed_file& z, std::uint64_t end,
+                                                     std::uint64_t nearest) const;
+  const std::byte* zeros();  // wal_zero_ahead_bytes of zeros, block-aligned (either way)
   long zero_ahead(int file, std::uint64_t end);  // 0, or -errno / -EIO for a short write
   // Decides the mode from the first file opened: direct when wanted, on ext4/XFS, and
   // O_DIRECT can be set. Returns -errno when O_DIRECT cannot be set on a later file.
@@ -154,15 +169,10 @@ class uring_wal_storage final : public wal_storage {
   bool _direct_in_flight = false;
   direct_counts _direct_counts;
   std::list<zeroed_file> _zeroed;  // a list: a write holds its entry across suspensions
-  std::vector<std::byte> _zeros;
   std::byte* _staging = nullptr;  // direct mode: aligned to wal_direct_block_bytes
   std::size_t _staging_bytes = 0;
-  std::byte* _direct_zeros = nullptr;  // direct mode: wal_zero_ahead_bytes of aligned zeros
+  std::byte* _zeros = nullptr;  // see zeros()
 };
-
-// The unit of a direct write: offsets, sizes and buffers are multiples of it. 4096 covers
-// devices with 512-byte and 4 KiB logical blocks.
-inline constexpr std::uint64_t wal_direct_block_bytes = 4096;
 
 // How far past a write uring_wal_storage writes zeros ahead (a multiple of 4096).
 inline constexpr std::uint64_t wal_zero_ahead_bytes = std::uint64_t{1} << 20;
