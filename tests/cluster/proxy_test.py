@@ -766,7 +766,7 @@ class Test:
         c("3. the answer relays X-Etcd-Index %s"
           % headers.get("X-Etcd-Index"),
           (headers.get("X-Etcd-Index") or "").isdigit(), dict(headers))
-        vals = [v2_get(p, "p1")[1] for p in MEMBER_CLIENT]
+        vals = [v2_get(p, "p1?quorum=true")[1] for p in MEMBER_CLIENT]
         c("3. GET /v2/keys/p1 directly on m0 -> x", vals[0] == "x", vals)
         st, val, headers, text = v2_get(PROXY_CLIENT, "p1")
         c("3. v2 GET /v2/keys/p1 through the proxy -> 200 x, with X-Etcd-Cluster-Id",
@@ -1207,7 +1207,7 @@ class Test:
             st, _, text = request(ETCD_CLIENT, "PUT", "/v2/keys/etcdp", body, hdrs, timeout=10)
             c("9. v2 PUT /v2/keys/etcdp through etcd's proxy -> 201 set",
               st == 201 and (jloads(text) or {}).get("action") == "set", (st, text))
-            st, val, _, text = v2_get(MEMBER_CLIENT[1], "etcdp")
+            st, val, _, text = v2_get(MEMBER_CLIENT[1], "etcdp?quorum=true")
             c("9. ... and it is on keel member m1", val == "from-etcd", (st, text))
             st, val, text = v3_get(ETCD_CLIENT, "v3/a")
             c("9. a v3 range through etcd's proxy is answered by keel", st == 200 and val == "y", (st, text))

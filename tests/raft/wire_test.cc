@@ -135,3 +135,35 @@ BOOST_AUTO_TEST_CASE(forged_and_misaddressed_messages_are_refused) {
   empty_snapshot.snapshot = {};
   refused(empty_snapshot, 1, "without a snapshot");
 }
+
+// The leader's answer to a forwarded request (frame 202): every field, the relayed v2
+// answer included (binary, with NULs), survives; one written without an answer (as before
+// the field existed) reads back with none; another cluster's is refused.
+BOOST_AUTO_TEST_CASE(proposal_results_round_trip) {
+  proposal_result r;
+  r.index = 77;
+  r.term = 3;
+  r.answer = std::string("\x00\xc9\x00{\"action\":\"set\"}\n", 21);
+  std::string wire = encode_proposal_result(r, cluster);
+  auto back = decode_proposal_result(bytes(wire), wire.size(), cluster);
+  BOOST_REQUIRE(back.is_ok());
+  BOOST_TEST(back->index == 77u);
+  BOOST_TEST(back->term == 3u);
+  BOOST_TEST(back->answer == r.answer);
+  BOOST_TEST(back->code == 0);
+
+  proposal_result refused;
+  refused.code = 14;
+  refused.message = "etcdserver: not leader";
+  refused.ttl = 9;
+  wire = encode_proposal_result(refused, cluster);
+  back = decode_proposal_result(bytes(wire), wire.size(), cluster);
+  BOOST_REQUIRE(back.is_ok());
+  BOOST_TEST(back->code == 14);
+  BOOST_TEST(back->message == refused.message);
+  BOOST_TEST(back->ttl == 9);
+  BOOST_TEST(back->answer.empty());
+
+  auto other = decode_proposal_result(bytes(wire), wire.size(), cluster + 1);
+  BOOST_TEST(!other.is_ok());
+}

@@ -185,9 +185,10 @@ std::string encode_proposal(const proposal& p, std::uint64_t cluster_id) {
 }
 
 std::string encode_proposal_result(const proposal_result& r, std::uint64_t cluster_id) {
-  flatbuffers::FlatBufferBuilder b(64 + r.message.size());
+  flatbuffers::FlatBufferBuilder b(96 + r.message.size() + r.answer.size());
   auto text = b.CreateString(r.message);
-  b.Finish(fw::CreateRaftProposalResult(b, cluster_id, r.code, text, r.index, r.term, r.ttl));
+  auto answer = r.answer.empty() ? 0 : b.CreateVector(reinterpret_cast<const std::uint8_t*>(r.answer.data()), r.answer.size());
+  b.Finish(fw::CreateRaftProposalResult(b, cluster_id, r.code, text, r.index, r.term, r.ttl, answer));
   return std::string(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
 }
 
@@ -219,6 +220,7 @@ result<proposal_result> decode_proposal_result(const std::uint8_t* data, std::si
   r.index = in->index();
   r.term = in->term();
   r.ttl = in->ttl();
+  r.answer = string_of(in->answer());
   return r;
 }
 

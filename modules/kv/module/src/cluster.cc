@@ -23,6 +23,7 @@
 #include <unordered_map>
 
 #include "core_internal.h"
+#include "v2.h"
 #include "keel/cluster.h"
 #include "keel/kv/snapshot.h"
 #include "keel/limits.h"
@@ -78,7 +79,10 @@ struct forward_waiter {
   std::int64_t ttl = 0;
   std::uint64_t index = 0;     // a membership change: the conf change's index and term
   std::uint64_t term = 0;
-  bool wants_index = false;    // answered by the leader's result, not by an apply
+  std::string answer;          // a relayed v2 write: the leader's answer (v2.h)
+  // Answered by the leader's result (a membership change, a relayed v2 write), not by the
+  // apply of an entry wrapped with this request's id.
+  bool wants_index = false;
 };
 
 struct commit_waiter {
@@ -1145,9 +1149,10 @@ void on_proposal_result(const wire::frame_view& frame) {
     w->ttl = decoded->ttl;
     c.forwards.erase(it);
     w->slot.fire(status::ok());
-  } else if (w->wants_index) {  // a membership change: wait for its apply here
+  } else if (w->wants_index) {  // the caller waits for the apply of (index, term) here
     w->index = decoded->index;
     w->term = decoded->term;
+    w->answer = std::move(decoded->answer);
     c.forwards.erase(it);
     w->slot.fire(status::ok());
   }
@@ -1304,6 +1309,7 @@ raft::proposal_result run_proposal(std::uint64_t from, std::uint64_t request_id,
   raft::proposal_result r;
   bool keep_alive = !data.empty() && static_cast<std::uint8_t>(data[0]) == entry_kind_keep_alive;
   bool conf_request = !data.empty() && static_cast<std::uint8_t>(data[0]) == entry_kind_conf_request;
+  bool v2_write = !data.empty() && static_cast<std::uint8_t>(data[0]) == v2::relayed_request_kind;
   if (c.node->role() != raft::role::leader || (!keep_alive && !conf_request && !cluster_can_propose())) {
     r.code = static_cast<int>(errc::unavailable);
     r.message = "etcdserver: not leader";
@@ -1320,6 +1326,17 @@ raft::proposal_result run_proposal(std::uint64_t from, std::uint64_t request_id,
     } else {
       done = proposed.error();
     }
+  } else if (v2_write) {
+    auto answered = v2::run_relayed(data);
+    if (answered) {
+      r.answer = std::move(answered.value());
+      // The write's outcome holds once the follower applied the log through here (what it
+      // wrote, or what it read when it failed).
+      r.index = c.node->last_index();
+      r.term = c.node->term_at(r.index).value_or(0);
+    } else {
+      done = answered.error();
+    }
   } else if (is_member_entry(data)) {
     done = cluster_log(data);
     if (done && !apply_member_entry(data)) done = status{errc::invalid_argument, "a malformed member entry"};
@@ -1333,7 +1350,7 @@ raft::proposal_result run_proposal(std::uint64_t from, std::uint64_t request_id,
     r.message = done.message();
   } else {
     if (r.index == 0) r.index = c.last_logged;
-    r.term = c.node->term();
+    if (r.term == 0) r.term = c.node->term();
     r.ttl = ttl;
   }
   return r;
@@ -1811,19 +1828,42 @@ status cluster_log(std::string data) {
   return status::ok();
 }
 
-task<status> cluster_commit() {
+namespace {
+
+// Waits until this member has committed, applied and published entry `index`; "request
+// timed out" at `deadline`, "leader changed" when a leader's uncommitted entries were
+// dropped (fail_waiters_after).
+task<status> wait_committed(std::uint64_t index, clock::time_point deadline) {
   cluster_state& c = cs();
-  std::uint64_t index = c.last_logged;
-  if (c.failed) co_return fail(errc::unavailable, std::string(kv_messages::wal_unavailable) + "the member's log failed");
   if (index <= c.committed_done) co_return status::ok();
   commit_waiter w;
   auto it = c.commit_waiters.emplace(index, &w);
-  bool fired = co_await wait_for(w.slot, request_timeout(c.election_ms));
+  auto left = std::chrono::duration_cast<milliseconds>(deadline - clock::now());
+  bool fired = co_await wait_for(w.slot, std::max(left, milliseconds(1)));
   if (!fired) {
     c.commit_waiters.erase(it);
     co_return fail(errc::unavailable, "etcdserver: request timed out");
   }
   co_return w.slot.outcome;
+}
+
+// Whether the entry this member holds at `index` is the one of `term` (Raft's log
+// matching: one leader per term, which never rewrites its own entries). An entry already
+// compacted into a snapshot counts when the snapshot's last entry is of the same term.
+bool holds_entry(std::uint64_t index, std::uint64_t term) {
+  cluster_state& c = cs();
+  if (auto held = c.node->term_at(index)) return *held == term;
+  const auto& snap = c.node->last_snapshot().metadata;
+  return snap.index >= index && snap.term == term;
+}
+
+}  // namespace
+
+task<status> cluster_commit() {
+  cluster_state& c = cs();
+  if (c.failed) co_return fail(errc::unavailable, std::string(kv_messages::wal_unavailable) + "the member's log failed");
+  task<status> waiting = wait_committed(c.last_logged, clock::now() + request_timeout(c.election_ms));
+  co_return co_await std::move(waiting);
 }
 
 namespace {
@@ -1946,6 +1986,29 @@ task<apply_outcome> cluster_forward(std::string entry) {
   }
 }
 
+task<result<std::string>> cluster_relay(std::string request) {
+  cluster_state& c = cs();
+  auto deadline = clock::now() + request_timeout(c.election_ms);
+  for (;;) {
+    forward_waiter w;
+    w.wants_index = true;
+    task<status> asking = ask_leader(request, w, deadline);
+    if (status asked = co_await std::move(asking); !asked) co_return asked;
+    if (w.outcome.failure.is_ok()) {
+      task<status> applying = wait_committed(w.index, deadline);
+      if (status applied = co_await std::move(applying); !applied) co_return applied;
+      if (!holds_entry(w.index, w.term)) co_return fail(errc::unavailable, "etcdserver: leader changed");
+      co_return std::move(w.answer);
+    }
+    // "not leader": the member asked had lost its leadership and ran nothing, so asking
+    // the new leader is safe.
+    if (w.outcome.failure.message() != "etcdserver: not leader" || clock::now() > deadline)
+      co_return w.outcome.failure;
+    task<void> waiting = pause(milliseconds(10));
+    co_await std::move(waiting);
+  }
+}
+
 task<result<std::int64_t>> cluster_forward_keep_alive(std::int64_t lease_id) {
   std::string data(1, static_cast<char>(entry_kind_keep_alive));
   for (int i = 0; i < 8; ++i) data.push_back(static_cast<char>((static_cast<std::uint64_t>(lease_id) >> (8 * i)) & 0xff));
@@ -1959,7 +2022,7 @@ task<result<std::int64_t>> cluster_forward_keep_alive(std::int64_t lease_id) {
 void cluster_deliver_outcome(std::uint64_t request_id, apply_outcome outcome) {
   cluster_state& c = cs();
   auto it = c.forwards.find(request_id);
-  if (it == c.forwards.end()) return;
+  if (it == c.forwards.end() || it->second->wants_index) return;
   forward_waiter* w = it->second;
   c.forwards.erase(it);
   w->outcome = std::move(outcome);
@@ -2052,17 +2115,12 @@ task<status> cluster_change_membership(std::uint8_t type, std::uint64_t id, std:
     index = w.index;
     term = w.term;
   }
-  // Answered once this member applied the change (etcd waits for the apply too).
-  auto deadline = clock::now() + request_timeout(c.election_ms);
-  while (c.kv_applied < index) {
-    if (clock::now() > deadline) co_return fail(errc::unavailable, "etcdserver: request timed out");
-    task<void> waiting = pause(milliseconds(5));
-    co_await std::move(waiting);
-  }
-  // The entry applied at `index` must be the one proposed (a leader change may have put
+  // Answered once this member applied the change (etcd waits for the apply too), and only
+  // if the entry applied at `index` is the one proposed (a leader change may have put
   // another there).
-  auto applied_term = c.node->term_at(index);
-  if (applied_term && term != 0 && *applied_term != term) co_return fail(errc::unavailable, "etcdserver: leader changed");
+  task<status> applying = wait_committed(index, clock::now() + request_timeout(c.election_ms));
+  if (status applied = co_await std::move(applying); !applied) co_return applied;
+  if (!holds_entry(index, term)) co_return fail(errc::unavailable, "etcdserver: leader changed");
   co_return status::ok();
 }
 

@@ -17,6 +17,9 @@
 //     store is not touched); cluster_forward() sends the entry to the leader over the peer
 //     port, the leader proposes it wrapped with (origin, request id), and the follower
 //     answers its client with the outcome of applying that entry itself.
+//   - a v2 write on a follower: cluster_relay() sends the parsed request (v2.h, "relaying
+//     writes"); the leader runs it as its own and returns its answer with its last
+//     entry's (index, term); the follower answers once it has applied that entry.
 //   - every member applies committed entries in order (apply_entry_data) and publishes
 //     their events to its own watchers.
 //   - linearizable reads: cluster_read_barrier() (Raft's ReadIndex, batched), then the
@@ -91,6 +94,12 @@ task<status> cluster_read_barrier();
 // A follower's write: `entry` (WAL entry encoding) goes to the leader; the outcome is
 // what applying it gave here.
 task<apply_outcome> cluster_forward(std::string entry);
+// Follower: has the leader run a v2 write (v2.h, "relaying writes"; `request` from
+// encode_relayed_request) and returns the leader's answer once this member has applied
+// the leader's log through the entry the result names, and holds that very entry. Retries
+// a leader that was not leading any more; unavailable "etcdserver: leader changed" when
+// the entry was replaced, "request timed out" after request_timeout.
+task<result<std::string>> cluster_relay(std::string request);
 // A follower's lease keep-alive, renewed by the leader: the TTL or lease_not_found.
 task<result<std::int64_t>> cluster_forward_keep_alive(std::int64_t lease_id);
 // Called by apply_entry_data's caller for a forwarded entry whose origin is this member.

@@ -734,6 +734,8 @@ task<status> owner_ready() {
   co_return writer_unusable();
 }
 
+bool owner_follows() { return g->cluster && !cluster_can_propose(); }
+
 const kv::mvcc_store& owner_store() { return g->store; }
 
 result<kv::put_result> owner_put(const kv::put_request& request) {

@@ -194,6 +194,10 @@ task<T> run_on_owner(F fn) {
 
 // Waits until the WAL is open; errc::unavailable (wal_unavailable) if it cannot take writes.
 task<status> owner_ready();
+// After owner_ready(): in a cluster, whether this member cannot propose now (a follower;
+// a leader that still cannot after owner_ready's wait), so that the leader must run its
+// v2 writes (cluster_relay); false on a single node.
+bool owner_follows();
 const kv::mvcc_store& owner_store();
 struct v2_note_fields;  // codec.h
 // Owner shard: the entries logged until the next call belong to one v2 write with this

@@ -285,11 +285,10 @@ task<outcome> run(key_request request) {
 
 task<void> http_keys(const http_request& request, http_response& response) {
   if (redirected_to_clean_path(request, response)) co_return;
-  // In a cluster, a follower has the leader serve v2 writes and quorum reads (v2_proxy.cc).
-  if (request.method != "GET" && request.method != "HEAD") {
-    task<bool> relaying = serve_on_leader(request, response);
-    if (co_await std::move(relaying)) co_return;
-  } else if (request.query().find("quorum=true") != std::string_view::npos) {
+  // In a cluster, a follower has the leader serve quorum reads (over HTTP, v2_proxy.cc)
+  // and run writes (over the peer port: v2.h, "relaying writes").
+  if ((request.method == "GET" || request.method == "HEAD") &&
+      request.query().find("quorum=true") != std::string_view::npos) {
     task<bool> relaying = serve_on_leader(request, response);
     if (co_await std::move(relaying)) co_return;
   }
@@ -317,6 +316,10 @@ task<void> http_keys(const http_request& request, http_response& response) {
   }
   task<outcome> working = run(std::move(r));
   outcome out = co_await std::move(working);
+  if (out.relayed) {
+    send_relayed(response, *out.relayed);
+    co_return;
+  }
   if (out.failure) {
     send_error(response, *out.failure);
     co_return;
@@ -631,6 +634,12 @@ void add_index_headers(http_response& response, std::int64_t index) {
 void send_error(http_response& response, const error& e) {
   response.add_header("X-Etcd-Index", std::to_string(e.index));
   response.send(error_http_status(e.code), "application/json", error_json(e));
+}
+
+void send_relayed(http_response& response, const relayed_answer& a) {
+  if (a.http_status < 300) add_index_headers(response, a.index);
+  else response.add_header("X-Etcd-Index", std::to_string(a.index));
+  response.send(a.http_status, "application/json", a.body);
 }
 
 }  // namespace v2

@@ -1,8 +1,6 @@
-// v2_proxy.cc — etcd v2 writes on a cluster follower are served by the leader: the
-// follower sends the same HTTP request to the leader's client URL and relays the answer
-// (as etcd 3.4's v2 API does through its own forwarding). v2's compare-and-swap and
-// directory rules read and write the leader's state in one step, so they cannot be split
-// into a forwarded log entry the way v3 writes are (cluster.h).
+// v2_proxy.cc — etcd v2 quorum reads on a cluster follower are served by the leader: the
+// follower sends the same HTTP request to the leader's client URL and relays the answer.
+// (Writes go to the leader over the peer port instead: v2.h, "relaying writes".)
 #include <sys/socket.h>
 
 #include <chrono>

@@ -695,27 +695,48 @@ task<outcome> owner_get(key_request request) {
   co_return co_await std::move(finishing);
 }
 
-task<outcome> owner_put(key_request request) {
-  task<status> waiting = owner_ready();
-  if (status ready = co_await std::move(waiting); !ready) co_return internal_failure(ready);
+// A write as the owner runs it (PUT and POST: set/create/update/compareAndSwap; DELETE:
+// delete/compareAndDelete), counted for /v2/stats/store. Synchronous: decides and writes
+// in one step (the file's header).
+outcome write_counted(key_request request, std::int64_t now) {
+  auto& c = counters();
+  if (request.method == "DELETE") {
+    outcome out = write_remove(request, now);
+    bool compare = request.prev_index > 0 || !request.prev_value.empty();
+    if (compare)
+      (out.failure ? c.compare_and_delete_fail : c.compare_and_delete_success).fetch_add(1);
+    else
+      (out.failure ? c.delete_fail : c.delete_success).fetch_add(1);
+    return out;
+  }
   put_kind kind = choose_put(request);
-  outcome out = write_put(std::move(request), unix_now_ns());
+  outcome out = write_put(std::move(request), now);
   count(kind, !out.failure);
-  if (out.failure) co_return out;
-  task<outcome> finishing = finish(std::move(out));
-  co_return co_await std::move(finishing);
+  return out;
 }
 
-task<outcome> owner_remove(key_request request) {
+// A follower's write: the leader runs it and answers (v2.h, "relaying writes").
+task<outcome> relay(const key_request& request) {
+  std::optional<std::string> encoded = encode_relayed_request(request);
+  if (!encoded) co_return internal_failure(status{errc::invalid_argument, "not a write: " + request.method});
+  task<result<std::string>> relaying = cluster_relay(std::move(*encoded));
+  result<std::string> answered = co_await std::move(relaying);
+  if (!answered) co_return internal_failure(answered.error());
+  std::optional<relayed_answer> answer = decode_relayed_answer(answered.value());
+  if (!answer) co_return internal_failure(status{errc::corruption, "etcdserver: the leader's answer is malformed"});
+  outcome out;
+  out.relayed = std::move(*answer);
+  co_return out;
+}
+
+task<outcome> owner_write(key_request request) {
   task<status> waiting = owner_ready();
   if (status ready = co_await std::move(waiting); !ready) co_return internal_failure(ready);
-  outcome out = write_remove(request, unix_now_ns());
-  bool compare = request.prev_index > 0 || !request.prev_value.empty();
-  auto& c = counters();
-  if (compare)
-    (out.failure ? c.compare_and_delete_fail : c.compare_and_delete_success).fetch_add(1);
-  else
-    (out.failure ? c.delete_fail : c.delete_success).fetch_add(1);
+  if (owner_follows()) {
+    task<outcome> relaying = relay(request);
+    co_return co_await std::move(relaying);
+  }
+  outcome out = write_counted(std::move(request), unix_now_ns());
   if (out.failure) co_return out;
   task<outcome> finishing = finish(std::move(out));
   co_return co_await std::move(finishing);
@@ -807,14 +828,17 @@ task<outcome> get(key_request request) {
 
 task<outcome> put(key_request request) {
   task<outcome> work = run_on_owner<outcome>(
-      [request = std::move(request)]() mutable { return owner_put(std::move(request)); });
+      [request = std::move(request)]() mutable { return owner_write(std::move(request)); });
   co_return co_await std::move(work);
 }
 
-task<outcome> remove(key_request request) {
-  task<outcome> work = run_on_owner<outcome>(
-      [request = std::move(request)]() mutable { return owner_remove(std::move(request)); });
-  co_return co_await std::move(work);
+task<outcome> remove(key_request request) { return put(std::move(request)); }
+
+result<std::string> run_relayed(std::string_view data) {
+  std::optional<key_request> request = decode_relayed_request(data);
+  if (!request) return status{errc::invalid_argument, "a malformed relayed v2 write"};
+  bool no_value = request->no_value_on_success;
+  return encode_relayed_answer(write_counted(std::move(*request), unix_now_ns()), no_value);
 }
 
 }  // namespace keel::kv_module::v2

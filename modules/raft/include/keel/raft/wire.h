@@ -50,6 +50,7 @@ struct proposal_result {
   std::uint64_t index = 0;
   std::uint64_t term = 0;
   std::int64_t ttl = 0;
+  std::string answer;  // a relayed v2 write: the answer for the follower's client
 };
 // One piece of a snapshot file (frame type 203).
 struct snapshot_chunk {

@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""etcd v2 writes on a cluster follower answer exactly as on the leader.
+
+A follower has the leader run its v2 writes over the peer port (modules/kv/module/src/v2.h,
+"relaying writes") and answers its client with the leader's answer once it applied what
+the write logged. This script:
+
+1. Runs one sequence of v2 writes (set, create twice, update, compareAndSwap right and
+   wrong, prevIndex, POST in-order keys, directories, delete of a non-empty directory,
+   recursive delete, compareAndDelete, noValueOnSuccess, TTLs, a refresh, malformed
+   parameters) twice: under /onleader through the leader, under /onfollower through a
+   follower. Every answer must match: HTTP status, action, errorCode, the node's and
+   prevNode's shape (key, value, dir, ttl) and, relative to the X-Etcd-Index before the
+   step, its indexes.
+2. Checks that a follower's answer is readable on that follower at once (it answers only
+   after applying the write) and that its X-Etcd-Index / X-Raft-Index headers are there.
+3. Runs concurrent compare-and-swap increments of one counter from both followers and the
+   leader: every success must be a distinct step, and the final value the number of
+   successes (the leader decides each in one step).
+4. Restarts the leader (kill -9): writes through a follower go on once a new leader is
+   elected, and a member that lost leadership answers through the new one.
+
+Usage: v2_follower_test.py --binary build/bin/keeld [--base-port 29480] [--workdir DIR]
+Ports: base..base+5.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import cluster as harness  # noqa: E402
+import keeltest  # noqa: E402
+
+
+def call(url, method, path, form=None, timeout=10.0):
+    """One v2 request; (status, headers, parsed JSON or None)."""
+    data = urllib.parse.urlencode(form).encode() if form is not None else None
+    req = urllib.request.Request(url + path, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/x-www-form-urlencoded")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            status, headers, body = r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        status, headers, body = e.code, dict(e.headers), e.read()
+    try:
+        parsed = json.loads(body) if body else None
+    except ValueError:
+        parsed = body.decode(errors="replace")
+    return status, headers, parsed
+
+
+def index_of(url):
+    _, headers, _ = call(url, "GET", "/v2/keys/")
+    return int(headers.get("X-Etcd-Index", "0"))
+
+
+def in_order_relative(key, base):
+    """An in-order key (POST) is named by its index, %020d: relative to `base`."""
+    head, _, last = key.rpartition("/")
+    if len(last) == 20 and last.isdigit():
+        return "%s/+%d" % (head, int(last) - base)
+    return key
+
+
+def relative_numbers(text, base):
+    """Numbers above `base` in an error's cause ("[1 != 23]"): relative to it (the
+    index before the sequence, as the indexes named are of earlier steps)."""
+    return re.sub(r"\b\d+\b", lambda m: "+%d" % (int(m.group()) - base) if int(m.group()) > base else m.group(), text)
+
+
+def shape(node, base, prefix):
+    """A node as comparable across the two runs: indexes relative to `base`, the
+    prefix cut from keys, the expiration dropped (ttl kept)."""
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for k, v in node.items():
+        if k in ("modifiedIndex", "createdIndex"):
+            out[k] = v - base if v > base else "old"
+        elif k == "key":
+            out[k] = in_order_relative(v.replace(prefix, "/P", 1), base)
+        elif k == "nodes":
+            out[k] = sorted((shape(n, base, prefix) for n in v), key=lambda n: n.get("key", ""))
+        elif k == "expiration":
+            out[k] = "set"
+        else:
+            out[k] = v
+    return out
+
+
+def answer_shape(status, parsed, base, start, prefix):
+    if not isinstance(parsed, dict):
+        return (status, parsed)
+    if "errorCode" in parsed:
+        cause = parsed.get("cause", "")
+        cause = relative_numbers(cause.replace(prefix, "/P"), start) if isinstance(cause, str) else cause
+        # errors carry the store index then: relative to the step's base
+        return (status, "error", parsed["errorCode"], cause, parsed.get("index", 0) - base >= 0)
+    return (status, parsed.get("action"), shape(parsed.get("node"), base, prefix),
+            shape(parsed.get("prevNode"), base, prefix))
+
+
+def steps(prefix):
+    """The sequence of writes: (method, path, form)."""
+    p = "/v2/keys" + prefix
+    return [
+        ("PUT", p + "/a", {"value": "v1"}),
+        ("PUT", p + "/a", {"value": "v2"}),
+        ("PUT", p + "/b", {"value": "x", "prevExist": "false"}),
+        ("PUT", p + "/b", {"value": "y", "prevExist": "false"}),
+        ("PUT", p + "/c", {"value": "z", "prevExist": "true"}),
+        ("PUT", p + "/b", {"value": "y", "prevExist": "true"}),
+        ("PUT", p + "/a", {"value": "v3", "prevValue": "v2"}),
+        ("PUT", p + "/a", {"value": "v4", "prevValue": "nope"}),
+        ("PUT", p + "/a", {"value": "v5", "prevIndex": "1"}),
+        ("POST", p + "/queue", {"value": "job1"}),
+        ("POST", p + "/queue", {"value": "job2"}),
+        ("PUT", p + "/dir", {"dir": "true"}),
+        ("PUT", p + "/dir/x", {"value": "in"}),
+        ("PUT", p + "/dir", {"value": "over-a-dir"}),
+        ("DELETE", p + "/dir", {"dir": "true"}),
+        ("DELETE", p + "/dir", {"recursive": "true"}),
+        ("DELETE", p + "/b", {"prevValue": "wrong"}),
+        ("DELETE", p + "/b", {"prevValue": "y"}),
+        ("DELETE", p + "/missing", None),
+        ("PUT", p + "/quiet", {"value": "q", "noValueOnSuccess": "true"}),
+        ("PUT", p + "/ttl", {"value": "t", "ttl": "100"}),
+        ("PUT", p + "/ttl", {"ttl": "200", "refresh": "true", "prevExist": "true"}),
+        ("PUT", p + "/ttl", {"value": "t", "ttl": "abc"}),
+        ("PUT", p + "/a", {"value": "v6", "prevIndex": "xyz"}),
+        ("PUT", p + "/tdir", {"dir": "true", "ttl": "100"}),
+        ("PUT", p + "/tdir/child", {"value": "c"}),
+        ("DELETE", p + "/tdir", {"dir": "true", "recursive": "true"}),
+    ]
+
+
+def run_sequence(url, prefix):
+    shapes = []
+    start = index_of(url)
+    for method, path, form in steps(prefix):
+        base = index_of(url)
+        if method == "DELETE" and form:  # parameters in the query, as etcdctl sends them
+            status, headers, parsed = call(url, method, path + "?" + urllib.parse.urlencode(form))
+        else:
+            status, headers, parsed = call(url, method, path, form)
+        shapes.append(((method, path.replace(prefix, "/P", 1), form),
+                       answer_shape(status, parsed, base, start, prefix), "X-Etcd-Index" in headers))
+    return shapes
+
+
+def same_answers(c, leader, follower, check):
+    on_leader = run_sequence(c.url(leader), "/onleader")
+    on_follower = run_sequence(c.url(follower), "/onfollower")
+    for (step, a, ha), (_, b, hb) in zip(on_leader, on_follower):
+        check("1. %s %s %s: the follower answers as the leader (%s)" % (step[0], step[1], step[2], a[:3]),
+              a == b and ha and hb, {"leader": a, "follower": b})
+
+
+def read_your_write(c, follower, other, check):
+    for i in range(20):
+        status, headers, parsed = call(c.url(follower), "PUT", "/v2/keys/ryw/k", {"value": str(i)})
+        if status != 200 and status != 201:
+            check("2. write %d on a follower" % i, False, parsed)
+            return
+        index = int(headers.get("X-Etcd-Index", "0"))
+        st, _, got = call(c.url(follower), "GET", "/v2/keys/ryw/k")
+        if not (st == 200 and got["node"]["value"] == str(i) and got["node"]["modifiedIndex"] == index):
+            check("2. the follower reads its own write %d at once" % i, False, got)
+            return
+        if "X-Raft-Index" not in headers or "X-Raft-Term" not in headers:
+            check("2. the follower's answer has X-Raft-Index and X-Raft-Term", False, headers)
+            return
+    check("2. 20 writes on a follower, each read back there at once at its X-Etcd-Index, with Raft headers", True)
+    st, _, got = call(c.url(other), "GET", "/v2/keys/ryw/k?quorum=true")
+    check("2. a quorum read on another member sees the last write", st == 200 and got["node"]["value"] == "19", got)
+
+
+def concurrent_increments(c, check):
+    url0 = c.url(0)
+    call(url0, "PUT", "/v2/keys/counter", {"value": "0"})
+    wins = []
+    errors = []
+    lock = threading.Lock()
+
+    def worker(url, n):
+        done = 0
+        while done < n:
+            st, _, got = call(url, "GET", "/v2/keys/counter?quorum=true")
+            if st != 200:
+                errors.append(("get", st, got))
+                return
+            value = got["node"]["value"]
+            st, _, got = call(url, "PUT", "/v2/keys/counter", {"value": str(int(value) + 1), "prevValue": value})
+            if st == 200:
+                with lock:
+                    wins.append(int(value) + 1)
+                done += 1
+            elif not (st == 412 and got.get("errorCode") == 101):
+                errors.append(("cas", st, got))
+                return
+
+    threads = [threading.Thread(target=worker, args=(c.url(i % 3), 25)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    st, _, got = call(url0, "GET", "/v2/keys/counter?quorum=true")
+    final = int(got["node"]["value"]) if st == 200 else None
+    check("3. 150 compare-and-swap increments from all three members: no errors", not errors, errors[:3])
+    check("3. every successful swap is a distinct step and the counter is their number (%s)" % final,
+          sorted(wins) == list(range(1, len(wins) + 1)) and final == len(wins) == 150,
+          {"wins": len(wins), "final": final})
+
+
+def after_leader_loss(c, leader, check):
+    c.kill9(leader)
+    new_leader, _ = c.wait_leader(exclude=leader)
+    follower = next(i for i in range(3) if i not in (leader, new_leader))
+    deadline = time.monotonic() + 15
+    status = None
+    while time.monotonic() < deadline:
+        status, _, got = call(c.url(follower), "PUT", "/v2/keys/after", {"value": "v"})
+        if status in (200, 201):
+            break
+        time.sleep(0.2)
+    check("4. after kill -9 of the leader, a follower's write goes through the new leader", status in (200, 201),
+          status)
+    c.restart(leader)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        status, _, got = call(c.url(leader), "PUT", "/v2/keys/after", {"value": "w", "prevValue": "v"})
+        if status in (200, 201):
+            break
+        time.sleep(0.2)
+    check("4. the restarted former leader, now a follower, relays a compare-and-swap", status == 200, status)
+    st, _, got = call(c.url(new_leader), "GET", "/v2/keys/after")
+    check("4. the new leader holds it", st == 200 and got["node"]["value"] == "w", got)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    harness.add_scenario_arguments(ap, 29480)
+    o = ap.parse_args()
+    work = harness.work_dir(o.workdir, "keel-v2-follower-")
+    check = keeltest.Checks()
+    c = None
+    try:
+        c = harness.Cluster(o.binary, size=3, base_port=o.base_port, workdir=os.path.join(work, "members"))
+        leader, _ = c.wait_leader()
+        followers = [i for i in range(3) if i != leader]
+        same_answers(c, leader, followers[0], check)
+        read_your_write(c, followers[0], followers[1], check)
+        concurrent_increments(c, check)
+        after_leader_loss(c, leader, check)
+    except Exception as e:  # noqa: BLE001
+        check.fail(repr(e))
+        if c:
+            c.dump_logs()
+    finally:
+        if c:
+            c.stop_all()
+    return check.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
