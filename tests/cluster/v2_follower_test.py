@@ -17,11 +17,17 @@ the write logged. This script:
 3. Runs concurrent compare-and-swap increments of one counter from both followers and the
    leader: every success must be a distinct step, and the final value the number of
    successes (the leader decides each in one step).
-4. Restarts the leader (kill -9): writes through a follower go on once a new leader is
+4. Cuts the leader off from the others (peer-port proxies, peerproxy.py): a quorum=true
+   read there is refused (500, errorCode 300) rather than answered from its own state, as
+   etcd's read through Raft is; a plain read is answered.
+5. Kills the leader (kill -9): writes through a follower go on once a new leader is
    elected, and a member that lost leadership answers through the new one.
 
+Run against etcd 3.4 (--binary etcd, with --enable-v2) it checks the expectations
+themselves.
+
 Usage: v2_follower_test.py --binary build/bin/keeld [--base-port 29480] [--workdir DIR]
-Ports: base..base+5.
+Ports: base..base+8.
 """
 
 import argparse
@@ -60,7 +66,8 @@ def call(url, method, path, form=None, timeout=10.0):
 
 
 def index_of(url):
-    _, headers, _ = call(url, "GET", "/v2/keys/")
+    """The store index now (a quorum read: a follower's own state may lag by a write)."""
+    _, headers, _ = call(url, "GET", "/v2/keys/?quorum=true")
     return int(headers.get("X-Etcd-Index", "0"))
 
 
@@ -222,6 +229,21 @@ def concurrent_increments(c, check):
           {"wins": len(wins), "final": final})
 
 
+def quorum_read_cut_off(c, leader, check):
+    c.proxies.isolate(leader, "drop")
+    try:
+        started = time.monotonic()
+        st, _, got = call(c.url(leader), "GET", "/v2/keys/ryw/k?quorum=true", timeout=30)
+        took = time.monotonic() - started
+        plain, _, _ = call(c.url(leader), "GET", "/v2/keys/ryw/k")
+    finally:
+        c.proxies.heal()
+    code = got.get("errorCode") if isinstance(got, dict) else None
+    check("4. a quorum read on a leader cut off from the others is refused: 500 / errorCode 300 "
+          "(got %s / %s after %.1f s)" % (st, code, took), st == 500 and code == 300, got)
+    check("4. a plain read there is answered from its own state", plain == 200, plain)
+
+
 def after_leader_loss(c, leader, check):
     c.kill9(leader)
     new_leader, _ = c.wait_leader(exclude=leader)
@@ -233,7 +255,7 @@ def after_leader_loss(c, leader, check):
         if status in (200, 201):
             break
         time.sleep(0.2)
-    check("4. after kill -9 of the leader, a follower's write goes through the new leader", status in (200, 201),
+    check("5. after kill -9 of the leader, a follower's write goes through the new leader", status in (200, 201),
           status)
     c.restart(leader)
     deadline = time.monotonic() + 15
@@ -242,25 +264,30 @@ def after_leader_loss(c, leader, check):
         if status in (200, 201):
             break
         time.sleep(0.2)
-    check("4. the restarted former leader, now a follower, relays a compare-and-swap", status == 200, status)
+    check("5. the restarted former leader, now a follower, relays a compare-and-swap", status == 200, status)
     st, _, got = call(c.url(new_leader), "GET", "/v2/keys/after")
-    check("4. the new leader holds it", st == 200 and got["node"]["value"] == "w", got)
+    check("5. the new leader holds it", st == 200 and got["node"]["value"] == "w", got)
 
 
 def main():
     ap = argparse.ArgumentParser()
     harness.add_scenario_arguments(ap, 29480)
     o = ap.parse_args()
+    o.binary = harness.server_binary(o.binary)
     work = harness.work_dir(o.workdir, "keel-v2-follower-")
     check = keeltest.Checks()
     c = None
     try:
-        c = harness.Cluster(o.binary, size=3, base_port=o.base_port, workdir=os.path.join(work, "members"))
+        extra = ["--enable-v2"] if os.path.basename(o.binary) == "etcd" else []
+        c = harness.Cluster(o.binary, size=3, base_port=o.base_port, workdir=os.path.join(work, "members"),
+                            extra_args=extra, peer_proxy=True)
         leader, _ = c.wait_leader()
         followers = [i for i in range(3) if i != leader]
         same_answers(c, leader, followers[0], check)
         read_your_write(c, followers[0], followers[1], check)
         concurrent_increments(c, check)
+        quorum_read_cut_off(c, leader, check)
+        leader, _ = c.wait_leader()
         after_leader_loss(c, leader, check)
     except Exception as e:  # noqa: BLE001
         check.fail(repr(e))

@@ -1,6 +1,5 @@
 // modules/kv/module/src/http_head.h: the response-head parser that the v2 proxy
-// (proxy.cc) and a follower's v2 write forwarding (v2_proxy.cc) both read upstream
-// answers with. Compiled here from the module's source (the module is a dlopen'ed .so).
+// (proxy.cc) reads upstream answers with. Compiled here from the module's source (the module is a dlopen'ed .so).
 #define BOOST_TEST_MODULE kv_http_head
 #include "http_head.h"
 

@@ -736,6 +736,13 @@ task<status> owner_ready() {
 
 bool owner_follows() { return g->cluster && !cluster_can_propose(); }
 
+task<result<std::int64_t>> owner_read_barrier() {
+  if (!g->cluster) co_return std::int64_t{0};
+  task<status> barrier = cluster_read_barrier();
+  if (status confirmed = co_await std::move(barrier); !confirmed) co_return confirmed;
+  co_return g->published_local;
+}
+
 const kv::mvcc_store& owner_store() { return g->store; }
 
 result<kv::put_result> owner_put(const kv::put_request& request) {

@@ -198,6 +198,11 @@ task<status> owner_ready();
 // a leader that still cannot after owner_ready's wait), so that the leader must run its
 // v2 writes (cluster_relay); false on a single node.
 bool owner_follows();
+// Before a linearizable read (v2 quorum=true), in a cluster: confirms through Raft's
+// ReadIndex (cluster_read_barrier) that this member has applied everything committed
+// before the call, and returns the published revision, at which the read shows committed
+// state only. 0 on a single node, where such a read waits for owner_commit() instead.
+task<result<std::int64_t>> owner_read_barrier();
 const kv::mvcc_store& owner_store();
 struct v2_note_fields;  // codec.h
 // Owner shard: the entries logged until the next call belong to one v2 write with this

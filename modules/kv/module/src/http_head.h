@@ -1,8 +1,7 @@
 // http_head.h — the head of an HTTP/1.x response read from an upstream server: a member
-// that etcd's v2 proxy relays to (proxy.cc) or the leader that a follower forwards a v2
-// write to (v2_proxy.cc). One parser serves both, so the two relays read a status line,
-// Content-Length, Transfer-Encoding and Connection the same way; what each does with the
-// body (framing, which headers it passes on) stays with the caller.
+// that etcd's v2 proxy relays to (proxy.cc). It reads a status line, Content-Length,
+// Transfer-Encoding and Connection; what to do with the body (framing, which headers to
+// pass on) stays with the caller.
 #pragma once
 
 #include <cstddef>

@@ -285,13 +285,6 @@ task<outcome> run(key_request request) {
 
 task<void> http_keys(const http_request& request, http_response& response) {
   if (redirected_to_clean_path(request, response)) co_return;
-  // In a cluster, a follower has the leader serve quorum reads (over HTTP, v2_proxy.cc)
-  // and run writes (over the peer port: v2.h, "relaying writes").
-  if ((request.method == "GET" || request.method == "HEAD") &&
-      request.query().find("quorum=true") != std::string_view::npos) {
-    task<bool> relaying = serve_on_leader(request, response);
-    if (co_await std::move(relaying)) co_return;
-  }
   add_cluster_headers(response);
   // etcd's v2 API has no size limit; keel keeps --max-request-bytes on the body (the HTTP
   // layer allows more, for the v3 gateway's base64; see log_entry).

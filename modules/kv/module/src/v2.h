@@ -162,7 +162,9 @@ std::string normalize_path(std::string_view raw);
 
 // ---- operations (any shard; they run on the owner) -----------------------------------------
 
-// GET / HEAD without wait.
+// GET / HEAD without wait. With quorum=true in a cluster, committed state as of a ReadIndex
+// round (owner_read_barrier); otherwise the member's state, answered once what it shows is
+// committed.
 task<outcome> get(key_request request);
 // PUT (set, create, update, compareAndSwap, refresh), POST (in-order create) and DELETE
 // (delete, compareAndDelete): `remove` is `put`, the method decides. On a cluster follower
@@ -240,9 +242,6 @@ std::int64_t ttl_seconds(std::int64_t expiration_ns, std::int64_t now_ns) noexce
 
 // X-Etcd-Cluster-Id and etcd's CORS headers: on every /v2/keys and /v2/members answer.
 void add_cluster_headers(http_response& response);
-// In a cluster, on a follower: sends a quorum GET to the leader's client URL and relays
-// the answer (true), or false when this member serves it itself (one node, the leader).
-task<bool> serve_on_leader(const http_request& request, http_response& response);
 // X-Etcd-Index, X-Raft-Index and X-Raft-Term of an event answered at store index `index`.
 void add_index_headers(http_response& response, std::int64_t index);
 // etcd's v2error.WriteTo (the cluster headers are the caller's).

@@ -685,12 +685,20 @@ task<outcome> owner_get(key_request request) {
   if (!ready) {
     read_revision = owner_read_revision_after_wal_failure(request.quorum);
     if (read_revision == 0) co_return internal_failure(ready);
+  } else if (request.quorum) {
+    // In a cluster, as etcd's QGET through Raft: committed state as of a ReadIndex
+    // round, on any member (a deposed leader cannot answer it from its own state).
+    task<result<std::int64_t>> confirming = owner_read_barrier();
+    result<std::int64_t> confirmed = co_await std::move(confirming);
+    if (!confirmed) co_return internal_failure(confirmed.error());
+    read_revision = confirmed.value();
   }
+  bool committed_only = read_revision != 0;
   outcome out = read_node(request, unix_now_ns());
   read_revision = 0;
   auto& c = counters();
   (out.failure ? c.gets_fail : c.gets_success).fetch_add(1, std::memory_order_relaxed);
-  if (out.failure || !ready) co_return out;
+  if (out.failure || committed_only) co_return out;
   task<outcome> finishing = finish(std::move(out));
   co_return co_await std::move(finishing);
 }
