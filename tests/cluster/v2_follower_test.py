@@ -13,13 +13,16 @@ the write logged. This script:
    prevNode's shape (key, value, dir, ttl) and, relative to the X-Etcd-Index before the
    step, its indexes.
 2. Checks that a follower's answer is readable on that follower at once (it answers only
-   after applying the write) and that its X-Etcd-Index / X-Raft-Index headers are there.
+   after applying the write) and that its X-Etcd-Index / X-Raft-Index headers are there;
+   a 450 KiB value of "<" (six bytes each in the JSON of node and prevNode) written on a
+   follower over another such value is answered whole.
 3. Runs concurrent compare-and-swap increments of one counter from both followers and the
    leader: every success must be a distinct step, and the final value the number of
    successes (the leader decides each in one step).
 4. Cuts the leader off from the others (peer-port proxies, peerproxy.py): a quorum=true
    read there is refused (500, errorCode 300) rather than answered from its own state, as
-   etcd's read through Raft is; a plain read is answered.
+   etcd's read through Raft is, and so is a compare-and-swap whose refusal (412) would
+   have been read from that state; a plain read is answered.
 5. Kills the leader (kill -9): writes through a follower go on once a new leader is
    elected, and a member that lost leadership answers through the new one.
 
@@ -190,6 +193,12 @@ def read_your_write(c, follower, other, check):
     check("2. 20 writes on a follower, each read back there at once at its X-Etcd-Index, with Raft headers", True)
     st, _, got = call(c.url(other), "GET", "/v2/keys/ryw/k?quorum=true")
     check("2. a quorum read on another member sees the last write", st == 200 and got["node"]["value"] == "19", got)
+    big = "<" * (450 * 1024)
+    call(c.url(follower), "PUT", "/v2/keys/big", {"value": big})
+    st, _, got = call(c.url(follower), "PUT", "/v2/keys/big", {"value": big + "!"}, timeout=20)
+    check("2. a 450 KiB value of '<' over another, on a follower: 200 with node and prevNode whole",
+          st == 200 and isinstance(got, dict) and got["node"]["value"] == big + "!" and got["prevNode"]["value"] == big,
+          (st, str(got)[:200]))
 
 
 def concurrent_increments(c, check):
@@ -230,18 +239,35 @@ def concurrent_increments(c, check):
 
 
 def quorum_read_cut_off(c, leader, check):
+    # The two requests go at once, while the member still takes itself for the leader (check-quorum demotes it
+    # after an election timeout); a refusal there was once answered from its own state.
     c.proxies.isolate(leader, "drop")
     try:
-        started = time.monotonic()
-        st, _, got = call(c.url(leader), "GET", "/v2/keys/ryw/k?quorum=true", timeout=30)
-        took = time.monotonic() - started
+        threads = []
+        results = {}
+
+        def ask(name, method, path, form=None):
+            started = time.monotonic()
+            results[name] = call(c.url(leader), method, path, form, timeout=30) + (time.monotonic() - started,)
+
+        for args in (("cas", "PUT", "/v2/keys/ryw/k", {"value": "x", "prevValue": "not-it"}),
+                     ("quorum", "GET", "/v2/keys/ryw/k?quorum=true")):
+            threads.append(threading.Thread(target=ask, args=args))
+            threads[-1].start()
+        for t in threads:
+            t.join(40)
         plain, _, _ = call(c.url(leader), "GET", "/v2/keys/ryw/k")
+        st, _, got, took = results.get("quorum", (None, None, None, 0))
+        cas, _, cas_got, cas_took = results.get("cas", (None, None, None, 0))
     finally:
         c.proxies.heal()
     code = got.get("errorCode") if isinstance(got, dict) else None
     check("4. a quorum read on a leader cut off from the others is refused: 500 / errorCode 300 "
           "(got %s / %s after %.1f s)" % (st, code, took), st == 500 and code == 300, got)
     check("4. a plain read there is answered from its own state", plain == 200, plain)
+    cas_code = cas_got.get("errorCode") if isinstance(cas_got, dict) else None
+    check("4. a compare-and-swap refused from that state is not answered 412 but 500 / errorCode 300 "
+          "(got %s / %s after %.1f s)" % (cas, cas_code, cas_took), cas == 500 and cas_code == 300, cas_got)
 
 
 def after_leader_loss(c, leader, check):
@@ -259,14 +285,18 @@ def after_leader_loss(c, leader, check):
           status)
     c.restart(leader)
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+    swapped = False
+    while time.monotonic() < deadline and not swapped:
         status, _, got = call(c.url(leader), "PUT", "/v2/keys/after", {"value": "w", "prevValue": "v"})
-        if status in (200, 201):
-            break
-        time.sleep(0.2)
-    check("5. the restarted former leader, now a follower, relays a compare-and-swap", status == 200, status)
-    st, _, got = call(c.url(new_leader), "GET", "/v2/keys/after")
-    check("5. the new leader holds it", st == 200 and got["node"]["value"] == "w", got)
+        swapped = status == 200
+        if status == 412:  # an earlier try may have been done and answered with an error
+            st, _, now = call(c.url(leader), "GET", "/v2/keys/after?quorum=true")
+            swapped = st == 200 and now["node"]["value"] == "w"
+        if not swapped:
+            time.sleep(0.2)
+    check("5. the restarted former leader, now a follower, relays a compare-and-swap", swapped, status)
+    st, _, got = call(c.url(new_leader), "GET", "/v2/keys/after?quorum=true")
+    check("5. the cluster holds it (a quorum read)", st == 200 and got["node"]["value"] == "w", got)
 
 
 def main():

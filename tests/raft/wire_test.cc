@@ -143,7 +143,7 @@ BOOST_AUTO_TEST_CASE(proposal_results_round_trip) {
   proposal_result r;
   r.index = 77;
   r.term = 3;
-  r.answer = std::string("\x00\xc9\x00{\"action\":\"set\"}\n", 21);
+  r.answer = std::string("\x00\xc9\x00{\"action\":\"set\"}\n", 20);
   std::string wire = encode_proposal_result(r, cluster);
   auto back = decode_proposal_result(bytes(wire), wire.size(), cluster);
   BOOST_REQUIRE(back.is_ok());

@@ -87,6 +87,10 @@ struct forward_waiter {
 
 struct commit_waiter {
   wait_slot slot;
+  // The waiter checks for itself that the entry it waited for is the one it wants
+  // (holds_entry: a relayed v2 write, a membership change), so an installed snapshot
+  // releases it instead of failing it.
+  bool checks_entry = false;
 };
 
 struct read_waiter {
@@ -661,6 +665,7 @@ void on_snapshot_chunk(const wire::frame_view& f) {
 // rd.snapshot: the received file becomes this member's newest snapshot, durably, and the
 // store is rebuilt from it. False (and the member stops) when it cannot be.
 void fail_waiters_after(std::uint64_t index, const status& why);
+void release_waiters_for_snapshot(std::uint64_t index);
 
 bool install_snapshot(const raft::snapshot& snap) {
   cluster_state& c = cs();
@@ -698,11 +703,13 @@ bool install_snapshot(const raft::snapshot& snap) {
   }
   g->snapshot_previous_index = g->snapshot_index;
   g->snapshot_index = meta.index;
-  // Only a follower installs a snapshot, so a write it still waits for was proposed while
-  // it led, in a term it lost; the snapshot may hold another entry at that index. Its
-  // client is told the outcome is unknown, as after any step-down (a step-down just before
-  // this snapshot may not have rebuilt: the snapshot moved the handed-out index past it).
-  fail_waiters_after(0, status{errc::unavailable, "etcdserver: leader changed"});
+  // Only a follower installs a snapshot, so a write it still waits for to commit was
+  // proposed while it led, in a term it lost; the snapshot may hold another entry at that
+  // index. Its client is told the outcome is unknown, as after any step-down (a step-down
+  // just before this snapshot may not have rebuilt: the snapshot moved the handed-out index
+  // past it). Waiters that check their entry themselves are released up to the snapshot
+  // and go on waiting past it.
+  release_waiters_for_snapshot(meta.index);
   c.speculative.clear();
   c.kv_applied = meta.index;
   c.committed_done = meta.index;
@@ -761,6 +768,19 @@ void fail_waiters_after(std::uint64_t index, const status& why) {
   cluster_state& c = cs();
   for (auto it = c.commit_waiters.upper_bound(index); it != c.commit_waiters.end();) {
     it->second->slot.fire(why);
+    it = c.commit_waiters.erase(it);
+  }
+}
+
+void release_waiters_for_snapshot(std::uint64_t index) {
+  cluster_state& c = cs();
+  for (auto it = c.commit_waiters.begin(); it != c.commit_waiters.end();) {
+    if (it->second->checks_entry && it->first > index) {
+      ++it;
+      continue;
+    }
+    it->second->slot.fire(it->second->checks_entry ? status::ok()
+                                                  : status{errc::unavailable, "etcdserver: leader changed"});
     it = c.commit_waiters.erase(it);
   }
 }
@@ -1303,6 +1323,9 @@ result<std::uint64_t> propose_membership(std::string_view request) {
   return proposed->index;
 }
 
+// A relayed v2 write's outcome must fit in a frame 202 beside the result's other fields.
+constexpr std::size_t relayed_answer_bytes_max = wire::frame_payload_bytes_max - 4096;
+
 // Runs a follower's forwarded request on this leader; the answer for its proposer.
 raft::proposal_result run_proposal(std::uint64_t from, std::uint64_t request_id, const std::string& data) {
   cluster_state& c = cs();
@@ -1315,8 +1338,9 @@ raft::proposal_result run_proposal(std::uint64_t from, std::uint64_t request_id,
     r.message = "etcdserver: not leader";
     return r;
   }
-  g->forward_origin = from;
-  g->forward_request = request_id;
+  // A relayed v2 write's entries are the leader's own (the follower waits for an index).
+  g->forward_origin = v2_write ? 0 : from;
+  g->forward_request = v2_write ? 0 : request_id;
   std::int64_t ttl = 0;
   status done = status::ok();
   if (conf_request) {
@@ -1328,7 +1352,10 @@ raft::proposal_result run_proposal(std::uint64_t from, std::uint64_t request_id,
     }
   } else if (v2_write) {
     auto answered = v2::run_relayed(data);
-    if (answered) {
+    if (answered && answered->size() > relayed_answer_bytes_max) {
+      done = status{errc::unavailable, "etcdserver: the leader's answer (" + std::to_string(answered->size()) +
+                                           " bytes) is too large to relay; the write's outcome is not known here"};
+    } else if (answered) {
       r.answer = std::move(answered.value());
       // The write's outcome holds once the follower applied the log through here (what it
       // wrote, or what it read when it failed).
@@ -1365,6 +1392,30 @@ task<void> run_proposal_later(connection* conn, std::shared_ptr<bool> alive, raf
   if (*alive) answer_proposal(conn, request_id, r);
 }
 
+// A follower's v2 write (v2.h, "relaying writes"). One that logged nothing (a failed
+// compare, a missing key) read this leader's state: it is answered only if a ReadIndex
+// round confirms that this member still leads in the same term (cluster_confirm_leading);
+// otherwise its outcome is not sent (the follower's client gets "leader changed").
+task<void> run_relayed_write(connection* conn, std::shared_ptr<bool> alive, raft::proposal p, std::uint64_t request_id) {
+  cluster_state& c = cs();
+  if (c.node->role() == raft::role::leader && !cluster_can_propose()) {
+    task<bool> waiting = cluster_wait_can_propose();
+    (void)co_await std::move(waiting);
+  }
+  std::uint64_t term = c.node->term();
+  std::uint64_t before = c.node->last_index();
+  raft::proposal_result r = run_proposal(p.from, request_id, p.data);
+  if (r.code == 0 && c.node->last_index() == before) {
+    task<status> confirming = cluster_confirm_leading(term);
+    if (status confirmed = co_await std::move(confirming); !confirmed) {
+      r = {};
+      r.code = static_cast<int>(confirmed.code());
+      r.message = confirmed.message();
+    }
+  }
+  if (*alive) answer_proposal(conn, request_id, r);
+}
+
 void on_proposal(connection* conn, const std::shared_ptr<bool>& alive, const wire::frame_view& frame) {
   cluster_state& c = cs();
   auto decoded = raft::decode_proposal(frame.payload.data(), frame.payload.size(), c.cluster_id);
@@ -1373,6 +1424,10 @@ void on_proposal(connection* conn, const std::shared_ptr<bool>& alive, const wir
     return;
   }
   const std::string& data = decoded->data;
+  if (!data.empty() && static_cast<std::uint8_t>(data[0]) == v2::relayed_request_kind) {
+    spawn(run_relayed_write(conn, alive, std::move(decoded.value()), frame.header.request_id));
+    return;
+  }
   bool needs_log = data.empty() || (static_cast<std::uint8_t>(data[0]) != entry_kind_keep_alive &&
                                     static_cast<std::uint8_t>(data[0]) != entry_kind_conf_request);
   if (needs_log && c.node->role() == raft::role::leader && !cluster_can_propose()) {
@@ -1832,11 +1887,13 @@ namespace {
 
 // Waits until this member has committed, applied and published entry `index`; "request
 // timed out" at `deadline`, "leader changed" when a leader's uncommitted entries were
-// dropped (fail_waiters_after).
-task<status> wait_committed(std::uint64_t index, clock::time_point deadline) {
+// dropped (fail_waiters_after). `checks_entry`: see commit_waiter.
+task<status> wait_committed(std::uint64_t index, clock::time_point deadline, bool checks_entry = false) {
   cluster_state& c = cs();
   if (index <= c.committed_done) co_return status::ok();
+  if (c.failed || c.removed) co_return fail(errc::unavailable, std::string(kv_messages::wal_unavailable) + "the member's log failed");
   commit_waiter w;
+  w.checks_entry = checks_entry;
   auto it = c.commit_waiters.emplace(index, &w);
   auto left = std::chrono::duration_cast<milliseconds>(deadline - clock::now());
   bool fired = co_await wait_for(w.slot, std::max(left, milliseconds(1)));
@@ -1995,7 +2052,7 @@ task<result<std::string>> cluster_relay(std::string request) {
     task<status> asking = ask_leader(request, w, deadline);
     if (status asked = co_await std::move(asking); !asked) co_return asked;
     if (w.outcome.failure.is_ok()) {
-      task<status> applying = wait_committed(w.index, deadline);
+      task<status> applying = wait_committed(w.index, deadline, true);
       if (status applied = co_await std::move(applying); !applied) co_return applied;
       if (!holds_entry(w.index, w.term)) co_return fail(errc::unavailable, "etcdserver: leader changed");
       co_return std::move(w.answer);
@@ -2007,6 +2064,16 @@ task<result<std::string>> cluster_relay(std::string request) {
     task<void> waiting = pause(milliseconds(10));
     co_await std::move(waiting);
   }
+}
+
+task<status> cluster_confirm_leading(std::uint64_t term) {
+  cluster_state& c = cs();
+  task<status> barrier = cluster_read_barrier();
+  if (status confirmed = co_await std::move(barrier); !confirmed) co_return confirmed;
+  // The round may have been answered by a new leader after this one stepped down.
+  if (c.node->role() != raft::role::leader || c.node->term() != term)
+    co_return fail(errc::unavailable, "etcdserver: leader changed");
+  co_return status::ok();
 }
 
 task<result<std::int64_t>> cluster_forward_keep_alive(std::int64_t lease_id) {
@@ -2118,7 +2185,7 @@ task<status> cluster_change_membership(std::uint8_t type, std::uint64_t id, std:
   // Answered once this member applied the change (etcd waits for the apply too), and only
   // if the entry applied at `index` is the one proposed (a leader change may have put
   // another there).
-  task<status> applying = wait_committed(index, clock::now() + request_timeout(c.election_ms));
+  task<status> applying = wait_committed(index, clock::now() + request_timeout(c.election_ms), true);
   if (status applied = co_await std::move(applying); !applied) co_return applied;
   if (!holds_entry(index, term)) co_return fail(errc::unavailable, "etcdserver: leader changed");
   co_return status::ok();

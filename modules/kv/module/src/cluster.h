@@ -97,9 +97,16 @@ task<apply_outcome> cluster_forward(std::string entry);
 // Follower: has the leader run a v2 write (v2.h, "relaying writes"; `request` from
 // encode_relayed_request) and returns the leader's answer once this member has applied
 // the leader's log through the entry the result names, and holds that very entry. Retries
-// a leader that was not leading any more; unavailable "etcdserver: leader changed" when
-// the entry was replaced, "request timed out" after request_timeout.
+// a leader that was not leading any more. Errors (unavailable): "etcdserver: leader
+// changed" when the entry was replaced or the leader lost its leadership while it answered;
+// "etcdserver: no leader" when none was known in time; "etcdserver: request timed out"
+// after request_timeout; the leader's own refusal ("etcdserver: not leader" once the
+// deadline passed, "... too large to relay").
 task<result<std::string>> cluster_relay(std::string request);
+// Leader: a ReadIndex round (cluster_read_barrier), then whether this member still leads
+// in `term`: so a read of its own state made before the call was of the only leader's
+// state. unavailable "etcdserver: leader changed" otherwise.
+task<status> cluster_confirm_leading(std::uint64_t term);
 // A follower's lease keep-alive, renewed by the leader: the TTL or lease_not_found.
 task<result<std::int64_t>> cluster_forward_keep_alive(std::int64_t lease_id);
 // Called by apply_entry_data's caller for a forwarded entry whose origin is this member.

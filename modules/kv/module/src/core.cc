@@ -736,6 +736,14 @@ task<status> owner_ready() {
 
 bool owner_follows() { return g->cluster && !cluster_can_propose(); }
 
+std::uint64_t owner_term() { return g->cluster ? cluster_status_now().term : 0; }
+
+task<status> owner_confirm_leading(std::uint64_t term) {
+  if (!g->cluster) co_return status::ok();
+  task<status> confirming = cluster_confirm_leading(term);
+  co_return co_await std::move(confirming);
+}
+
 task<result<std::int64_t>> owner_read_barrier() {
   if (!g->cluster) co_return std::int64_t{0};
   task<status> barrier = cluster_read_barrier();
@@ -1627,7 +1635,7 @@ status run_forwarded_request(std::string_view data, std::int64_t* ttl_out) {
   }
   auto entry = decode_entry(data);
   if (!entry) return fail(errc::invalid_argument, "a forwarded request that is not a kv request");
-  // A forwarded v2 write (none today: v2 writes on followers go over HTTP) keeps its note
+  // A forwarded v2 write (none today: a follower's v2 write is run by the leader as its own) keeps its note
   // in the entry the leader logs.
   if (entry->v2_note) owner_note_v2_write(&*entry->v2_note);
   status applied = apply_entry(*entry).failure;

@@ -203,6 +203,12 @@ bool owner_follows();
 // before the call, and returns the published revision, at which the read shows committed
 // state only. 0 on a single node, where such a read waits for owner_commit() instead.
 task<result<std::int64_t>> owner_read_barrier();
+// The Raft term now (0 on a single node), for owner_confirm_leading.
+std::uint64_t owner_term();
+// After a read of the leader's own state that logged nothing (a v2 write refused): in a
+// cluster, confirms through a ReadIndex round that this member still leads in `term`
+// (cluster_confirm_leading); OK at once on a single node.
+task<status> owner_confirm_leading(std::uint64_t term);
 const kv::mvcc_store& owner_store();
 struct v2_note_fields;  // codec.h
 // Owner shard: the entries logged until the next call belong to one v2 write with this

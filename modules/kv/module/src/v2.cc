@@ -309,10 +309,6 @@ task<void> http_keys(const http_request& request, http_response& response) {
   }
   task<outcome> working = run(std::move(r));
   outcome out = co_await std::move(working);
-  if (out.relayed) {
-    send_relayed(response, *out.relayed);
-    co_return;
-  }
   if (out.failure) {
     send_error(response, *out.failure);
     co_return;
@@ -586,28 +582,6 @@ void http_stats_store(const http_request&, http_response& response) {
 
 // ---- shared helpers (v2.h) ------------------------------------------------------------------
 
-std::string normalize_path(std::string_view raw) {
-  std::vector<std::string_view> parts;
-  while (!raw.empty()) {
-    std::size_t slash = raw.find('/');
-    std::string_view part = raw.substr(0, slash);
-    raw = slash == std::string_view::npos ? std::string_view() : raw.substr(slash + 1);
-    if (part.empty() || part == ".") continue;
-    if (part == "..") {
-      if (!parts.empty()) parts.pop_back();
-      continue;
-    }
-    parts.push_back(part);
-  }
-  if (parts.empty()) return "/";
-  std::string out;
-  for (std::string_view part : parts) {
-    out += '/';
-    out += part;
-  }
-  return out;
-}
-
 void add_cluster_headers(http_response& response) {
   response.add_header("Access-Control-Allow-Headers", "accept, content-type, authorization");
   response.add_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE");
@@ -627,12 +601,6 @@ void add_index_headers(http_response& response, std::int64_t index) {
 void send_error(http_response& response, const error& e) {
   response.add_header("X-Etcd-Index", std::to_string(e.index));
   response.send(error_http_status(e.code), "application/json", error_json(e));
-}
-
-void send_relayed(http_response& response, const relayed_answer& a) {
-  if (a.http_status < 300) add_index_headers(response, a.index);
-  else response.add_header("X-Etcd-Index", std::to_string(a.index));
-  response.send(a.http_status, "application/json", a.body);
 }
 
 }  // namespace v2

@@ -115,21 +115,11 @@ struct key_request {
   bool no_value_on_success = false;
 };
 
-// The answer to a write a follower relayed to the leader: the HTTP status and body the
-// leader formatted, and the index for X-Etcd-Index (the event's, or the error's).
-struct relayed_answer {
-  int http_status = 0;
-  std::int64_t index = 0;
-  std::string body;
-};
-
-// What an operation answers: an error, or an event at store index `index`; or, for a
-// write on a follower, the leader's answer as it formatted it.
+// What an operation answers: an error, or an event at store index `index`.
 struct outcome {
   std::optional<error> failure;
   event result;
   std::int64_t index = 0;  // X-Etcd-Index
-  std::optional<relayed_answer> relayed;
 };
 
 // ---- relaying writes (v2_relay.cc) ----------------------------------------------------------
@@ -137,24 +127,30 @@ struct outcome {
 // In a cluster, a follower has the leader run its v2 writes, because v2's compare-and-swap
 // and directory rules read and write the leader's state in one step. The follower parses
 // and checks the request itself, sends it over the peer port as a proposal (frame 201) whose
-// data is the request below, and answers its client with the answer the leader returns in
+// data is the request below, and answers its client with the outcome the leader returns in
 // the result (frame 202's `answer`) once it has applied the leader's log through the
-// result's (index, term) (cluster.h cluster_relay). Never logged as such: the leader logs the
-// entries the write makes, as its own.
+// result's (index, term) (cluster.h cluster_relay). Never logged as such: the leader logs
+// the entries the write makes, as its own.
 //
 // Request (the proposal's data), little-endian:
 //   u8 kind 0x79 | u8 method (1 PUT, 2 POST, 3 DELETE) | u16 flags (1 dir, 2 prevExist
 //   given, 4 prevExist true, 8 ttl given, 16 refresh, 32 recursive, 64 noValueOnSuccess) |
 //   u64 prevIndex | u64 ttl | u32 n | path | u32 n | value | u32 n | prevValue
 // The path is normalised (normalize_path); an empty prevValue means none was given.
-// Answer: u16 HTTP status | i64 X-Etcd-Index | the JSON body (event_json or error_json).
+// Outcome (the result's answer), little-endian; the follower renders the JSON itself:
+//   an error: u8 1 | i32 errorCode | i64 index | u32 n | cause
+//   an event: u8 0 | u8 action | i64 index | u8 present (1 node, 2 prevNode) | node? | node?
+//   node: u8 flags (1 value, 2 dir) | i64 expiration_ns | i64 ttl | i64 modifiedIndex |
+//         i64 createdIndex | u32 n | key | (u32 n | value)? | u32 children | node...
 inline constexpr std::uint8_t relayed_request_kind = 0x79;
 // nullopt for a method that is not a write (GET, HEAD).
 std::optional<std::string> encode_relayed_request(const key_request& request);
-// nullopt when `data` is not a well-formed request (unknown flags, trailing bytes included).
+// nullopt when `data` is not a well-formed request (unknown flags, trailing bytes, a path
+// that is not normalised).
 std::optional<key_request> decode_relayed_request(std::string_view data);
-std::string encode_relayed_answer(const outcome& out, bool no_value_on_success);
-std::optional<relayed_answer> decode_relayed_answer(std::string_view data);
+std::string encode_relayed_outcome(const outcome& out);
+// nullopt when `data` is not a well-formed outcome.
+std::optional<outcome> decode_relayed_outcome(std::string_view data);
 
 // Go's path.Clean(path.Join("/", raw)) of an already percent-decoded path: one leading
 // "/", no trailing "/", "//" collapsed, "." and ".." resolved.
@@ -168,12 +164,13 @@ std::string normalize_path(std::string_view raw);
 task<outcome> get(key_request request);
 // PUT (set, create, update, compareAndSwap, refresh), POST (in-order create) and DELETE
 // (delete, compareAndDelete): `remove` is `put`, the method decides. On a cluster follower
-// the leader runs the write ("relaying writes" below) and the outcome is `relayed`.
+// the leader runs the write ("relaying writes" below).
 task<outcome> put(key_request request);
 task<outcome> remove(key_request request);
 // Owner shard, on the leader: runs a follower's relayed write (a request from
 // encode_relayed_request) as if it had arrived here, without waiting for its commit; the
-// answer for the follower (encode_relayed_answer). invalid_argument when `data` is malformed.
+// outcome for the follower (encode_relayed_outcome). invalid_argument when `data` is
+// malformed.
 result<std::string> run_relayed(std::string_view data);
 
 // ---- revision notes ---------------------------------------------------------------------------
@@ -246,9 +243,6 @@ void add_cluster_headers(http_response& response);
 void add_index_headers(http_response& response, std::int64_t index);
 // etcd's v2error.WriteTo (the cluster headers are the caller's).
 void send_error(http_response& response, const error& e);
-// A relayed write's answer, with the headers send_error or a local success would carry
-// (X-Raft-Index and X-Raft-Term are this member's).
-void send_relayed(http_response& response, const relayed_answer& a);
 
 // ---- the watch surface (v2_watch.cc) ------------------------------------------------------------
 

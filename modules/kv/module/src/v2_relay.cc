@@ -2,6 +2,7 @@
 // the peer port (v2.h, "relaying writes"; the formats are documented there). Pure
 // functions: no store, no shard.
 #include <cstring>
+#include <vector>
 
 #include "v2.h"
 
@@ -63,6 +64,30 @@ struct reader {
 
 }  // namespace
 
+// Here rather than in v2.cc: the relay's decoder checks paths with it, and this file has
+// no dependencies (tests/kv/v2_relay_test.cc links it alone).
+std::string normalize_path(std::string_view raw) {
+  std::vector<std::string_view> parts;
+  while (!raw.empty()) {
+    std::size_t slash = raw.find('/');
+    std::string_view part = raw.substr(0, slash);
+    raw = slash == std::string_view::npos ? std::string_view() : raw.substr(slash + 1);
+    if (part.empty() || part == ".") continue;
+    if (part == "..") {
+      if (!parts.empty()) parts.pop_back();
+      continue;
+    }
+    parts.push_back(part);
+  }
+  if (parts.empty()) return "/";
+  std::string out;
+  for (std::string_view part : parts) {
+    out += '/';
+    out += part;
+  }
+  return out;
+}
+
 std::optional<std::string> encode_relayed_request(const key_request& r) {
   std::uint8_t method = r.method == "PUT" ? method_put : r.method == "POST" ? method_post
                         : r.method == "DELETE" ? method_delete : 0;
@@ -102,7 +127,7 @@ std::optional<key_request> decode_relayed_request(std::string_view data) {
   r.value = in.take_text();
   r.prev_value = in.take_text();
   if (!in.ok || !in.in.empty() || (flags & ~flags_known) != 0) return std::nullopt;
-  if (r.path.empty() || r.path.front() != '/') return std::nullopt;  // normalised by the follower
+  if (normalize_path(r.path) != r.path) return std::nullopt;  // the follower normalised it
   r.dir = flags & flag_dir;
   if (flags & flag_prev_exist_given) r.prev_exist = (flags & flag_prev_exist) != 0;
   if (flags & flag_ttl_given) r.ttl = ttl;
@@ -112,28 +137,100 @@ std::optional<key_request> decode_relayed_request(std::string_view data) {
   return r;
 }
 
-std::string encode_relayed_answer(const outcome& out, bool no_value_on_success) {
+namespace {
+
+enum node_flag : std::uint8_t { node_has_value = 1, node_dir = 2, node_flags_known = 3 };
+enum presence : std::uint8_t { has_current = 1, has_previous = 2, presence_known = 3 };
+constexpr int node_depth_max = 64;  // a write's event has none below its node; listings do
+
+void append_node_bytes(std::string& out, const node& n) {
+  std::uint8_t flags = (n.value ? node_has_value : 0) | (n.dir ? node_dir : 0);
+  out.push_back(static_cast<char>(flags));
+  append_le<std::int64_t>(out, n.expiration_ns);
+  append_le<std::int64_t>(out, n.ttl);
+  append_le<std::int64_t>(out, n.modified_index);
+  append_le<std::int64_t>(out, n.created_index);
+  append_text(out, n.key);
+  if (n.value) append_text(out, *n.value);
+  append_le<std::uint32_t>(out, static_cast<std::uint32_t>(n.nodes.size()));
+  for (const node& child : n.nodes) append_node_bytes(out, child);
+}
+
+bool take_node(reader& in, node& n, int depth) {
+  auto flags = in.take<std::uint8_t>();
+  n.expiration_ns = in.take<std::int64_t>();
+  n.ttl = in.take<std::int64_t>();
+  n.modified_index = in.take<std::int64_t>();
+  n.created_index = in.take<std::int64_t>();
+  n.key = in.take_text();
+  if (flags & node_has_value) n.value = in.take_text();
+  n.dir = flags & node_dir;
+  auto children = in.take<std::uint32_t>();
+  if (!in.ok || (flags & ~node_flags_known) != 0) return false;
+  if (children > 0 && depth >= node_depth_max) return false;
+  for (std::uint32_t i = 0; i < children; ++i) {
+    if (in.in.size() < 41) return false;  // the smallest node: bounds the reservation below
+    node child;
+    if (!take_node(in, child, depth + 1)) return false;
+    n.nodes.push_back(std::move(child));
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string encode_relayed_outcome(const outcome& out) {
   std::string bytes;
   if (out.failure) {
-    append_le<std::uint16_t>(bytes, static_cast<std::uint16_t>(error_http_status(out.failure->code)));
+    bytes.push_back(1);
+    append_le<std::int32_t>(bytes, out.failure->code);
     append_le<std::int64_t>(bytes, out.failure->index);
-    bytes += error_json(*out.failure);
-  } else {
-    append_le<std::uint16_t>(bytes, out.result.is_created() ? 201 : 200);
-    append_le<std::int64_t>(bytes, out.index);
-    bytes += event_json(out.result, no_value_on_success);
+    append_text(bytes, out.failure->cause);
+    return bytes;
   }
+  bytes.push_back(0);
+  bytes.push_back(static_cast<char>(out.result.what));
+  append_le<std::int64_t>(bytes, out.index);
+  std::uint8_t present = (out.result.current ? has_current : 0) | (out.result.previous ? has_previous : 0);
+  bytes.push_back(static_cast<char>(present));
+  if (out.result.current) append_node_bytes(bytes, *out.result.current);
+  if (out.result.previous) append_node_bytes(bytes, *out.result.previous);
   return bytes;
 }
 
-std::optional<relayed_answer> decode_relayed_answer(std::string_view data) {
+std::optional<outcome> decode_relayed_outcome(std::string_view data) {
   reader in{data};
-  relayed_answer a;
-  a.http_status = in.take<std::uint16_t>();
-  a.index = in.take<std::int64_t>();
-  if (!in.ok || a.http_status < 200 || a.http_status > 599) return std::nullopt;
-  a.body = std::string(in.in);
-  return a;
+  outcome out;
+  auto kind = in.take<std::uint8_t>();
+  if (!in.ok) return std::nullopt;
+  if (kind == 1) {
+    error e;
+    e.code = in.take<std::int32_t>();
+    e.index = in.take<std::int64_t>();
+    e.cause = in.take_text();
+    if (!in.ok || !in.in.empty() || e.code <= 0) return std::nullopt;
+    out.failure = std::move(e);
+    return out;
+  }
+  if (kind != 0) return std::nullopt;
+  auto what = in.take<std::uint8_t>();
+  out.index = in.take<std::int64_t>();
+  auto present = in.take<std::uint8_t>();
+  if (!in.ok || what == 0 || what > static_cast<std::uint8_t>(action::expire) || (present & ~presence_known) != 0)
+    return std::nullopt;
+  out.result.what = static_cast<action>(what);
+  if (present & has_current) {
+    node n;
+    if (!take_node(in, n, 0)) return std::nullopt;
+    out.result.current = std::move(n);
+  }
+  if (present & has_previous) {
+    node n;
+    if (!take_node(in, n, 0)) return std::nullopt;
+    out.result.previous = std::move(n);
+  }
+  if (!in.in.empty()) return std::nullopt;
+  return out;
 }
 
 }  // namespace keel::kv_module::v2

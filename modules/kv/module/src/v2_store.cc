@@ -730,11 +730,9 @@ task<outcome> relay(const key_request& request) {
   task<result<std::string>> relaying = cluster_relay(std::move(*encoded));
   result<std::string> answered = co_await std::move(relaying);
   if (!answered) co_return internal_failure(answered.error());
-  std::optional<relayed_answer> answer = decode_relayed_answer(answered.value());
-  if (!answer) co_return internal_failure(status{errc::corruption, "etcdserver: the leader's answer is malformed"});
-  outcome out;
-  out.relayed = std::move(*answer);
-  co_return out;
+  std::optional<outcome> out = decode_relayed_outcome(answered.value());
+  if (!out) co_return internal_failure(status{errc::corruption, "etcdserver: the leader's answer is malformed"});
+  co_return std::move(*out);
 }
 
 task<outcome> owner_write(key_request request) {
@@ -744,8 +742,15 @@ task<outcome> owner_write(key_request request) {
     task<outcome> relaying = relay(request);
     co_return co_await std::move(relaying);
   }
+  std::uint64_t term = owner_term();
   outcome out = write_counted(std::move(request), unix_now_ns());
-  if (out.failure) co_return out;
+  if (out.failure) {
+    // A refusal (a failed compare, a missing key) logged nothing: it is a read of this
+    // member's state, answered only if this member still led, in the same term, after it
+    // read (a ReadIndex round), and, below, once what it read is committed.
+    task<status> confirming = owner_confirm_leading(term);
+    if (status confirmed = co_await std::move(confirming); !confirmed) co_return internal_failure(confirmed);
+  }
   task<outcome> finishing = finish(std::move(out));
   co_return co_await std::move(finishing);
 }
@@ -845,8 +850,7 @@ task<outcome> remove(key_request request) { return put(std::move(request)); }
 result<std::string> run_relayed(std::string_view data) {
   std::optional<key_request> request = decode_relayed_request(data);
   if (!request) return status{errc::invalid_argument, "a malformed relayed v2 write"};
-  bool no_value = request->no_value_on_success;
-  return encode_relayed_answer(write_counted(std::move(*request), unix_now_ns()), no_value);
+  return encode_relayed_outcome(write_counted(std::move(*request), unix_now_ns()));
 }
 
 }  // namespace keel::kv_module::v2
