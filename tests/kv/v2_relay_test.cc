@@ -176,6 +176,27 @@ BOOST_AUTO_TEST_CASE(malformed_outcomes_are_refused) {
   std::string many = good;
   many.replace(many.size() - 4, 4, std::string("\xff\xff\xff\x7f", 4));
   BOOST_TEST(!decode_relayed_outcome(many).has_value());
+  // Nodes nested deeper than the decoder allows (64 below the event's node) are refused;
+  // as deep as allowed is read.
+  auto nested = [](int depth) {
+    node root;
+    root.key = "/d";
+    root.dir = true;
+    node* at = &root;
+    for (int i = 0; i < depth; ++i) {
+      at->nodes.emplace_back();
+      at = &at->nodes.back();
+      at->key = "/d";
+      at->dir = true;
+    }
+    outcome deep;
+    deep.index = 1;
+    deep.result.what = action::get;
+    deep.result.current = root;
+    return encode_relayed_outcome(deep);
+  };
+  BOOST_TEST(decode_relayed_outcome(nested(64)).has_value());
+  BOOST_TEST(!decode_relayed_outcome(nested(65)).has_value());
   std::mt19937_64 rng(11);
   for (int i = 0; i < 20000; ++i) {
     std::string noise = good;

@@ -1411,6 +1411,9 @@ task<void> run_relayed_write(connection* conn, std::shared_ptr<bool> alive, raft
       r = {};
       r.code = static_cast<int>(confirmed.code());
       r.message = confirmed.message();
+      // Nothing was logged: a member that is no longer the leader of `term` says "not
+      // leader", and the follower asks the new leader (cluster_relay).
+      if (c.node->role() != raft::role::leader || c.node->term() != term) r.message = "etcdserver: not leader";
     }
   }
   if (*alive) answer_proposal(conn, request_id, r);
@@ -1891,7 +1894,8 @@ namespace {
 task<status> wait_committed(std::uint64_t index, clock::time_point deadline, bool checks_entry = false) {
   cluster_state& c = cs();
   if (index <= c.committed_done) co_return status::ok();
-  if (c.failed || c.removed) co_return fail(errc::unavailable, std::string(kv_messages::wal_unavailable) + "the member's log failed");
+  if (c.removed) co_return fail(errc::unavailable, "etcdserver: the member has been permanently removed from the cluster");
+  if (c.failed) co_return fail(errc::unavailable, std::string(kv_messages::wal_unavailable) + "the member's log failed");
   commit_waiter w;
   w.checks_entry = checks_entry;
   auto it = c.commit_waiters.emplace(index, &w);
@@ -1933,6 +1937,7 @@ task<void> read_round() {
     c.read_next.clear();
     auto deadline = clock::now() + request_timeout(c.election_ms);
     bool confirmed = false;
+    status outcome = status{errc::unavailable, "etcdserver: request timed out"};
     while (!confirmed && clock::now() < deadline && !c.stopping) {
       // Unique across members and restarts: the leader drops a read whose context equals
       // one still pending (it takes it for a retry).
@@ -1949,9 +1954,10 @@ task<void> read_round() {
       task<bool> waiting = wait_for(slot, milliseconds(std::max(200u, c.election_ms)));
       confirmed = co_await std::move(waiting);
       c.read_slot = nullptr;
-      if (confirmed && !slot.outcome.is_ok()) break;  // the member left the cluster
+      // Fired with an error: the member left the cluster or its log failed (the ready
+      // loop stopped). Nothing was confirmed, and the readers are told why.
+      if (confirmed) outcome = slot.outcome;
     }
-    status outcome = confirmed ? status::ok() : status{errc::unavailable, "etcdserver: request timed out"};
     for (read_waiter* w : c.read_current) w->slot.fire(outcome);
     c.read_current.clear();
   }

@@ -100,8 +100,9 @@ task<apply_outcome> cluster_forward(std::string entry);
 // a leader that was not leading any more. Errors (unavailable): "etcdserver: leader
 // changed" when the entry was replaced or the leader lost its leadership while it answered;
 // "etcdserver: no leader" when none was known in time; "etcdserver: request timed out"
-// after request_timeout; the leader's own refusal ("etcdserver: not leader" once the
-// deadline passed, "... too large to relay").
+// after request_timeout, or when the leader could not confirm its leadership for a
+// refusal in time; the leader's own refusal ("etcdserver: not leader" once the deadline
+// passed, "... too large to relay").
 task<result<std::string>> cluster_relay(std::string request);
 // Leader: a ReadIndex round (cluster_read_barrier), then whether this member still leads
 // in `term`: so a read of its own state made before the call was of the only leader's

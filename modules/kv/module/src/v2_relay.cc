@@ -169,7 +169,7 @@ bool take_node(reader& in, node& n, int depth) {
   if (!in.ok || (flags & ~node_flags_known) != 0) return false;
   if (children > 0 && depth >= node_depth_max) return false;
   for (std::uint32_t i = 0; i < children; ++i) {
-    if (in.in.size() < 41) return false;  // the smallest node: bounds the reservation below
+    if (in.in.size() < 41) return false;  // the smallest node: a count cannot outrun the bytes
     node child;
     if (!take_node(in, child, depth + 1)) return false;
     n.nodes.push_back(std::move(child));
