@@ -207,6 +207,15 @@ def read_your_write(c, follower, other, check):
     check("2. 20 writes on a follower, each read back there at once at its X-Etcd-Index, with Raft headers", True)
     st, _, got = call(c.url(other), "GET", "/v2/keys/ryw/k?quorum=true")
     check("2. a quorum read on another member sees the last write", st == 200 and got["node"]["value"] == "19", got)
+    synced = {}
+    for i in range(3):
+        with urllib.request.urlopen(c.url(i) + "/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("keel_kv_wal_fdatasyncs_total ") or line.startswith("keel_kv_wal_records_total "):
+                    synced[(i, line.split()[0])] = float(line.split()[1])
+    if os.path.basename(c.binary) != "etcd":
+        check("2. every member's /metrics counts its WAL syncs and records (followers' too)",
+              len(synced) == 6 and all(v > 0 for v in synced.values()), synced)
     big = "<" * (450 * 1024)
     call(c.url(follower), "PUT", "/v2/keys/big", {"value": big})
     st, _, got = call(c.url(follower), "PUT", "/v2/keys/big", {"value": big + "!"}, timeout=20)

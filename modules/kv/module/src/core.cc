@@ -294,6 +294,11 @@ task<status> durable_now() {
   ++g->commits_in_flight;
   status durable = co_await std::move(committing);
   --g->commits_in_flight;
+  // /metrics' WAL counters, on every member: a follower's syncs come only through here.
+  const kv::wal_writer_stats& stats = g->writer->stats();
+  g->wal_batches.store(stats.batches, std::memory_order_relaxed);
+  g->wal_records.store(stats.records, std::memory_order_relaxed);
+  g->wal_bytes.store(stats.bytes, std::memory_order_relaxed);
   co_return durable;
 }
 
@@ -833,14 +838,7 @@ std::optional<lease_status> owner_lease(std::int64_t id, bool keys) {
 task<status> owner_commit() {
   if (g->cluster) {
     task<status> committing = cluster_commit();
-    status committed = co_await std::move(committing);
-    if (g->writer) {
-      const kv::wal_writer_stats& stats = g->writer->stats();
-      g->wal_batches.store(stats.batches, std::memory_order_relaxed);
-      g->wal_records.store(stats.records, std::memory_order_relaxed);
-      g->wal_bytes.store(stats.bytes, std::memory_order_relaxed);
-    }
-    co_return committed;
+    co_return co_await std::move(committing);
   }
   std::int64_t through = g->store.current_revision();
   if (!g->writer) co_return writer_unusable();
@@ -851,10 +849,6 @@ task<status> owner_commit() {
     co_return fail(errc::unavailable, std::string(kv_messages::wal_unavailable) + durable.message());
   }
   publish_through(through);
-  const kv::wal_writer_stats& stats = g->writer->stats();
-  g->wal_batches.store(stats.batches, std::memory_order_relaxed);
-  g->wal_records.store(stats.records, std::memory_order_relaxed);
-  g->wal_bytes.store(stats.bytes, std::memory_order_relaxed);
   maybe_snapshot();
   co_return status::ok();
 }

@@ -139,7 +139,8 @@ void publish_through(std::int64_t through);
 // every watcher catch up from history (never a silent gap; a watcher behind the
 // snapshot's compaction is told compact_revision).
 void publish_resync(std::int64_t through);
-// Waits for the fdatasync covering every record appended to the WAL so far.
+// Waits for the fdatasync covering every record appended to the WAL so far, and updates
+// the WAL counters /metrics shows (every member's syncs pass here).
 task<status> durable_now();
 // Says once, in the log, that the WAL stopped taking writes and why.
 void note_wal_failure(const status& failure);
