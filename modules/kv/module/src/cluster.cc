@@ -23,6 +23,7 @@
 #include <unordered_map>
 
 #include "core_internal.h"
+#include "le_bytes.h"
 #include "v2.h"
 #include "keel/cluster.h"
 #include "keel/kv/snapshot.h"
@@ -362,13 +363,9 @@ status read_member_file(cluster_state& c, const std::string& path) {
 
 // ---- member attributes ---------------------------------------------------------------------------
 
-void put_u32(std::string& out, std::uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-
 std::string encode_attributes(std::uint64_t id, const std::string& name, const std::vector<std::string>& urls) {
   std::string out(1, static_cast<char>(entry_kind_member_attributes));
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((id >> (8 * i)) & 0xff));
+  put_u64(out, id);
   put_u32(out, static_cast<std::uint32_t>(name.size()));
   out += name;
   put_u32(out, static_cast<std::uint32_t>(urls.size()));
@@ -1213,7 +1210,7 @@ constexpr std::uint8_t conf_request_promote = 3;
 std::string encode_conf_request(std::uint8_t type, std::uint64_t id, const std::vector<std::string>& urls) {
   std::string out(1, static_cast<char>(entry_kind_conf_request));
   out.push_back(static_cast<char>(type));
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((id >> (8 * i)) & 0xff));
+  put_u64(out, id);
   return out + encode_peer_urls(urls);
 }
 
@@ -1398,7 +1395,7 @@ task<void> run_proposal_later(connection* conn, std::shared_ptr<bool> alive, raf
 // otherwise its outcome is not sent (the follower's client gets "leader changed").
 task<void> run_relayed_write(connection* conn, std::shared_ptr<bool> alive, raft::proposal p, std::uint64_t request_id) {
   cluster_state& c = cs();
-  if (c.node->role() == raft::role::leader && !cluster_can_propose()) {
+  if (c.node->role() == raft::role::leader && !cluster_can_propose()) {  // as run_proposal_later
     task<bool> waiting = cluster_wait_can_propose();
     (void)co_await std::move(waiting);
   }
@@ -1618,8 +1615,8 @@ std::string wrap_forwarded(std::uint64_t origin, std::uint64_t request_id, std::
   std::string out;
   out.reserve(17 + inner.size());
   out.push_back(static_cast<char>(entry_kind_forwarded));
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((origin >> (8 * i)) & 0xff));
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((request_id >> (8 * i)) & 0xff));
+  put_u64(out, origin);
+  put_u64(out, request_id);
   out.append(inner);
   return out;
 }
@@ -1853,6 +1850,8 @@ void cluster_on_owner_stop() {
 
 bool cluster_is_leader() { return cs().node->role() == raft::role::leader; }
 
+std::uint64_t cluster_term() { return cs().node->term(); }
+
 bool cluster_can_propose() {
   cluster_state& c = cs();
   return !c.failed && !c.snapshot_wanted && c.node->role() == raft::role::leader &&
@@ -2084,7 +2083,7 @@ task<status> cluster_confirm_leading(std::uint64_t term) {
 
 task<result<std::int64_t>> cluster_forward_keep_alive(std::int64_t lease_id) {
   std::string data(1, static_cast<char>(entry_kind_keep_alive));
-  for (int i = 0; i < 8; ++i) data.push_back(static_cast<char>((static_cast<std::uint64_t>(lease_id) >> (8 * i)) & 0xff));
+  put_u64(data, static_cast<std::uint64_t>(lease_id));
   forward_waiter w;
   task<status> asking = ask_leader(data, w, clock::now() + request_timeout(cs().election_ms));
   if (status asked = co_await std::move(asking); !asked) co_return asked;
@@ -2212,7 +2211,7 @@ task<status> cluster_update_member(std::uint64_t id, std::vector<std::string> pe
   }
   if (!known) co_return fail(errc::not_found, "etcdserver: member not found");
   std::string entry(1, static_cast<char>(entry_kind_member_update));
-  for (int i = 0; i < 8; ++i) entry.push_back(static_cast<char>((id >> (8 * i)) & 0xff));
+  put_u64(entry, id);
   entry += encode_peer_urls(peer_urls);
   task<bool> leading = cluster_wait_can_propose();
   if (co_await std::move(leading)) {

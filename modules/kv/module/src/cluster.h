@@ -86,6 +86,8 @@ bool cluster_can_propose();
 // Waits (a little) until this member can propose, or returns false.
 task<bool> cluster_wait_can_propose();
 bool cluster_is_leader();
+// The Raft term now.
+std::uint64_t cluster_term();
 // Waits until the last entry logged so far is committed and its events published.
 task<status> cluster_commit();
 // Linearizable read barrier: ok once this member has applied everything committed

@@ -3,6 +3,8 @@
 #include <array>
 #include <cstring>
 
+#include "le_bytes.h"
+
 namespace keel::kv_module {
 
 namespace {
@@ -18,17 +20,6 @@ constexpr std::array<std::int8_t, 256> make_decode_table() {
 }
 constexpr auto decode_table = make_decode_table();
 
-void put_u32(std::string& out, std::uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-void put_u64(std::string& out, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-std::uint64_t get_le(std::string_view data, std::size_t at, int bytes) {
-  std::uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v |= std::uint64_t(static_cast<unsigned char>(data[at + i])) << (8 * i);
-  return v;
-}
 }  // namespace
 
 std::string base64_encode(std::string_view bytes) {
@@ -130,40 +121,7 @@ std::optional<put_entry> decode_put_entry(std::string_view data) {
 
 namespace {
 
-void put_string(std::string& out, std::string_view s) {
-  put_u32(out, static_cast<std::uint32_t>(s.size()));
-  out += s;
-}
-
-// Bounds-checked little-endian reader; `ok` turns false at the first overrun.
-struct reader {
-  std::string_view data;
-  std::size_t at = 0;
-  bool ok = true;
-
-  std::uint64_t le(int bytes) {
-    if (!ok || data.size() - at < static_cast<std::size_t>(bytes)) {
-      ok = false;
-      return 0;
-    }
-    std::uint64_t v = get_le(data, at, bytes);
-    at += bytes;
-    return v;
-  }
-  std::uint8_t u8() { return static_cast<std::uint8_t>(le(1)); }
-  std::int64_t i64() { return static_cast<std::int64_t>(le(8)); }
-  std::string str() {
-    std::uint64_t n = le(4);
-    if (!ok || data.size() - at < n) {
-      ok = false;
-      return {};
-    }
-    std::string s(data.substr(at, n));
-    at += n;
-    return s;
-  }
-  bool done() const { return ok && at == data.size(); }
-};
+using reader = le_reader;
 
 void put_txn_body(std::string& out, const kv::txn_request& request);
 bool get_txn_body(reader& in, kv::txn_request& txn, std::size_t depth);

@@ -26,6 +26,7 @@
 
 #include "codec.h"
 #include "core_internal.h"
+#include "le_bytes.h"
 #include "cluster.h"
 #include "keel/kv/snapshot.h"
 #include "keel/kv/wal.h"
@@ -303,10 +304,6 @@ task<status> durable_now() {
 }
 
 // ---- snapshots (owner shard; docs/formats/snapshot.md) ----------------------------------------
-
-void put_u64(std::string& out, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
 
 // The payload: u32 version 1 | u64 bytes | mvcc_store::save | u64 leases | (i64 id, i64
 // granted ttl, u64 keys, (u64 bytes, key)*)* | u64 expiry revisions | i64*.
@@ -741,7 +738,7 @@ task<status> owner_ready() {
 
 bool owner_follows() { return g->cluster && !cluster_can_propose(); }
 
-std::uint64_t owner_term() { return g->cluster ? cluster_status_now().term : 0; }
+std::uint64_t owner_term() { return g->cluster ? cluster_term() : 0; }
 
 task<status> owner_confirm_leading(std::uint64_t term) {
   if (!g->cluster) co_return status::ok();

@@ -278,8 +278,7 @@ bool redirected_to_clean_path(const http_request& request, http_response& respon
 }
 
 task<outcome> run(key_request request) {
-  if (request.method == "PUT" || request.method == "POST") return put(std::move(request));
-  if (request.method == "DELETE") return remove(std::move(request));
+  if (request.method == "PUT" || request.method == "POST" || request.method == "DELETE") return write(std::move(request));
   return get(std::move(request));  // GET and HEAD
 }
 

@@ -165,10 +165,9 @@ std::string normalize_path(std::string_view raw);
 // committed.
 task<outcome> get(key_request request);
 // PUT (set, create, update, compareAndSwap, refresh), POST (in-order create) and DELETE
-// (delete, compareAndDelete): `remove` is `put`, the method decides. On a cluster follower
-// the leader runs the write ("relaying writes" below).
-task<outcome> put(key_request request);
-task<outcome> remove(key_request request);
+// (delete, compareAndDelete): the method decides. On a cluster follower the leader runs the
+// write ("relaying writes" below).
+task<outcome> write(key_request request);
 // Owner shard, on the leader: runs a follower's relayed write (a request from
 // encode_relayed_request) as if it had arrived here, without waiting for its commit; the
 // outcome for the follower (encode_relayed_outcome). invalid_argument when `data` is

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <vector>
 
+#include "le_bytes.h"
 #include "v2.h"
 
 namespace keel::kv_module::v2 {
@@ -22,45 +23,6 @@ enum relayed_flag : std::uint16_t {
 };
 
 enum relayed_method : std::uint8_t { method_put = 1, method_post = 2, method_delete = 3 };
-
-template <typename T>
-void append_le(std::string& out, T v) {
-  for (std::size_t i = 0; i < sizeof(T); ++i) out.push_back(static_cast<char>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xff));
-}
-
-void append_text(std::string& out, std::string_view text) {
-  append_le<std::uint32_t>(out, static_cast<std::uint32_t>(text.size()));
-  out.append(text);
-}
-
-// Reads little-endian fields from the front of `in`; any read past the end makes ok false.
-struct reader {
-  std::string_view in;
-  bool ok = true;
-
-  template <typename T>
-  T take() {
-    if (in.size() < sizeof(T)) {
-      ok = false;
-      return 0;
-    }
-    std::uint64_t v = 0;
-    for (std::size_t i = 0; i < sizeof(T); ++i) v |= static_cast<std::uint64_t>(static_cast<std::uint8_t>(in[i])) << (8 * i);
-    in.remove_prefix(sizeof(T));
-    return static_cast<T>(v);
-  }
-
-  std::string take_text() {
-    auto n = take<std::uint32_t>();
-    if (!ok || in.size() < n) {
-      ok = false;
-      return {};
-    }
-    std::string out(in.substr(0, n));
-    in.remove_prefix(n);
-    return out;
-  }
-};
 
 }  // namespace
 
@@ -101,32 +63,32 @@ std::optional<std::string> encode_relayed_request(const key_request& r) {
   if (r.no_value_on_success) flags |= flag_no_value_on_success;
   std::string out(1, static_cast<char>(relayed_request_kind));
   out.push_back(static_cast<char>(method));
-  append_le<std::uint16_t>(out, flags);
-  append_le<std::uint64_t>(out, r.prev_index);
-  append_le<std::uint64_t>(out, r.ttl.value_or(0));
-  append_text(out, r.path);
-  append_text(out, r.value);
-  append_text(out, r.prev_value);
+  put_le(out, flags, 2);
+  put_u64(out, static_cast<std::uint64_t>(r.prev_index));
+  put_u64(out, static_cast<std::uint64_t>(r.ttl.value_or(0)));
+  put_string(out, r.path);
+  put_string(out, r.value);
+  put_string(out, r.prev_value);
   return out;
 }
 
 std::optional<key_request> decode_relayed_request(std::string_view data) {
-  reader in{data};
-  if (in.take<std::uint8_t>() != relayed_request_kind || !in.ok) return std::nullopt;
+  le_reader in{data};
+  if (in.u8() != relayed_request_kind || !in.ok) return std::nullopt;
   key_request r;
-  switch (in.take<std::uint8_t>()) {
+  switch (in.u8()) {
     case method_put: r.method = "PUT"; break;
     case method_post: r.method = "POST"; break;
     case method_delete: r.method = "DELETE"; break;
     default: return std::nullopt;
   }
-  auto flags = in.take<std::uint16_t>();
-  r.prev_index = in.take<std::uint64_t>();
-  auto ttl = in.take<std::uint64_t>();
-  r.path = in.take_text();
-  r.value = in.take_text();
-  r.prev_value = in.take_text();
-  if (!in.ok || !in.in.empty() || (flags & ~flags_known) != 0) return std::nullopt;
+  auto flags = static_cast<std::uint16_t>(in.le(2));
+  r.prev_index = in.le(8);
+  auto ttl = in.le(8);
+  r.path = in.str();
+  r.value = in.str();
+  r.prev_value = in.str();
+  if (!in.done() || (flags & ~flags_known) != 0) return std::nullopt;
   if (normalize_path(r.path) != r.path) return std::nullopt;  // the follower normalised it
   r.dir = flags & flag_dir;
   if (flags & flag_prev_exist_given) r.prev_exist = (flags & flag_prev_exist) != 0;
@@ -146,30 +108,30 @@ constexpr int node_depth_max = 64;  // a write's event has none below its node; 
 void append_node_bytes(std::string& out, const node& n) {
   std::uint8_t flags = (n.value ? node_has_value : 0) | (n.dir ? node_dir : 0);
   out.push_back(static_cast<char>(flags));
-  append_le<std::int64_t>(out, n.expiration_ns);
-  append_le<std::int64_t>(out, n.ttl);
-  append_le<std::int64_t>(out, n.modified_index);
-  append_le<std::int64_t>(out, n.created_index);
-  append_text(out, n.key);
-  if (n.value) append_text(out, *n.value);
-  append_le<std::uint32_t>(out, static_cast<std::uint32_t>(n.nodes.size()));
+  put_u64(out, static_cast<std::uint64_t>(n.expiration_ns));
+  put_u64(out, static_cast<std::uint64_t>(n.ttl));
+  put_u64(out, static_cast<std::uint64_t>(n.modified_index));
+  put_u64(out, static_cast<std::uint64_t>(n.created_index));
+  put_string(out, n.key);
+  if (n.value) put_string(out, *n.value);
+  put_u32(out, static_cast<std::uint32_t>(n.nodes.size()));
   for (const node& child : n.nodes) append_node_bytes(out, child);
 }
 
-bool take_node(reader& in, node& n, int depth) {
-  auto flags = in.take<std::uint8_t>();
-  n.expiration_ns = in.take<std::int64_t>();
-  n.ttl = in.take<std::int64_t>();
-  n.modified_index = in.take<std::int64_t>();
-  n.created_index = in.take<std::int64_t>();
-  n.key = in.take_text();
-  if (flags & node_has_value) n.value = in.take_text();
+bool take_node(le_reader& in, node& n, int depth) {
+  auto flags = in.u8();
+  n.expiration_ns = in.i64();
+  n.ttl = in.i64();
+  n.modified_index = in.i64();
+  n.created_index = in.i64();
+  n.key = in.str();
+  if (flags & node_has_value) n.value = in.str();
   n.dir = flags & node_dir;
-  auto children = in.take<std::uint32_t>();
+  auto children = static_cast<std::uint32_t>(in.le(4));
   if (!in.ok || (flags & ~node_flags_known) != 0) return false;
   if (children > 0 && depth >= node_depth_max) return false;
   for (std::uint32_t i = 0; i < children; ++i) {
-    if (in.in.size() < 41) return false;  // the smallest node: a count cannot outrun the bytes
+    if (in.left() < 41) return false;  // the smallest node: a count cannot outrun the bytes
     node child;
     if (!take_node(in, child, depth + 1)) return false;
     n.nodes.push_back(std::move(child));
@@ -183,14 +145,14 @@ std::string encode_relayed_outcome(const outcome& out) {
   std::string bytes;
   if (out.failure) {
     bytes.push_back(1);
-    append_le<std::int32_t>(bytes, out.failure->code);
-    append_le<std::int64_t>(bytes, out.failure->index);
-    append_text(bytes, out.failure->cause);
+    put_le(bytes, static_cast<std::uint32_t>(out.failure->code), 4);
+    put_u64(bytes, static_cast<std::uint64_t>(out.failure->index));
+    put_string(bytes, out.failure->cause);
     return bytes;
   }
   bytes.push_back(0);
   bytes.push_back(static_cast<char>(out.result.what));
-  append_le<std::int64_t>(bytes, out.index);
+  put_u64(bytes, static_cast<std::uint64_t>(out.index));
   std::uint8_t present = (out.result.current ? has_current : 0) | (out.result.previous ? has_previous : 0);
   bytes.push_back(static_cast<char>(present));
   if (out.result.current) append_node_bytes(bytes, *out.result.current);
@@ -199,23 +161,23 @@ std::string encode_relayed_outcome(const outcome& out) {
 }
 
 std::optional<outcome> decode_relayed_outcome(std::string_view data) {
-  reader in{data};
+  le_reader in{data};
   outcome out;
-  auto kind = in.take<std::uint8_t>();
+  auto kind = in.u8();
   if (!in.ok) return std::nullopt;
   if (kind == 1) {
     error e;
-    e.code = in.take<std::int32_t>();
-    e.index = in.take<std::int64_t>();
-    e.cause = in.take_text();
-    if (!in.ok || !in.in.empty() || e.code <= 0) return std::nullopt;
+    e.code = static_cast<std::int32_t>(in.le(4));
+    e.index = in.i64();
+    e.cause = in.str();
+    if (!in.done() || e.code <= 0) return std::nullopt;
     out.failure = std::move(e);
     return out;
   }
   if (kind != 0) return std::nullopt;
-  auto what = in.take<std::uint8_t>();
-  out.index = in.take<std::int64_t>();
-  auto present = in.take<std::uint8_t>();
+  auto what = in.u8();
+  out.index = in.i64();
+  auto present = in.u8();
   if (!in.ok || what == 0 || what > static_cast<std::uint8_t>(action::expire) || (present & ~presence_known) != 0)
     return std::nullopt;
   out.result.what = static_cast<action>(what);
@@ -229,7 +191,7 @@ std::optional<outcome> decode_relayed_outcome(std::string_view data) {
     if (!take_node(in, n, 0)) return std::nullopt;
     out.result.previous = std::move(n);
   }
-  if (!in.in.empty()) return std::nullopt;
+  if (!in.done()) return std::nullopt;
   return out;
 }
 

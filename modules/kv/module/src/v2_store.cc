@@ -839,13 +839,11 @@ task<outcome> get(key_request request) {
   co_return co_await std::move(work);
 }
 
-task<outcome> put(key_request request) {
+task<outcome> write(key_request request) {
   task<outcome> work = run_on_owner<outcome>(
       [request = std::move(request)]() mutable { return owner_write(std::move(request)); });
   co_return co_await std::move(work);
 }
-
-task<outcome> remove(key_request request) { return put(std::move(request)); }
 
 result<std::string> run_relayed(std::string_view data) {
   std::optional<key_request> request = decode_relayed_request(data);
