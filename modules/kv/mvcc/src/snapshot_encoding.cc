@@ -147,11 +147,11 @@ struct decoded_key {
 // checked.
 class decoder {
  public:
-  explicit decoder(std::string_view bytes) : _in(bytes) {}
+  decoder(std::string_view bytes, std::size_t more_keys) : _in(bytes), _more_keys(more_keys) {}
 
   result<detail::mvcc_state> run() {
     if (read_header() && read_keys() && read_change_log() && read_end()) {
-      _state.index.reserve(_keys.size());
+      _state.index.reserve(_keys.size() + _more_keys);
       for (decoded_key& item : _keys) {
         _state.index.append(std::move(item.key), std::move(item.history));
       }
@@ -170,6 +170,7 @@ class decoder {
   bool read_end();
 
   reader _in;
+  std::size_t _more_keys;  // room in the point index for keys added after the load
   detail::mvcc_state _state;
   std::uint64_t _key_count = 0;
   std::vector<decoded_key> _keys;
@@ -377,8 +378,8 @@ void mvcc_store::save(std::string& out) const {
   }
 }
 
-result<mvcc_store> mvcc_store::load(std::string_view bytes) {
-  auto decoded = decoder(bytes).run();
+result<mvcc_store> mvcc_store::load(std::string_view bytes, std::size_t more_keys) {
+  auto decoded = decoder(bytes, more_keys).run();
   if (!decoded) return decoded.error();
   mvcc_store store;
   *store._state = std::move(decoded.value());

@@ -489,6 +489,7 @@ std::int64_t mvcc_store::compact_revision() const noexcept { return _state->comp
 std::uint64_t mvcc_store::bytes_held() const noexcept { return _state->bytes; }
 
 std::size_t mvcc_store::key_count() const noexcept { return _state->index.size(); }
+void mvcc_store::reserve_keys(std::size_t more) { _state->index.reserve(_state->index.size() + more); }
 std::size_t mvcc_store::version_count() const noexcept {
   std::size_t n = 0;
   for (const auto& [key, node] : _state->index.ordered()) n += node->history.versions.size();

@@ -315,7 +315,13 @@ class mvcc_store {
   // of order, trailing bytes, or a history or change log that breaks the invariants
   // (README). Never crashes or reads outside `bytes`, whatever they hold (fuzzed by
   // fuzz_mvcc); a store it returns passes check_invariants(). O(versions · log versions).
-  static result<mvcc_store> load(std::string_view bytes);
+  // `more_keys`: how many keys the caller expects to add soon after (a WAL about to be
+  // replayed): the point index is sized for them once, instead of rehashing every loaded
+  // key when it grows. Only a hint; it changes no answer.
+  static result<mvcc_store> load(std::string_view bytes, std::size_t more_keys = 0);
+  // Room for `more` keys beyond those held, without rehashing (the same hint for a store
+  // that starts without a snapshot). Changes no answer.
+  void reserve_keys(std::size_t more);
 
   // The invariant checker (README "Invariants"). Returns the first violation found.
   // Tests run it after every step; it walks the whole store (O(versions)).
