@@ -268,8 +268,8 @@ class Cluster:
         self.size = size
         self.base_port = base_port
         nports = 3 * size if peer_proxy else 2 * size
-        if not (29400 <= base_port and base_port + nports - 1 <= 29499):
-            raise ValueError("ports must stay within 29400-29499")
+        if not (29400 <= base_port and base_port + nports - 1 <= 29519):
+            raise ValueError("ports must stay within 29400-29519")
         self.own_workdir = workdir is None
         self.workdir = os.path.abspath(workdir or tempfile.mkdtemp(prefix="keel-cluster-"))
         os.makedirs(self.workdir, exist_ok=True)

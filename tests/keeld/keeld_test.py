@@ -765,6 +765,43 @@ class HttpTest(KeeldTestCase):
                      "keel_reactor_completions_total"):
             self.assertGreater(metric_sum(after, name), metric_sum(before, name), name)
 
+    def test_single_node_shows_etcds_server_and_wal_metrics(self):
+        # A single node leads itself, as a one-member etcd does; each durable write moves
+        # committed and applied together and lands in etcd's WAL fsync histogram. Until
+        # the WAL is open (just after the start) it says it has no leader, as etcd before
+        # its election.
+        deadline = time.monotonic() + 10
+        while True:
+            before = parse_metrics(http_get(self.port, "/metrics")["body"].decode())
+            if before[("etcd_server_has_leader", "")] == 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        self.assertEqual(before[("etcd_server_has_leader", "")], 1)
+        self.assertEqual(before[("etcd_server_is_leader", "")], 1)
+        self.assertEqual(before[("etcd_server_is_learner", "")], 0)
+        self.assertEqual(before[("etcd_server_leader_changes_seen_total", "")], 1)
+        self.assertEqual(before[("etcd_server_version", '{server_version="3.4.23"}')], 1)
+        for i in range(5):
+            body = "value=v%d" % i
+            with socket.create_connection((HOST, self.port), timeout=5) as sock:
+                sock.sendall(("PUT /v2/keys/metrics/k%d HTTP/1.1\r\nHost: localhost\r\n"
+                              "Content-Type: application/x-www-form-urlencoded\r\n"
+                              "Content-Length: %d\r\n\r\n%s" % (i, len(body), body)).encode())
+                self.assertEqual(HttpReader(sock).read_response()["status"], 201)
+        after = parse_metrics(http_get(self.port, "/metrics")["body"].decode())
+        committed = after[("etcd_server_proposals_committed_total", "")]
+        self.assertEqual(committed - before[("etcd_server_proposals_committed_total", "")], 5)
+        self.assertEqual(after[("etcd_server_proposals_applied_total", "")], committed)
+        self.assertEqual(after[("etcd_server_proposals_pending", "")], 0)
+        self.assertEqual(after[("etcd_server_proposals_failed_total", "")], 0)
+        syncs = (after[("etcd_disk_wal_fsync_duration_seconds_count", "")] -
+                 before[("etcd_disk_wal_fsync_duration_seconds_count", "")])
+        self.assertTrue(1 <= syncs <= 5, syncs)  # one client: one sync per write, or fewer
+        self.assertEqual(after[("etcd_disk_wal_fsync_duration_seconds_bucket", '{le="+Inf"}')],
+                         after[("etcd_disk_wal_fsync_duration_seconds_count", "")])
+        self.assertGreater(after[("etcd_disk_wal_write_bytes_total", "")],
+                           before[("etcd_disk_wal_write_bytes_total", "")])
+
     def test_unknown_path_is_404_json(self):
         r = http_get(self.port, "/no/such/path")
         self.assertEqual(r["status"], 404)

@@ -150,6 +150,10 @@ BOOST_AUTO_TEST_CASE(many_batches_across_segment_rollover) {
   BOOST_TEST(writer->durable_records() == written.size());
   BOOST_TEST(writer->stats().segments_created > 10u);
   BOOST_TEST(writer->stats().batches >= 300u);
+  // Every durable batch lands in exactly one bucket of the sync-duration histogram.
+  std::uint64_t timed = 0;
+  for (std::uint64_t n : writer->stats().sync_counts) timed += n;
+  BOOST_TEST(timed == writer->stats().batches);
   writer.reset();
 
   wal_recovery recovered = recover_ok(storage);
@@ -159,6 +163,20 @@ BOOST_AUTO_TEST_CASE(many_batches_across_segment_rollover) {
   BOOST_TEST(recovered.segments.size() == storage.list()->size());
   BOOST_TEST(*recovered.first_index == 1u);
   BOOST_TEST(*recovered.last_index == load.next_index - 1);
+}
+
+// etcd_disk_wal_fsync_duration_seconds' buckets: at most 1 ms, 2 ms, ... 8.192 s, more.
+BOOST_AUTO_TEST_CASE(sync_duration_buckets_are_etcds) {
+  constexpr std::uint64_t ms = 1'000'000;
+  BOOST_TEST(wal_sync_bucket(0) == 0u);
+  BOOST_TEST(wal_sync_bucket(ms) == 0u);
+  BOOST_TEST(wal_sync_bucket(ms + 1) == 1u);
+  BOOST_TEST(wal_sync_bucket(2 * ms) == 1u);
+  BOOST_TEST(wal_sync_bucket(3 * ms) == 2u);
+  BOOST_TEST(wal_sync_bucket(8192 * ms) == 13u);
+  BOOST_TEST(wal_sync_bucket(8192 * ms + 1) == 14u);
+  BOOST_TEST(wal_sync_bucket(~std::uint64_t{0}) == 14u);
+  BOOST_TEST(wal_writer_stats::sync_buckets == 15u);
 }
 
 BOOST_AUTO_TEST_CASE(recovery_after_clean_close_then_more_appends) {

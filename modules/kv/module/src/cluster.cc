@@ -569,6 +569,7 @@ void apply_membership(const raft::conf_change& change, std::uint64_t index) {
       break;
   }
   if (changed) save_member_file();
+  g->learner.store(cluster_self_is_learner(), std::memory_order_relaxed);
 }
 
 // ---- snapshots ------------------------------------------------------------------------------------
@@ -754,6 +755,8 @@ void committed_through(std::uint64_t index) {
   // With nothing speculative left, everything applied is committed.
   if (c.speculative.empty()) through = g->store.current_revision();
   c.committed_done = std::max(c.committed_done, index);
+  g->applied_index.store(c.committed_done, std::memory_order_relaxed);
+  g->bytes_held.store(g->store.bytes_held(), std::memory_order_relaxed);
   if (through > 0) publish_through(through);
   for (auto it = c.commit_waiters.begin(); it != c.commit_waiters.end() && it->first <= index;) {
     it->second->slot.fire(status::ok());
@@ -863,6 +866,14 @@ void serve_read_states(const std::vector<raft::read_state>& states) {
 void on_role(const raft::ready& rd) {
   cluster_state& c = cs();
   if (!rd.soft) return;
+  // etcd counts a leader change whenever a leader becomes known that is not the one last
+  // known (none counts as one: A, none, A is a change).
+  std::uint64_t leader = rd.soft->leader;
+  if (leader != raft::no_node && leader != g->leader_seen.load(std::memory_order_relaxed))
+    g->leader_changes.fetch_add(1, std::memory_order_relaxed);
+  g->leader_seen.store(leader, std::memory_order_relaxed);
+  g->leading.store(rd.soft->role == raft::role::leader, std::memory_order_relaxed);
+  g->learner.store(cluster_self_is_learner(), std::memory_order_relaxed);
   raft::role role = rd.soft->role;
   if (role == c.last_role) return;
   if (role == raft::role::leader) {
@@ -917,6 +928,7 @@ task<void> ready_loop() {
       raft::ready rd = c.node->ready();
     on_role(rd);
     g->ids.raft_term = c.node->term();
+    g->committed_index.store(c.node->commit_index(), std::memory_order_relaxed);
     // Speculative entries survive only while this member leads in the term they were
     // proposed in (a member that stepped down and won again may have had them replaced).
     if (c.node->role() != raft::role::leader || c.node->term() != c.speculative_term)
@@ -1826,6 +1838,7 @@ void cluster_on_owner_start(shard& s) {
     note(log_level::info, "listening for peers on " + where.host + ":" + std::to_string(where.port));
   }
   for (auto& [id, link] : c.peers) ensure_connecting(*link);
+  g->learner.store(cluster_self_is_learner(), std::memory_order_relaxed);
   spawn(ticker());
   spawn(ready_loop());
   spawn(publish_attributes());
@@ -1899,11 +1912,15 @@ task<status> wait_committed(std::uint64_t index, clock::time_point deadline, boo
   w.checks_entry = checks_entry;
   auto it = c.commit_waiters.emplace(index, &w);
   auto left = std::chrono::duration_cast<milliseconds>(deadline - clock::now());
+  g->proposals_pending.fetch_add(1, std::memory_order_relaxed);
   bool fired = co_await wait_for(w.slot, std::max(left, milliseconds(1)));
+  g->proposals_pending.fetch_sub(1, std::memory_order_relaxed);
   if (!fired) {
     c.commit_waiters.erase(it);
+    g->proposals_failed.fetch_add(1, std::memory_order_relaxed);
     co_return fail(errc::unavailable, "etcdserver: request timed out");
   }
+  if (!w.slot.outcome) g->proposals_failed.fetch_add(1, std::memory_order_relaxed);
   co_return w.slot.outcome;
 }
 
@@ -1957,6 +1974,7 @@ task<void> read_round() {
       // loop stopped). Nothing was confirmed, and the readers are told why.
       if (confirmed) outcome = slot.outcome;
     }
+    if (!outcome) g->read_indexes_failed.fetch_add(1, std::memory_order_relaxed);
     for (read_waiter* w : c.read_current) w->slot.fire(outcome);
     c.read_current.clear();
   }
@@ -2055,11 +2073,17 @@ task<result<std::string>> cluster_relay(std::string request) {
     forward_waiter w;
     w.wants_index = true;
     task<status> asking = ask_leader(request, w, deadline);
-    if (status asked = co_await std::move(asking); !asked) co_return asked;
+    if (status asked = co_await std::move(asking); !asked) {
+      g->proposals_failed.fetch_add(1, std::memory_order_relaxed);  // no leader took it in time
+      co_return asked;
+    }
     if (w.outcome.failure.is_ok()) {
-      task<status> applying = wait_committed(w.index, deadline, true);
+      task<status> applying = wait_committed(w.index, deadline, true);  // counts its own failures
       if (status applied = co_await std::move(applying); !applied) co_return applied;
-      if (!holds_entry(w.index, w.term)) co_return fail(errc::unavailable, "etcdserver: leader changed");
+      if (!holds_entry(w.index, w.term)) {
+        g->proposals_failed.fetch_add(1, std::memory_order_relaxed);
+        co_return fail(errc::unavailable, "etcdserver: leader changed");
+      }
       co_return std::move(w.answer);
     }
     // "not leader": the member asked had lost its leadership and ran nothing, so asking

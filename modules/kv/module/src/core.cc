@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <coroutine>
 #include <filesystem>
@@ -33,6 +34,7 @@
 #include "keel/kv/wal_recovery.h"
 #include "keel/limits.h"
 #include "keel/module.h"
+#include "keel/version.h"
 #include "keel/reactor/io.h"
 
 namespace keel::kv_module {
@@ -81,6 +83,16 @@ task<void> open_writer() {
     g->context->log(log_level::error, "cannot open the WAL writer: " + opened.error().to_string());
   }
   g->opened = true;
+  if (!g->cluster) {
+    // A single node is its own leader from the start (etcd's single member elects itself
+    // at once and has seen one leader change).
+    g->leader_seen.store(g->ids.member_id, std::memory_order_relaxed);
+    g->leading.store(true, std::memory_order_relaxed);
+    g->leader_changes.store(1, std::memory_order_relaxed);
+    g->committed_index.store(g->next_index - 1, std::memory_order_relaxed);
+    g->applied_index.store(g->next_index - 1, std::memory_order_relaxed);
+  }
+  g->bytes_held.store(g->store.bytes_held(), std::memory_order_relaxed);
   auto waiters = std::move(g->open_waiters);
   g->open_waiters.clear();
   for (auto handle : waiters) shard::current()->schedule(handle);
@@ -300,6 +312,9 @@ task<status> durable_now() {
   g->wal_batches.store(stats.batches, std::memory_order_relaxed);
   g->wal_records.store(stats.records, std::memory_order_relaxed);
   g->wal_bytes.store(stats.bytes, std::memory_order_relaxed);
+  for (std::size_t i = 0; i < stats.sync_counts.size(); ++i)
+    g->wal_sync_counts[i].store(stats.sync_counts[i], std::memory_order_relaxed);
+  g->wal_sync_nanoseconds.store(stats.sync_nanoseconds, std::memory_order_relaxed);
   co_return durable;
 }
 
@@ -839,13 +854,24 @@ task<status> owner_commit() {
     co_return co_await std::move(committing);
   }
   std::int64_t through = g->store.current_revision();
+  std::uint64_t logged = g->next_index - 1;
   if (!g->writer) co_return writer_unusable();
+  g->proposals_pending.fetch_add(1, std::memory_order_relaxed);
   task<status> committing = durable_now();
   status durable = co_await std::move(committing);
+  g->proposals_pending.fetch_sub(1, std::memory_order_relaxed);
   if (!durable) {
+    g->proposals_failed.fetch_add(1, std::memory_order_relaxed);
     note_wal_failure(durable);
     co_return fail(errc::unavailable, std::string(kv_messages::wal_unavailable) + durable.message());
   }
+  // A single node commits and applies an entry once it is durable (it was applied when
+  // logged; its answer waited for this).
+  if (logged > g->committed_index.load(std::memory_order_relaxed)) {
+    g->committed_index.store(logged, std::memory_order_relaxed);
+    g->applied_index.store(logged, std::memory_order_relaxed);
+  }
+  g->bytes_held.store(g->store.bytes_held(), std::memory_order_relaxed);
   publish_through(through);
   maybe_snapshot();
   co_return status::ok();
@@ -1789,6 +1815,66 @@ void core_stop() {
   g = nullptr;
 }
 
+// etcd 3.4's own metric names, HELP texts and types (README "Metrics"), so that etcd's
+// dashboards and alerts (etcd_server_has_leader == 0, leader changes, failed proposals,
+// WAL fsync latency) work against keel unchanged. Read from atomics: any shard.
+void etcd_metrics(std::string& out) {
+  auto head = [&out](const char* name, const char* type, const char* help) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+  };
+  auto line = [&](const char* name, const char* type, const char* help, std::uint64_t value) {
+    head(name, type, help);
+    out += std::string(name) + " " + std::to_string(value) + "\n";
+  };
+  auto load = [](const auto& a) { return static_cast<std::uint64_t>(a.load(std::memory_order_relaxed)); };
+  line("etcd_disk_wal_write_bytes_total", "gauge", "Total number of bytes written in WAL.", load(g->wal_bytes));
+  head("etcd_disk_wal_fsync_duration_seconds", "histogram", "The latency distributions of fsync called by WAL.");
+  static constexpr const char* bounds[kv::wal_writer_stats::sync_buckets] = {
+      "0.001", "0.002", "0.004", "0.008", "0.016", "0.032", "0.064", "0.128",
+      "0.256", "0.512", "1.024", "2.048", "4.096", "8.192", "+Inf"};
+  std::uint64_t cumulative = 0;
+  for (std::size_t i = 0; i < kv::wal_writer_stats::sync_buckets; ++i) {
+    cumulative += load(g->wal_sync_counts[i]);
+    out += std::string("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"") + bounds[i] + "\"} " +
+           std::to_string(cumulative) + "\n";
+  }
+  char seconds[32];
+  std::snprintf(seconds, sizeof seconds, "%.9g", static_cast<double>(load(g->wal_sync_nanoseconds)) / 1e9);
+  out += std::string("etcd_disk_wal_fsync_duration_seconds_sum ") + seconds + "\n";
+  out += "etcd_disk_wal_fsync_duration_seconds_count " + std::to_string(cumulative) + "\n";
+  // dbSize as /v3/maintenance/status counts it (core.h member_status).
+  line("etcd_mvcc_db_total_size_in_bytes", "gauge", "Total size of the underlying database physically allocated in bytes.",
+       bytes_of_files_in(g->wal_dir) + bytes_of_files_in(g->snap_dir));
+  line("etcd_mvcc_db_total_size_in_use_in_bytes", "gauge",
+       "Total size of the underlying database logically in use in bytes.", load(g->bytes_held));
+  line("etcd_server_has_leader", "gauge", "Whether or not a leader exists. 1 is existence, 0 is not.",
+       load(g->leader_seen) != 0 ? 1 : 0);
+  char id[24];
+  auto [end, ignored] = std::to_chars(id, id + sizeof id, g->ids.member_id, 16);
+  (void)ignored;
+  head("etcd_server_id", "gauge", "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.");
+  out += "etcd_server_id{server_id=\"" + std::string(id, end) + "\"} 1\n";
+  line("etcd_server_is_leader", "gauge", "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+       load(g->leading));
+  line("etcd_server_is_learner", "gauge", "Whether or not this member is a learner. 1 if is, 0 otherwise.",
+       load(g->learner));
+  line("etcd_server_leader_changes_seen_total", "counter", "The number of leader changes seen.",
+       load(g->leader_changes));
+  line("etcd_server_proposals_applied_total", "gauge", "The total number of consensus proposals applied.",
+       load(g->applied_index));
+  line("etcd_server_proposals_committed_total", "gauge", "The total number of consensus proposals committed.",
+       load(g->committed_index));
+  line("etcd_server_proposals_failed_total", "counter", "The total number of failed proposals seen.",
+       load(g->proposals_failed));
+  std::int64_t pending = g->proposals_pending.load(std::memory_order_relaxed);
+  line("etcd_server_proposals_pending", "gauge", "The current number of pending proposals to commit.",
+       pending > 0 ? static_cast<std::uint64_t>(pending) : 0);
+  line("etcd_server_read_indexes_failed_total", "counter", "The total number of failed read indexes seen.",
+       load(g->read_indexes_failed));
+  head("etcd_server_version", "gauge", "Which version is running. 1 for 'server_version' label with current version.");
+  out += std::string("etcd_server_version{server_version=\"") + etcd_server_version + "\"} 1\n";
+}
+
 void core_metrics(std::string& out) {
   auto line = [&out](const char* name, const char* type, const char* help, std::uint64_t value) {
     out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " +
@@ -1820,6 +1906,7 @@ void core_metrics(std::string& out) {
   line("keel_kv_wal_bytes_total", "counter", "WAL record bytes made durable.", g->wal_bytes.load(std::memory_order_relaxed));
   line("keel_kv_watch_catchups_total", "counter", "Times a slow watcher dropped its queue and caught up from history.",
        g->watch_catchups.load(std::memory_order_relaxed));
+  etcd_metrics(out);
 }
 
 }  // namespace keel::kv_module

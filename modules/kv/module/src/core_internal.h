@@ -3,6 +3,7 @@
 // include it. Everything here belongs to the owner shard unless it is atomic.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <coroutine>
@@ -116,6 +117,21 @@ struct core_state {
   std::atomic<std::uint64_t> wal_batches{0};
   std::atomic<std::uint64_t> wal_records{0};
   std::atomic<std::uint64_t> wal_bytes{0};
+  std::array<std::atomic<std::uint64_t>, kv::wal_writer_stats::sync_buckets> wal_sync_counts{};
+  std::atomic<std::uint64_t> wal_sync_nanoseconds{0};
+  std::atomic<std::uint64_t> bytes_held{0};  // store.bytes_held() after the last commit
+
+  // What etcd's server metrics say (README "Metrics"), written by the owner shard:
+  // a single node leads itself; a cluster member copies its Raft state.
+  std::atomic<std::uint64_t> leader_seen{0};      // the leader's member id; 0: none known
+  std::atomic<bool> leading{false};
+  std::atomic<bool> learner{false};
+  std::atomic<std::uint64_t> leader_changes{0};   // a new leader became known
+  std::atomic<std::uint64_t> committed_index{0};
+  std::atomic<std::uint64_t> applied_index{0};
+  std::atomic<std::int64_t> proposals_pending{0}; // writes waiting for their commit here
+  std::atomic<std::uint64_t> proposals_failed{0}; // writes whose commit failed or timed out
+  std::atomic<std::uint64_t> read_indexes_failed{0};
 
   std::atomic<std::int64_t> published{1};
   std::atomic<std::int64_t> revision{1};

@@ -1,5 +1,6 @@
 // wal_writer: group commit, segment rollover, release (docs/formats/wal.md, "Writing").
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <random>
 
@@ -217,8 +218,11 @@ wal_writer::batch* wal_writer::issue_batch() {
 
 // One batch as one write linked to one fdatasync; then whatever is done, in order.
 task<void> wal_writer::write_one(batch* b) {
+  auto issued = std::chrono::steady_clock::now();
   task<int> writing = _storage.write_then_datasync(_file, b->data.data(), b->data.size(), b->offset);
   b->result = co_await std::move(writing);
+  b->nanoseconds = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - issued).count());
   b->done = true;
   complete_in_order();
   wake_waiters();
@@ -244,9 +248,18 @@ void wal_writer::complete_in_order() {
     _next_index = b->next_index;
     _durable += b->count;
     ++_stats.batches;
+    ++_stats.sync_counts[wal_sync_bucket(b->nanoseconds)];
+    _stats.sync_nanoseconds += b->nanoseconds;
     _stats.records += b->count;
     _stats.bytes += b->data.size();
   }
+}
+
+std::size_t wal_sync_bucket(std::uint64_t nanoseconds) noexcept {
+  std::uint64_t bound = 1'000'000;  // 1 ms, doubling
+  for (std::size_t i = 0; i + 1 < wal_writer_stats::sync_buckets; ++i, bound *= 2)
+    if (nanoseconds <= bound) return i;
+  return wal_writer_stats::sync_buckets - 1;
 }
 
 void wal_writer::wake_waiters() {

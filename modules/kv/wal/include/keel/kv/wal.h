@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <coroutine>
 #include <deque>
@@ -197,7 +198,17 @@ struct wal_writer_stats {
   std::uint64_t records = 0;          // records made durable
   std::uint64_t bytes = 0;            // record bytes made durable
   std::uint64_t segments_created = 0;
+  // How long each durable batch took from its write's issue to its completion (the write
+  // and the fdatasync it carries), in etcd's etcd_disk_wal_fsync_duration_seconds
+  // buckets: [i] counts batches above 2^(i-1) ms and at most 2^i ms (i < 14: up to
+  // 8.192 s); [14] those above 8.192 s. Not cumulative.
+  static constexpr std::size_t sync_buckets = 15;
+  std::array<std::uint64_t, sync_buckets> sync_counts{};
+  std::uint64_t sync_nanoseconds = 0;  // the sum of those durations
 };
+
+// The bucket of wal_writer_stats::sync_counts a duration falls in.
+std::size_t wal_sync_bucket(std::uint64_t nanoseconds) noexcept;
 
 // At most this many batches (write+fdatasync pairs) are in flight at once (fewer when the
 // storage says so: wal_storage::batches_in_flight_max).
@@ -269,6 +280,7 @@ class wal_writer {
     std::uint64_t next_index = 0; // the log's next entry index after it
     bool done = false;
     int result = 0;
+    std::uint64_t nanoseconds = 0;  // from the write's issue to its completion
   };
   task<status> start_segment();
   // Builds the next batch from the pending records if it fits beside what is in flight
