@@ -18,7 +18,8 @@ the expectations themselves):
    histogram and the WAL bytes grew (followers sync too), and the database sizes are
    above zero.
 4. With both followers stopped (SIGSTOP), a write on the leader fails, and the leader's
-   etcd_server_proposals_failed_total grows.
+   etcd_server_proposals_failed_total grows. With the leader and one follower stopped, a
+   v2 write and a v3 put on the other follower fail, and that follower counts both.
 5. After kill -9 of the leader, the two others see one more leader change, both have a
    leader, and exactly one of them leads.
 
@@ -57,6 +58,7 @@ REQUIRED = {
     "etcd_server_proposals_failed_total": "counter",
     "etcd_server_proposals_pending": "gauge",
     "etcd_server_read_indexes_failed_total": "counter",
+    "etcd_server_slow_read_indexes_total": "counter",
     "etcd_server_version": "gauge",
 }
 BUCKETS = ["0.001", "0.002", "0.004", "0.008", "0.016", "0.032", "0.064", "0.128",
@@ -112,6 +114,18 @@ def v2_put(url, key, value, timeout):
         return e.code
     except OSError:
         return None  # no answer in time
+
+
+def v3_put(url, key, value, timeout):
+    body = json.dumps({"key": harness.b64e(key), "value": harness.b64e(value)}).encode()
+    req = urllib.request.Request(url + "/v3/kv/put", data=body, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
 
 
 def self_id(url):
@@ -205,6 +219,23 @@ def main():
               "%d -> %d" % (failed_before, failed_after))
         for f in followers:
             c.cont(f)
+        leader, _ = c.wait_leader(timeout=30)
+
+        # 4b: on a follower cut off from the leader and the other follower, its own
+        # clients' writes fail and it counts them (v2 relayed, v3 forwarded).
+        lonely, other = [i for i in range(3) if i != leader]
+        failed_before = scrape(c.url(lonely)).value("etcd_server_proposals_failed_total")
+        c.stop(leader)
+        c.stop(other)
+        answer2 = v2_put(c.url(lonely), "/metrics/lonely2", "x", 30)
+        answer3 = v3_put(c.url(lonely), "/metrics/lonely3", "x", 30)
+        check("a v2 write on a follower alone fails", answer2 not in (200, 201), str(answer2))
+        check("a v3 put on a follower alone fails", answer3 != 200, str(answer3))
+        failed_after = scrape(c.url(lonely)).value("etcd_server_proposals_failed_total")
+        check("the follower counted both failed proposals", failed_after >= failed_before + 2,
+              "%d -> %d" % (failed_before, failed_after))
+        c.cont(leader)
+        c.cont(other)
         leader, _ = c.wait_leader(timeout=30)
 
         # 5: kill -9 of the leader: one more leader change on the others.

@@ -713,6 +713,9 @@ bool install_snapshot(const raft::snapshot& snap) {
   c.committed_done = meta.index;
   c.last_logged = meta.index;
   publish_resync(g->store.current_revision());
+  g->applied_index.store(c.committed_done, std::memory_order_relaxed);
+  g->bytes_held.store(g->store.bytes_held(), std::memory_order_relaxed);
+  g->learner.store(cluster_self_is_learner(), std::memory_order_relaxed);
   ++c.snapshots_installed;
   note(log_level::info, "installed the leader's snapshot at entry " + std::to_string(meta.index) + ", revision " +
                             std::to_string(g->store.current_revision()));
@@ -1002,6 +1005,9 @@ task<void> ready_loop() {
     finish_persisted();
   }
   if (c.failed || c.removed) {
+    // Out of the cluster: no leader known here any more, and not leading.
+    g->leader_seen.store(0, std::memory_order_relaxed);
+    g->leading.store(false, std::memory_order_relaxed);
     if (c.failed) note(log_level::error, "this member stopped taking part in the cluster: " + c.failed_because);
     status why = c.failed ? status{errc::unavailable, std::string(kv_messages::wal_unavailable) + "the member's log failed"}
                           : status{errc::unavailable, "etcdserver: the member has been permanently removed from the cluster"};
@@ -1973,8 +1979,11 @@ task<void> read_round() {
       // Fired with an error: the member left the cluster or its log failed (the ready
       // loop stopped). Nothing was confirmed, and the readers are told why.
       if (confirmed) outcome = slot.outcome;
+      // etcd's linearizableReadLoop: a wait that timed out is a slow read index, one that
+      // ended in an error a failed one.
+      if (!confirmed) g->read_indexes_slow.fetch_add(1, std::memory_order_relaxed);
+      else if (!outcome) g->read_indexes_failed.fetch_add(1, std::memory_order_relaxed);
     }
-    if (!outcome) g->read_indexes_failed.fetch_add(1, std::memory_order_relaxed);
     for (read_waiter* w : c.read_current) w->slot.fire(outcome);
     c.read_current.clear();
   }
@@ -2047,7 +2056,9 @@ task<status> ask_leader(const std::string& data, forward_waiter& w, clock::time_
 
 }  // namespace
 
-task<apply_outcome> cluster_forward(std::string entry) {
+namespace {
+
+task<apply_outcome> forward_to_leader(std::string entry) {
   cluster_state& c = cs();
   auto deadline = clock::now() + request_timeout(c.election_ms);
   for (;;) {
@@ -2064,6 +2075,20 @@ task<apply_outcome> cluster_forward(std::string entry) {
     task<void> waiting = pause(milliseconds(10));
     co_await std::move(waiting);
   }
+}
+
+}  // namespace
+
+task<apply_outcome> cluster_forward(std::string entry) {
+  // etcd's proposal metrics count on the member the client asked: pending while the
+  // leader runs it, failed when no answer came or the cluster could not take it
+  // (unavailable); a refused request (a txn's compare, a missing lease) did not fail.
+  g->proposals_pending.fetch_add(1, std::memory_order_relaxed);
+  task<apply_outcome> forwarding = forward_to_leader(std::move(entry));
+  apply_outcome outcome = co_await std::move(forwarding);
+  g->proposals_pending.fetch_sub(1, std::memory_order_relaxed);
+  if (outcome.failure.code() == errc::unavailable) g->proposals_failed.fetch_add(1, std::memory_order_relaxed);
+  co_return outcome;
 }
 
 task<result<std::string>> cluster_relay(std::string request) {

@@ -83,7 +83,7 @@ task<void> open_writer() {
     g->context->log(log_level::error, "cannot open the WAL writer: " + opened.error().to_string());
   }
   g->opened = true;
-  if (!g->cluster) {
+  if (!g->cluster && g->writer) {
     // A single node is its own leader from the start (etcd's single member elects itself
     // at once and has seen one leader change).
     g->leader_seen.store(g->ids.member_id, std::memory_order_relaxed);
@@ -856,12 +856,15 @@ task<status> owner_commit() {
   std::int64_t through = g->store.current_revision();
   std::uint64_t logged = g->next_index - 1;
   if (!g->writer) co_return writer_unusable();
-  g->proposals_pending.fetch_add(1, std::memory_order_relaxed);
+  // Reads and lease checks come here too (to wait until what they saw is durable): only
+  // a caller that logged something new is a proposal in etcd's metrics.
+  bool proposes = logged > g->committed_index.load(std::memory_order_relaxed);
+  if (proposes) g->proposals_pending.fetch_add(1, std::memory_order_relaxed);
   task<status> committing = durable_now();
   status durable = co_await std::move(committing);
-  g->proposals_pending.fetch_sub(1, std::memory_order_relaxed);
+  if (proposes) g->proposals_pending.fetch_sub(1, std::memory_order_relaxed);
   if (!durable) {
-    g->proposals_failed.fetch_add(1, std::memory_order_relaxed);
+    if (proposes) g->proposals_failed.fetch_add(1, std::memory_order_relaxed);
     note_wal_failure(durable);
     co_return fail(errc::unavailable, std::string(kv_messages::wal_unavailable) + durable.message());
   }
@@ -1871,6 +1874,9 @@ void etcd_metrics(std::string& out) {
        pending > 0 ? static_cast<std::uint64_t>(pending) : 0);
   line("etcd_server_read_indexes_failed_total", "counter", "The total number of failed read indexes seen.",
        load(g->read_indexes_failed));
+  line("etcd_server_slow_read_indexes_total", "counter",
+       "The total number of pending read indexes not in sync with leader's or timed out read index requests.",
+       load(g->read_indexes_slow));
   head("etcd_server_version", "gauge", "Which version is running. 1 for 'server_version' label with current version.");
   out += std::string("etcd_server_version{server_version=\"") + etcd_server_version + "\"} 1\n";
 }

@@ -131,7 +131,8 @@ struct core_state {
   std::atomic<std::uint64_t> applied_index{0};
   std::atomic<std::int64_t> proposals_pending{0}; // writes waiting for their commit here
   std::atomic<std::uint64_t> proposals_failed{0}; // writes whose commit failed or timed out
-  std::atomic<std::uint64_t> read_indexes_failed{0};
+  std::atomic<std::uint64_t> read_indexes_failed{0};  // a ReadIndex wait ended in an error
+  std::atomic<std::uint64_t> read_indexes_slow{0};    // a ReadIndex wait timed out
 
   std::atomic<std::int64_t> published{1};
   std::atomic<std::int64_t> revision{1};
