@@ -21,7 +21,9 @@ the expectations themselves):
    etcd_server_proposals_failed_total grows. With the leader and one follower stopped, a
    v2 write and a v3 put on the other follower fail, and that follower counts both.
 5. After kill -9 of the leader, the two others see one more leader change, both have a
-   leader, and exactly one of them leads.
+   leader, and exactly one of them leads. etcd's peer traffic (etcd_network_*): both count
+   bytes sent to and received from each other, neither has an active connection to the
+   dead member any more, and the new leader counts failed sends to it.
 
 Usage: metrics_test.py --binary build/bin/keeld [--base-port 29500] [--workdir DIR]
 Ports: base..base+5.
@@ -90,6 +92,13 @@ class Scrape:
         if not got:
             raise KeyError(name)
         return got[0][1]
+
+    def labelled(self, name, key, value):
+        """The value of the sample of `name` whose label `key` is `value`, or None."""
+        for labels, v in self.samples.get(name, []):
+            if labels.get(key) == value:
+                return v
+        return None
 
     def label(self, name, key):
         got = self.samples.get(name)
@@ -240,9 +249,11 @@ def main():
 
         # 5: kill -9 of the leader: one more leader change on the others.
         others = [i for i in range(3) if i != leader]
+        ids = {i: self_id(c.url(i)) for i in range(3)}
         changes = {i: scrape(c.url(i)).value("etcd_server_leader_changes_seen_total") for i in others}
+        dead = leader
         c.kill9(leader)
-        c.wait_leader(exclude=leader, timeout=30)
+        new_leader, _ = c.wait_leader(exclude=leader, timeout=30)
         deadline = time.monotonic() + 10
         while True:
             after = {i: scrape(c.url(i)) for i in others}
@@ -258,6 +269,38 @@ def main():
             check("%s: saw one more leader change" % who,
                   after[i].value("etcd_server_leader_changes_seen_total") > changes[i],
                   "%d -> %d" % (changes[i], after[i].value("etcd_server_leader_changes_seen_total")))
+
+        # etcd_network_*: traffic between the survivors, none with the dead member.
+        for i in others:
+            peer = [j for j in others if j != i][0]
+            who = "m%d" % i
+            deadline = time.monotonic() + 15
+            while True:
+                s = scrape(c.url(i))
+                to_dead = s.labelled("etcd_network_active_peers", "Remote", ids[dead])
+                failures = s.labelled("etcd_network_peer_sent_failures_total", "To", ids[dead]) or 0
+                traffic = ((s.labelled("etcd_network_peer_sent_bytes_total", "To", ids[peer]) or 0) > 0 and
+                           (s.labelled("etcd_network_peer_received_bytes_total", "From", ids[peer]) or 0) > 0)
+                # (keel renders these every Raft tick: they may lag the election a little)
+                done = to_dead == 0 and traffic and (i != new_leader or failures > 0)
+                if done or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            for name, kind in (("etcd_network_active_peers", "gauge"),
+                               ("etcd_network_peer_sent_bytes_total", "counter"),
+                               ("etcd_network_peer_received_bytes_total", "counter")):
+                check("%s: %s is a %s" % (who, name, kind), s.types.get(name) == kind, str(s.types.get(name)))
+            check("%s: sent bytes to its live peer" % who,
+                  (s.labelled("etcd_network_peer_sent_bytes_total", "To", ids[peer]) or 0) > 0)
+            check("%s: received bytes from its live peer" % who,
+                  (s.labelled("etcd_network_peer_received_bytes_total", "From", ids[peer]) or 0) > 0)
+            check("%s: an active connection to its live peer" % who,
+                  s.labelled("etcd_network_active_peers", "Remote", ids[peer]) == 1)
+            check("%s: no active connection to the dead member" % who, to_dead == 0, str(to_dead))
+            if i == new_leader:
+                check("%s (the new leader): failed sends to the dead member" % who, failures > 0, str(failures))
+                check("%s: etcd_network_peer_sent_failures_total is a counter" % who,
+                      s.types.get("etcd_network_peer_sent_failures_total") == "counter")
     except Exception as e:  # noqa: BLE001
         check.fail(repr(e))
         if c:

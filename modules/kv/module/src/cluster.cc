@@ -134,6 +134,16 @@ struct cluster_state {
   bool bootstrap = false;  // this member bootstraps the cluster (member.json "bootstrap")
   std::set<std::uint64_t> removed_members;  // removed while this member ran: told so when they call
   std::map<std::uint64_t, clock::time_point> heard;  // when each peer's last Raft message came
+  // etcd's etcd_network_* per peer (by member id; 0: a frame whose sender a frame does not
+  // name, a proposal or a snapshot piece), rendered for /metrics by render_peer_metrics.
+  struct peer_traffic {
+    std::uint64_t sent_bytes = 0;
+    std::uint64_t received_bytes = 0;
+    std::uint64_t sent_failures = 0;  // messages dropped: no connection, or its queue full
+    std::uint64_t disconnects = 0;    // an outbound connection that closed
+    bool active = false;              // an outbound connection is up
+  };
+  std::map<std::uint64_t, peer_traffic> traffic;
   // A snapshot is due: the leader stops proposing until its speculative entries are
   // committed, so the forked snapshot holds committed state only.
   bool snapshot_wanted = false;
@@ -463,6 +473,7 @@ void add_link(const cluster_member_info& m) {
   link->name = m.name.empty() ? hex(m.id) : m.name;
   link->where = where.value();
   c.peers[m.id] = std::move(link);
+  c.traffic[m.id];  // its etcd_network_* series start at 0
 }
 
 void drop_link(std::uint64_t id) {
@@ -473,6 +484,7 @@ void drop_link(std::uint64_t id) {
   // stops being used. The reader owns the connection: shutting the socket down ends it,
   // and the reader releases it.
   it->second->retired = true;
+  c.traffic.erase(id);  // a removed member's series go, as etcd's do
   if (it->second->conn) {
     ::shutdown(it->second->conn->fd(), SHUT_RDWR);
     it->second->conn = nullptr;
@@ -1023,6 +1035,37 @@ task<void> ready_loop() {
   }
 }
 
+// etcd's rafthttp metrics (names, HELP texts, labels as etcd 3.4's), rendered on the owner
+// every tick into text that /metrics copies under a lock on any shard (README "Metrics").
+void render_peer_metrics() {
+  cluster_state& c = cs();
+  std::string out;
+  auto head = [&out](const char* name, const char* type, const char* help) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+  };
+  auto sample = [&out](const char* name, const std::string& labels, std::uint64_t value) {
+    out += std::string(name) + "{" + labels + "} " + std::to_string(value) + "\n";
+  };
+  std::string local = "Local=\"" + hex(c.self) + "\",Remote=\"";
+  head("etcd_network_active_peers", "gauge", "The current number of active peer connections.");
+  for (const auto& [id, t] : c.traffic)
+    if (id != 0) sample("etcd_network_active_peers", local + hex(id) + "\"", t.active ? 1 : 0);
+  head("etcd_network_disconnected_peers_total", "counter", "The total number of disconnected peers.");
+  for (const auto& [id, t] : c.traffic)
+    if (id != 0) sample("etcd_network_disconnected_peers_total", local + hex(id) + "\"", t.disconnects);
+  head("etcd_network_peer_received_bytes_total", "counter", "The total number of bytes received from peers.");
+  for (const auto& [id, t] : c.traffic)
+    if (t.received_bytes != 0) sample("etcd_network_peer_received_bytes_total", "From=\"" + hex(id) + "\"", t.received_bytes);
+  head("etcd_network_peer_sent_bytes_total", "counter", "The total number of bytes sent to peers.");
+  for (const auto& [id, t] : c.traffic)
+    if (id != 0) sample("etcd_network_peer_sent_bytes_total", "To=\"" + hex(id) + "\"", t.sent_bytes);
+  head("etcd_network_peer_sent_failures_total", "counter", "The total number of send failures from peers.");
+  for (const auto& [id, t] : c.traffic)
+    if (id != 0) sample("etcd_network_peer_sent_failures_total", "To=\"" + hex(id) + "\"", t.sent_failures);
+  std::lock_guard<std::mutex> hold(g->peer_metrics_lock);
+  g->peer_metrics.swap(out);
+}
+
 task<void> ticker() {
   cluster_state& c = cs();
   keel::timer t;
@@ -1030,6 +1073,7 @@ task<void> ticker() {
     task<bool> sleeping = t.sleep(milliseconds(c.heartbeat_ms));
     bool elapsed = co_await std::move(sleeping);
     if (!elapsed || c.stopping) break;
+    render_peer_metrics();
     if (c.failed || c.removed) break;  // no ready loop drains what ticks would produce
     c.node->tick();
     kick();
@@ -1048,8 +1092,10 @@ void refuse_frame(const std::string& from, const status& why) {
 
 void send_frame(peer_link& link, wire::frame_type type, std::uint64_t request_id, const std::string& payload) {
   std::string* out = link.conn->send_queue();
+  std::size_t before = out->size();
   status framed = wire::append_frame(*out, type, request_id, 0, payload.data(), payload.size());
   if (!framed) note(log_level::error, "peer frame not sent: " + framed.to_string());
+  cs().traffic[link.id].sent_bytes += out->size() - before;
 }
 
 task<void> read_outbound(peer_link* link, connection* conn);
@@ -1067,6 +1113,7 @@ task<void> connect_peer(peer_link* link) {
     co_return;
   }
   link->conn = conn.value();
+  cs().traffic[link->id].active = true;
   spawn(read_outbound(link, conn.value()));
 }
 
@@ -1144,6 +1191,7 @@ void send_messages(std::vector<raft::message>& messages) {
     peer_link& link = *it->second;
     if (!link.conn || link.conn->peer_closed() || link.conn->queued_bytes() > peer_queue_bytes_max) {
       ++link.dropped;
+      ++c.traffic[m.to].sent_failures;
       c.node->report_unreachable(m.to);
       ensure_connecting(link);
       continue;
@@ -1208,7 +1256,12 @@ task<void> read_outbound(peer_link* link, connection* conn) {
       break;
     }
   }
-  if (link->conn == conn) link->conn = nullptr;
+  if (link->conn == conn) {
+    link->conn = nullptr;
+    auto& traffic = cs().traffic[link->id];
+    traffic.active = false;
+    ++traffic.disconnects;
+  }
   conn->release();
 }
 
@@ -1481,6 +1534,7 @@ task<void> serve_inbound(connection* conn, recv_buffer first) {
     bool bad = false;
     status decoded = wire::decode_frames(decoder, buffer.data(), buffer.size(), [&](const wire::frame_view& f) {
       if (c.stopping) return false;
+      std::uint64_t frame_bytes = wire::frame_header_bytes + f.payload.size();
       switch (f.header.type) {
         case wire::frame_type::raft_message: {
           if (c.cluster_id == 0) adopt_cluster_id(f);
@@ -1490,6 +1544,7 @@ task<void> serve_inbound(connection* conn, recv_buffer first) {
             bad = true;
             return false;
           }
+          if (c.peers.contains(m->from)) c.traffic[m->from].received_bytes += frame_bytes;
           if (c.failed || c.removed) return true;  // out of the cluster: nothing is stepped
           if (c.removed_members.contains(m->from)) {
             // etcd answers a removed member's messages with "removed" (it then stops).
@@ -1505,8 +1560,14 @@ task<void> serve_inbound(connection* conn, recv_buffer first) {
           kick();
           return true;
         }
-        case wire::frame_type::raft_proposal: on_proposal(conn, alive, f); return true;
-        case wire::frame_type::raft_snapshot_chunk: on_snapshot_chunk(f); return true;
+        case wire::frame_type::raft_proposal:
+          c.traffic[0].received_bytes += frame_bytes;
+          on_proposal(conn, alive, f);
+          return true;
+        case wire::frame_type::raft_snapshot_chunk:
+          c.traffic[0].received_bytes += frame_bytes;
+          on_snapshot_chunk(f);
+          return true;
         default:
           refuse_frame("a peer", status{errc::invalid_argument, std::string("frame type ") +
                                                                     std::to_string(static_cast<unsigned>(f.header.type)) +
@@ -1979,11 +2040,11 @@ task<void> read_round() {
       // Fired with an error: the member left the cluster or its log failed (the ready
       // loop stopped). Nothing was confirmed, and the readers are told why.
       if (confirmed) outcome = slot.outcome;
-      // etcd's linearizableReadLoop: a wait that timed out is a slow read index, one that
-      // ended in an error a failed one.
-      if (!confirmed) g->read_indexes_slow.fetch_add(1, std::memory_order_relaxed);
-      else if (!outcome) g->read_indexes_failed.fetch_add(1, std::memory_order_relaxed);
+      // etcd's linearizableReadLoop: a round that ended in an error is a failed read index.
+      if (confirmed && !outcome) g->read_indexes_failed.fetch_add(1, std::memory_order_relaxed);
     }
+    // ... and one that timed out (however many attempts it made) a slow one.
+    if (!confirmed && !c.stopping) g->read_indexes_slow.fetch_add(1, std::memory_order_relaxed);
     for (read_waiter* w : c.read_current) w->slot.fire(outcome);
     c.read_current.clear();
   }

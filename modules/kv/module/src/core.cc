@@ -91,6 +91,7 @@ task<void> open_writer() {
     g->leader_changes.store(1, std::memory_order_relaxed);
     g->committed_index.store(g->next_index - 1, std::memory_order_relaxed);
     g->applied_index.store(g->next_index - 1, std::memory_order_relaxed);
+    g->proposals_counted_through = g->next_index - 1;  // what recovery replayed was no proposal
   }
   g->bytes_held.store(g->store.bytes_held(), std::memory_order_relaxed);
   auto waiters = std::move(g->open_waiters);
@@ -857,8 +858,10 @@ task<status> owner_commit() {
   std::uint64_t logged = g->next_index - 1;
   if (!g->writer) co_return writer_unusable();
   // Reads and lease checks come here too (to wait until what they saw is durable): only
-  // a caller that logged something new is a proposal in etcd's metrics.
-  bool proposes = logged > g->committed_index.load(std::memory_order_relaxed);
+  // the first caller after something new was logged is a proposal in etcd's metrics (a
+  // write reaches here right after logging, with no suspension between).
+  bool proposes = logged > g->proposals_counted_through;
+  if (proposes) g->proposals_counted_through = logged;
   if (proposes) g->proposals_pending.fetch_add(1, std::memory_order_relaxed);
   task<status> committing = durable_now();
   status durable = co_await std::move(committing);
@@ -1879,6 +1882,8 @@ void etcd_metrics(std::string& out) {
        load(g->read_indexes_slow));
   head("etcd_server_version", "gauge", "Which version is running. 1 for 'server_version' label with current version.");
   out += std::string("etcd_server_version{server_version=\"") + etcd_server_version + "\"} 1\n";
+  std::lock_guard<std::mutex> hold(g->peer_metrics_lock);
+  out += g->peer_metrics;
 }
 
 void core_metrics(std::string& out) {

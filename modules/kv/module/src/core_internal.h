@@ -11,6 +11,7 @@
 #include <optional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
@@ -130,9 +131,14 @@ struct core_state {
   std::atomic<std::uint64_t> committed_index{0};
   std::atomic<std::uint64_t> applied_index{0};
   std::atomic<std::int64_t> proposals_pending{0}; // writes waiting for their commit here
+  std::uint64_t proposals_counted_through = 0;     // a single node: the last entry counted (owner)
   std::atomic<std::uint64_t> proposals_failed{0}; // writes whose commit failed or timed out
   std::atomic<std::uint64_t> read_indexes_failed{0};  // a ReadIndex wait ended in an error
   std::atomic<std::uint64_t> read_indexes_slow{0};    // a ReadIndex wait timed out
+  // etcd's etcd_network_* lines, rendered by the owner every Raft tick (cluster.cc
+  // render_peer_metrics); /metrics on any shard copies them under the lock.
+  std::mutex peer_metrics_lock;
+  std::string peer_metrics;
 
   std::atomic<std::int64_t> published{1};
   std::atomic<std::int64_t> revision{1};

@@ -164,9 +164,12 @@ result<wal_recovery> recover_wal(wal_directory& directory, wal_recovery_mode mod
     wal_segment_info info{segment.name, segment.sequence, segment.first_index, bytes->size(),
                           scan.end_offset, scan.records.size(), scan.header.batch_bytes_max, scan.header_crc};
     recovered.segments.push_back(info);
-    // Room for this segment's records, growing at least geometrically (an exact reserve
-    // per segment would move every earlier record once per segment).
-    recovered.records.reserve(std::max(recovered.records.size() + scan.records.size(), 2 * recovered.records.capacity()));
+    // Room for this segment's records when they do not fit, growing at least
+    // geometrically (an exact reserve per segment would move every earlier record once
+    // per segment).
+    std::size_t needed = recovered.records.size() + scan.records.size();
+    if (needed > recovered.records.capacity())
+      recovered.records.reserve(std::max(needed, 2 * recovered.records.capacity()));
     for (wal_record& record : scan.records) {
       if (record.type == wal_record_type::entry) {
         ++recovered.entries;
