@@ -112,22 +112,8 @@ def scrape(url):
         return Scrape(r.read().decode())
 
 
-def v2_put(url, key, value, timeout):
-    data = urllib.parse.urlencode({"value": value}).encode()
-    req = urllib.request.Request(url + "/v2/keys" + key, data=data, method="PUT")
-    req.add_header("Content-Type", "application/x-www-form-urlencoded")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return None  # no answer in time
-
-
-def v3_put(url, key, value, timeout):
-    body = json.dumps({"key": harness.b64e(key), "value": harness.b64e(value)}).encode()
-    req = urllib.request.Request(url + "/v3/kv/put", data=body, method="POST")
+def answer_status(req, timeout):
+    """The HTTP status of the answer to `req`, or None when none came in time."""
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status
@@ -135,6 +121,18 @@ def v3_put(url, key, value, timeout):
         return e.code
     except OSError:
         return None
+
+
+def v2_put(url, key, value, timeout):
+    data = urllib.parse.urlencode({"value": value}).encode()
+    req = urllib.request.Request(url + "/v2/keys" + key, data=data, method="PUT")
+    req.add_header("Content-Type", "application/x-www-form-urlencoded")
+    return answer_status(req, timeout)
+
+
+def v3_put(url, key, value, timeout):
+    body = json.dumps({"key": harness.b64e(key), "value": harness.b64e(value)}).encode()
+    return answer_status(urllib.request.Request(url + "/v3/kv/put", data=body, method="POST"), timeout)
 
 
 def self_id(url):

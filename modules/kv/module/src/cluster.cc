@@ -1040,9 +1040,7 @@ task<void> ready_loop() {
 void render_peer_metrics() {
   cluster_state& c = cs();
   std::string out;
-  auto head = [&out](const char* name, const char* type, const char* help) {
-    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
-  };
+  auto head = [&out](const char* name, const char* type, const char* help) { append_metric_head(out, name, type, help); };
   auto sample = [&out](const char* name, const std::string& labels, std::uint64_t value) {
     out += std::string(name) + "{" + labels + "} " + std::to_string(value) + "\n";
   };

@@ -1824,13 +1824,19 @@ void core_stop() {
 // etcd 3.4's own metric names, HELP texts and types (README "Metrics"), so that etcd's
 // dashboards and alerts (etcd_server_has_leader == 0, leader changes, failed proposals,
 // WAL fsync latency) work against keel unchanged. Read from atomics: any shard.
+void append_metric_head(std::string& out, const char* name, const char* type, const char* help) {
+  out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+}
+
+void append_metric(std::string& out, const char* name, const char* type, const char* help, std::uint64_t value) {
+  append_metric_head(out, name, type, help);
+  out += std::string(name) + " " + std::to_string(value) + "\n";
+}
+
 void etcd_metrics(std::string& out) {
-  auto head = [&out](const char* name, const char* type, const char* help) {
-    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
-  };
-  auto line = [&](const char* name, const char* type, const char* help, std::uint64_t value) {
-    head(name, type, help);
-    out += std::string(name) + " " + std::to_string(value) + "\n";
+  auto head = [&out](const char* name, const char* type, const char* help) { append_metric_head(out, name, type, help); };
+  auto line = [&out](const char* name, const char* type, const char* help, std::uint64_t value) {
+    append_metric(out, name, type, help, value);
   };
   auto load = [](const auto& a) { return static_cast<std::uint64_t>(a.load(std::memory_order_relaxed)); };
   line("etcd_disk_wal_write_bytes_total", "gauge", "Total number of bytes written in WAL.", load(g->wal_bytes));
@@ -1888,8 +1894,7 @@ void etcd_metrics(std::string& out) {
 
 void core_metrics(std::string& out) {
   auto line = [&out](const char* name, const char* type, const char* help, std::uint64_t value) {
-    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " +
-           std::to_string(value) + "\n";
+    append_metric(out, name, type, help, value);
   };
   line("keel_kv_revision", "gauge", "The store's current revision.",
        static_cast<std::uint64_t>(g->revision.load(std::memory_order_relaxed)));

@@ -153,6 +153,11 @@ struct core_state {
 
 extern core_state* g;
 
+// Prometheus text for /metrics: a metric's HELP and TYPE lines; the same followed by its
+// one unlabelled sample. Shared by core_metrics, etcd_metrics and cluster.cc's peer lines.
+void append_metric_head(std::string& out, const char* name, const char* type, const char* help);
+void append_metric(std::string& out, const char* name, const char* type, const char* help, std::uint64_t value);
+
 // ---- shared by core.cc and cluster.cc (owner shard) ----------------------------------------
 
 status fail(errc code, std::string_view message);
