@@ -167,7 +167,14 @@ def main():
             time.sleep(0.2)
             code, promoted = post(c.url(leader), "/v3/cluster/member/promote", {"ID": str(new_id)})
         check("promote: a voter now", code == 200 and not any(m.get("isLearner") for m in promoted["members"]))
-        code, st = post(client, "/v3/maintenance/status", {})
+        # The leader answers the promotion once it applied it; the member itself applies it
+        # a heartbeat or so later (its own status is its own state, as etcd's is).
+        deadline = time.monotonic() + 5
+        while True:
+            code, st = post(client, "/v3/maintenance/status", {})
+            if (code == 200 and "isLearner" not in st) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         check("... and its status no longer says isLearner", code == 200 and "isLearner" not in st, st)
         deadline = time.monotonic() + 5
         named = False
