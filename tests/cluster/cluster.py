@@ -43,7 +43,8 @@ import keeltest  # noqa: E402
 
 __all__ = ["Cluster", "Workload", "Member", "HttpError", "NotSent", "Unknown",
            "kv_put", "kv_get", "status", "install_signal_handlers",
-           "add_scenario_arguments", "add_run_arguments", "server_binary", "work_dir", "finish_run"]
+           "add_scenario_arguments", "add_run_arguments", "server_binary", "work_dir", "run_scenario",
+           "finish_run"]
 
 
 # ---------------------------------------------------------------------------
@@ -222,6 +223,59 @@ def work_dir(parent, prefix):
     if parent:
         os.makedirs(parent, exist_ok=True)
     return tempfile.mkdtemp(prefix=prefix, dir=parent)
+
+
+def run_scenario(prefix, base_port, body, add_arguments=None):
+    """The main() of a scenario script; returns its exit status (check.summary()).
+
+    Parses add_scenario_arguments(ap, base_port) and whatever add_arguments(ap) adds,
+    resolves --binary with server_binary() (a missing server skips the test), makes a work
+    dir named prefix... under --workdir, and calls body(o, work, check, started). The body
+    passes every Cluster and every other process it starts (a Popen: a discovery host, a
+    joining member) through started(x), which returns x. An exception from the body is a
+    failed check, and the logs of the last cluster started are printed. Whatever happened,
+    everything started is then stopped, the last started first: a cluster by stop_all(), a
+    process by SIGTERM (SIGKILL after 10 s)."""
+    ap = argparse.ArgumentParser()
+    add_scenario_arguments(ap, base_port)
+    if add_arguments:
+        add_arguments(ap)
+    o = ap.parse_args()
+    o.binary = server_binary(o.binary)
+    work = work_dir(o.workdir, prefix)
+    check = keeltest.Checks()
+    running = []
+
+    def started(x):
+        running.append(x)
+        return x
+
+    try:
+        body(o, work, check, started)
+    except Exception as e:  # noqa: BLE001
+        check.fail(repr(e))
+        clusters = [x for x in running if isinstance(x, Cluster)]
+        if clusters:
+            clusters[-1].dump_logs()
+    finally:
+        for x in reversed(running):
+            if isinstance(x, Cluster):
+                x.stop_all()
+            else:
+                _end_process(x)
+    return check.summary()
+
+
+def _end_process(p, grace=10.0):
+    """SIGTERM to p (a Popen) if it still runs, SIGKILL after grace seconds; reaps it."""
+    if p.poll() is not None:
+        return
+    p.terminate()
+    try:
+        p.wait(grace)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
 
 
 def finish_run(binary, report, keys, width, ok, keep, workdir):

@@ -16,7 +16,6 @@ Usage: discovery_cluster_test.py --binary build/bin/keeld [--base-port 29470]
 Ports: base..base+5 for the members, base+8/base+9 for the discovery host.
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -25,9 +24,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import cluster as harness  # noqa: E402
-import keeltest  # noqa: E402
 
 
 class DiscoveryCluster(harness.Cluster):
@@ -51,93 +48,79 @@ def member_list(url):
         return json.loads(r.read())["members"]
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    harness.add_scenario_arguments(ap, 29470)
-    o = ap.parse_args()
-    work = harness.work_dir(o.workdir, "keel-discovery-cluster-")
+def scenario(o, work, check, started):
     host_port = o.base_port + 8
     host_log = open(os.path.join(work, "discovery-host.log"), "wb")
-    host = subprocess.Popen([o.binary, "--name", "disc", "--data-dir", os.path.join(work, "disc"),
-                             "--listen-client-urls", "http://127.0.0.1:%d" % host_port,
-                             "--advertise-client-urls", "http://127.0.0.1:%d" % host_port,
-                             "--listen-peer-urls", "http://127.0.0.1:%d" % (host_port + 1),
-                             "--modules=kv,discovery", "--shards", "1"],
-                            stdout=host_log, stderr=subprocess.STDOUT)
-    c = None
-    check = keeltest.Checks()
-
-    try:
-        deadline = time.monotonic() + 10
-        url = None
-        while url is None:
-            try:
-                with urllib.request.urlopen("http://127.0.0.1:%d/new?size=3" % host_port, timeout=1) as r:
-                    url = r.read().decode().strip()
-            except OSError:
-                if time.monotonic() > deadline or host.poll() is not None:
-                    raise RuntimeError("the discovery host did not start")
-                time.sleep(0.1)
-        check("GET /new?size=3 -> " + url, url.startswith("http://127.0.0.1:%d/discovery/" % host_port))
-
-        c = DiscoveryCluster(o.binary, url, size=3, base_port=o.base_port, workdir=os.path.join(work, "members"))
-        c.start(ready_timeout=30)
-        check("three members started from one discovery URL formed a cluster", True)
-
-        deadline = time.monotonic() + 5
-        while True:
-            lists = [member_list(c.url(i)) for i in range(3)]
-            named = all(len(ms) == 3 and all(m.get("name") and m.get("clientURLs") for m in ms) for ms in lists)
-            if named or time.monotonic() > deadline:
-                break
+    host = started(subprocess.Popen([o.binary, "--name", "disc", "--data-dir", os.path.join(work, "disc"),
+                                     "--listen-client-urls", "http://127.0.0.1:%d" % host_port,
+                                     "--advertise-client-urls", "http://127.0.0.1:%d" % host_port,
+                                     "--listen-peer-urls", "http://127.0.0.1:%d" % (host_port + 1),
+                                     "--modules=kv,discovery", "--shards", "1"],
+                                    stdout=host_log, stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + 10
+    url = None
+    while url is None:
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/new?size=3" % host_port, timeout=1) as r:
+                url = r.read().decode().strip()
+        except OSError:
+            if time.monotonic() > deadline or host.poll() is not None:
+                raise RuntimeError("the discovery host did not start")
             time.sleep(0.1)
-        check("member list on every member: 3 named members with client URLs", named)
-        names = sorted(m["name"] for m in lists[0])
-        check("member names %r" % names, names == ["m0", "m1", "m2"])
+    check("GET /new?size=3 -> " + url, url.startswith("http://127.0.0.1:%d/discovery/" % host_port))
 
-        leader = c.leader()
-        harness.kv_put(c.url(leader), "walk/a", "1", 2.0)
-        c.kill9(leader)
-        t0 = time.monotonic()
-        new_leader, _ = c.wait_leader(exclude=leader, timeout=15)
-        wrote = None
-        while time.monotonic() - t0 < 15:
-            try:
-                harness.kv_put(c.url(new_leader), "walk/b", "2", 1.0)
-                wrote = time.monotonic() - t0
-                break
-            except (harness.NotSent, harness.Unknown, harness.HttpError):
-                time.sleep(0.05)
-        check("kill -9 leader m%d: new leader m%d, first write %.2fs after the kill"
-              % (leader, new_leader, wrote or -1),
-              wrote is not None)
-        survivor = next(i for i in range(3) if i not in (leader, new_leader))
-        check("a follower reads the new write", harness.kv_get(c.url(survivor), "walk/b", 2.0)[0] == "2")
+    c = started(DiscoveryCluster(o.binary, url, size=3, base_port=o.base_port, workdir=os.path.join(work, "members")))
+    c.start(ready_timeout=30)
+    check("three members started from one discovery URL formed a cluster", True)
 
-        c.restart(leader)
-        took = c.wait_converged(["walk/a", "walk/b"], timeout=15)
-        check("restarted m%d caught up in %.2fs" % (leader, took), True)
-        with open(c.members[leader].log_path) as f:
-            check("the restarted member ignored the token", "discovery token ignored" in f.read())
+    deadline = time.monotonic() + 5
+    while True:
+        lists = [member_list(c.url(i)) for i in range(3)]
+        named = all(len(ms) == 3 and all(m.get("name") and m.get("clientURLs") for m in ms) for ms in lists)
+        if named or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    check("member list on every member: 3 named members with client URLs", named)
+    names = sorted(m["name"] for m in lists[0])
+    check("member names %r" % names, names == ["m0", "m1", "m2"])
 
-        extra = subprocess.run([o.binary, "--name", "m3", "--data-dir", os.path.join(work, "m3"),
-                                "--listen-client-urls", "http://127.0.0.1:%d" % (o.base_port + 6),
-                                "--listen-peer-urls", "http://127.0.0.1:%d" % (o.base_port + 7),
-                                "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % (o.base_port + 7),
-                                "--discovery", url, "--discovery-fallback", "exit"],
-                               capture_output=True, text=True, timeout=30)
-        check("a fourth member is refused: %s" % (extra.stderr.strip().splitlines() or [""])[-1],
-              extra.returncode != 0 and "cluster is full" in extra.stderr)
-    except Exception as e:  # noqa: BLE001
-        check.fail(repr(e))
-        if c:
-            c.dump_logs()
-    finally:
-        if c:
-            c.stop_all()
-        host.terminate()
-        host.wait(timeout=10)
-    return check.summary()
+    leader = c.leader()
+    harness.kv_put(c.url(leader), "walk/a", "1", 2.0)
+    c.kill9(leader)
+    t0 = time.monotonic()
+    new_leader, _ = c.wait_leader(exclude=leader, timeout=15)
+    wrote = None
+    while time.monotonic() - t0 < 15:
+        try:
+            harness.kv_put(c.url(new_leader), "walk/b", "2", 1.0)
+            wrote = time.monotonic() - t0
+            break
+        except (harness.NotSent, harness.Unknown, harness.HttpError):
+            time.sleep(0.05)
+    check("kill -9 leader m%d: new leader m%d, first write %.2fs after the kill"
+          % (leader, new_leader, wrote or -1),
+          wrote is not None)
+    survivor = next(i for i in range(3) if i not in (leader, new_leader))
+    check("a follower reads the new write", harness.kv_get(c.url(survivor), "walk/b", 2.0)[0] == "2")
+
+    c.restart(leader)
+    took = c.wait_converged(["walk/a", "walk/b"], timeout=15)
+    check("restarted m%d caught up in %.2fs" % (leader, took), True)
+    with open(c.members[leader].log_path) as f:
+        check("the restarted member ignored the token", "discovery token ignored" in f.read())
+
+    extra = subprocess.run([o.binary, "--name", "m3", "--data-dir", os.path.join(work, "m3"),
+                            "--listen-client-urls", "http://127.0.0.1:%d" % (o.base_port + 6),
+                            "--listen-peer-urls", "http://127.0.0.1:%d" % (o.base_port + 7),
+                            "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % (o.base_port + 7),
+                            "--discovery", url, "--discovery-fallback", "exit"],
+                           capture_output=True, text=True, timeout=30)
+    check("a fourth member is refused: %s" % (extra.stderr.strip().splitlines() or [""])[-1],
+          extra.returncode != 0 and "cluster is full" in extra.stderr)
+
+
+def main():
+    return harness.run_scenario("keel-discovery-cluster-", 29470, scenario)
 
 
 if __name__ == "__main__":

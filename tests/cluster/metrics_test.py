@@ -29,7 +29,6 @@ Usage: metrics_test.py --binary build/bin/keeld [--base-port 29500] [--workdir D
 Ports: base..base+5.
 """
 
-import argparse
 import json
 import os
 import re
@@ -40,9 +39,7 @@ import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import cluster as harness  # noqa: E402
-import keeltest  # noqa: E402
 
 # name -> TYPE, exactly as etcd 3.4.23 prints them.
 REQUIRED = {
@@ -153,160 +150,148 @@ def check_shape(check, s, who):
     check("%s: _sum is there" % who, hist + "_sum" in s.samples)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    harness.add_scenario_arguments(ap, 29500)
-    o = ap.parse_args()
-    o.binary = harness.server_binary(o.binary)
-    work = harness.work_dir(o.workdir, "keel-metrics-")
-    check = keeltest.Checks()
-    c = None
-    try:
-        extra = ["--enable-v2"] if os.path.basename(o.binary) == "etcd" else []
-        c = harness.Cluster(o.binary, size=3, base_port=o.base_port, workdir=os.path.join(work, "members"),
-                            extra_args=extra)
-        leader, _ = c.wait_leader()
-        followers = [i for i in range(3) if i != leader]
+def scenario(o, work, check, started):
+    extra = ["--enable-v2"] if os.path.basename(o.binary) == "etcd" else []
+    c = started(harness.Cluster(o.binary, size=3, base_port=o.base_port, workdir=os.path.join(work, "members"),
+                                extra_args=extra))
+    leader, _ = c.wait_leader()
+    followers = [i for i in range(3) if i != leader]
 
-        # 1, 2: shape and the leader.
-        before = [scrape(c.url(i)) for i in range(3)]
-        for i, s in enumerate(before):
-            who = "m%d" % i
-            check_shape(check, s, who)
-            check("%s: has a leader" % who, s.value("etcd_server_has_leader") == 1)
-            check("%s: leads iff it is the agreed leader" % who,
-                  s.value("etcd_server_is_leader") == (1 if i == leader else 0))
-            check("%s: is no learner" % who, s.value("etcd_server_is_learner") == 0)
-            check("%s: has seen a leader change" % who, s.value("etcd_server_leader_changes_seen_total") >= 1)
-            check("%s: etcd_server_id is its member id" % who,
-                  s.label("etcd_server_id", "server_id") == self_id(c.url(i)),
-                  "%s / %s" % (s.label("etcd_server_id", "server_id"), self_id(c.url(i))))
-            check("%s: the version label is 3.4.x" % who,
-                  (s.label("etcd_server_version", "server_version") or "").startswith("3.4."))
+    # 1, 2: shape and the leader.
+    before = [scrape(c.url(i)) for i in range(3)]
+    for i, s in enumerate(before):
+        who = "m%d" % i
+        check_shape(check, s, who)
+        check("%s: has a leader" % who, s.value("etcd_server_has_leader") == 1)
+        check("%s: leads iff it is the agreed leader" % who,
+              s.value("etcd_server_is_leader") == (1 if i == leader else 0))
+        check("%s: is no learner" % who, s.value("etcd_server_is_learner") == 0)
+        check("%s: has seen a leader change" % who, s.value("etcd_server_leader_changes_seen_total") >= 1)
+        check("%s: etcd_server_id is its member id" % who,
+              s.label("etcd_server_id", "server_id") == self_id(c.url(i)),
+              "%s / %s" % (s.label("etcd_server_id", "server_id"), self_id(c.url(i))))
+        check("%s: the version label is 3.4.x" % who,
+              (s.label("etcd_server_version", "server_version") or "").startswith("3.4."))
 
-        # 3: writes move the proposals, the WAL histogram and the sizes on every member.
-        for k in range(40):
-            check("v2 write %d answered 201/200" % k, v2_put(c.url(leader), "/metrics/k%d" % k, "v%d" % k, 10) in (200, 201))
-        for i in range(3):
-            who = "m%d" % i
-            deadline = time.monotonic() + 10
-            while True:
-                s = scrape(c.url(i))
-                committed = s.value("etcd_server_proposals_committed_total")
-                applied = s.value("etcd_server_proposals_applied_total")
-                settled = (applied == committed and s.value("etcd_server_proposals_pending") == 0 and
-                           applied >= before[i].value("etcd_server_proposals_applied_total") + 40)
-                if settled or time.monotonic() > deadline:
-                    break
-                time.sleep(0.1)
-            check("%s: 40 more proposals committed and applied, none pending" % who, settled,
-                  "committed %d applied %d (before %d) pending %d" % (
-                      committed, applied, before[i].value("etcd_server_proposals_applied_total"),
-                      s.value("etcd_server_proposals_pending")))
-            grew = s.value("etcd_disk_wal_fsync_duration_seconds_count") > before[i].value(
-                "etcd_disk_wal_fsync_duration_seconds_count")
-            check("%s: the WAL fsync histogram counted the syncs" % who, grew)
-            check("%s: the fsync durations add up to more than zero" % who,
-                  s.value("etcd_disk_wal_fsync_duration_seconds_sum") > 0)
-            check("%s: WAL bytes grew" % who,
-                  s.value("etcd_disk_wal_write_bytes_total") > before[i].value("etcd_disk_wal_write_bytes_total"))
-            check("%s: database sizes are above zero" % who,
-                  s.value("etcd_mvcc_db_total_size_in_bytes") > 0 and
-                  s.value("etcd_mvcc_db_total_size_in_use_in_bytes") > 0)
-            check_shape(check, s, who + " after writes")
-
-        # 4: a write the leader cannot commit counts as a failed proposal.
-        failed_before = scrape(c.url(leader)).value("etcd_server_proposals_failed_total")
-        for f in followers:
-            c.stop(f)
-        answer = v2_put(c.url(leader), "/metrics/lost", "x", 30)
-        check("a write on a leader without a quorum fails", answer not in (200, 201), str(answer))
-        failed_after = scrape(c.url(leader)).value("etcd_server_proposals_failed_total")
-        check("the leader counted the failed proposal", failed_after > failed_before,
-              "%d -> %d" % (failed_before, failed_after))
-        for f in followers:
-            c.cont(f)
-        leader, _ = c.wait_leader(timeout=30)
-
-        # 4b: on a follower cut off from the leader and the other follower, its own
-        # clients' writes fail and it counts them (v2 relayed, v3 forwarded).
-        lonely, other = [i for i in range(3) if i != leader]
-        failed_before = scrape(c.url(lonely)).value("etcd_server_proposals_failed_total")
-        c.stop(leader)
-        c.stop(other)
-        answer2 = v2_put(c.url(lonely), "/metrics/lonely2", "x", 30)
-        answer3 = v3_put(c.url(lonely), "/metrics/lonely3", "x", 30)
-        check("a v2 write on a follower alone fails", answer2 not in (200, 201), str(answer2))
-        check("a v3 put on a follower alone fails", answer3 != 200, str(answer3))
-        failed_after = scrape(c.url(lonely)).value("etcd_server_proposals_failed_total")
-        check("the follower counted both failed proposals", failed_after >= failed_before + 2,
-              "%d -> %d" % (failed_before, failed_after))
-        c.cont(leader)
-        c.cont(other)
-        leader, _ = c.wait_leader(timeout=30)
-
-        # 5: kill -9 of the leader: one more leader change on the others.
-        others = [i for i in range(3) if i != leader]
-        ids = {i: self_id(c.url(i)) for i in range(3)}
-        changes = {i: scrape(c.url(i)).value("etcd_server_leader_changes_seen_total") for i in others}
-        dead = leader
-        c.kill9(leader)
-        new_leader, _ = c.wait_leader(exclude=leader, timeout=30)
+    # 3: writes move the proposals, the WAL histogram and the sizes on every member.
+    for k in range(40):
+        check("v2 write %d answered 201/200" % k, v2_put(c.url(leader), "/metrics/k%d" % k, "v%d" % k, 10) in (200, 201))
+    for i in range(3):
+        who = "m%d" % i
         deadline = time.monotonic() + 10
         while True:
-            after = {i: scrape(c.url(i)) for i in others}
-            leading = sum(after[i].value("etcd_server_is_leader") for i in others)
-            done = leading == 1 and all(after[i].value("etcd_server_has_leader") == 1 for i in others)
-            if done or time.monotonic() > deadline:
+            s = scrape(c.url(i))
+            committed = s.value("etcd_server_proposals_committed_total")
+            applied = s.value("etcd_server_proposals_applied_total")
+            settled = (applied == committed and s.value("etcd_server_proposals_pending") == 0 and
+                       applied >= before[i].value("etcd_server_proposals_applied_total") + 40)
+            if settled or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        check("after kill -9 of the leader exactly one survivor leads", leading == 1, str(leading))
-        for i in others:
-            who = "m%d" % i
-            check("%s: has a leader again" % who, after[i].value("etcd_server_has_leader") == 1)
-            check("%s: saw one more leader change" % who,
-                  after[i].value("etcd_server_leader_changes_seen_total") > changes[i],
-                  "%d -> %d" % (changes[i], after[i].value("etcd_server_leader_changes_seen_total")))
+        check("%s: 40 more proposals committed and applied, none pending" % who, settled,
+              "committed %d applied %d (before %d) pending %d" % (
+                  committed, applied, before[i].value("etcd_server_proposals_applied_total"),
+                  s.value("etcd_server_proposals_pending")))
+        grew = s.value("etcd_disk_wal_fsync_duration_seconds_count") > before[i].value(
+            "etcd_disk_wal_fsync_duration_seconds_count")
+        check("%s: the WAL fsync histogram counted the syncs" % who, grew)
+        check("%s: the fsync durations add up to more than zero" % who,
+              s.value("etcd_disk_wal_fsync_duration_seconds_sum") > 0)
+        check("%s: WAL bytes grew" % who,
+              s.value("etcd_disk_wal_write_bytes_total") > before[i].value("etcd_disk_wal_write_bytes_total"))
+        check("%s: database sizes are above zero" % who,
+              s.value("etcd_mvcc_db_total_size_in_bytes") > 0 and
+              s.value("etcd_mvcc_db_total_size_in_use_in_bytes") > 0)
+        check_shape(check, s, who + " after writes")
 
-        # etcd_network_*: traffic between the survivors, none with the dead member.
-        for i in others:
-            peer = [j for j in others if j != i][0]
-            who = "m%d" % i
-            deadline = time.monotonic() + 15
-            while True:
-                s = scrape(c.url(i))
-                to_dead = s.labelled("etcd_network_active_peers", "Remote", ids[dead])
-                failures = s.labelled("etcd_network_peer_sent_failures_total", "To", ids[dead]) or 0
-                traffic = ((s.labelled("etcd_network_peer_sent_bytes_total", "To", ids[peer]) or 0) > 0 and
-                           (s.labelled("etcd_network_peer_received_bytes_total", "From", ids[peer]) or 0) > 0)
-                # (keel renders these every Raft tick: they may lag the election a little)
-                done = to_dead == 0 and traffic and (i != new_leader or failures > 0)
-                if done or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
-            for name, kind in (("etcd_network_active_peers", "gauge"),
-                               ("etcd_network_peer_sent_bytes_total", "counter"),
-                               ("etcd_network_peer_received_bytes_total", "counter")):
-                check("%s: %s is a %s" % (who, name, kind), s.types.get(name) == kind, str(s.types.get(name)))
-            check("%s: sent bytes to its live peer" % who,
-                  (s.labelled("etcd_network_peer_sent_bytes_total", "To", ids[peer]) or 0) > 0)
-            check("%s: received bytes from its live peer" % who,
-                  (s.labelled("etcd_network_peer_received_bytes_total", "From", ids[peer]) or 0) > 0)
-            check("%s: an active connection to its live peer" % who,
-                  s.labelled("etcd_network_active_peers", "Remote", ids[peer]) == 1)
-            check("%s: no active connection to the dead member" % who, to_dead == 0, str(to_dead))
-            if i == new_leader:
-                check("%s (the new leader): failed sends to the dead member" % who, failures > 0, str(failures))
-                check("%s: etcd_network_peer_sent_failures_total is a counter" % who,
-                      s.types.get("etcd_network_peer_sent_failures_total") == "counter")
-    except Exception as e:  # noqa: BLE001
-        check.fail(repr(e))
-        if c:
-            c.dump_logs()
-    finally:
-        if c:
-            c.stop_all()
-    return check.summary()
+    # 4: a write the leader cannot commit counts as a failed proposal.
+    failed_before = scrape(c.url(leader)).value("etcd_server_proposals_failed_total")
+    for f in followers:
+        c.stop(f)
+    answer = v2_put(c.url(leader), "/metrics/lost", "x", 30)
+    check("a write on a leader without a quorum fails", answer not in (200, 201), str(answer))
+    failed_after = scrape(c.url(leader)).value("etcd_server_proposals_failed_total")
+    check("the leader counted the failed proposal", failed_after > failed_before,
+          "%d -> %d" % (failed_before, failed_after))
+    for f in followers:
+        c.cont(f)
+    leader, _ = c.wait_leader(timeout=30)
+
+    # 4b: on a follower cut off from the leader and the other follower, its own
+    # clients' writes fail and it counts them (v2 relayed, v3 forwarded).
+    lonely, other = [i for i in range(3) if i != leader]
+    failed_before = scrape(c.url(lonely)).value("etcd_server_proposals_failed_total")
+    c.stop(leader)
+    c.stop(other)
+    answer2 = v2_put(c.url(lonely), "/metrics/lonely2", "x", 30)
+    answer3 = v3_put(c.url(lonely), "/metrics/lonely3", "x", 30)
+    check("a v2 write on a follower alone fails", answer2 not in (200, 201), str(answer2))
+    check("a v3 put on a follower alone fails", answer3 != 200, str(answer3))
+    failed_after = scrape(c.url(lonely)).value("etcd_server_proposals_failed_total")
+    check("the follower counted both failed proposals", failed_after >= failed_before + 2,
+          "%d -> %d" % (failed_before, failed_after))
+    c.cont(leader)
+    c.cont(other)
+    leader, _ = c.wait_leader(timeout=30)
+
+    # 5: kill -9 of the leader: one more leader change on the others.
+    others = [i for i in range(3) if i != leader]
+    ids = {i: self_id(c.url(i)) for i in range(3)}
+    changes = {i: scrape(c.url(i)).value("etcd_server_leader_changes_seen_total") for i in others}
+    dead = leader
+    c.kill9(leader)
+    new_leader, _ = c.wait_leader(exclude=leader, timeout=30)
+    deadline = time.monotonic() + 10
+    while True:
+        after = {i: scrape(c.url(i)) for i in others}
+        leading = sum(after[i].value("etcd_server_is_leader") for i in others)
+        done = leading == 1 and all(after[i].value("etcd_server_has_leader") == 1 for i in others)
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    check("after kill -9 of the leader exactly one survivor leads", leading == 1, str(leading))
+    for i in others:
+        who = "m%d" % i
+        check("%s: has a leader again" % who, after[i].value("etcd_server_has_leader") == 1)
+        check("%s: saw one more leader change" % who,
+              after[i].value("etcd_server_leader_changes_seen_total") > changes[i],
+              "%d -> %d" % (changes[i], after[i].value("etcd_server_leader_changes_seen_total")))
+
+    # etcd_network_*: traffic between the survivors, none with the dead member.
+    for i in others:
+        peer = [j for j in others if j != i][0]
+        who = "m%d" % i
+        deadline = time.monotonic() + 15
+        while True:
+            s = scrape(c.url(i))
+            to_dead = s.labelled("etcd_network_active_peers", "Remote", ids[dead])
+            failures = s.labelled("etcd_network_peer_sent_failures_total", "To", ids[dead]) or 0
+            traffic = ((s.labelled("etcd_network_peer_sent_bytes_total", "To", ids[peer]) or 0) > 0 and
+                       (s.labelled("etcd_network_peer_received_bytes_total", "From", ids[peer]) or 0) > 0)
+            # (keel renders these every Raft tick: they may lag the election a little)
+            done = to_dead == 0 and traffic and (i != new_leader or failures > 0)
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        for name, kind in (("etcd_network_active_peers", "gauge"),
+                           ("etcd_network_peer_sent_bytes_total", "counter"),
+                           ("etcd_network_peer_received_bytes_total", "counter")):
+            check("%s: %s is a %s" % (who, name, kind), s.types.get(name) == kind, str(s.types.get(name)))
+        check("%s: sent bytes to its live peer" % who,
+              (s.labelled("etcd_network_peer_sent_bytes_total", "To", ids[peer]) or 0) > 0)
+        check("%s: received bytes from its live peer" % who,
+              (s.labelled("etcd_network_peer_received_bytes_total", "From", ids[peer]) or 0) > 0)
+        check("%s: an active connection to its live peer" % who,
+              s.labelled("etcd_network_active_peers", "Remote", ids[peer]) == 1)
+        check("%s: no active connection to the dead member" % who, to_dead == 0, str(to_dead))
+        if i == new_leader:
+            check("%s (the new leader): failed sends to the dead member" % who, failures > 0, str(failures))
+            check("%s: etcd_network_peer_sent_failures_total is a counter" % who,
+                  s.types.get("etcd_network_peer_sent_failures_total") == "counter")
+
+
+def main():
+    return harness.run_scenario("keel-metrics-", 29500, scenario)
 
 
 if __name__ == "__main__":

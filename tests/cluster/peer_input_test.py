@@ -19,7 +19,6 @@ Usage: peer_input_test.py --binary build/bin/keeld --probe build/tests/cluster/p
 Ports: base..base+5.
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -27,9 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import cluster as harness  # noqa: E402
-import keeltest  # noqa: E402
 
 KINDS = ["garbage", "corrupt-crc", "other-cluster", "forged-term", "misaddressed", "unknown-type"]
 # What the member's log says for each (keel/raft/wire.h and the frame decoder's messages).
@@ -103,53 +100,41 @@ def relay_to_a_silent_leader(c, leader, follower, check):
           % (got, took), got == (500, 300) and took < 12)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    harness.add_scenario_arguments(ap, 29460)
-    ap.add_argument("--probe", required=True)
-    o = ap.parse_args()
-    work = harness.work_dir(o.workdir, "keel-peer-input-")
-    check = keeltest.Checks()
+def scenario(o, work, check, started):
+    c = started(harness.Cluster(o.binary, size=3, base_port=o.base_port, workdir=os.path.join(work, "members")))
+    leader, _ = c.wait_leader()
+    harness.kv_put(c.url(leader), "p/a", "1", 5.0)
+    before = [c.status(i) for i in range(3)]
+    cluster_id = before[leader]["header"]["cluster_id"]
+    leader_id = before[leader]["header"]["member_id"]
+    follower = next(i for i in range(3) if i != leader)
+    follower_id = before[follower]["header"]["member_id"]
+    term = before[leader]["raftTerm"]
+    peer_port = o.base_port + 2 * leader + 1
+    for kind in KINDS:
+        out = subprocess.run([o.probe, "127.0.0.1", str(peer_port), kind, str(cluster_id), str(follower_id),
+                              str(leader_id), str(term)], capture_output=True, text=True, timeout=10)
+        said = out.stdout.strip()
+        check("%s: the connection was closed (%s)" % (kind, said or out.stderr.strip()),
+              out.returncode == 0 and (said == "closed" or said.startswith("error-frame")))
+    time.sleep(0.3)
+    with open(c.members[leader].log_path) as f:
+        log = f.read()
+    for kind in KINDS:
+        check("%s: the refusal is logged (%r)" % (kind, LOGGED[kind]), LOGGED[kind] in log)
+    after = [c.status(i) for i in range(3)]
+    check("every member still follows the same leader", all(a["leader"] == before[leader]["leader"] for a in after))
+    check("the term is unchanged (%s)" % term, all(a["raftTerm"] == term for a in after))
+    check("the data is unchanged", all(harness.kv_get(c.url(i), "p/a", 5.0)[0] == "1" for i in range(3)))
+    harness.kv_put(c.url(follower), "p/b", "2", 5.0)
+    check("writes continue", harness.kv_get(c.url(leader), "p/b", 5.0)[0] == "2")
+    unknown_entry(c, o.probe, o.base_port, leader, follower, cluster_id, leader_id, check)
+    relay_to_a_silent_leader(c, leader, follower, check)
 
-    c = None
-    try:
-        c = harness.Cluster(o.binary, size=3, base_port=o.base_port, workdir=os.path.join(work, "members"))
-        leader, _ = c.wait_leader()
-        harness.kv_put(c.url(leader), "p/a", "1", 5.0)
-        before = [c.status(i) for i in range(3)]
-        cluster_id = before[leader]["header"]["cluster_id"]
-        leader_id = before[leader]["header"]["member_id"]
-        follower = next(i for i in range(3) if i != leader)
-        follower_id = before[follower]["header"]["member_id"]
-        term = before[leader]["raftTerm"]
-        peer_port = o.base_port + 2 * leader + 1
-        for kind in KINDS:
-            out = subprocess.run([o.probe, "127.0.0.1", str(peer_port), kind, str(cluster_id), str(follower_id),
-                                  str(leader_id), str(term)], capture_output=True, text=True, timeout=10)
-            said = out.stdout.strip()
-            check("%s: the connection was closed (%s)" % (kind, said or out.stderr.strip()),
-                  out.returncode == 0 and (said == "closed" or said.startswith("error-frame")))
-        time.sleep(0.3)
-        with open(c.members[leader].log_path) as f:
-            log = f.read()
-        for kind in KINDS:
-            check("%s: the refusal is logged (%r)" % (kind, LOGGED[kind]), LOGGED[kind] in log)
-        after = [c.status(i) for i in range(3)]
-        check("every member still follows the same leader", all(a["leader"] == before[leader]["leader"] for a in after))
-        check("the term is unchanged (%s)" % term, all(a["raftTerm"] == term for a in after))
-        check("the data is unchanged", all(harness.kv_get(c.url(i), "p/a", 5.0)[0] == "1" for i in range(3)))
-        harness.kv_put(c.url(follower), "p/b", "2", 5.0)
-        check("writes continue", harness.kv_get(c.url(leader), "p/b", 5.0)[0] == "2")
-        unknown_entry(c, o.probe, o.base_port, leader, follower, cluster_id, leader_id, check)
-        relay_to_a_silent_leader(c, leader, follower, check)
-    except Exception as e:  # noqa: BLE001
-        check.fail(repr(e))
-        if c:
-            c.dump_logs()
-    finally:
-        if c:
-            c.stop_all()
-    return check.summary()
+
+def main():
+    return harness.run_scenario("keel-peer-input-", 29460, scenario,
+                                add_arguments=lambda ap: ap.add_argument("--probe", required=True))
 
 
 if __name__ == "__main__":

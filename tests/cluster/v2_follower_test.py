@@ -33,7 +33,6 @@ Usage: v2_follower_test.py --binary build/bin/keeld [--base-port 29480] [--workd
 Ports: base..base+8.
 """
 
-import argparse
 import json
 import os
 import re
@@ -45,9 +44,7 @@ import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import cluster as harness  # noqa: E402
-import keeltest  # noqa: E402
 
 
 def call(url, method, path, form=None, timeout=10.0):
@@ -327,34 +324,22 @@ def after_leader_loss(c, leader, check):
     check("5. the cluster holds it (a quorum read)", st == 200 and got["node"]["value"] == "w", got)
 
 
+def scenario(o, work, check, started):
+    extra = ["--enable-v2"] if os.path.basename(o.binary) == "etcd" else []
+    c = started(harness.Cluster(o.binary, size=3, base_port=o.base_port, workdir=os.path.join(work, "members"),
+                                extra_args=extra, peer_proxy=True))
+    leader, _ = c.wait_leader()
+    followers = [i for i in range(3) if i != leader]
+    same_answers(c, leader, followers[0], check)
+    read_your_write(c, followers[0], followers[1], check)
+    concurrent_increments(c, check)
+    quorum_read_cut_off(c, leader, check)
+    leader, _ = c.wait_leader()
+    after_leader_loss(c, leader, check)
+
+
 def main():
-    ap = argparse.ArgumentParser()
-    harness.add_scenario_arguments(ap, 29480)
-    o = ap.parse_args()
-    o.binary = harness.server_binary(o.binary)
-    work = harness.work_dir(o.workdir, "keel-v2-follower-")
-    check = keeltest.Checks()
-    c = None
-    try:
-        extra = ["--enable-v2"] if os.path.basename(o.binary) == "etcd" else []
-        c = harness.Cluster(o.binary, size=3, base_port=o.base_port, workdir=os.path.join(work, "members"),
-                            extra_args=extra, peer_proxy=True)
-        leader, _ = c.wait_leader()
-        followers = [i for i in range(3) if i != leader]
-        same_answers(c, leader, followers[0], check)
-        read_your_write(c, followers[0], followers[1], check)
-        concurrent_increments(c, check)
-        quorum_read_cut_off(c, leader, check)
-        leader, _ = c.wait_leader()
-        after_leader_loss(c, leader, check)
-    except Exception as e:  # noqa: BLE001
-        check.fail(repr(e))
-        if c:
-            c.dump_logs()
-    finally:
-        if c:
-            c.stop_all()
-    return check.summary()
+    return harness.run_scenario("keel-v2-follower-", 29480, scenario)
 
 
 if __name__ == "__main__":
