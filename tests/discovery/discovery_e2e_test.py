@@ -78,21 +78,9 @@ class Keeld:
         self.start()
 
     # The module's config section: "discovery" is also etcd's core --discovery key, so
-    # keeld names the section differently (see modules/discovery/README.md "Config");
-    # the first spelling keeld accepts is kept. Without any, waits hold the default 60 s.
-    section_flags = [["--discovery-service.wait-timeout-ms", "2000"], ["--discovery.wait-timeout-ms", "2000"], []]
-
+    # keeld names the section "discovery-service" (modules/discovery/README.md "Config").
     def start(self):
-        global WAIT_TIMEOUT_MS
-        while True:
-            try:
-                self.launch(Keeld.section_flags[0])
-                break
-            except RuntimeError:
-                if len(Keeld.section_flags) == 1:
-                    raise
-                Keeld.section_flags.pop(0)
-        WAIT_TIMEOUT_MS = int(Keeld.section_flags[0][1]) if Keeld.section_flags[0] else 60000
+        self.launch(["--discovery-service.wait-timeout-ms", str(WAIT_TIMEOUT_MS)])
 
     def launch(self, extra):
         self.log = open(os.path.join(self.root, "keeld-%d.log" % self.port), "a")
