@@ -555,6 +555,53 @@ def nested_txn_checks(p):
            {"key": b64("nt/"), "range_end": b64("nt0"), "keys_only": True})
 
 
+def form_checks(p):
+    """What etcd's gRPC layer refuses before its apply (checkPutRequest, checkTxnRequest:
+    both branches, compares' keys, sizes, then duplicate keys), jsonpb's choice among
+    repeated and two-named members, and etcd's range quirks; found by a randomized
+    differential run against etcd 3.4 (session 17)."""
+    put = lambda key, value: p.same("put " + key, "/v3/kv/put", {"key": b64(key), "value": b64(value)})
+    put("form/a", "1")
+    p.same("put ignore_value with a value: value is provided", "/v3/kv/put",
+           {"key": b64("form/a"), "value": b64("2"), "ignore_value": True})
+    p.same("put ignore_lease with a lease: lease is provided", "/v3/kv/put",
+           {"key": b64("form/a"), "lease": "42", "ignore_lease": True})
+    p.same("put ignore_value with a value on a missing key: value is provided", "/v3/kv/put",
+           {"key": b64("form/none"), "value": b64("2"), "ignore_value": True})
+    put_a = {"request_put": {"key": b64("form/a"), "value": b64("3")}}
+    p.same("txn: the branch not taken is checked too (ignore_value with a value)", "/v3/kv/txn",
+           {"success": [put_a], "failure": [{"request_put": {"key": b64("form/a"), "value": b64("x"),
+                                                             "ignore_value": True}}]})
+    p.same("txn: the branch not taken is checked too (range without a key)", "/v3/kv/txn",
+           {"success": [put_a], "failure": [{"request_range": {"key": ""}}]})
+    p.same("txn: a compare without a key", "/v3/kv/txn", {"compare": [{}], "success": [put_a]})
+    p.same("txn: a duplicate key is refused before a missing lease", "/v3/kv/txn",
+           {"success": [{"request_put": {"key": b64("form/a"), "value": b64("4"), "lease": "999"}}, put_a]})
+    p.same("txn: a range without a key is refused before a put's missing key", "/v3/kv/txn",
+           {"success": [{"request_put": {"key": b64("form/none"), "ignore_value": True}},
+                        {"request_range": {"key": ""}}]})
+    p.same("txn: request_put null is no op at all (key not found)", "/v3/kv/txn",
+           {"success": [{"request_put": None}]})
+    p.same("txn: a delete of nothing before the first change reads the revision before it", "/v3/kv/txn",
+           {"success": [{"request_delete_range": {"key": b64("form/none")}}, put_a,
+                        {"request_delete_range": {"key": b64("form/none2")}}]})
+    put("form/s1", "2")
+    put("form/s2", "1")
+    p.same("range keys_only sorted by VALUE sorts on the values", "/v3/kv/range",
+           {"key": b64("form/s1"), "range_end": b64("form/s3"), "sort_target": "VALUE", "keys_only": True})
+    for key in ("form/q/c", "form/q/a", "form/q/b"):
+        put(key, "x")
+    p.same("range sort_target CREATE, no sort_order, limit 1: the first limit+1 keys sorted", "/v3/kv/range",
+           {"key": b64("form/q/"), "range_end": b64("form/q0"), "sort_target": "CREATE", "limit": 1})
+    p.same("put with a repeated member: the last one counts", "/v3/kv/put",
+           raw=('{"key":"%s","value":"%s","key":"%s"}' % (b64("form/r1"), b64("v"), b64("form/r2"))).encode())
+    p.same("... so form/r2 was written", "/v3/kv/range", {"key": b64("form/r"), "range_end": b64("form/s")})
+    p.same("range_end and rangeEnd both given: rangeEnd counts", "/v3/kv/range",
+           {"key": b64("form/q/a"), "range_end": b64("form/q/b"), "rangeEnd": b64("form/q/d")})
+    p.same("a body that starts with a UTF-8 byte-order mark", "/v3/kv/put",
+           raw=b"\xef\xbb\xbf" + json.dumps({"key": b64("form/bom"), "value": b64("x")}).encode())
+
+
 def lease_checks(p):
     p.same("lease grant ID 1000 TTL 60", "/v3/lease/grant", {"ID": "1000", "TTL": "60"})
     p.same("lease grant ID 1000 again: 412 lease already exists (code 9)", "/v3/lease/grant", {"ID": 1000, "TTL": 60})
@@ -733,6 +780,7 @@ def main():
         compacted_at = kv_checks(p)
         bad_input_checks(p)
         nested_txn_checks(p)
+        form_checks(p)
         lease_checks(p)
         status_checks(p)
         watch_checks(p, compacted_at)

@@ -772,7 +772,14 @@ task<result<std::int64_t>> owner_read_barrier() {
 
 const kv::mvcc_store& owner_store() { return g->store; }
 
+// A request from a client (not an entry replayed or applied from the log): what etcd's
+// gRPC layer refuses before its apply is refused here; the log then holds only requests
+// well formed, and an older log replays as it was served.
+bool serving_a_client() noexcept { return !g->replaying && !g->applying; }
+
 result<kv::put_result> owner_put(const kv::put_request& request) {
+  if (serving_a_client())
+    if (status bad = kv::check_put_form(request); !bad) return bad;
   if (request.key.empty()) return fail(errc::invalid_argument, kv::mvcc_messages::empty_key);
   if (status bad = check_lease(request.lease); !bad) return bad;
   if (status logged = log_entry(encode_put_entry(put_entry{request.key, request.value, request.lease, request.prev_kv,
@@ -793,6 +800,9 @@ result<kv::delete_range_result> owner_delete_range(const kv::delete_range_reques
 }
 
 result<kv::txn_result> owner_txn(const kv::txn_request& request) {
+  // etcd's gRPC layer refuses a malformed txn before its apply looks at leases.
+  if (serving_a_client())
+    if (status bad = kv::check_txn_form(request); !bad) return bad;
   if (status bad = check_txn_leases(request); !bad) return bad;
   if (status logged = log_entry(encode_txn_entry(request)); !logged) return logged;
   auto applied = g->store.txn(request);

@@ -332,15 +332,18 @@ std::optional<std::string> go_base64_decode(std::string_view src, std::size_t& b
   return out;
 }
 
-// Finds a field by its proto name or its lowerCamel JSON name (grpc-gateway accepts both).
+// Finds a field by its proto name or its lowerCamel JSON name, as jsonpb does: Go's
+// decoder keeps the last of repeated members, and with both names present the lowerCamel
+// one wins.
 const rapidjson::Value* field(const rapidjson::Value& object, const char* proto_name, const char* camel_name) {
-  auto it = object.FindMember(proto_name);
-  if (it != object.MemberEnd()) return &it->value;
-  if (camel_name) {
-    it = object.FindMember(camel_name);
-    if (it != object.MemberEnd()) return &it->value;
+  const rapidjson::Value* proto = nullptr;
+  const rapidjson::Value* camel = nullptr;
+  for (const auto& member : object.GetObject()) {
+    std::string_view name(member.name.GetString(), member.name.GetStringLength());
+    if (name == proto_name) proto = &member.value;
+    else if (camel_name && name == camel_name) camel = &member.value;
   }
-  return nullptr;
+  return camel ? camel : proto;
 }
 
 struct parse_error {
@@ -472,6 +475,9 @@ std::optional<parse_error> parse_json(const std::string& body, rapidjson::Docume
     doc.SetObject();
     return std::nullopt;
   }
+  // rapidjson skips a UTF-8 byte-order mark; Go's decoder does not.
+  if (std::size_t at = body.find_first_not_of(" \t\r\n"); body.compare(at, 3, "\xEF\xBB\xBF") == 0)
+    return parse_error{"invalid character " + go_quote_char(0xEF) + " looking for beginning of value"};
   // Iterative: a body of 1.5 MiB of '[' would overflow the stack of the recursive parser.
   doc.Parse<rapidjson::kParseStopWhenDoneFlag | rapidjson::kParseIterativeFlag>(body.c_str(), body.size());
   if (doc.HasParseError()) return parse_error{go_syntax_error(body, doc.GetParseError(), doc.GetErrorOffset())};
@@ -585,23 +591,27 @@ std::optional<parse_error> parse_request_op(const rapidjson::Value& doc, kv::req
   auto error = check_object(doc);
   if (error) return error;
   // jsonpb (grpc-gateway 1.9) sets each oneof member present in turn, in declaration
-  // order, so with several the last declared wins; with none, etcd's checkRequestOp
-  // answers "key not found".
-  if (const auto* nested_doc = field(doc, "request_txn", "requestTxn")) {
+  // order, so with several the last declared wins; with none (or null), etcd's
+  // checkRequestOp answers "key not found".
+  auto member = [&doc](const char* proto_name, const char* camel_name) -> const rapidjson::Value* {
+    const rapidjson::Value* v = field(doc, proto_name, camel_name);
+    return v && !v->IsNull() ? v : nullptr;
+  };
+  if (const auto* nested_doc = member("request_txn", "requestTxn")) {
     // Deeper than the store's op budget allows (mvcc_store::txn): refused as etcd would.
     if (depth >= kv::mvcc_txn_depth_max) return parse_error{std::string(kv::mvcc_messages::too_many_operations)};
     kv::txn_request nested;
     if ((error = parse_txn(*nested_doc, nested, depth + 1))) return error;
     op = kv::request_op::of(std::move(nested));
-  } else if (const auto* v = field(doc, "request_delete_range", "requestDeleteRange")) {
+  } else if (const auto* v = member("request_delete_range", "requestDeleteRange")) {
     kv::delete_range_request request;
     if ((error = parse_delete_range(*v, request))) return error;
     op = kv::request_op::of(std::move(request));
-  } else if (const auto* v = field(doc, "request_put", "requestPut")) {
+  } else if (const auto* v = member("request_put", "requestPut")) {
     kv::put_request put;
     if ((error = parse_put(*v, put))) return error;
     op = kv::request_op::of(std::move(put));
-  } else if (const auto* v = field(doc, "request_range", "requestRange")) {
+  } else if (const auto* v = member("request_range", "requestRange")) {
     kv::range_request range;
     if ((error = parse_range(*v, range))) return error;
     op = kv::request_op::of(std::move(range));

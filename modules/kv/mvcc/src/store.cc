@@ -128,8 +128,12 @@ result<range_result> do_range(const detail::mvcc_state& s, const range_request& 
 
   range_result out;
   out.revision = current;
-  // Without sorting or filters only limit kvs are copied; count is always every key.
-  bool fetch_all = r.order != sort_order::none || r.target != sort_target::key || has_filters(r);
+  // Without a sort order or filters only limit + 1 kvs are copied (count is always every
+  // key). As etcd's applierV3backend.Range, a target other than key with no order sorts
+  // ascending only those: the first limit + 1 keys in key order, not the whole range.
+  bool fetch_all = r.order != sort_order::none || has_filters(r);
+  // keys_only blanks values after the sort, which may be on them.
+  bool blank_now = r.keys_only && r.target != sort_target::value;
   std::size_t copy_max = (r.count_only)                ? 0
                          : (fetch_all || r.limit <= 0) ? SIZE_MAX
                                                        : static_cast<std::size_t>(r.limit) + 1;
@@ -140,7 +144,7 @@ result<range_result> do_range(const detail::mvcc_state& s, const range_request& 
                       ++out.count;
                       if (out.kvs.size() < copy_max) {
                         out.kvs.push_back(to_key_value(key, *entry));
-                        if (r.keys_only) out.kvs.back().value.clear();
+                        if (blank_now) out.kvs.back().value.clear();
                       }
                       return true;
                     });
@@ -153,6 +157,8 @@ result<range_result> do_range(const detail::mvcc_state& s, const range_request& 
     out.kvs.resize(static_cast<std::size_t>(r.limit));
     out.more = true;
   }
+  if (r.keys_only && !blank_now)
+    for (key_value& kv : out.kvs) kv.value.clear();
   return out;
 }
 
@@ -229,6 +235,18 @@ class write_batch {
   std::vector<event> _events;
 };
 
+// etcd checkPutRequest (its gRPC layer, before the store is read): a key, and no value or
+// lease beside the flag that keeps the old one.
+status check_put_request(const put_request& r) {
+  if (r.key.empty()) return empty_key_error();
+  if (r.ignore_value && !r.value.empty()) return error(errc::invalid_argument, mvcc_messages::value_provided);
+  if (r.ignore_lease && r.lease != 0) return error(errc::invalid_argument, mvcc_messages::lease_provided);
+  return status::ok();
+}
+
+// etcd checkRequestPut (at apply): ignore_value / ignore_lease need the key to exist.
+// Not the form (check_put_request): a log written before keel checked it must replay
+// as it was served.
 status check_put(const detail::mvcc_state& s, const put_request& r) {
   if (r.key.empty()) return empty_key_error();
   if (r.ignore_value || r.ignore_lease) {
@@ -284,15 +302,36 @@ bool evaluate(const detail::mvcc_state& s, const compare& c) {
   return all;
 }
 
-// etcd checkTxnRequest: at most `max` compares and ops in each branch; a nested txn gets
-// what its parent's largest count leaves.
-status check_txn_size(const txn_request& t, std::size_t max) {
+status check_txn_request(const txn_request& t, std::size_t max, bool forms);
+
+// etcd checkRequestOp: one op of either branch, as the request gives it.
+status check_request_op(const request_op& op, std::size_t max, bool forms) {
+  if (op.type == request_op::kind::txn) return check_txn_request(op.txn, max, forms);
+  if (!forms) return status::ok();
+  switch (op.type) {
+    case request_op::kind::range: return op.range.key.empty() ? empty_key_error() : status::ok();
+    case request_op::kind::put: return check_put_request(op.put);
+    case request_op::kind::delete_range:
+      return op.delete_range.key.empty() ? empty_key_error() : status::ok();
+    case request_op::kind::txn: break;
+  }
+  return status::ok();
+}
+
+// etcd checkTxnRequest (its gRPC layer, before the store is read), in its order: at most
+// `max` compares and ops in each branch (a nested txn gets what its parent's largest count
+// leaves), a key on every compare, then every op of success and of failure well formed,
+// whichever branch the compares will choose. With forms false, only the sizes: what the
+// store checks at apply (a log written before keel checked the forms replays as served).
+status check_txn_request(const txn_request& t, std::size_t max, bool forms) {
   std::size_t counted = std::max({t.compares.size(), t.success.size(), t.failure.size()});
   if (counted > max) return error(errc::too_large, mvcc_messages::too_many_operations);
+  if (forms)
+    for (const compare& c : t.compares)
+      if (c.key.empty()) return empty_key_error();
   for (const auto* branch : {&t.success, &t.failure})
     for (const request_op& op : *branch)
-      if (op.type == request_op::kind::txn)
-        if (status checked = check_txn_size(op.txn, max - counted); !checked) return checked;
+      if (status checked = check_request_op(op, max - counted, forms); !checked) return checked;
   return status::ok();
 }
 
@@ -412,31 +451,36 @@ void choose_path(const detail::mvcc_state& s, const txn_request& t, std::vector<
     if (op.type == request_op::kind::txn) choose_path(s, op.txn, path);
 }
 
-// Everything on the chosen path that can fail, checked before the first change.
-status check_path(const detail::mvcc_state& s, const txn_request& t, const std::vector<bool>& path,
-                  std::size_t& at) {
+// Calls check(op) on every put, delete_range and range of the chosen path, in pre-order,
+// until one fails (etcd's checkRequests).
+template <typename Check>
+status check_on_path(const txn_request& t, const std::vector<bool>& path, std::size_t& at, const Check& check) {
   for (const request_op& op : path[at++] ? t.success : t.failure) {
-    switch (op.type) {
-      case request_op::kind::range: {
-        if (op.range.key.empty()) return empty_key_error();
-        if (op.range.revision > s.current) return future_error();
-        if (op.range.revision > 0 && op.range.revision < s.compacted) return compacted_error();
-        break;
-      }
-      case request_op::kind::put: {
-        status checked = check_put(s, op.put);
-        if (!checked) return checked;
-        break;
-      }
-      case request_op::kind::delete_range:
-        if (op.delete_range.key.empty()) return empty_key_error();
-        break;
-      case request_op::kind::txn:
-        if (status checked = check_path(s, op.txn, path, at); !checked) return checked;
-        break;
-    }
+    status checked = op.type == request_op::kind::txn ? check_on_path(op.txn, path, at, check) : check(op);
+    if (!checked) return checked;
   }
   return status::ok();
+}
+
+// What on the chosen path can fail against the store, checked before the first change and
+// in etcd's order (applierV3backend.Txn): every put first (checkRequestPut), then every
+// range (checkRequestRange). An empty key on the path (which check_txn_form refuses when a
+// client sends it) is refused here too, so that apply_path never meets one.
+status check_path(const detail::mvcc_state& s, const txn_request& t, const std::vector<bool>& path) {
+  std::size_t at = 0;
+  status puts = check_on_path(t, path, at, [&](const request_op& op) {
+    if (op.type == request_op::kind::delete_range && op.delete_range.key.empty()) return empty_key_error();
+    return op.type == request_op::kind::put ? check_put(s, op.put) : status::ok();
+  });
+  if (!puts) return puts;
+  at = 0;
+  return check_on_path(t, path, at, [&](const request_op& op) {
+    if (op.type != request_op::kind::range) return status::ok();
+    if (op.range.key.empty()) return empty_key_error();
+    if (op.range.revision > s.current) return future_error();
+    if (op.range.revision > 0 && op.range.revision < s.compacted) return compacted_error();
+    return status::ok();
+  });
 }
 
 // Applies the chosen path in operation order; a range reads what the txn wrote before it.
@@ -463,11 +507,11 @@ void apply_path(const detail::mvcc_state& s, write_batch& batch, const txn_reque
   }
 }
 
-// Header revisions of the write responses are the txn's (etcd: one header per txn).
+// A nested txn's header revision is the txn's. Puts and delete_ranges keep their own,
+// as etcd's: the txn's new revision, except a delete_range that removed nothing before
+// the txn's first change, which reads the revision before it (storeTxnWrite.DeleteRange).
 void set_write_revisions(std::vector<response_op>& responses, std::int64_t revision) {
   for (response_op& response : responses) {
-    if (response.type == request_op::kind::put) response.put.revision = revision;
-    if (response.type == request_op::kind::delete_range) response.delete_range.revision = revision;
     if (response.type == request_op::kind::txn) {
       response.txn.revision = revision;
       set_write_revisions(response.txn.responses, revision);
@@ -545,17 +589,23 @@ result<range_result> mvcc_store::range(const range_request& request) const {
   return do_range(*_state, request, _state->current);
 }
 
+status check_put_form(const put_request& request) { return check_put_request(request); }
+
+status check_txn_form(const txn_request& request) {
+  if (status checked = check_txn_request(request, mvcc_txn_operations_max, true); !checked) return checked;
+  return check_branches(request);
+}
+
 result<txn_result> mvcc_store::txn(const txn_request& request) {
-  if (status checked = check_txn_size(request, mvcc_txn_operations_max); !checked) return checked;
+  if (status checked = check_txn_request(request, mvcc_txn_operations_max, false); !checked) return checked;
   if (status checked = check_branches(request); !checked) return checked;
   std::vector<bool> path;
   choose_path(*_state, request, path);
-  std::size_t at = 0;
-  if (status checked = check_path(*_state, request, path, at); !checked) return checked;
+  if (status checked = check_path(*_state, request, path); !checked) return checked;
 
   txn_result out;
   write_batch batch(*_state);
-  at = 0;
+  std::size_t at = 0;
   apply_path(*_state, batch, request, path, at, out.succeeded, out.responses);
   out.events = std::move(batch.events());
   out.revision = batch.finish();
@@ -642,6 +692,8 @@ mvcc_error mvcc_error_of(const status& failure) noexcept {
   if (message == mvcc_messages::too_many_operations) return mvcc_error::too_many_operations;
   if (message == mvcc_messages::empty_key) return mvcc_error::empty_key;
   if (message == mvcc_messages::key_not_found) return mvcc_error::key_not_found;
+  if (message == mvcc_messages::value_provided) return mvcc_error::value_provided;
+  if (message == mvcc_messages::lease_provided) return mvcc_error::lease_provided;
   return mvcc_error::other;
 }
 

@@ -52,6 +52,8 @@ inline constexpr std::string_view too_many_operations =
     "etcdserver: too many operations in txn request";
 inline constexpr std::string_view empty_key = "etcdserver: key is not provided";
 inline constexpr std::string_view key_not_found = "etcdserver: key not found";
+inline constexpr std::string_view value_provided = "etcdserver: value is provided";
+inline constexpr std::string_view lease_provided = "etcdserver: lease is provided";
 }  // namespace mvcc_messages
 
 // The conditions a caller maps to etcd error codes / HTTP statuses.
@@ -63,9 +65,31 @@ enum class mvcc_error : std::uint8_t {
   too_many_operations,  // errc::too_large
   empty_key,            // errc::invalid_argument
   key_not_found,        // errc::not_found (put with ignore_value / ignore_lease)
+  value_provided,       // errc::invalid_argument (ignore_value with a value)
+  lease_provided,       // errc::invalid_argument (ignore_lease with a lease)
   other,
 };
 mvcc_error mvcc_error_of(const status& failure) noexcept;
+
+struct put_request;
+struct txn_request;
+// What etcd's gRPC layer refuses in a put before the store is read (checkPutRequest):
+// empty_key, value_provided (ignore_value with a value), lease_provided (ignore_lease
+// with a lease). mvcc_store::put checks only the empty key: a caller serving a client
+// checks the form first (the kv module does), and a log written before keel checked
+// forms replays as it was served.
+status check_put_form(const put_request& request);
+// What etcd's gRPC layer refuses in a txn before the store is read, in its order
+// (checkTxnRequest, then checkIntervals on each branch): too_many_operations (more than
+// mvcc_txn_operations_max compares or ops in a branch; a nested txn gets what its
+// parent's largest count leaves); empty_key (a compare, or an op of either branch,
+// without a key); value_provided / lease_provided (ignore_value with a value,
+// ignore_lease with a lease, in either branch); duplicate_key (a key put twice, or put
+// and deleted, anywhere in a branch's tree except once in each branch of one nested txn).
+// Depends on the request only, so a caller may check it before anything else.
+// mvcc_store::txn checks the sizes and duplicate keys, and empty keys on the chosen path,
+// but not the rest of the form, for the reason check_put_form gives.
+status check_txn_form(const txn_request& request);
 
 // etcd's mvccpb.KeyValue. A tombstone (delete event's kv) has only key and mod_revision.
 struct key_value {
@@ -276,15 +300,11 @@ class mvcc_store {
   // range({key}) at the current revision, without building a range result: for callers
   // that look up many single keys (etcd v2's directory walk).
   std::optional<key_value> get(std::string_view key) const;
-  // Compares — a nested txn's too, along the chosen branches — are evaluated at the
-  // current revision before anything changes; the chosen path is checked first (range
-  // revisions, puts) and then applied whole at one new revision, or not at all (etcd
-  // 3.4's applierV3backend.Txn).
-  // Errors: too_many_operations (more than mvcc_txn_operations_max compares or ops in a
-  // branch; a nested txn gets what its parent's largest count leaves, as etcd's
-  // checkTxnRequest), duplicate_key (etcd's checkIntervals: a key put twice, or put and
-  // deleted, anywhere in the tree except once in each branch of one nested txn), and the
-  // errors of the chosen path's requests.
+  // The sizes and duplicate keys of check_txn_form(request) first; then compares — a nested txn's too, along the chosen
+  // branches — are evaluated at the current revision before anything changes; the chosen
+  // path is checked (every put: key_not_found for ignore_value / ignore_lease on a missing
+  // key; then every range: future_revision, compacted) and then applied whole at one new
+  // revision, or not at all (etcd 3.4's applierV3backend.Txn).
   result<txn_result> txn(const txn_request& request);
   // Keeps, for each key, the latest version at or before `revision` unless it is a
   // tombstone, and drops everything older. Errors: future_revision if revision > current,
