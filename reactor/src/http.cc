@@ -155,13 +155,15 @@ const http_router::route* http_router::find(std::string_view method, std::string
   // matches but the method does not, the methods that would have matched fill `allowed`.
   auto choose = [&](auto matches) -> const route* {
     const route* chosen = nullptr;
+    const route* fallback = nullptr;  // any_method
     for (const route& r : _routes) {
       if (!matches(r)) continue;
       if (r.method == method) chosen = &r;
+      else if (r.method == any_method) fallback = &r;
       else if (allowed.find(r.method) == std::string::npos)
         allowed.append(allowed.empty() ? "" : ", ").append(r.method);
     }
-    return chosen;
+    return chosen ? chosen : fallback;
   };
   allowed.clear();
   if (const route* exact = choose([&](const route& r) { return !r.prefix && r.path == path; }))

@@ -224,6 +224,14 @@ def both(name, method, path, query=None, form=None, ignore=(), headers=True, com
     return replies
 
 
+def both_raw(name, method, path, body=None, headers=None, compare=True):
+    """Sends the same raw request (body and headers as given) to both servers."""
+    replies = {s: server.request(method, path, body=body, headers=headers) for s, server in SERVERS.items()}
+    if compare:
+        same(name, replies)
+    return replies
+
+
 def both_parallel(requests, delay_then=None, settle=0.3):
     """Starts requests (name, server, method, path, query) in threads, then after `settle`
     seconds runs delay_then(); returns {name: Reply}."""
@@ -356,6 +364,8 @@ def section_delete():
     both("  ... delete", "DELETE", "/v2/keys/cad", query={"prevValue": "one"},
          ignore=("node.createdIndex", "prevNode.createdIndex"))
     both("CAD on a dir: 102", "DELETE", "/v2/keys/hid", query={"prevValue": "1"})
+    both("CAD on /: 102 without a cause", "DELETE", "/v2/keys/", query={"prevValue": "1"})
+    both("delete of /: 107", "DELETE", "/v2/keys/", query={"dir": "true"})
     both("delete missing: 100", "DELETE", "/v2/keys/cad")
 
 
@@ -382,12 +392,47 @@ def section_parameters():
     check("OPTIONS (CORS preflight): 200, empty, on both",
           all(r.status == 200 and r.text == "" and "access-control-allow-origin" in r.headers for r in replies.values()),
           replies)
-    replies = both("PATCH: 405", "PATCH", "/v2/keys/p", compare=False)
-    check("PATCH: 405 on both", replies["etcd"].status == 405 and replies["keel"].status == 405,
-          {s: r.status for s, r in replies.items()})
+    for method in ("PATCH", "TRACE", "PROPFIND"):
+        replies = both(method + ": 405", method, "/v2/keys/p", compare=False)
+        shapes = {s: (r.status, r.text, r.headers.get("content-type"), r.headers.get("allow"),
+                      "x-etcd-cluster-id" in r.headers) for s, r in replies.items()}
+        check(method + ": etcd's plain-text 405, its Allow, no cluster id, on both",
+              shapes["etcd"] == shapes["keel"] and shapes["keel"][0] == 405, shapes)
+    # Go's server refuses a bad %-escape in the path before etcd's handler runs.
+    replies = both("bad escape in the path", "GET", "/v2/keys/a%zz", compare=False)
+    shapes = {s: (r.status, r.text, r.headers.get("content-type"), r.headers.get("connection"))
+              for s, r in replies.items()}
+    check("a bad %-escape in the path: Go's plain-text 400, connection closed, on both",
+          shapes["etcd"] == shapes["keel"] and shapes["keel"][0] == 400, shapes)
+    # Go's ParseForm reads the Content-Type with mime.ParseMediaType; its errors are 210.
+    content_types = ("application/x-www-form-urlencoded; charset", "application/x-www-form-urlencoded, text/plain",
+                     "application/x-www-form-urlencoded; a=1; a=1", "text/plain; x", "a/b/c",
+                     "Application/X-WWW-Form-Urlencoded ; charset=utf-8", "application/x-www-form-urlencoded;")
+    for number, content_type in enumerate(content_types):
+        both_raw("Content-Type %r" % content_type, "PUT", "/v2/keys/ct%d" % number, body="value=v1",
+                 headers={"Content-Type": content_type})
+    # A refresh that creates (prevExist=false, or POST) is etcd's plain create.
+    both("refresh with prevExist=false on a missing key: create", "PUT", "/v2/keys/rc",
+         query={"prevExist": "false"}, form={"refresh": "true", "ttl": "300"})
+    both("refresh POST: an in-order create", "POST", "/v2/keys/rq", form={"refresh": "true", "ttl": "300"})
+    both("refresh dir=true prevExist=false: a directory", "PUT", "/v2/keys/rd",
+         query={"refresh": "true", "prevExist": "false"}, form={"ttl": "300", "dir": "true"})
+    # etcd takes any uint64 TTL; past the year 2262 the key shows as permanent.
+    both("ttl above 9e9: accepted, shown permanent", "PUT", "/v2/keys/bigttl", form={"value": "v", "ttl": "9000000001"})
+    both("ttl above 9e9 does not hide the refresh error (211)", "PUT", "/v2/keys/bigttl",
+         form={"value": "v", "ttl": "9000000001", "refresh": "true"})
+
+
+EXPIRY_ORDER_KEYS = ("k4", "k1", "k5", "k2", "k3")  # not in key order: written in this order
+EXPIRY_ORDER_FROM = {}
 
 
 def section_ttl():
+    # Keys for the expiry order check in section_live_watches (they expire meanwhile).
+    for s, server in SERVERS.items():
+        for key in EXPIRY_ORDER_KEYS:
+            written = server.request("PUT", "/v2/keys/expo/" + key, form={"value": "1", "ttl": "2"})
+        EXPIRY_ORDER_FROM[s] = written.index()  # the expiries come after the last write
     both("set with ttl: expiration and ttl", "PUT", "/v2/keys/ttl1", form={"value": "x", "ttl": "100"})
     replies = both("GET a key with a TTL", "GET", "/v2/keys/ttl1")
     ttls = {s: r.json["node"].get("ttl") for s, r in replies.items()}
@@ -433,6 +478,13 @@ def section_history_watches():
          query=lambda s: {"wait": "true", "waitIndex": s.base + 3})
     both("recursive watch sees the dir delete", "GET", "/v2/keys/w",
          query=lambda s: {"wait": "true", "recursive": "true", "waitIndex": s.base + 4})
+    # set dir=true over a file: one "set" of the directory, the file as prevNode.
+    both("setup: a file with a TTL", "PUT", "/v2/keys/dof", form={"value": "1", "ttl": "300"})
+    both("set dir=true over it", "PUT", "/v2/keys/dof", query={"dir": "true"})
+    both("  ... a watch on it from history sees one set", "GET", "/v2/keys/dof",
+         query=lambda s: {"wait": "true", "waitIndex": s.base + 6})
+    both("  ... so does a recursive one on /", "GET", "/v2/keys/",
+         query=lambda s: {"wait": "true", "recursive": "true", "waitIndex": s.base + 6})
 
 
 def section_live_watches():
@@ -458,6 +510,45 @@ def section_live_watches():
               all(r.json and r.json.get("action") == "expire" for r in got.values()), got)
     both("expired key is gone", "GET", "/v2/keys/exp")
     both("expired dir is gone with its child", "GET", "/v2/keys/expd/child")
+    # Read from history, an expire's prevNode shows no ttl (etcd computed it as it expired).
+    both("an expire read from history: prevNode without ttl", "GET", "/v2/keys/exp",
+         query=lambda s: {"wait": "true", "waitIndex": s.base + 4})
+    # Keys that fall due together expire in the order they were written (etcd's heap).
+    order = {}
+    for s, server in SERVERS.items():
+        keys, index = [], EXPIRY_ORDER_FROM[s]
+        for _ in range(len(EXPIRY_ORDER_KEYS)):
+            r = server.request("GET", "/v2/keys/expo", {"wait": "true", "recursive": "true", "waitIndex": index + 1},
+                               timeout=5)
+            event = r.json or {}
+            keys.append((event.get("action"), (event.get("node") or {}).get("key")))
+            index = (event.get("node") or {}).get("modifiedIndex", index + 1)
+        order[s] = keys
+    check("keys that fall due together expire in the order they were written, on both",
+          order["etcd"] == order["keel"] == [("expire", "/expo/" + k) for k in EXPIRY_ORDER_KEYS], order)
+
+    # A live watch on a missing child of a directory that is then deleted: etcd tells only
+    # watchers of nodes it deleted, so this one waits on and sees the next create.
+    for s in SERVERS.values():
+        s.rebase()
+    both("setup: dir lwd", "PUT", "/v2/keys/lwd", query={"dir": "true"})
+    both("setup: lwd2/other", "PUT", "/v2/keys/lwd2/other", form={"value": "1"})
+
+    def delete_then_create():
+        both("delete dir lwd", "DELETE", "/v2/keys/lwd", query={"dir": "true"})
+        both("recursive delete lwd2", "DELETE", "/v2/keys/lwd2", query={"recursive": "true"})
+        both("create lwd/nope", "PUT", "/v2/keys/lwd/nope", form={"value": "n"})
+        both("create lwd2/nope", "PUT", "/v2/keys/lwd2/nope", form={"value": "n"})
+
+    requests = []
+    for s, server in SERVERS.items():
+        requests += [("lwd/" + s, server, "GET", "/v2/keys/lwd/nope", {"wait": "true"}, 10),
+                     ("lwd2/" + s, server, "GET", "/v2/keys/lwd2/nope", {"wait": "true"}, 10),
+                     ("lwd2x/" + s, server, "GET", "/v2/keys/lwd2/other", {"wait": "true"}, 10)]
+    results = both_parallel(requests, delete_then_create)
+    for what in ("lwd", "lwd2", "lwd2x"):
+        same("live watch under a deleted directory (%s)" % what, {s: results[what + "/" + s] for s in SERVERS},
+             headers=False)
 
     for s in SERVERS.values():
         s.rebase()

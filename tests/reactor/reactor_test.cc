@@ -549,6 +549,9 @@ struct http_fixture {
     router.add("PUT", "/echo", [](const keel::http_request& q, keel::http_response& r) {
       r.send(200, "text/plain", q.body);
     });
+    router.add(keel::http_router::any_method, "/echo", [](const keel::http_request& q, keel::http_response& r) {
+      r.send(405, "text/plain", "no " + q.method);
+    });
     router.add_async("GET", "/stream", [](const keel::http_request&, keel::http_response& r) -> task<void> {
       r.start_stream(200, "text/plain");
       for (int i = 0; i < 3; ++i) {
@@ -632,6 +635,21 @@ BOOST_AUTO_TEST_CASE(wrong_method_is_405_with_allow) {
   std::string out = exchange("DELETE /version HTTP/1.1\r\n\r\n");
   BOOST_TEST(out.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
   BOOST_TEST(out.find("Allow: GET\r\n") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(any_method_route_takes_the_methods_without_a_route) {
+  std::string allowed;
+  const auto* put = router.find("PUT", "/echo", allowed);
+  BOOST_REQUIRE(put);
+  BOOST_TEST(put->method == "PUT");  // a method's own route wins
+  const auto* trace = router.find("TRACE", "/echo", allowed);
+  BOOST_REQUIRE(trace);
+  BOOST_TEST(trace->method == "*");
+  BOOST_TEST(!router.find("TRACE", "/version", allowed));  // other paths keep their 405
+  BOOST_TEST(allowed == "GET");
+  std::string out = exchange("PROPFIND /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+  BOOST_TEST(out.starts_with("HTTP/1.1 405 "), out);
+  BOOST_TEST(out.ends_with("no PROPFIND"), out);
 }
 
 BOOST_AUTO_TEST_CASE(malformed_request_is_400_and_closes) {

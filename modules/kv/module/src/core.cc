@@ -685,11 +685,14 @@ task<void> expire_leases() {
     if (!g->opened || !g->writer || !writer_unusable()) continue;
     if (g->cluster && !cluster_can_propose()) continue;  // the leader decides expiry
     auto now = clock::now();
-    std::vector<std::int64_t> due;
+    // Revoked in the order they fell due (etcd's v2 expires from a heap by expiry time),
+    // not the hash map's, so keys written one after another expire one after another.
+    std::vector<std::pair<clock::time_point, std::int64_t>> due;
     for (auto& [id, lease] : g->leases)
-      if (lease.expiry <= now) due.push_back(id);
+      if (lease.expiry <= now) due.emplace_back(lease.expiry, id);
     if (due.empty()) continue;
-    for (std::int64_t id : due)
+    std::sort(due.begin(), due.end());
+    for (const auto& [expiry, id] : due)
       if (!owner_lease_revoke(id, true)) break;
     task<status> committing = owner_commit();
     status durable = co_await std::move(committing);

@@ -120,17 +120,123 @@ std::optional<std::string> parse_query(std::string_view text, form& out) {
   return failure;
 }
 
-bool is_form_body(const http_request& request) {
-  if (request.method != "PUT" && request.method != "POST" && request.method != "PATCH")
-    return false;
-  std::string_view type = request.header("Content-Type");
-  type = type.substr(0, type.find(';'));
-  while (!type.empty() && type.back() == ' ') type.remove_suffix(1);
-  if (type.size() != 33) return false;
-  constexpr std::string_view wanted = "application/x-www-form-urlencoded";
-  for (std::size_t i = 0; i < type.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(type[i])) != wanted[i]) return false;
+// ---- Go's mime.ParseMediaType, as Request.ParseForm uses it -----------------------------------
+
+bool is_go_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; }
+
+std::string_view trim_left_space(std::string_view v) {
+  while (!v.empty() && is_go_space(v.front())) v.remove_prefix(1);
+  return v;
+}
+
+// mime's isTokenChar: printable ASCII but space and the tspecials.
+bool is_token_char(char c) {
+  static constexpr std::string_view tspecials = "()<>@,;:\\\"/[]?=";
+  return c > 0x20 && c < 0x7f && tspecials.find(c) == std::string_view::npos;
+}
+
+std::string_view consume_token(std::string_view& v) {
+  std::size_t n = 0;
+  while (n < v.size() && is_token_char(v[n])) ++n;
+  std::string_view token = v.substr(0, n);
+  v.remove_prefix(n);
+  return token;
+}
+
+// mime's consumeValue: a token or a quoted string; false when there is neither.
+bool consume_value(std::string_view& v) {
+  if (v.empty()) return false;
+  if (v.front() != '"') return !consume_token(v).empty();
+  for (std::size_t i = 1; i < v.size(); ++i) {
+    if (v[i] == '"') {
+      v.remove_prefix(i + 1);
+      return true;
+    }
+    if (v[i] == '\\' && i + 1 < v.size()) ++i;
+    else if (v[i] == '\r' || v[i] == '\n') return false;
+  }
+  return false;  // unterminated
+}
+
+// mime's consumeMediaParam: "; name=value", the lowercased name into `name`; false if malformed.
+bool consume_media_param(std::string_view& v, std::string& name) {
+  std::string_view rest = trim_left_space(v);
+  if (rest.empty() || rest.front() != ';') return false;
+  rest = trim_left_space(rest.substr(1));
+  std::string_view token = consume_token(rest);
+  if (token.empty()) return false;
+  rest = trim_left_space(rest);
+  if (rest.empty() || rest.front() != '=') return false;
+  rest = trim_left_space(rest.substr(1));
+  if (!consume_value(rest)) return false;
+  name.assign(token);
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  v = rest;
   return true;
+}
+
+// mime's checkMediaTypeDisposition: "type" or "type/subtype", tokens only.
+const char* media_type_failure(std::string_view rest) {
+  if (consume_token(rest).empty()) return "mime: no media type";
+  if (rest.empty()) return nullptr;
+  if (rest.front() != '/') return "mime: expected slash after first token";
+  rest.remove_prefix(1);
+  if (consume_token(rest).empty()) return "mime: expected token after slash";
+  if (!rest.empty()) return "mime: unexpected content after media subtype";
+  return nullptr;
+}
+
+// Go's mime.ParseMediaType (Go 1.19, which Debian's etcd 3.4 is built with): the
+// lowercased media type, or Go's error text.
+std::optional<std::string> parse_media_type(std::string_view header, std::string& type) {
+  std::string_view base = header.substr(0, header.find(';'));
+  while (!base.empty() && is_go_space(base.front())) base.remove_prefix(1);
+  std::string_view trimmed = base;
+  while (!trimmed.empty() && is_go_space(trimmed.back())) trimmed.remove_suffix(1);
+  type.assign(trimmed);
+  for (char& c : type) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (const char* wrong = media_type_failure(type)) {
+    type.clear();
+    return wrong;
+  }
+  std::string_view v = header.substr(std::min(header.size(), header.find(';')));
+  std::vector<std::string> seen;
+  for (;;) {
+    v = trim_left_space(v);
+    if (v.empty()) break;
+    std::string name;
+    if (!consume_media_param(v, name)) {
+      std::string_view left = v;
+      while (!left.empty() && is_go_space(left.back())) left.remove_suffix(1);
+      if (left == ";") break;  // a trailing semicolon is not an error
+      return "mime: invalid media parameter";
+    }
+    if (std::find(seen.begin(), seen.end(), name) != seen.end()) {  // even with equal values (Go 1.19)
+      type.clear();
+      return "mime: duplicate parameter name";
+    }
+    seen.push_back(std::move(name));
+  }
+  return std::nullopt;
+}
+
+// Go's parsePostForm for PUT, POST and PATCH: whether the body is a form, or the error
+// ParseForm reports for the Content-Type (etcd answers it as 400 errorCode 210).
+std::optional<std::string> read_form_body_type(const http_request& request, bool& form_body) {
+  form_body = false;
+  if (request.method != "PUT" && request.method != "POST" && request.method != "PATCH")
+    return std::nullopt;
+  constexpr std::string_view wanted = "application/x-www-form-urlencoded";
+  std::string_view header = request.header("Content-Type");
+  if (header == wanted) {  // what clients send: no parse needed
+    form_body = true;
+    return std::nullopt;
+  }
+  if (header.empty()) return std::nullopt;  // Go: application/octet-stream
+  std::string type;
+  std::optional<std::string> failure = parse_media_type(header, type);
+  form_body = type == wanted;
+  return failure;
 }
 
 using go::parse_bool;
@@ -176,9 +282,10 @@ std::optional<error> read_parameters(const form& f, key_request& r) {
   if (auto e = read_bool(f, "noValueOnSuccess", r.no_value_on_success)) return e;
   if (!f.value("ttl").empty()) {
     auto ttl = parse_uint(f.value("ttl"));
-    if (!ttl || *ttl > static_cast<std::uint64_t>(lease_ttl_max_seconds))
-      return bad_parameter(codes::ttl_nan, "invalid value for \"ttl\"");
-    r.ttl = *ttl;
+    if (!ttl) return bad_parameter(codes::ttl_nan, "invalid value for \"ttl\"");
+    // etcd takes any uint64; an expiry past the year 2262 shows as permanent on both (see
+    // expiry_after in v2_store.cc), and the lease's maximum lies past it.
+    r.ttl = std::min(*ttl, static_cast<std::uint64_t>(lease_ttl_max_seconds));
   }
   if (const std::string* v = f.first("prevExist")) {
     auto parsed = parse_bool(*v);
@@ -204,8 +311,12 @@ std::variant<key_request, error> parse_key_request(const http_request& request) 
   key_request r;
   r.method = request.method;
   form f;
-  std::optional<std::string> bad_form;
-  if (is_form_body(request)) bad_form = parse_query(request.body, f);
+  bool form_body = false;
+  std::optional<std::string> bad_form = read_form_body_type(request, form_body);
+  if (form_body) {
+    auto bad_body = parse_query(request.body, f);
+    if (!bad_form) bad_form = std::move(bad_body);
+  }
   if (auto bad_query = parse_query(request.query(), f); bad_query && !bad_form)
     bad_form = bad_query;
   if (bad_form) return bad_parameter(codes::invalid_form, *bad_form);
@@ -282,7 +393,18 @@ task<outcome> run(key_request request) {
   return get(std::move(request));  // GET and HEAD
 }
 
+// Go's server refuses a request whose path has a bad %-escape before any handler runs
+// (url.ParseRequestURI): "400 Bad Request" in plain text, and the connection closes.
+bool refused_bad_escape(const http_request& request, http_response& response) {
+  std::string bad;
+  if (unescape(request.path(), false, bad)) return false;
+  response.close_after();
+  response.send(400, "text/plain; charset=utf-8", "400 Bad Request");
+  return true;
+}
+
 task<void> http_keys(const http_request& request, http_response& response) {
+  if (refused_bad_escape(request, response)) co_return;
   if (redirected_to_clean_path(request, response)) co_return;
   add_cluster_headers(response);
   // etcd's v2 API has no size limit; keel keeps --max-request-bytes on the body (the HTTP
@@ -317,10 +439,12 @@ task<void> http_keys(const http_request& request, http_response& response) {
                 event_json(out.result, no_value));
 }
 
-// etcd's allowMethod: 405 in plain text for the methods /v2/keys does not serve.
+// etcd's allowMethod: 405 in plain text for the methods /v2/keys does not serve, before
+// the cluster id header is set.
 void http_keys_not_allowed(const http_request&, http_response& response) {
-  add_cluster_headers(response);
+  add_cors_headers(response);
   response.add_header("Allow", "HEAD,GET,PUT,POST,DELETE");
+  response.add_header("X-Content-Type-Options", "nosniff");  // Go's http.Error
   response.send(405, "text/plain; charset=utf-8", "Method Not Allowed\n");
 }
 
@@ -581,10 +705,14 @@ void http_stats_store(const http_request&, http_response& response) {
 
 // ---- shared helpers (v2.h) ------------------------------------------------------------------
 
-void add_cluster_headers(http_response& response) {
+void add_cors_headers(http_response& response) {
   response.add_header("Access-Control-Allow-Headers", "accept, content-type, authorization");
   response.add_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE");
   response.add_header("Access-Control-Allow-Origin", "*");
+}
+
+void add_cluster_headers(http_response& response) {
+  add_cors_headers(response);
   response.add_header("X-Etcd-Cluster-Id", hex_id(ids().cluster_id));
 }
 
@@ -616,10 +744,10 @@ void register_v2_routes(http_router& router) {
         router.add_async(method, path, v2::http_keys);
     }
     if (prefix) {
-      router.add_prefix("PATCH", path, v2::http_keys_not_allowed);
+      router.add_prefix(http_router::any_method, path, v2::http_keys_not_allowed);
       router.add_prefix("OPTIONS", path, v2::http_options);
     } else {
-      router.add("PATCH", path, v2::http_keys_not_allowed);
+      router.add(http_router::any_method, path, v2::http_keys_not_allowed);
       router.add("OPTIONS", path, v2::http_options);
     }
   }

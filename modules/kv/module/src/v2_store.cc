@@ -391,9 +391,10 @@ void count(put_kind kind, bool ok) {
 std::optional<error> check_put(put_kind kind, const key_request& request, const found_path& f,
                                std::int64_t index) {
   const std::string& path = request.path;
-  bool creating = kind == put_kind::set || kind == put_kind::create;
-  if ((!creating || request.refresh) && !f.exists())
-    return error{codes::key_not_found, missing_cause(path), index};
+  // A refresh that creates (prevExist=false, or POST) is a plain create in etcd.
+  bool must_exist = kind == put_kind::update || kind == put_kind::compare_and_swap ||
+                    (kind == put_kind::set && request.refresh);
+  if (must_exist && !f.exists()) return error{codes::key_not_found, missing_cause(path), index};
   switch (kind) {
     case put_kind::set:
       if (f.dir) return error{codes::not_file, path, index};
@@ -580,6 +581,7 @@ outcome answer_put(const std::string& path, put_plan plan, const found_path& f,
 outcome write_put(key_request request, std::int64_t now) {
   std::int64_t index = owner_store().current_revision();
   put_kind kind = choose_put(request);
+  if (kind == put_kind::create) request.refresh = false;  // etcd's Create ignores it: watchers see it
   if (request.method == "POST") {  // in-order key: the index the write will get, %020d
     char name[24];
     std::snprintf(name, sizeof name, "%020" PRId64, index + 1);
@@ -608,8 +610,9 @@ outcome write_put(key_request request, std::int64_t now) {
 outcome write_remove(const key_request& request, std::int64_t now) {
   std::int64_t index = owner_store().current_revision();
   const std::string& path = request.path;
-  if (path == "/") return failed(codes::root_read_only, "/", index);
   bool compare = request.prev_index > 0 || !request.prev_value.empty();
+  if (path == "/")  // etcd's CompareAndDelete finds the root a directory, without a cause
+    return compare ? failed(codes::not_file, "", index) : failed(codes::root_read_only, "/", index);
   found_path f = look_up(path, index);
   if (f.failure) return failed(std::move(*f.failure));
   if (!f.exists()) return failed(codes::key_not_found, missing_cause(path), index);

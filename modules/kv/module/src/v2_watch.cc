@@ -79,6 +79,25 @@ void collapse(std::vector<item>& items) {
   }
 }
 
+// `set ?dir=true` over a file deletes the file and writes the directory's marker at one
+// revision; etcd shows that as one `set` of the directory with the file as prevNode. Drops
+// the file's delete from `items` and returns it (nullptr when the revision is not that).
+const item* fold_replaced_file(std::vector<item>& items) {
+  item* removed_file = nullptr;
+  item* new_dir = nullptr;
+  std::size_t kept = 0;
+  for (item& i : items) {
+    if (!i.keep) continue;
+    ++kept;
+    bool removed = i.change->type == kv::event_type::remove;
+    if (removed && !i.dir) removed_file = &i;
+    if (!removed && i.dir && !i.change->prev_kv) new_dir = &i;
+  }
+  if (kept != 2 || !removed_file || !new_dir || removed_file->path != new_dir->path) return nullptr;
+  removed_file->keep = false;
+  return removed_file;
+}
+
 // `previous`: a directory's stored modifiedIndex is its createdIndex (see dir_node).
 node node_of(const kv::key_value& kv, const std::string& path, bool dir, bool previous,
              std::int64_t expiration_ns, std::int64_t ttl) {
@@ -105,6 +124,8 @@ void convert_revision(const kv::event* const* first, const kv::event* const* las
   collapse(items);
   std::size_t kept = static_cast<std::size_t>(
       std::count_if(items.begin(), items.end(), [](const item& i) { return i.keep; }));
+  const item* replaced_file = fold_replaced_file(items);
+  if (replaced_file) --kept;
   std::optional<revision_note> note = find_note((*first)->kv.mod_revision);
   if (note && note->refresh) return;  // etcd does not show TTL refreshes to watchers
   if (kept != 1) note.reset();
@@ -132,15 +153,23 @@ void convert_revision(const kv::event* const* first, const kv::event* const* las
       e.current = node_of(change.kv, i.path, i.dir, false, note ? note->node_expiration_ns : 0,
                           note ? note->node_ttl : 0);
     }
-    if (change.prev_kv) {
+    const std::optional<kv::key_value>* previous = &change.prev_kv;
+    bool previous_dir = i.dir;
+    if (!change.prev_kv && replaced_file && replaced_file->path == i.path) {
+      previous = &replaced_file->change->prev_kv;  // the file a directory replaced
+      previous_dir = false;
+    }
+    if (*previous) {
       std::int64_t expiration = note ? note->previous_expiration_ns : 0;
       std::int64_t ttl = note ? note->previous_ttl : 0;
-      if (expiry) {  // the TTL it had is in the note of the write that gave it
-        std::optional<revision_note> written = find_note(change.prev_kv->mod_revision);
+      if (expiry) {
+        // The expiration it had is in the note of the write that gave it; its ttl is the
+        // one etcd computed as it expired (<= 0, so not shown), not one computed now.
+        std::optional<revision_note> written = find_note((*previous)->mod_revision);
         expiration = written ? written->node_expiration_ns : 0;
-        ttl = expiration ? ttl_seconds(expiration, unix_now_ns()) : 0;
+        ttl = 0;
       }
-      e.previous = node_of(*change.prev_kv, i.path, i.dir, true, expiration, ttl);
+      e.previous = node_of(**previous, i.path, previous_dir, true, expiration, ttl);
     }
     out.push_back(std::move(e));
   }
@@ -168,15 +197,33 @@ bool hidden(const std::string& watched, const std::string& key) {
   return after.find("/_") != std::string::npos;
 }
 
+// Whether the node at `path` (a file, a directory's marker, or keys under it) was deleted
+// at `revision` among the update's changes.
+bool node_removed_at(const watch_update& update, std::int64_t revision, const std::string& path) {
+  for (const kv::event* change : update.events) {
+    if (change->kv.mod_revision != revision || change->type != kv::event_type::remove) continue;
+    std::string_view key = change->kv.key;
+    if (key == path || (key.size() > path.size() && key.starts_with(path) && key[path.size()] == '/'))
+      return true;
+  }
+  return false;
+}
+
 // etcd's matching (watcher.notify for new events, EventHistory.scan for old ones; only new
-// events hide changes under "_" components, as etcd).
-bool matches(const std::string& watched, bool recursive, const event& e, std::int64_t start_index) {
+// events hide changes under "_" components, as etcd). The delete or expiry of an enclosing
+// directory reaches a live watcher only if its node was among those deleted (etcd's
+// watcher hub calls back per removed node); from history any enclosing directory's
+// does (etcd's scan; etcd compares there by string prefix, so a delete of /d also reaches
+// a watch on /dir1/y: keel compares by path, README "etcd v2").
+bool matches(const std::string& watched, bool recursive, const event& e, std::int64_t start_index,
+             const watch_update& update) {
   const node& n = *e.current;
   if (n.key == watched) return true;
   if (recursive && (watched == "/" || n.key.starts_with(watched + "/")))
     return n.modified_index <= start_index || !hidden(watched, n.key);
   bool gone = e.what == action::remove || e.what == action::expire;
-  return gone && n.dir && watched.starts_with(n.key + "/");
+  if (!gone || !n.dir || !watched.starts_with(n.key + "/")) return false;
+  return n.modified_index <= start_index || node_removed_at(update, n.modified_index, watched);
 }
 
 struct watcher_count {
@@ -219,7 +266,7 @@ task<void> serve_watch(const http_request&, http_response& response, key_request
       if (update->canceled) break;  // compacted while waiting: end, the client retries
       bool sent = false;
       for (const event& e : convert(*update)) {
-        if (!matches(parsed.path, parsed.recursive, e, current)) continue;
+        if (!matches(parsed.path, parsed.recursive, e, current, *update)) continue;
         response.write_chunk(event_json(e));
         sent = true;
         if (!parsed.stream) break;

@@ -105,6 +105,11 @@ using http_async_handler = std::function<task<void>(const http_request&, http_re
 
 class http_router {
  public:
+  // A route registered for this method matches every method that has no route of its
+  // own on the same path (a handler that answers 405 in its own words), and is not
+  // listed in another route's 405 Allow header.
+  static constexpr std::string_view any_method = "*";
+
   // Exact path. A later registration of the same method and path replaces the earlier
   // one (a module may refine a core route: the kv module's /health replaces keeld's).
   void add(std::string_view method, std::string_view path, http_sync_handler handler);
