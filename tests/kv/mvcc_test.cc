@@ -499,6 +499,48 @@ BOOST_AUTO_TEST_CASE(nested_txn_duplicate_keys_and_operation_budget_follow_etcd)
   require_invariants(store);
 }
 
+keel::status only_lease_7_exists(std::int64_t lease) {
+  if (lease == 7) return keel::status::ok();
+  return keel::status{keel::errc::not_found, "no lease " + std::to_string(lease)};
+}
+
+BOOST_AUTO_TEST_CASE(txn_checks_leases_on_the_chosen_path_only) {
+  mvcc_store store;
+  put(store, "x", "1");  // 2
+  put_request unknown = put_of("a", "1");
+  unknown.lease = 9;
+  put_request known = put_of("b", "1");
+  known.lease = 7;
+  txn_request t;  // x exists: the failure branch is taken
+  t.compares.push_back(key_missing("x"));
+  t.success.push_back(request_op::of(unknown));
+  t.failure.push_back(request_op::of(known));
+  auto out = store.txn(t, &only_lease_7_exists);
+  BOOST_REQUIRE(out.is_ok());
+  BOOST_TEST(!out->succeeded);
+  BOOST_TEST(store.get("b")->lease == 7);
+
+  txn_request chosen;  // the unknown lease on the path: refused, nothing written
+  chosen.success.push_back(request_op::of(known));
+  chosen.success.push_back(request_op::of(unknown));
+  auto refused = store.txn(chosen, &only_lease_7_exists);
+  BOOST_REQUIRE(!refused.is_ok());
+  BOOST_TEST(refused.error().message() == "no lease 9");
+  BOOST_TEST(store.current_revision() == 3);
+  BOOST_TEST(!store.get("a"));
+
+  put_request missing = put_of("m", "");  // ignore_value on a missing key comes first
+  missing.ignore_value = true;
+  missing.lease = 9;
+  txn_request both;
+  both.success.push_back(request_op::of(missing));
+  auto first = store.txn(both, &only_lease_7_exists);
+  BOOST_REQUIRE(!first.is_ok());
+  BOOST_TEST((mvcc_error_of(first.error()) == mvcc_error::key_not_found));
+  BOOST_TEST(store.txn(chosen).is_ok());  // no callback: leases are the caller's business
+  require_invariants(store);
+}
+
 BOOST_AUTO_TEST_CASE(txn_with_a_failing_op_changes_nothing) {
   mvcc_store store;
   put(store, "a", "1");

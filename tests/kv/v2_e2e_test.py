@@ -399,11 +399,12 @@ def section_parameters():
         check(method + ": etcd's plain-text 405, its Allow, no cluster id, on both",
               shapes["etcd"] == shapes["keel"] and shapes["keel"][0] == 405, shapes)
     # Go's server refuses a bad %-escape in the path before etcd's handler runs.
-    replies = both("bad escape in the path", "GET", "/v2/keys/a%zz", compare=False)
-    shapes = {s: (r.status, r.text, r.headers.get("content-type"), r.headers.get("connection"))
-              for s, r in replies.items()}
-    check("a bad %-escape in the path: Go's plain-text 400, connection closed, on both",
-          shapes["etcd"] == shapes["keel"] and shapes["keel"][0] == 400, shapes)
+    for method in ("GET", "PUT", "OPTIONS", "PATCH"):
+        replies = both("bad escape in the path", method, "/v2/keys/a%zz", compare=False)
+        shapes = {s: (r.status, r.text, r.headers.get("content-type"), r.headers.get("connection"))
+                  for s, r in replies.items()}
+        check("a bad %%-escape in the path (%s): Go's plain-text 400, connection closed, on both" % method,
+              shapes["etcd"] == shapes["keel"] and shapes["keel"][0] == 400, shapes)
     # Go's ParseForm reads the Content-Type with mime.ParseMediaType; its errors are 210.
     content_types = ("application/x-www-form-urlencoded; charset", "application/x-www-form-urlencoded, text/plain",
                      "application/x-www-form-urlencoded; a=1; a=1", "text/plain; x", "a/b/c",

@@ -614,6 +614,23 @@ def lease_checks(p):
     p.same("range shows the lease", "/v3/kv/range", {"key": b64("leased")})
     p.same("put with an unknown lease: 404 lease not found", "/v3/kv/put",
            {"key": b64("x"), "value": b64("v"), "lease": "999"})
+    # etcd checks a txn's leases on the path its compares choose, not in the other branch
+    # (an election recipe whose lease expired still reads the holder).
+    missing_lease_put = {"request_put": {"key": b64("txnlease"), "value": b64("v"), "lease": "999"}}
+    read_leased = {"request_range": {"key": b64("leased")}}
+    p.same("txn: an unknown lease in the branch not taken is not checked", "/v3/kv/txn",
+           {"compare": [{"key": b64("leased"), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+            "success": [missing_lease_put], "failure": [read_leased]})
+    p.same("txn: an unknown lease on the chosen path: 404 lease not found", "/v3/kv/txn",
+           {"compare": [{"key": b64("leased"), "target": "CREATE", "result": "GREATER", "create_revision": "0"}],
+            "success": [missing_lease_put], "failure": [read_leased]})
+    p.same("txn: the chosen path's missing key (ignore_value) comes before its missing lease", "/v3/kv/txn",
+           {"success": [{"request_put": {"key": b64("nokey"), "ignore_value": True, "lease": "999"}}]})
+    p.same("txn: a nested txn's unknown lease off its chosen path is not checked", "/v3/kv/txn",
+           {"success": [{"request_txn": {"compare": [{"key": b64("leased"), "target": "VERSION", "result": "EQUAL",
+                                                      "version": "1"}],
+                                         "success": [read_leased], "failure": [missing_lease_put]}}]})
+    p.same("  ... nothing was written", "/v3/kv/range", {"key": b64("txnlease")})
     # TTL is the remaining time: etcd truncates it (int64(Remaining().Seconds())), so a
     # lease granted for 60 s shows 59 right after the grant. keel's engine rounds it up
     # (core.cc owner_lease) and shows 60: these two checks fail until the engine truncates.

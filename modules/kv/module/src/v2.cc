@@ -441,7 +441,8 @@ task<void> http_keys(const http_request& request, http_response& response) {
 
 // etcd's allowMethod: 405 in plain text for the methods /v2/keys does not serve, before
 // the cluster id header is set.
-void http_keys_not_allowed(const http_request&, http_response& response) {
+void http_keys_not_allowed(const http_request& request, http_response& response) {
+  if (refused_bad_escape(request, response)) return;
   add_cors_headers(response);
   response.add_header("Allow", "HEAD,GET,PUT,POST,DELETE");
   response.add_header("X-Content-Type-Options", "nosniff");  // Go's http.Error
@@ -449,7 +450,8 @@ void http_keys_not_allowed(const http_request&, http_response& response) {
 }
 
 // etcd's CORS wrapper answers a preflight OPTIONS itself: 200, its headers, no body.
-void http_options(const http_request&, http_response& response) {
+void http_options(const http_request& request, http_response& response) {
+  if (refused_bad_escape(request, response)) return;
   response.add_header("Access-Control-Allow-Headers", "accept, content-type, authorization");
   response.add_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE");
   response.add_header("Access-Control-Allow-Origin", "*");

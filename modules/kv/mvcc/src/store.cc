@@ -466,11 +466,14 @@ status check_on_path(const txn_request& t, const std::vector<bool>& path, std::s
 // in etcd's order (applierV3backend.Txn): every put first (checkRequestPut), then every
 // range (checkRequestRange). An empty key on the path (which check_txn_form refuses when a
 // client sends it) is refused here too, so that apply_path never meets one.
-status check_path(const detail::mvcc_state& s, const txn_request& t, const std::vector<bool>& path) {
+status check_path(const detail::mvcc_state& s, const txn_request& t, const std::vector<bool>& path,
+                  mvcc_store::lease_check leases) {
   std::size_t at = 0;
   status puts = check_on_path(t, path, at, [&](const request_op& op) {
     if (op.type == request_op::kind::delete_range && op.delete_range.key.empty()) return empty_key_error();
-    return op.type == request_op::kind::put ? check_put(s, op.put) : status::ok();
+    if (op.type != request_op::kind::put) return status::ok();
+    if (status checked = check_put(s, op.put); !checked) return checked;
+    return leases && op.put.lease != 0 ? leases(op.put.lease) : status::ok();
   });
   if (!puts) return puts;
   at = 0;
@@ -596,12 +599,12 @@ status check_txn_form(const txn_request& request) {
   return check_branches(request);
 }
 
-result<txn_result> mvcc_store::txn(const txn_request& request) {
+result<txn_result> mvcc_store::txn(const txn_request& request, lease_check leases) {
   if (status checked = check_txn_request(request, mvcc_txn_operations_max, false); !checked) return checked;
   if (status checked = check_branches(request); !checked) return checked;
   std::vector<bool> path;
   choose_path(*_state, request, path);
-  if (status checked = check_path(*_state, request, path); !checked) return checked;
+  if (status checked = check_path(*_state, request, path, leases); !checked) return checked;
 
   txn_result out;
   write_batch batch(*_state);

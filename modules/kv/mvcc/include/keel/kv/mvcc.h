@@ -300,12 +300,16 @@ class mvcc_store {
   // range({key}) at the current revision, without building a range result: for callers
   // that look up many single keys (etcd v2's directory walk).
   std::optional<key_value> get(std::string_view key) const;
+  // The store keeps no leases: a caller that does says through this whether a put's
+  // non-zero lease exists (ok, or the error to answer).
+  using lease_check = status (*)(std::int64_t lease);
   // The sizes and duplicate keys of check_txn_form(request) first; then compares — a nested txn's too, along the chosen
   // branches — are evaluated at the current revision before anything changes; the chosen
   // path is checked (every put: key_not_found for ignore_value / ignore_lease on a missing
-  // key; then every range: future_revision, compacted) and then applied whole at one new
-  // revision, or not at all (etcd 3.4's applierV3backend.Txn).
-  result<txn_result> txn(const txn_request& request);
+  // key, then `leases(lease)` for a non-zero lease when given; then every range:
+  // future_revision, compacted) and then applied whole at one new revision, or not at all
+  // (etcd 3.4's applierV3backend.Txn). Puts on the branches not taken are not checked.
+  result<txn_result> txn(const txn_request& request, lease_check leases = nullptr);
   // Keeps, for each key, the latest version at or before `revision` unless it is a
   // tombstone, and drops everything older. Errors: future_revision if revision > current,
   // compacted if revision <= compact_revision().
