@@ -16,8 +16,13 @@ std::string_view http_reason(int status) noexcept {
   switch (status) {
     case 200: return "OK";
     case 201: return "Created";
+    case 202: return "Accepted";
     case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
     case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
@@ -28,11 +33,15 @@ std::string_view http_reason(int status) noexcept {
     case 412: return "Precondition Failed";
     case 413: return "Request Entity Too Large";
     case 415: return "Unsupported Media Type";
+    case 408: return "Request Timeout";
+    case 411: return "Length Required";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
     default: return "Unknown";
   }
 }

@@ -220,6 +220,23 @@ def deleterange_txn_compaction(server, data_dir):
     status, answer = server.range("nest/a")
     check("... and the server still answers", status == 200 and answer.get("kvs"), (status, answer))
 
+    # A missing lease in the branch not taken is not checked (etcd); the entry is logged as
+    # kind 8 and the restart below must replay it the same way (lk/a written), and the one
+    # refused on its chosen path refused again (no revision).
+    exists = {"result": "GREATER", "target": "VERSION", "key": b64("nest/a"), "version": "0"}
+    leased = {"request_put": {"key": b64("lk/b"), "value": b64("1"), "lease": "999999"}}
+    status, answer = server.post("/v3/kv/txn", {"compare": [exists], "success": [
+        {"request_put": {"key": b64("lk/a"), "value": b64("1")}}], "failure": [leased]})
+    check("txn with an unknown lease in the branch not taken: 200, succeeded",
+          status == 200 and answer.get("succeeded") is True, (status, answer))
+    lk_rev = rev(answer)
+    status, answer = server.post("/v3/kv/txn", {"compare": [exists], "success": [leased]})
+    check("txn with an unknown lease on its chosen path: 404 lease not found",
+          status == 404 and answer.get("error") == "etcdserver: requested lease not found", (status, answer))
+    status, answer = server.range("lk/", "lk0")
+    check("... lk/a written, lk/b not, the revision unchanged",
+          [unb64(kv["key"]) for kv in answer.get("kvs", [])] == ["lk/a"] and rev(answer) == lk_rev, answer)
+
     # Compaction.
     status, answer = server.range("t")
     current = rev(answer)
@@ -260,6 +277,9 @@ def deleterange_txn_compaction(server, data_dir):
           status == 200 and unb64(answer.get("kvs", [{}])[0].get("value", "")) == "v2", answer)
     status, answer = server.range("d/", "d0")
     check("restart: deleted keys stay deleted", "kvs" not in answer, answer)
+    status, answer = server.range("lk/", "lk0")
+    check("restart: the txn with an unknown lease off its path replayed, the refused one not",
+          [unb64(kv["key"]) for kv in answer.get("kvs", [])] == ["lk/a"], answer)
     status, answer = server.put("after-replay", "w")
     check("restart: the next write continues at revision +1", rev(answer) == current + 1, answer)
     return server

@@ -328,6 +328,12 @@ def section_dirs():
     both("percent-escapes in the path are decoded", "PUT", "/v2/keys/x%20y/z%2Fw", form={"value": "1"})
     both("  ... and listed", "GET", "/v2/keys/x%20y", query={"recursive": "true"})
     both("'//' and '.' in the path are cleaned", "GET", "/v2/keys//x%20y/./z/../z//w")
+    for method in ("GET", "PUT", "PATCH", "PROPFIND"):  # Go's mux redirects every method, CORS headers on
+        replies = both("301 for " + method, method, "/v2/keys/a//b?x=1", compare=False)
+        shapes = {s: (r.status, r.headers.get("location"), r.text, "access-control-allow-origin" in r.headers,
+                      "x-etcd-cluster-id" in r.headers) for s, r in replies.items()}
+        check("%s of an unclean path: etcd's 301, Location, body, CORS headers, on both" % method,
+              shapes["etcd"] == shapes["keel"] and shapes["keel"][0] == 301, shapes)
     both("HTML characters are escaped as Go does", "PUT", "/v2/keys/esc", form={"value": "<a&b>\"\\\t\u2028é"})
     both("form decoding: '+' is a space, escapes, bytes that are not UTF-8", "PUT", "/v2/keys/esc2",
          form={"value": b"a b+c%\xff\xfe<x>&" + "\u00e9\u2029 end".encode()})
@@ -527,6 +533,9 @@ def section_live_watches():
         order[s] = keys
     check("keys that fall due together expire in the order they were written, on both",
           order["etcd"] == order["keel"] == [("expire", "/expo/" + k) for k in EXPIRY_ORDER_KEYS], order)
+    counts = {s: server.request("GET", "/v2/stats/store").json.get("expireCount") for s, server in SERVERS.items()}
+    check("/v2/stats/store expireCount: one per expired node (a directory once), on both",
+          counts["etcd"] == counts["keel"] and counts["keel"] >= len(EXPIRY_ORDER_KEYS) + 2, counts)
 
     # A live watch on a missing child of a directory that is then deleted: etcd tells only
     # watchers of nodes it deleted, so this one waits on and sees the next create.

@@ -276,9 +276,9 @@ std::string encode_delete_entry(const kv::delete_range_request& request) {
   return out;
 }
 
-std::string encode_txn_entry(const kv::txn_request& request) {
+std::string encode_txn_entry(const kv::txn_request& request, bool leases_on_path) {
   std::string out;
-  out.push_back(static_cast<char>(entry_kind_txn));
+  out.push_back(static_cast<char>(leases_on_path ? entry_kind_txn_leases_on_path : entry_kind_txn));
   put_txn_body(out, request);
   return out;
 }
@@ -343,6 +343,10 @@ std::optional<wal_entry> decode_entry(std::string_view data) {
       entry.delete_range.range_end = in.str();
       break;
     }
+    case entry_kind_txn_leases_on_path:
+      entry.kind = entry_kind_txn;
+      entry.txn_leases_on_path = true;
+      [[fallthrough]];
     case entry_kind_txn:
       if (!get_txn_body(in, entry.txn, 0)) return std::nullopt;
       break;

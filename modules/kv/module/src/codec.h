@@ -51,7 +51,13 @@ std::string encode_delete_entry(const kv::delete_range_request& request);
 //           | u8 2 (delete) | u8 flags (1 prev_kv) | key | range_end
 // (mvcc's own enum numbers for result / target / order.)
 inline constexpr std::uint8_t entry_kind_txn = 3;
-std::string encode_txn_entry(const kv::txn_request& request);
+// The same body as kind 3, applied with etcd's lease rule: only the puts on the path the
+// compares choose must name an existing lease. Kind 3's rule is every put of both
+// branches (keel before 2026-11-30): a txn is logged as kind 8 only when that older rule
+// would refuse it, so a keeld from before kind 8 stops on it ("cannot be applied")
+// instead of applying it differently from the other members.
+inline constexpr std::uint8_t entry_kind_txn_leases_on_path = 8;
+std::string encode_txn_entry(const kv::txn_request& request, bool leases_on_path = false);
 
 // A compaction: u8 kind = 4 | u8 flags (1 physical) | i64 revision
 inline constexpr std::uint8_t entry_kind_compact = 4;
@@ -89,6 +95,7 @@ struct wal_entry {
   put_entry put;
   kv::delete_range_request delete_range;
   kv::txn_request txn;
+  bool txn_leases_on_path = false;  // kind 8, decoded as entry_kind_txn
   std::int64_t compact_revision = 0;
   bool physical = false;
   std::int64_t lease_id = 0;   // lease grant / revoke

@@ -134,7 +134,8 @@ status log_entry(std::string data) {
   if (data.size() > g->request_bytes_max) return fail(errc::too_large, kv_messages::request_too_large);
   bool makes_revision = !data.empty() && (static_cast<std::uint8_t>(data[0]) == entry_kind_put ||
                                            static_cast<std::uint8_t>(data[0]) == entry_kind_delete ||
-                                           static_cast<std::uint8_t>(data[0]) == entry_kind_txn);
+                                           static_cast<std::uint8_t>(data[0]) == entry_kind_txn ||
+                                           static_cast<std::uint8_t>(data[0]) == entry_kind_txn_leases_on_path);
   if (g->v2_note_pending && makes_revision) {  // not a lease the write grants or revokes
     data = encode_v2_noted_entry(*g->v2_note_pending, data);
     v2_note_fields hidden;  // what follows in the same v2 write only moves keys
@@ -193,6 +194,18 @@ status check_lease(std::int64_t lease) {
   return status::ok();
 }
 
+// Every put of both branches, nested txns too: entry kind 3's rule (codec.h).
+status check_txn_leases(const kv::txn_request& request) {
+  for (const auto* ops : {&request.success, &request.failure})
+    for (const kv::request_op& op : *ops) {
+      if (op.type == kv::request_op::kind::put)
+        if (status bad = check_lease(op.put.lease); !bad) return bad;
+      if (op.type == kv::request_op::kind::txn)
+        if (status bad = check_txn_leases(op.txn); !bad) return bad;
+    }
+  return status::ok();
+}
+
 std::int64_t pick_lease_id() {
   // Positive, non-zero, unused; the id is logged, so replay does not need this sequence.
   for (;;) {
@@ -220,6 +233,13 @@ std::int64_t apply_lease_revoke(std::int64_t id, bool expired) {
   g->leases.erase(it);
   g->leases_live.store(g->leases.size(), std::memory_order_relaxed);
   if (expired) g->leases_expired.fetch_add(1, std::memory_order_relaxed);
+  // etcd's v2 expireCount: one per expired node (a directory's keys share its lease and
+  // are not counted again), on every member that applies the expiry; not while replaying
+  // (the stats count this process's operations).
+  if (expired && !g->replaying && std::any_of(keys.begin(), keys.end(), [](const std::string& k) {
+        return k.starts_with('/');
+      }))
+    v2::counters().expire_count.fetch_add(1, std::memory_order_relaxed);
   kv::delete_range_result deleted = g->store.delete_keys(keys);
   collect(deleted.events, expired);
   return g->store.current_revision();
@@ -789,15 +809,23 @@ result<kv::delete_range_result> owner_delete_range(const kv::delete_range_reques
   return applied;
 }
 
-result<kv::txn_result> owner_txn(const kv::txn_request& request) {
+result<kv::txn_result> owner_txn(const kv::txn_request& request, bool leases_on_path) {
   // etcd's gRPC layer refuses a malformed txn before its apply looks at leases.
-  if (serving_a_client())
+  bool serving = serving_a_client();
+  if (serving)
     if (status bad = kv::check_txn_form(request); !bad) return bad;
-  // Leases are checked on the chosen path only, as etcd's apply does: a txn refused for a
-  // missing lease is logged and refused alike by every apply and replay (leases change only
-  // through logged entries). Older logs hold no such txn: keel refused them unlogged.
-  if (status logged = log_entry(encode_txn_entry(request)); !logged) return logged;
-  auto applied = g->store.txn(request, &check_lease);
+  // Serving, a txn whose every put (both branches) names an existing lease is kind 3,
+  // which every keeld applies alike; only one that the older rule would refuse is kind 8
+  // (codec.h). Under etcd's rule the store checks the chosen path's leases, after the
+  // entry is logged: every apply and replay refuses it alike (a lease exists or not by
+  // logged entries only).
+  if (serving) {
+    leases_on_path = !check_txn_leases(request);
+  } else if (!leases_on_path) {
+    if (status bad = check_txn_leases(request); !bad) return bad;  // kind 3, as logged then
+  }
+  if (status logged = log_entry(encode_txn_entry(request, leases_on_path)); !logged) return logged;
+  auto applied = g->store.txn(request, leases_on_path ? &check_lease : nullptr);
   if (applied) collect(applied->events, false);
   return applied;
 }
@@ -1523,7 +1551,7 @@ apply_outcome apply_entry(const wal_entry& entry) {
       break;
     }
     case entry_kind_txn: {
-      auto done = owner_txn(entry.txn);
+      auto done = owner_txn(entry.txn, entry.txn_leases_on_path);
       if (done) out.txn = std::move(done.value());
       else out.failure = done.error();
       break;

@@ -217,7 +217,11 @@ void owner_note_v2_write(const v2_note_fields* note) noexcept;
 // Log + apply now; the result is final but not durable (see the top of this file).
 result<kv::put_result> owner_put(const kv::put_request& request);
 result<kv::delete_range_result> owner_delete_range(const kv::delete_range_request& request);
-result<kv::txn_result> owner_txn(const kv::txn_request& request);
+// A txn's leases: serving a client, etcd's rule (puts on the chosen path only; logged as
+// entry kind 8 when the older rule would refuse it). Applying or replaying an entry,
+// `leases_on_path` is the entry's rule (kind 8; false for kind 3: every put of both
+// branches, refused before anything changes, as keel before kind 8 applied it).
+result<kv::txn_result> owner_txn(const kv::txn_request& request, bool leases_on_path = true);
 result<lease_status> owner_lease_grant(std::int64_t ttl, std::int64_t id);
 // `expired`: the owner's expiry timer, not a client (etcd v2 shows it as "expire").
 result<std::int64_t> owner_lease_revoke(std::int64_t id, bool expired = false);

@@ -122,6 +122,8 @@ std::optional<std::string> parse_query(std::string_view text, form& out) {
 
 // ---- Go's mime.ParseMediaType, as Request.ParseForm uses it -----------------------------------
 
+// ASCII only: Go's unicode.IsSpace also trims U+0085 and U+00A0 (and strings.ToLower
+// maps a few non-ASCII letters to ASCII); a Content-Type using them is refused here.
 bool is_go_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; }
 
 std::string_view trim_left_space(std::string_view v) {
@@ -129,11 +131,13 @@ std::string_view trim_left_space(std::string_view v) {
   return v;
 }
 
-// mime's isTokenChar: printable ASCII but space and the tspecials.
-bool is_token_char(char c) {
+bool is_tspecial(char c) {
   static constexpr std::string_view tspecials = "()<>@,;:\\\"/[]?=";
-  return c > 0x20 && c < 0x7f && tspecials.find(c) == std::string_view::npos;
+  return tspecials.find(c) != std::string_view::npos;
 }
+
+// mime's isTokenChar: printable ASCII but space and the tspecials.
+bool is_token_char(char c) { return c > 0x20 && c < 0x7f && !is_tspecial(c); }
 
 std::string_view consume_token(std::string_view& v) {
   std::size_t n = 0;
@@ -152,7 +156,7 @@ bool consume_value(std::string_view& v) {
       v.remove_prefix(i + 1);
       return true;
     }
-    if (v[i] == '\\' && i + 1 < v.size()) ++i;
+    if (v[i] == '\\' && i + 1 < v.size() && is_tspecial(v[i + 1])) ++i;  // else a literal '\' (MSIE)
     else if (v[i] == '\r' || v[i] == '\n') return false;
   }
   return false;  // unterminated
@@ -283,8 +287,10 @@ std::optional<error> read_parameters(const form& f, key_request& r) {
   if (!f.value("ttl").empty()) {
     auto ttl = parse_uint(f.value("ttl"));
     if (!ttl) return bad_parameter(codes::ttl_nan, "invalid value for \"ttl\"");
-    // etcd takes any uint64; an expiry past the year 2262 shows as permanent on both (see
-    // expiry_after in v2_store.cc), and the lease's maximum lies past it.
+    // etcd takes any uint64 and multiplies it into an int64 Duration: a TTL from ~7.4e9
+    // s to ~9.2e9 s shows there as permanent, larger ones wrap (2^64-1 is "now - 1 s").
+    // keel keeps every expiry past the year 2262 permanent (expiry_after in v2_store.cc),
+    // so a TTL above the lease maximum, which lies past it, is taken as that maximum.
     r.ttl = std::min(*ttl, static_cast<std::uint64_t>(lease_ttl_max_seconds));
   }
   if (const std::string* v = f.first("prevExist")) {
@@ -322,6 +328,7 @@ std::variant<key_request, error> parse_key_request(const http_request& request) 
   if (bad_form) return bad_parameter(codes::invalid_form, *bad_form);
   std::string bad;
   auto path = unescape(request.path().substr(keys_prefix.size()), false, bad);
+  // Unreachable from http_keys, which refuses a bad escape as Go's server does first.
   if (!path) return bad_parameter(codes::invalid_form, "invalid URL escape \"" + bad + "\"");
   r.path = normalize_path(*path);
   if (auto e = read_parameters(f, r)) return *e;
@@ -358,11 +365,12 @@ std::string escape_path(std::string_view path) {
 bool redirected_to_clean_path(const http_request& request, http_response& response) {
   std::string bad;
   auto decoded = unescape(request.path(), false, bad);
-  if (!decoded) return false;  // parse_key_request answers it
+  if (!decoded) return false;  // refused_bad_escape answers it, before this runs
   std::string clean = clean_keeping_slash(*decoded);
   if (clean == *decoded) return false;
   std::string location = escape_path(clean);
   if (!request.query().empty()) location += "?" + std::string(request.query());
+  add_cors_headers(response);  // etcd's CORS wrapper runs before Go's mux redirects
   response.add_header("Location", location);
   if (request.method == "GET" || request.method == "HEAD") {
     std::string body = "<a href=\"";
@@ -443,6 +451,7 @@ task<void> http_keys(const http_request& request, http_response& response) {
 // the cluster id header is set.
 void http_keys_not_allowed(const http_request& request, http_response& response) {
   if (refused_bad_escape(request, response)) return;
+  if (redirected_to_clean_path(request, response)) return;  // Go's mux, for any method
   add_cors_headers(response);
   response.add_header("Allow", "HEAD,GET,PUT,POST,DELETE");
   response.add_header("X-Content-Type-Options", "nosniff");  // Go's http.Error
