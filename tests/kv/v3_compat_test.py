@@ -562,6 +562,13 @@ def form_checks(p):
     differential run against etcd 3.4 (session 17)."""
     put = lambda key, value: p.same("put " + key, "/v3/kv/put", {"key": b64(key), "value": b64(value)})
     put("form/a", "1")
+    # Go decodes []byte from an array of numbers as well as from base64 (session 18).
+    p.same("put with the value as an array of numbers", "/v3/kv/put",
+           {"key": [102, 111, 114, 109, 47, 98, 121, 116, 101, 115], "value": [97, None, 255]})
+    p.same("  ... read back", "/v3/kv/range", {"key": b64("form/bytes")})
+    for bad in ([300], [1.5], ["a"], [[1]], [True], [{}]):
+        p.same("put with a value array holding %r: Go's uint8 error" % (bad,), "/v3/kv/put",
+               {"key": b64("form/bytes"), "value": bad})
     p.same("put ignore_value with a value: value is provided", "/v3/kv/put",
            {"key": b64("form/a"), "value": b64("2"), "ignore_value": True})
     p.same("put ignore_lease with a lease: lease is provided", "/v3/kv/put",

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <array>
 #include <cctype>
+#include <charconv>
 #include <cstdio>
 #include <chrono>
 #include <cstring>
@@ -350,10 +351,47 @@ struct parse_error {
   std::string message;
 };
 
+// Go's encoding/json decodes a []byte from an array of numbers too, one uint8 each (null
+// leaves 0); the first element that is not one is the error, in Go's words.
+bool read_byte_array(const rapidjson::Value& array, std::string& out, std::optional<parse_error>& error) {
+  std::string bytes;
+  bytes.reserve(array.Size());
+  for (const rapidjson::Value& element : array.GetArray()) {
+    if (element.IsNull()) {
+      bytes.push_back('\0');
+      continue;
+    }
+    if (element.IsUint() && element.GetUint() <= 255) {
+      bytes.push_back(static_cast<char>(element.GetUint()));
+      continue;
+    }
+    if (!element.IsNumber()) {
+      error = parse_error{go_type_error(element, "uint8")};
+      return false;
+    }
+    std::string literal;
+    if (element.IsInt64()) {
+      literal = std::to_string(element.GetInt64());
+    } else if (element.IsUint64()) {
+      literal = std::to_string(element.GetUint64());
+    } else {
+      // Go names the literal as sent; rapidjson keeps only the double: its shortest form.
+      char text[32];
+      auto written = std::to_chars(text, text + sizeof text, element.GetDouble());
+      literal.assign(text, written.ptr);
+    }
+    error = parse_error{"json: cannot unmarshal number " + literal + " into Go value of type uint8"};
+    return false;
+  }
+  out = std::move(bytes);
+  return true;
+}
+
 bool read_bytes(const rapidjson::Value& object, const char* name, const char* camel, std::string& out,
                 std::optional<parse_error>& error) {
   const rapidjson::Value* v = field(object, name, camel);
   if (!v || v->IsNull()) return true;
+  if (v->IsArray()) return read_byte_array(*v, out, error);
   if (!v->IsString()) {
     error = parse_error{go_type_error(*v, "[]uint8")};
     return false;
