@@ -771,6 +771,20 @@ def watch_checks(p, compacted_at):
     multi.next_same("watch, four creates in one body: the event for watch id 2")
     multi.close()
 
+    # cancel_request and progress_request in the request stream, answered in order as
+    # etcd's watch server answers them (keel ignored both before session 18); a canceled
+    # watch's id is free again; a watch on the empty key is created and never fires.
+    ctl = WatchPair(p, b'{"create_request":{"key":"Y3Rs","watch_id":"5"}} {"progress_request":{}} '
+                       b'{"cancel_request":{"watch_id":"5"}} {"cancel_request":{"watch_id":"9"}} '
+                       b'{"create_request":{"key":"Y3Rs","watch_id":"5"}} {"createRequest":{}}')
+    for what in ("created 5", "a progress line (watch id -1)", "canceled 5 (nothing for the unknown 9)",
+                 "created 5 again", "created on the empty key"):
+        ctl.next_same("watch stream with cancel and progress requests: " + what)
+    p.same("put ctl", "/v3/kv/put", {"key": b64("ctl"), "value": b64("x")})
+    ctl.next_same("  ... the second watch 5 sees the put")
+    ctl.quiet("  ... and nothing more (the canceled one and the empty key's are silent)")
+    ctl.close()
+
     bad = WatchPair(p, b'{"create_request":{"key":"')
     bad.next_same("watch with bad JSON: 500 code 2 (a request stream)", timeout=5)
     bad.close()

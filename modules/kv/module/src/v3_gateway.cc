@@ -14,6 +14,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "codec.h"
 #include "core.h"
 #include "keel/reactor/http.h"
+#include "keel/reactor/io.h"
 
 namespace keel::kv_module {
 
@@ -1109,15 +1111,8 @@ constexpr auto progress_interval = std::chrono::minutes(10);
 // How often a quiet stream checks whether its client went away.
 constexpr auto liveness_interval = std::chrono::milliseconds(1000);
 
-task<void> serve_watcher(http_response& response, watch_create create) {
-  if (create.duplicate_id) {  // etcd: watch id -1, created and canceled at once
-    write_result_line(response, watch_message(published_revision(), -1) +
-                                    ",\"created\":true,\"canceled\":true,\"cancel_reason\":"
-                                    "\"mvcc: duplicate watch ID provided on the WatchStream\"}");
-    co_return;
-  }
-  std::unique_ptr<watcher> w = watcher::create(create.request);
-  write_result_line(response, watch_message(published_revision(), create.watch_id) + ",\"created\":true}");
+// Streams one watcher's events (its "created" line is already out) until the client goes.
+task<void> serve_watcher(http_response& response, std::unique_ptr<watcher> w, watch_create create) {
   auto last_sent = std::chrono::steady_clock::now();
   for (;;) {
     if (!co_await response.drained()) break;
@@ -1162,27 +1157,59 @@ task<void> serve_watcher(http_response& response, watch_create create) {
   }
 }
 
+// One WatchRequest of the body, in order: etcd's watch server answers each as it comes.
+struct watch_step {
+  enum class kind { create, cancel, progress };
+  kind what = kind::create;
+  watch_create create;         // kind::create
+  std::int64_t cancel_id = 0;  // kind::cancel: a watch created earlier in the body
+  bool canceled_later = false;  // kind::create: a later cancel_request ends it first
+};
+
+// A stream with nothing to deliver stays open, as etcd's, until its client goes.
+task<void> wait_for_client_to_go(http_response& response) {
+  keel::timer tick;
+  while (!response.peer_closed() && !shard::current()->stopping()) {
+    task<bool> sleeping = tick.sleep(liveness_interval);
+    if (!co_await std::move(sleeping)) break;
+  }
+}
+
 task<void> http_watch(const http_request& request, http_response& response) {
-  std::vector<watch_create> creates;
+  std::vector<watch_step> steps;
   // Watch ids as etcd's watchStream.Watch: 0 asks for the next unused id counting from
-  // 0; an id already in use is refused.
-  std::set<std::int64_t> used;
+  // 0; an id in use is refused; a canceled watch's id is free again.
+  std::map<std::int64_t, std::size_t> live;  // watch id -> its create step
   std::int64_t next_id = 0;
   auto error = for_each_json_object(request.body, [&](const rapidjson::Value& doc) -> std::optional<parse_error> {
     if (auto bad = check_object(doc)) return bad;
+    watch_step step;
     if (const auto* c = field(doc, "create_request", "createRequest")) {
-      watch_create create;
-      if (auto bad = parse_watch_create(*c, create)) return bad;
+      if (auto bad = parse_watch_create(*c, step.create)) return bad;
+      watch_create& create = step.create;
       if (create.watch_id == 0) {
-        while (used.contains(next_id)) ++next_id;
+        while (live.contains(next_id)) ++next_id;
         create.watch_id = next_id++;
-      } else if (used.contains(create.watch_id)) {
+      } else if (live.contains(create.watch_id)) {
         create.duplicate_id = true;
       }
-      if (!create.duplicate_id) used.insert(create.watch_id);
-      creates.push_back(std::move(create));
+      if (!create.duplicate_id) live[create.watch_id] = steps.size();
+    } else if (const auto* cancel = field(doc, "cancel_request", "cancelRequest")) {
+      if (auto bad = check_object(*cancel)) return bad;
+      std::optional<parse_error> bad;
+      if (!read_int64(*cancel, "watch_id", "watchId", step.cancel_id, bad)) return bad;
+      auto created = live.find(step.cancel_id);
+      if (created == live.end()) return std::nullopt;  // etcd: no such watch, no answer
+      steps[created->second].canceled_later = true;
+      live.erase(created);
+      step.what = watch_step::kind::cancel;
+    } else if (field(doc, "progress_request", "progressRequest")) {
+      step.what = watch_step::kind::progress;
+    } else {
+      return std::nullopt;  // an empty WatchRequest: nothing to do
     }
-    return std::nullopt;  // a cancel or progress request in the same body changes nothing here
+    steps.push_back(std::move(step));
+    return std::nullopt;
   });
   if (error) {
     send_reply(response, error_reply(stream_error_code, error->message));
@@ -1193,19 +1220,43 @@ task<void> http_watch(const http_request& request, http_response& response) {
     refuse_stream(response, 14, kv_messages::not_supported_for_learner);
     co_return;
   }
-  // keel refuses a watch on the empty key (the engine requires a key); etcd 3.4 creates one,
-  // which never sees an event.
-  for (const watch_create& create : creates)
-    if (create.request.key.empty() && create.request.range_end.empty()) {
-      send_reply(response, error_reply(3, kv::mvcc_messages::empty_key));
-      co_return;
-    }
+  // Every answer to the body's requests goes out in order, and the engine's watchers are
+  // registered as their "created" lines go, with nothing awaited in between.
   response.start_stream(200, "application/json");
   std::vector<task<void>> watchers;
-  for (watch_create& create : creates) watchers.push_back(serve_watcher(response, std::move(create)));
+  for (watch_step& step : steps) {
+    switch (step.what) {
+      case watch_step::kind::progress:  // etcd 3.4: one line for the stream, watch id -1
+        write_result_line(response, watch_message(published_revision(), -1) + "}");
+        break;
+      case watch_step::kind::cancel:
+        write_result_line(response, watch_message(published_revision(), step.cancel_id) + ",\"canceled\":true}");
+        break;
+      case watch_step::kind::create: {
+        watch_create& create = step.create;
+        if (create.duplicate_id) {  // etcd: watch id -1, created and canceled at once
+          write_result_line(response, watch_message(published_revision(), -1) +
+                                          ",\"created\":true,\"canceled\":true,\"cancel_reason\":"
+                                          "\"mvcc: duplicate watch ID provided on the WatchStream\"}");
+          break;
+        }
+        write_result_line(response, watch_message(published_revision(), create.watch_id) + ",\"created\":true}");
+        // A watch on the empty key (etcd creates one: no key is ever empty, so it never
+        // fires) and one the body cancels right after need no engine watcher.
+        bool inert = create.request.key.empty() && create.request.range_end.empty();
+        if (inert || step.canceled_later) break;
+        std::unique_ptr<watcher> w = watcher::create(create.request);
+        watchers.push_back(serve_watcher(response, std::move(w), std::move(create)));
+        break;
+      }
+    }
+  }
   if (!watchers.empty()) {
     task<void> all = when_all(std::move(watchers));
     co_await std::move(all);
+  } else {
+    task<void> waiting = wait_for_client_to_go(response);
+    co_await std::move(waiting);
   }
   response.end_stream();
 }
