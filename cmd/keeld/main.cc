@@ -333,6 +333,13 @@ int run(int argc, char** argv) {
   // gRPC server takes max-request-bytes + 512 KiB.
   auto request_bytes = static_cast<std::size_t>(conf.get_int("/max-request-bytes"));
   d.http_options.body_bytes_max = request_bytes + request_bytes / 3 + 512 * 1024;
+  // etcd's access controller on its client port: CORS headers on every answer and a 200
+  // for any preflight (embed/serve.go), so browser clients work as against etcd.
+  d.http_options.default_headers =
+      "Access-Control-Allow-Headers: accept, content-type, authorization\r\n"
+      "Access-Control-Allow-Methods: POST, GET, OPTIONS, PUT, DELETE\r\n"
+      "Access-Control-Allow-Origin: *\r\n";
+  d.http_options.answer_preflight = true;
   d.native = {&d.bus, shard_count};
   if (d.native_enabled) {
     // Decided by the first byte alone (docs/formats/frame.md): 0xC7 never starts an

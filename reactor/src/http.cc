@@ -3,6 +3,8 @@
 #include "keel/reactor/http.h"
 
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 
 #include "keel/limits.h"
@@ -93,7 +95,31 @@ void http_response::write_head(int status, std::string_view content_type,
   }
   if (!_keep_alive) head.append("Connection: close\r\n");
   else if (_version_minor == 0) head.append("Connection: keep-alive\r\n");
+  if (_default_headers) append_defaults(head);
   head.append(_extra_headers).append("\r\n");
+}
+
+// The default header lines whose names the handler did not use (names compared without
+// case; a handful of short lines, so a plain search).
+void http_response::append_defaults(std::string& head) const {
+  std::string_view lines = *_default_headers;
+  while (!lines.empty()) {
+    std::size_t end = lines.find("\r\n");
+    std::string_view line = lines.substr(0, end == std::string_view::npos ? lines.size() : end + 2);
+    lines.remove_prefix(line.size());
+    std::string_view name = line.substr(0, line.find(':'));
+    bool taken = false;
+    for (std::size_t at = 0; at < _extra_headers.size() && !taken;) {
+      std::string_view extra(_extra_headers.data() + at, _extra_headers.size() - at);
+      taken = extra.size() > name.size() && extra[name.size()] == ':' &&
+              std::equal(name.begin(), name.end(), extra.begin(), [](char a, char b) {
+                return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+              });
+      std::size_t next = _extra_headers.find("\r\n", at);
+      at = next == std::string::npos ? _extra_headers.size() : next + 2;
+    }
+    if (!taken) head.append(line);
+  }
 }
 
 void http_response::send(int status, std::string_view content_type, std::string_view body) {
@@ -240,8 +266,10 @@ task<void> serve_http(connection* conn, const http_server_options& options) {
         const http_request& request = parser.request();
         bump(stats.http_requests);
         http_response response(conn, request);
+        if (!options.default_headers.empty()) response.use_default_headers(&options.default_headers);
         const http_router::route* route = options.router->find(request.method, request.path(), allowed);
-        if (!route) answer_unrouted(request, response, allowed);
+        if (!route && options.answer_preflight && request.method == "OPTIONS") response.send(200, "", "");
+        else if (!route) answer_unrouted(request, response, allowed);
         else if (route->sync) route->sync(request, response);
         else {
           task<void> handling = route->async(request, response);
@@ -255,7 +283,7 @@ task<void> serve_http(connection* conn, const http_server_options& options) {
         bump(stats.http_errors);
         http_request blank;
         blank.keep_alive = false;
-        http_response response(conn, blank);
+        http_response response(conn, blank);  // the server's answer: no default headers
         response.send_error(parser.error_status(), parser.error_message());
         open = false;
       }

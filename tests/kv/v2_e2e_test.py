@@ -672,6 +672,17 @@ def section_members_stats():
     check("stats/self: leaderInfo fields and StateLeader",
           all(sorted(r.json["leaderInfo"]) == ["leader", "startTime", "uptime"] and r.json["state"] == "StateLeader"
               for r in replies.values()), replies)
+    # etcd's access controller: CORS headers on every answer of the client port, and a 200
+    # for a preflight anywhere (keel had them on /v2/keys and /v2/members only).
+    cors = ("access-control-allow-headers", "access-control-allow-methods", "access-control-allow-origin")
+    for method, path in (("GET", "/version"), ("GET", "/health"), ("GET", "/v2/stats/store"), ("GET", "/v2/machines"),
+                         ("POST", "/v3/kv/range"), ("OPTIONS", "/v3/kv/range"), ("OPTIONS", "/version"),
+                         ("GET", "/no/such/path")):
+        replies = {s: server.request(method, path, body="{}" if method == "POST" else None)
+                   for s, server in SERVERS.items()}
+        shapes = {s: (r.status, [r.headers.get(h) for h in cors]) for s, r in replies.items()}
+        check("%s %s: etcd's status and CORS headers, on both" % (method, path),
+              shapes["etcd"] == shapes["keel"] and all(shapes["keel"][1]), shapes)
 
 
 # ---- etcdctl and keelctl ---------------------------------------------------------------------

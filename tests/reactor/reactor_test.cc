@@ -560,8 +560,14 @@ struct http_fixture {
       }
       r.end_stream();
     });
+    router.add("GET", "/own-default", [](const keel::http_request&, keel::http_response& r) {
+      r.add_header("x-default", "mine");  // a default's name, set by the handler
+      r.send(200, "text/plain", "ok");
+    });
     options.router = &router;
     options.body_bytes_max = 1024;
+    options.default_headers = "X-Default: d\r\nX-Other: o\r\n";
+    options.answer_preflight = true;
     BOOST_REQUIRE(sys.start({1, false}, nullptr).is_ok());
     sys.post(0, [this] {
       auto fd = keel::listen_tcp({"127.0.0.1", 0});
@@ -650,6 +656,30 @@ BOOST_AUTO_TEST_CASE(any_method_route_takes_the_methods_without_a_route) {
   std::string out = exchange("PROPFIND /echo HTTP/1.1\r\nHost: x\r\n\r\n");
   BOOST_TEST(out.starts_with("HTTP/1.1 405 "), out);
   BOOST_TEST(out.ends_with("no PROPFIND"), out);
+}
+
+BOOST_AUTO_TEST_CASE(default_headers_go_on_every_answer_the_handler_did_not_name) {
+  auto count = [](const std::string& text, const std::string& needle) {
+    std::size_t n = 0;
+    for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+    return n;
+  };
+  std::string routed = exchange("GET /version HTTP/1.1\r\nHost: x\r\n\r\n");
+  BOOST_TEST(count(routed, "X-Default: d\r\n") == 1u, routed);
+  BOOST_TEST(count(routed, "X-Other: o\r\n") == 1u, routed);
+  std::string own = exchange("GET /own-default HTTP/1.1\r\nHost: x\r\n\r\n");
+  BOOST_TEST(count(own, "x-default: mine\r\n") == 1u, own);
+  BOOST_TEST(count(own, "X-Default:") == 0u, own);  // names compared without case
+  BOOST_TEST(count(own, "X-Other: o\r\n") == 1u, own);
+  std::string missing = exchange("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n");
+  BOOST_TEST(missing.starts_with("HTTP/1.1 404 "), missing);
+  BOOST_TEST(count(missing, "X-Default: d\r\n") == 1u, missing);
+  std::string preflight = exchange("OPTIONS /nowhere HTTP/1.1\r\nHost: x\r\n\r\n");
+  BOOST_TEST(preflight.starts_with("HTTP/1.1 200 OK\r\n"), preflight);
+  BOOST_TEST(count(preflight, "X-Default: d\r\n") == 1u, preflight);
+  std::string malformed = exchange("GARBAGE\r\n\r\n");  // the server's own answer: none
+  BOOST_TEST(malformed.starts_with("HTTP/1.1 400 "), malformed);
+  BOOST_TEST(count(malformed, "X-Default") == 0u, malformed);
 }
 
 BOOST_AUTO_TEST_CASE(malformed_request_is_400_and_closes) {

@@ -407,6 +407,7 @@ bool refused_bad_escape(const http_request& request, http_response& response) {
   std::string bad;
   if (unescape(request.path(), false, bad)) return false;
   response.close_after();
+  response.skip_default_headers();  // Go's server answers it, before etcd's CORS wrapper
   response.send(400, "text/plain; charset=utf-8", "400 Bad Request");
   return true;
 }

@@ -79,6 +79,12 @@ class http_response {
   bool keep_alive() const noexcept { return _keep_alive; }
   // The handler may ask for the connection to close after this response.
   void close_after() noexcept { _keep_alive = false; }
+  // Header lines ("Name: value\r\n" each) the server adds to every response unless the
+  // handler added a header of the same name (serve_http passes its options' defaults).
+  void use_default_headers(const std::string* lines) noexcept { _default_headers = lines; }
+  // This response goes out without them (an answer that stands for the server, not a
+  // handler). REQUIRES: !started().
+  void skip_default_headers() noexcept { _default_headers = nullptr; }
 
  private:
   // How the body's end is marked: Content-Length, chunked coding, or (HTTP/1.0 streams)
@@ -86,8 +92,10 @@ class http_response {
   enum class framing { length, chunked, until_close };
   void write_head(int status, std::string_view content_type, std::size_t content_length,
                   framing how);
+  void append_defaults(std::string& head) const;
   connection* _conn;
   std::string _extra_headers;
+  const std::string* _default_headers = nullptr;
   bool _keep_alive;
   bool _head_only;  // a HEAD request: headers as for GET, no body
   bool _started = false;
@@ -159,6 +167,13 @@ class http_request_parser {
 struct http_server_options {
   const http_router* router = nullptr;
   std::size_t body_bytes_max = 0;  // 0: limits::http_body_bytes_max
+  // Added to every response whose handler did not set a header of the same name, errors
+  // and unrouted paths included ("Name: value\r\n" lines; etcd's CORS headers on keeld's
+  // client port).
+  std::string default_headers;
+  // An OPTIONS request no route takes is answered 200 with no body (a CORS preflight, as
+  // etcd's access controller answers it on every path) instead of 405.
+  bool answer_preflight = false;
   // Returns true when these first bytes belong to another protocol.
   std::function<bool(const char* data, std::size_t size)> is_other_protocol;
   // Serves such a connection; `first` holds the bytes already received.
