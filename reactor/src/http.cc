@@ -30,13 +30,13 @@ std::string_view http_reason(int status) noexcept {
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
     case 409: return "Conflict";
     case 410: return "Gone";
+    case 411: return "Length Required";
     case 412: return "Precondition Failed";
     case 413: return "Request Entity Too Large";
     case 415: return "Unsupported Media Type";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";

@@ -370,7 +370,6 @@ bool redirected_to_clean_path(const http_request& request, http_response& respon
   if (clean == *decoded) return false;
   std::string location = escape_path(clean);
   if (!request.query().empty()) location += "?" + std::string(request.query());
-  add_cors_headers(response);  // etcd's CORS wrapper runs before Go's mux redirects
   response.add_header("Location", location);
   if (request.method == "GET" || request.method == "HEAD") {
     std::string body = "<a href=\"";
@@ -453,18 +452,16 @@ task<void> http_keys(const http_request& request, http_response& response) {
 void http_keys_not_allowed(const http_request& request, http_response& response) {
   if (refused_bad_escape(request, response)) return;
   if (redirected_to_clean_path(request, response)) return;  // Go's mux, for any method
-  add_cors_headers(response);
   response.add_header("Allow", "HEAD,GET,PUT,POST,DELETE");
   response.add_header("X-Content-Type-Options", "nosniff");  // Go's http.Error
   response.send(405, "text/plain; charset=utf-8", "Method Not Allowed\n");
 }
 
-// etcd's CORS wrapper answers a preflight OPTIONS itself: 200, its headers, no body.
+// etcd's CORS wrapper answers a preflight OPTIONS itself: 200, no body (the CORS headers
+// are keeld's client-port defaults, as on every answer). A route of its own, so that the
+// any-method 405 of /v2/keys does not take OPTIONS.
 void http_options(const http_request& request, http_response& response) {
   if (refused_bad_escape(request, response)) return;
-  response.add_header("Access-Control-Allow-Headers", "accept, content-type, authorization");
-  response.add_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE");
-  response.add_header("Access-Control-Allow-Origin", "*");
   response.send(200, "", "");
 }
 
@@ -717,14 +714,7 @@ void http_stats_store(const http_request&, http_response& response) {
 
 // ---- shared helpers (v2.h) ------------------------------------------------------------------
 
-void add_cors_headers(http_response& response) {
-  response.add_header("Access-Control-Allow-Headers", "accept, content-type, authorization");
-  response.add_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE");
-  response.add_header("Access-Control-Allow-Origin", "*");
-}
-
 void add_cluster_headers(http_response& response) {
-  add_cors_headers(response);
   response.add_header("X-Etcd-Cluster-Id", hex_id(ids().cluster_id));
 }
 

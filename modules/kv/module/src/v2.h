@@ -238,9 +238,9 @@ std::int64_t ttl_seconds(std::int64_t expiration_ns, std::int64_t now_ns) noexce
 
 // ---- HTTP (v2.cc) ------------------------------------------------------------------------------
 
-// X-Etcd-Cluster-Id and etcd's CORS headers: on every /v2/keys and /v2/members answer.
-void add_cluster_headers(http_response& response);  // CORS and X-Etcd-Cluster-Id
-void add_cors_headers(http_response& response);     // etcd's CORS wrapper only
+// X-Etcd-Cluster-Id: on every /v2/keys and /v2/members answer. (etcd's CORS headers are
+// keeld's client-port defaults, http_server_options::default_headers, on every answer.)
+void add_cluster_headers(http_response& response);
 // X-Etcd-Index, X-Raft-Index and X-Raft-Term of an event answered at store index `index`.
 void add_index_headers(http_response& response, std::int64_t index);
 // etcd's v2error.WriteTo (the cluster headers are the caller's).

@@ -80,20 +80,19 @@ void collapse(std::vector<item>& items) {
 }
 
 // `set ?dir=true` over a file deletes the file and writes the directory's marker at one
-// revision; etcd shows that as one `set` of the directory with the file as prevNode. Drops
-// the file's delete from `items` and returns it (nullptr when the revision is not that).
+// revision; etcd shows that as one `set` of the directory with the file as prevNode. Given
+// the two changes a revision kept, drops the file's delete from `items` and returns it
+// (nullptr when the revision is not that).
 const item* fold_replaced_file(std::vector<item>& items) {
   item* removed_file = nullptr;
   item* new_dir = nullptr;
-  std::size_t kept = 0;
   for (item& i : items) {
     if (!i.keep) continue;
-    ++kept;
     bool removed = i.change->type == kv::event_type::remove;
     if (removed && !i.dir) removed_file = &i;
     if (!removed && i.dir && !i.change->prev_kv) new_dir = &i;
   }
-  if (kept != 2 || !removed_file || !new_dir || removed_file->path != new_dir->path) return nullptr;
+  if (!removed_file || !new_dir || removed_file->path != new_dir->path) return nullptr;
   removed_file->keep = false;
   return removed_file;
 }
@@ -124,7 +123,7 @@ void convert_revision(const kv::event* const* first, const kv::event* const* las
   collapse(items);
   std::size_t kept = static_cast<std::size_t>(
       std::count_if(items.begin(), items.end(), [](const item& i) { return i.keep; }));
-  const item* replaced_file = fold_replaced_file(items);
+  const item* replaced_file = kept == 2 ? fold_replaced_file(items) : nullptr;
   if (replaced_file) --kept;
   std::optional<revision_note> note = find_note((*first)->kv.mod_revision);
   if (note && note->refresh) return;  // etcd does not show TTL refreshes to watchers
