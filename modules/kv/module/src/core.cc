@@ -19,6 +19,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
@@ -83,6 +84,7 @@ task<void> open_writer() {
     g->context->log(log_level::error, "cannot open the WAL writer: " + opened.error().to_string());
   }
   g->opened = true;
+  if (g->writer) g->reads_anywhere.store(true, std::memory_order_release);
   if (!g->cluster && g->writer) {
     // A single node is its own leader from the start (etcd's single member elects itself
     // at once and has seen one leader change).
@@ -101,6 +103,7 @@ task<void> open_writer() {
 
 // Says once, in the log, that the WAL stopped taking writes and why.
 void note_wal_failure(const status& failure) {
+  g->reads_anywhere.store(false, std::memory_order_release);
   if (g->wal_failure_logged) return;
   g->wal_failure_logged = true;
   g->context->log(log_level::error, "the WAL failed, no more writes are accepted (reads go on at revision " +
@@ -240,6 +243,7 @@ std::int64_t apply_lease_revoke(std::int64_t id, bool expired) {
         return k.starts_with('/');
       }))
     v2::counters().expire_count.fetch_add(1, std::memory_order_relaxed);
+  store_change changing;
   kv::delete_range_result deleted = g->store.delete_keys(keys);
   collect(deleted.events, expired);
   return g->store.current_revision();
@@ -392,6 +396,7 @@ status decode_state(std::string_view payload, const std::string& file, std::size
   if (!in.ok) return bad("payload shorter than its store");
   auto loaded = kv::mvcc_store::load(store, more_keys);
   if (!loaded) return bad(loaded.error().message());
+  store_change changing;
   g->store = std::move(loaded.value());
   std::uint64_t leases = in.u64();
   for (std::uint64_t i = 0; in.ok && i < leases; ++i) {
@@ -782,6 +787,60 @@ task<result<std::int64_t>> owner_read_barrier() {
 
 const kv::mvcc_store& owner_store() { return g->store; }
 
+bool in_cluster() noexcept { return g->cluster != nullptr; }
+
+// ---- reads on any shard ---------------------------------------------------------------------
+
+namespace {
+constexpr std::uint32_t store_gate_changing = 0x80000000u;
+}
+
+store_change::store_change() noexcept {
+  if (g->store_change_depth++ > 0) return;
+  g->store_gate.fetch_or(store_gate_changing, std::memory_order_acquire);
+  // A reader is inside for a few microseconds, unless its thread lost its CPU there: after
+  // a short spin, give the CPU away between looks, so that a reader preempted on this
+  // core can finish.
+  for (int spins = 0; (g->store_gate.load(std::memory_order_acquire) & ~store_gate_changing) != 0; ++spins) {
+    if (spins < 256) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    } else {
+      sched_yield();
+    }
+  }
+}
+
+store_change::~store_change() {
+  if (--g->store_change_depth > 0) return;
+  g->store_gate.fetch_and(~store_gate_changing, std::memory_order_release);
+}
+
+store_read::store_read() noexcept {
+  if (!g->reads_anywhere.load(std::memory_order_acquire)) return;
+  std::uint32_t gate = g->store_gate.load(std::memory_order_relaxed);
+  do {
+    if (gate & store_gate_changing) return;
+  } while (!g->store_gate.compare_exchange_weak(gate, gate + 1, std::memory_order_acquire,
+                                                std::memory_order_relaxed));
+  // Inside: the store cannot change until we leave. `published` only grows towards the
+  // store's revision, so equal now means every change in the store is published.
+  if (g->store.current_revision() != g->published.load(std::memory_order_acquire)) {
+    g->store_gate.fetch_sub(1, std::memory_order_release);
+    return;
+  }
+  _held = true;
+}
+
+store_read::~store_read() {
+  if (_held) g->store_gate.fetch_sub(1, std::memory_order_release);
+}
+
+const kv::mvcc_store& store_read::store() const noexcept { return g->store; }
+
+void store_read::answered() noexcept { g->reads_here.fetch_add(1, std::memory_order_relaxed); }
+
 // A request from a client (not an entry replayed or applied from the log): what etcd's
 // gRPC layer refuses before its apply is refused here; the log then holds only requests
 // well formed, and an older log replays as it was served.
@@ -796,6 +855,7 @@ result<kv::put_result> owner_put(const kv::put_request& request) {
                                                            request.ignore_value, request.ignore_lease}));
       !logged)
     return logged;
+  store_change changing;
   auto applied = g->store.put(request);
   if (applied) collect(applied->events, false);
   return applied;
@@ -804,6 +864,7 @@ result<kv::put_result> owner_put(const kv::put_request& request) {
 result<kv::delete_range_result> owner_delete_range(const kv::delete_range_request& request) {
   if (request.key.empty()) return fail(errc::invalid_argument, kv::mvcc_messages::empty_key);
   if (status logged = log_entry(encode_delete_entry(request)); !logged) return logged;
+  store_change changing;
   auto applied = g->store.delete_range(request);
   if (applied) collect(applied->events, false);
   return applied;
@@ -825,6 +886,7 @@ result<kv::txn_result> owner_txn(const kv::txn_request& request, bool leases_on_
     if (status bad = check_txn_leases(request); !bad) return bad;  // kind 3, as logged then
   }
   if (status logged = log_entry(encode_txn_entry(request, leases_on_path)); !logged) return logged;
+  store_change changing;
   auto applied = g->store.txn(request, leases_on_path ? &check_lease : nullptr);
   if (applied) collect(applied->events, false);
   return applied;
@@ -861,6 +923,7 @@ result<std::int64_t> owner_compact(std::int64_t revision, bool physical) {
     if (revision <= g->store.compact_revision()) return fail(errc::invalid_argument, kv::mvcc_messages::compacted);
   }
   if (status logged = log_entry(encode_compact_entry(revision, physical)); !logged) return logged;
+  store_change changing;
   status compacted = g->store.compact(revision);
   if (!compacted) return compacted;
   return g->store.current_revision();
@@ -1706,6 +1769,7 @@ status rebuild_state(std::uint64_t through_index,
                      const std::function<const std::string*(std::uint64_t index)>& entry_data_at) {
   std::int64_t published = g->published_local;
   const std::int64_t taken_back_through = g->store.current_revision();
+  store_change changing;  // no reader sees the store rebuilt halfway
   g->store = kv::mvcc_store();
   g->leases.clear();
   g->replaying = true;
@@ -1950,6 +2014,9 @@ void core_metrics(std::string& out) {
        g->wal_batches.load(std::memory_order_relaxed));
   line("keel_kv_wal_records_total", "counter", "WAL records made durable.", g->wal_records.load(std::memory_order_relaxed));
   line("keel_kv_wal_bytes_total", "counter", "WAL record bytes made durable.", g->wal_bytes.load(std::memory_order_relaxed));
+  line("keel_kv_reads_here_total", "counter",
+       "Reads answered on the client's shard from the owner's store, without the hop to the owner (v2 GET).",
+       g->reads_here.load(std::memory_order_relaxed));
   line("keel_kv_watch_catchups_total", "counter", "Times a slow watcher dropped its queue and caught up from history.",
        g->watch_catchups.load(std::memory_order_relaxed));
   etcd_metrics(out);

@@ -57,6 +57,9 @@ const identity& ids() noexcept;
 
 // The newest revision whose events have been published (durable). Any shard, any time.
 std::int64_t published_revision() noexcept;
+// Whether this member belongs to a Raft cluster (false: a single node). Any shard, once
+// core_start() returned.
+bool in_cluster() noexcept;
 
 // ---- errors -------------------------------------------------------------------------------
 
@@ -210,6 +213,32 @@ std::uint64_t owner_term();
 // (cluster_confirm_leading); OK at once on a single node.
 task<status> owner_confirm_leading(std::uint64_t term);
 const kv::mvcc_store& owner_store();
+
+// ---- reads on any shard ---------------------------------------------------------------------------
+
+// A read of the owner's store from any shard, without the hop to the owner, for a surface
+// whose read may show the store's newest state (v2 GET). Never blocks: it is not held
+// (false) while the owner changes the store, while anything applied is not yet published
+// (durable, and in a cluster committed), or before the WAL opened or after it failed;
+// the caller then asks the owner as usual. While held, the store does not change and
+// everything in it is published, so a read answered from it needs no owner_commit().
+// Hold it for bounded work only (point reads, a range with a small limit): the owner's
+// next change waits until it is released. Not the lease table: a reader that needs a
+// lease's state asks the owner.
+class store_read {
+ public:
+  store_read() noexcept;  // tries
+  ~store_read();
+  store_read(const store_read&) = delete;
+  store_read& operator=(const store_read&) = delete;
+  explicit operator bool() const noexcept { return _held; }
+  const kv::mvcc_store& store() const noexcept;  // REQUIRES: held
+  // The read was answered from it: counted in /metrics (keel_kv_reads_here_total).
+  void answered() noexcept;
+
+ private:
+  bool _held = false;
+};
 struct v2_note_fields;  // codec.h
 // Owner shard: the entries logged until the next call belong to one v2 write with this
 // note (nullptr ends it); see core_internal.h v2_note_pending.

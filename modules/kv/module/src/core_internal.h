@@ -149,6 +149,13 @@ struct core_state {
   std::atomic<std::uint64_t> events_published{0};
   std::atomic<std::uint64_t> watch_catchups{0};
   std::atomic<bool> stopping{false};
+
+  // Reads on any shard (core.h store_read; README "Reads on any shard"). store_gate's top
+  // bit is set while the owner changes the store; the rest counts the readers inside.
+  std::atomic<std::uint32_t> store_gate{0};
+  int store_change_depth = 0;             // owner: nested store_change guards
+  std::atomic<bool> reads_anywhere{false};  // the WAL opened and has not failed
+  std::atomic<std::uint64_t> reads_here{0};  // store_read::answered()
 };
 
 extern core_state* g;
@@ -159,6 +166,18 @@ void append_metric_head(std::string& out, const char* name, const char* type, co
 void append_metric(std::string& out, const char* name, const char* type, const char* help, std::uint64_t value);
 
 // ---- shared by core.cc and cluster.cc (owner shard) ----------------------------------------
+
+// Owner shard: held around every change of g->store (and its replacement), so that a
+// store_read on another shard never sees one half done. Waits (spinning) for the readers
+// inside to leave, which is bounded: store_read's holders do a few point reads only.
+// Nests: only the outermost guard opens and closes the gate.
+class store_change {
+ public:
+  store_change() noexcept;
+  ~store_change();
+  store_change(const store_change&) = delete;
+  store_change& operator=(const store_change&) = delete;
+};
 
 status fail(errc code, std::string_view message);
 // Publishes the pending events of revisions <= through (they are committed and durable).

@@ -36,8 +36,21 @@ std::string under_end(std::string_view prefix) {
 
 // The revision v2 reads see: 0 = the store's newest (the read then waits until that is
 // durable: finish()); after the WAL failed, the last durable one, set by owner_get around
-// read_node (the owner is single-threaded and read_node does not suspend).
-std::int64_t read_revision = 0;
+// read_node (read_node does not suspend). Per thread: a GET read on another shard
+// (read_here) runs beside the owner's.
+thread_local std::int64_t read_revision = 0;
+
+// A GET being read on the connection's shard (read_here) rather than on the owner: the
+// store is read through a store_read, and whatever only the owner may read (the lease
+// table, for a TTL) or would hold the store too long (a large directory) sends the GET to
+// the owner instead.
+struct reading_here {
+  bool needs_owner = false;
+};
+thread_local reading_here* here = nullptr;
+// The most keys under a directory that a GET read here lists (a larger one is read on the
+// owner, so the owner's next write never waits long for the reader to leave).
+constexpr std::int64_t keys_read_here_max = 64;
 
 std::optional<key_value> read_key(const std::string& key) {
   if (read_revision == 0) return owner_store().get(key);
@@ -68,8 +81,13 @@ std::vector<key_value> read_under(const std::string& prefix) {
   request.key = prefix;
   request.range_end = under_end(prefix);
   request.revision = read_revision;
+  if (here) request.limit = keys_read_here_max;
   auto found = owner_store().range(request);
   if (!found) return {};
+  if (here && found->more) {
+    here->needs_owner = true;
+    return {};
+  }
   return std::move(found->kvs);
 }
 
@@ -102,6 +120,10 @@ std::int64_t expiry_after(std::int64_t now, std::int64_t ttl) {
 
 ttl_view lease_view(std::int64_t lease, std::int64_t now) {
   if (lease == 0) return {};
+  if (here) {  // the lease table is the owner's
+    here->needs_owner = true;
+    return {};
+  }
   std::optional<lease_status> status = owner_lease(lease, false);
   if (!status) return {};
   std::int64_t expiration = expiry_after(now, status->ttl);
@@ -836,7 +858,29 @@ store_counters& counters() noexcept {
   return c;
 }
 
+// A GET on the connection's shard, without the hop to the owner: possible when the read
+// needs no Raft round (not quorum, or a single node, where a quorum GET is the same read)
+// and the owner's store allows it now (store_read: nothing unpublished in it, so nothing
+// to wait for), and the node read holds no TTL and no large directory. nullopt: ask the
+// owner. The answer is the one owner_get would give at this moment.
+std::optional<outcome> read_here(const key_request& request) {
+  if (request.quorum && in_cluster()) return std::nullopt;
+  if (shard::current()->id() == owner_shard) return std::nullopt;  // no hop to save
+  store_read reading;
+  if (!reading) return std::nullopt;
+  reading_here state;
+  here = &state;
+  outcome out = read_node(request, unix_now_ns());
+  here = nullptr;
+  if (state.needs_owner) return std::nullopt;
+  reading.answered();
+  auto& c = counters();
+  (out.failure ? c.gets_fail : c.gets_success).fetch_add(1, std::memory_order_relaxed);
+  return out;
+}
+
 task<outcome> get(key_request request) {
+  if (std::optional<outcome> out = read_here(request)) co_return std::move(*out);
   task<outcome> work = run_on_owner<outcome>(
       [request = std::move(request)]() mutable { return owner_get(std::move(request)); });
   co_return co_await std::move(work);
