@@ -203,6 +203,51 @@ BOOST_AUTO_TEST_CASE(limit_sets_more_and_count_counts_every_key) {
   BOOST_TEST(out.kvs.size() == 4);
 }
 
+BOOST_AUTO_TEST_CASE(stop_at_limit_ends_the_walk_after_limit_plus_one_live_keys) {
+  mvcc_store store;
+  for (std::string k : {"a", "b", "c", "d", "e"}) put(store, k, "v");
+  remove(store, "b");
+  range_request request = ranged("a", "z");
+  request.limit = 2;
+  request.stop_at_limit = true;
+  auto out = get(store, request);
+  BOOST_TEST((keys_of(out) == std::vector<std::string>{"a", "c"}));
+  BOOST_TEST(out.more);
+  BOOST_TEST(out.count == 3);  // a, c, d: the walk stopped there (a deleted key is not live)
+  request.limit = 4;
+  out = get(store, request);
+  BOOST_TEST(!out.more);
+  BOOST_TEST(out.count == 4);
+  // A sort needs every key: stop_at_limit changes nothing then.
+  request.limit = 1;
+  request.order = sort_order::descend;
+  out = get(store, request);
+  BOOST_TEST((keys_of(out) == std::vector<std::string>{"e"}));
+  BOOST_TEST(out.count == 4);
+}
+
+BOOST_AUTO_TEST_CASE(walk_max_visits_at_most_that_many_keys_deleted_ones_too) {
+  mvcc_store store;
+  for (std::string k : {"a", "b", "c", "d", "e"}) put(store, k, "v");
+  remove(store, "a");
+  remove(store, "b");
+  range_request request = ranged("a", "z");
+  request.walk_max = 3;  // visits a (deleted), b (deleted), c
+  auto out = get(store, request);
+  BOOST_TEST(out.walk_cut);
+  BOOST_TEST((keys_of(out) == std::vector<std::string>{"c"}));
+  request.walk_max = 5;  // every key of the index: not cut
+  out = get(store, request);
+  BOOST_TEST(!out.walk_cut);
+  BOOST_TEST((keys_of(out) == std::vector<std::string>{"c", "d", "e"}));
+  request.walk_max = 2;
+  request.limit = 1;
+  request.stop_at_limit = true;
+  out = get(store, request);
+  BOOST_TEST(out.walk_cut);
+  BOOST_TEST(out.kvs.empty());
+}
+
 BOOST_AUTO_TEST_CASE(sorting_by_each_target_and_order) {
   mvcc_store store;
   put(store, "b", "3");  // 2

@@ -17,6 +17,7 @@ keeld with two shards:
 
 Usage: v2_reads_here_test.py <keeld>
 """
+import base64
 import http.client
 import json
 import os
@@ -100,6 +101,16 @@ def setup(conn):
     conn.request("PUT", "/v2/keys/ttldir/in", {"value": "i"})
     conn.request("PUT", "/v2/keys/small/later", {"value": "l", "ttl": "300"})
     conn.request("DELETE", "/v2/keys/small/later")  # a lease gone, the key gone
+    # A directory of 2 live keys among 1,100 deleted ones not yet compacted: a reader
+    # would walk them all, so it is left to the owner (walk_max).
+    for i in range(1100):
+        conn.request("PUT", "/v2/keys/graveyard/k%04d" % i, {"value": "g"})
+    conn.http.request("POST", "/v3/kv/deleterange", body=json.dumps({
+        "key": base64.b64encode(b"/graveyard/k0").decode(),
+        "range_end": base64.b64encode(b"/graveyard/l").decode()}))
+    conn.http.getresponse().read()
+    conn.request("PUT", "/v2/keys/graveyard/z1", {"value": "1"})
+    conn.request("PUT", "/v2/keys/graveyard/z2", {"value": "2"})
 
 
 # (path, whether a shard other than the owner may answer it)
@@ -120,6 +131,9 @@ PATHS = [
     ("/v2/keys/ttldir", False),
     ("/v2/keys/ttldir/in", True),  # shares its directory's lease: shows no TTL of its own
     ("/v2/keys/cfg/a?quorum=true", True),
+    ("/v2/keys/graveyard", False),
+    ("/v2/keys/" + "long/" * 120 + "x", False),  # over 512 bytes of path
+    ("/v2/keys/" + "long/" * 50 + "x", True),
 ]
 
 
@@ -152,6 +166,10 @@ def section_same_answers(port):
     names = [n["key"] for n in json.loads(text)["node"]["nodes"]]
     check("the small directory lists 10 files and a directory, not the deleted key",
           len(names) == 11 and "/small/sub" in names and "/small/later" not in names, names)
+    status, _, text = conns[0].request("GET", "/v2/keys/graveyard")
+    names = [n["key"] for n in json.loads(text)["node"]["nodes"]]
+    check("the directory among deleted keys lists its two live ones", names == ["/graveyard/z1", "/graveyard/z2"],
+          text[:300])
     status, _, text = conns[0].request("GET", "/v2/keys/cfg")
     check("a hidden key is not listed", "_hidden" not in text and "/cfg/a" in text, text)
 

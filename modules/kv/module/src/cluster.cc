@@ -827,6 +827,7 @@ void rebuild_after_step_down(std::uint64_t committed) {
     note(log_level::error, "cannot rebuild the store: " + rebuilt.to_string() + "; this member stops serving");
     c.failed_because = "its store could not be rebuilt: " + rebuilt.to_string();
     c.failed = true;
+    stop_reads_here();  // the owner answers 300 from now on; so does every shard
   }
   c.speculative.clear();
   c.kv_applied = applied;
@@ -952,6 +953,7 @@ task<void> ready_loop() {
     if (!rd.snapshot.empty() && !install_snapshot(rd.snapshot)) {
       c.failed_because = "the snapshot from the leader could not be installed";
       c.failed = true;
+      stop_reads_here();  // the owner answers 300 from now on; so does every shard
       break;
     }
     bool appended = false;
@@ -989,6 +991,7 @@ task<void> ready_loop() {
     if (status applied = apply_committed(rd.committed_entries); !applied) {
       c.failed_because = applied.message();
       c.failed = true;
+      stop_reads_here();  // the owner answers 300 from now on; so does every shard
       break;
     }
     if (!rd.committed_entries.empty()) committed_through(rd.committed_entries.back().index);

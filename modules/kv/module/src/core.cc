@@ -102,8 +102,10 @@ task<void> open_writer() {
 }
 
 // Says once, in the log, that the WAL stopped taking writes and why.
+void stop_reads_here() noexcept { g->reads_anywhere.store(false, std::memory_order_release); }
+
 void note_wal_failure(const status& failure) {
-  g->reads_anywhere.store(false, std::memory_order_release);
+  stop_reads_here();
   if (g->wal_failure_logged) return;
   g->wal_failure_logged = true;
   g->context->log(log_level::error, "the WAL failed, no more writes are accepted (reads go on at revision " +
@@ -1799,9 +1801,13 @@ status rebuild_state(std::uint64_t through_index,
   std::erase_if(g->expiry_revisions, [revision](std::int64_t r) { return r > revision; });
   g->revision.store(revision, std::memory_order_relaxed);
   g->leases_live.store(g->leases.size(), std::memory_order_relaxed);
-  if (revision < published)
+  if (revision < published) {
+    // Later writes could bring the store back to `published` with other contents: no
+    // store_read may trust the equality any more.
+    stop_reads_here();
     g->context->log(log_level::error, "rebuilt revision " + std::to_string(revision) + " is below the published " +
                                           std::to_string(published));
+  }
   return status::ok();
 }
 

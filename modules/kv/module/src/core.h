@@ -220,8 +220,11 @@ const kv::mvcc_store& owner_store();
 // whose read may show the store's newest state (v2 GET). Never blocks: it is not held
 // (false) while the owner changes the store, while anything applied is not yet published
 // (durable, and in a cluster committed), or before the WAL opened or after it failed;
-// the caller then asks the owner as usual. While held, the store does not change and
-// everything in it is published, so a read answered from it needs no owner_commit().
+// the caller then asks the owner as usual. While held, the store does not change and every
+// revision in it is published, so a read of the newest state needs no owner_commit(). (A
+// compaction changes no revision: one not yet durable, or in a cluster not yet committed,
+// may be in the store. The newest state is the same either way; a read of history through
+// a store_read would have to know about it.)
 // Hold it for bounded work only (point reads, a range with a small limit): the owner's
 // next change waits until it is released. Not the lease table: a reader that needs a
 // lease's state asks the owner.

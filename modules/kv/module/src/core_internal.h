@@ -189,8 +189,11 @@ void publish_resync(std::int64_t through);
 // Waits for the fdatasync covering every record appended to the WAL so far, and updates
 // the WAL counters /metrics shows (every member's syncs pass here).
 task<status> durable_now();
-// Says once, in the log, that the WAL stopped taking writes and why.
+// Says once, in the log, that the WAL stopped taking writes and why (and stop_reads_here).
 void note_wal_failure(const status& failure);
+// From now on no store_read is held (every GET goes to the owner, which answers as it
+// must): the WAL failed, or this member stopped serving.
+void stop_reads_here() noexcept;
 
 // What applying one entry gave (for the member whose client asked, cluster.cc).
 struct apply_outcome {

@@ -48,9 +48,12 @@ struct reading_here {
   bool needs_owner = false;
 };
 thread_local reading_here* here = nullptr;
-// The most keys under a directory that a GET read here lists (a larger one is read on the
-// owner, so the owner's next write never waits long for the reader to leave).
+// What a GET read here may cost inside the store_read, so that the owner's next change
+// never waits long for it: the keys under a directory it lists, the index entries (live or
+// deleted) one range may visit, the path's length. More is read on the owner.
 constexpr std::int64_t keys_read_here_max = 64;
+constexpr std::size_t index_walk_here_max = 1024;
+constexpr std::size_t path_read_here_max = 512;
 
 std::optional<key_value> read_key(const std::string& key) {
   if (read_revision == 0) return owner_store().get(key);
@@ -71,8 +74,11 @@ bool any_under(const std::string& prefix, bool besides_marker) {
   request.range_end = under_end(prefix);
   request.limit = 1;
   request.keys_only = true;
+  request.stop_at_limit = true;  // the first key will do; no count of them all
   request.revision = read_revision;
+  if (here) request.walk_max = index_walk_here_max;
   auto found = owner_store().range(request);
+  if (here && found && found->walk_cut) here->needs_owner = true;
   return found && !found->kvs.empty();
 }
 
@@ -81,10 +87,14 @@ std::vector<key_value> read_under(const std::string& prefix) {
   request.key = prefix;
   request.range_end = under_end(prefix);
   request.revision = read_revision;
-  if (here) request.limit = keys_read_here_max;
+  if (here) {
+    request.limit = keys_read_here_max;
+    request.stop_at_limit = true;
+    request.walk_max = index_walk_here_max;
+  }
   auto found = owner_store().range(request);
   if (!found) return {};
-  if (here && found->more) {
+  if (here && (found->more || found->walk_cut)) {
     here->needs_owner = true;
     return {};
   }
@@ -861,17 +871,22 @@ store_counters& counters() noexcept {
 // A GET on the connection's shard, without the hop to the owner: possible when the read
 // needs no Raft round (not quorum, or a single node, where a quorum GET is the same read)
 // and the owner's store allows it now (store_read: nothing unpublished in it, so nothing
-// to wait for), and the node read holds no TTL and no large directory. nullopt: ask the
-// owner. The answer is the one owner_get would give at this moment.
+// to wait for), and the node read holds no TTL, no large directory and no long path.
+// nullopt: ask the owner. On a single node the answer is the one owner_get would give at
+// this moment; a cluster member answers from its committed state at once, where the owner
+// may first wait (a leader just elected, or one whose last entry is not yet committed).
 std::optional<outcome> read_here(const key_request& request) {
   if (request.quorum && in_cluster()) return std::nullopt;
   if (shard::current()->id() == owner_shard) return std::nullopt;  // no hop to save
+  if (request.path.size() > path_read_here_max) return std::nullopt;
   store_read reading;
   if (!reading) return std::nullopt;
   reading_here state;
-  here = &state;
+  struct scope {
+    explicit scope(reading_here* s) noexcept { here = s; }
+    ~scope() { here = nullptr; }
+  } in_scope(&state);
   outcome out = read_node(request, unix_now_ns());
-  here = nullptr;
   if (state.needs_owner) return std::nullopt;
   reading.answered();
   auto& c = counters();

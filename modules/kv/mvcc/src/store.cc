@@ -137,8 +137,16 @@ result<range_result> do_range(const detail::mvcc_state& s, const range_request& 
   std::size_t copy_max = (r.count_only)                ? 0
                          : (fetch_all || r.limit <= 0) ? SIZE_MAX
                                                        : static_cast<std::size_t>(r.limit) + 1;
+  // stop_at_limit: the walk may end once limit + 1 live keys are in (count unwanted).
+  const std::int64_t stop_after =
+      (r.stop_at_limit && !fetch_all && !r.count_only && r.limit > 0) ? r.limit + 1 : 0;
+  std::size_t walked = 0;
   for_each_in_range(s.index, r.key, r.range_end,
                     [&](const std::string& key, const key_history& history) {
+                      if (r.walk_max != 0 && walked++ == r.walk_max) {
+                        out.walk_cut = true;
+                        return false;
+                      }
                       const version_entry* entry = live_at(history, revision);
                       if (entry == nullptr) return true;
                       ++out.count;
@@ -146,7 +154,7 @@ result<range_result> do_range(const detail::mvcc_state& s, const range_request& 
                         out.kvs.push_back(to_key_value(key, *entry));
                         if (blank_now) out.kvs.back().value.clear();
                       }
-                      return true;
+                      return stop_after == 0 || out.count < stop_after;
                     });
   if (r.count_only) return out;
   if (has_filters(r)) {

@@ -167,6 +167,15 @@ struct range_request {
   std::int64_t max_mod_revision = 0;
   std::int64_t min_create_revision = 0;
   std::int64_t max_create_revision = 0;
+  // Bounded walks, for keel's own callers that want neither `count` nor a scan of the whole
+  // range (etcd has no such fields; no client surface sets them, the WAL does not hold them):
+  // - stop_at_limit: with a limit and no sort order or filters, the walk ends once it has
+  //   seen limit + 1 live keys (so `more` is still right); `count` then counts only those.
+  // - walk_max > 0: at most this many keys of the index are visited, live or deleted; a
+  //   walk that ends there sets range_result::walk_cut, and `kvs`, `more` and `count`
+  //   describe only the keys visited.
+  bool stop_at_limit = false;
+  std::size_t walk_max = 0;
 };
 
 struct range_result {
@@ -174,6 +183,7 @@ struct range_result {
   bool more = false;          // limit cut the result short
   std::int64_t count = 0;     // keys in the range at the revision, before limit and filters
   std::int64_t revision = 0;  // header revision: the store's current revision
+  bool walk_cut = false;      // the walk ended at walk_max (see range_request)
 };
 
 // ---- txn ----------------------------------------------------------------------------
