@@ -15,6 +15,10 @@ keeld with two shards:
     was acknowledged (on another connection) sees it or something newer, each connection
     sees every key's value only grow, and the server stays up.
 
+The v3 gateway's single-key ranges (serializable, and on a single node linearizable) are
+read the same way: the same answers on every connection, the fast path counted, and a
+prefix range or a past revision left to the owner.
+
 Usage: v2_reads_here_test.py <keeld>
 """
 import base64
@@ -174,6 +178,50 @@ def section_same_answers(port):
     check("a hidden key is not listed", "_hidden" not in text and "/cfg/a" in text, text)
 
 
+def b64(text):
+    return base64.b64encode(text.encode()).decode()
+
+
+def v3(conn, path, body):
+    conn.http.request("POST", path, body=json.dumps(body))
+    reply = conn.http.getresponse()
+    return reply.status, reply.read().decode()
+
+
+def section_v3_ranges(port):
+    conns = [Conn(port) for _ in range(CONNECTIONS)]
+    v3(conns[0], "/v3/kv/put", {"key": b64("v3key"), "value": b64("v3value")})
+    revision = json.loads(v3(conns[0], "/v3/kv/put", {"key": b64("v3key"), "value": b64("v3value2")})[1])["header"]["revision"]
+    cases = [
+        ("one key, linearizable", {"key": b64("v3key")}, True),
+        ("one key, serializable", {"key": b64("v3key"), "serializable": True}, True),
+        ("a missing key", {"key": b64("v3none")}, True),
+        ("one key, keys_only", {"key": b64("v3key"), "keys_only": True}, True),
+        ("one key, count_only", {"key": b64("v3key"), "count_only": True}, True),
+        ("a prefix", {"key": b64("v3"), "range_end": b64("v4")}, False),
+        ("a past revision", {"key": b64("v3key"), "revision": str(int(revision) - 1)}, False),
+    ]
+    for name, body, here in cases:
+        before = reads_here(port)
+        answers = [v3(c, "/v3/kv/range", body) for c in conns]
+        after = reads_here(port)
+        differ = [i for i, a in enumerate(answers) if a != answers[0]]
+        check("v3 range, %s: every connection answers alike" % name, not differ,
+              differ and "connection %d: %r against connection 0: %r" % (differ[0], answers[differ[0]], answers[0]))
+        served = after - before
+        if here:
+            check("v3 range, %s: some connections were answered on their own shard" % name,
+                  0 < served < CONNECTIONS, "%d of %d" % (served, CONNECTIONS))
+        else:
+            check("v3 range, %s: left to the owner" % name, served == 0, "%d read here" % served)
+    status, text = v3(conns[0], "/v3/kv/range", {"key": b64("v3key")})
+    kvs = json.loads(text).get("kvs", [])
+    check("v3 range shows the newest value", status == 200 and len(kvs) == 1 and kvs[0]["value"] == b64("v3value2"), text)
+    status, text = v3(conns[0], "/v3/kv/range", {"key": b64("v3key"), "revision": str(int(revision) - 1)})
+    kvs = json.loads(text).get("kvs", [])
+    check("v3 range at a past revision shows the value then", status == 200 and kvs and kvs[0]["value"] == b64("v3value"), text)
+
+
 def section_under_writes(port, seconds=4.0):
     writers, readers = 3, 4
     stop = threading.Event()
@@ -267,6 +315,7 @@ def main():
         check("keel_kv_reads_here_total is in /metrics", reads_here(port) is not None)
         setup(Conn(port))
         section_same_answers(port)
+        section_v3_ranges(port)
         section_under_writes(port)
         check("keeld is still running", proc.poll() is None)
     except Exception as e:  # noqa: BLE001 - report, then show the log

@@ -1089,7 +1089,29 @@ task<result<std::int64_t>> compact(std::int64_t revision, bool physical) {
   return write_on_owner<std::int64_t>([revision, physical] { return owner_compact(revision, physical); });
 }
 
+namespace {
+// A single-key range at the newest revision, read on this shard from the owner's store
+// when a store_read allows it (README "Reads on any shard"): the owner's answer without
+// the hop. A single node's linearizable read is the same read (nothing unpublished to wait
+// for); a cluster member's needs a ReadIndex round on the owner. Past revisions, prefixes
+// and intervals stay on the owner (history may hold an undurable compaction; a range's
+// count walks every key).
+std::optional<result<kv::range_result>> range_here(const kv::range_request& request, bool serializable) {
+  if (shard::current()->id() == owner_shard) return std::nullopt;  // no hop to save
+  if (!request.range_end.empty() || request.revision > 0 || request.key.empty()) return std::nullopt;
+  if (!serializable && g->cluster) return std::nullopt;
+  store_read reading;
+  if (!reading) return std::nullopt;
+  result<kv::range_result> found = reading.store().range(request);
+  reading.answered();
+  return found;
+}
+}  // namespace
+
 task<result<kv::range_result>> range(kv::range_request request, bool serializable) {
+  if (auto here = range_here(request, serializable)) return [](result<kv::range_result> found) -> task<result<kv::range_result>> {
+    co_return found;
+  }(std::move(*here));
   return run_on_owner<result<kv::range_result>>([request = std::move(request), serializable]() -> task<result<kv::range_result>> {
     return [](kv::range_request request, bool serializable) -> task<result<kv::range_result>> {
       task<status> waiting = owner_ready();
@@ -2021,7 +2043,7 @@ void core_metrics(std::string& out) {
   line("keel_kv_wal_records_total", "counter", "WAL records made durable.", g->wal_records.load(std::memory_order_relaxed));
   line("keel_kv_wal_bytes_total", "counter", "WAL record bytes made durable.", g->wal_bytes.load(std::memory_order_relaxed));
   line("keel_kv_reads_here_total", "counter",
-       "Reads answered on the client's shard from the owner's store, without the hop to the owner (v2 GET).",
+       "Reads answered on the client's shard from the owner's store, without the hop to the owner (v2 GET, single-key v3 and native ranges).",
        g->reads_here.load(std::memory_order_relaxed));
   line("keel_kv_watch_catchups_total", "counter", "Times a slow watcher dropped its queue and caught up from history.",
        g->watch_catchups.load(std::memory_order_relaxed));
