@@ -144,24 +144,29 @@ PATHS = [
 ]
 
 
+def ask_every_connection(port, conns, name, ask, here, compared):
+    """Asks `ask(conn)` on every connection: the answers must agree in `compared(answer)`,
+    and keel_kv_reads_here_total must grow by the connections not on the owner shard when
+    `here` (some, not all), by none when not."""
+    before = reads_here(port)
+    answers = [ask(c) for c in conns]
+    after = reads_here(port)
+    differ = [i for i, a in enumerate(answers) if compared(a) != compared(answers[0])]
+    check("every connection answers %s alike" % name, not differ,
+          differ and "connection %d: %r against connection 0: %r" % (differ[0], answers[differ[0]], answers[0]))
+    served = after - before
+    if here:
+        check("%s: some connections were answered on their own shard" % name,
+              0 < served < CONNECTIONS, "%d of %d" % (served, CONNECTIONS))
+    else:
+        check("%s: left to the owner" % name, served == 0, "%d read here" % served)
+
+
 def section_same_answers(port):
     conns = [Conn(port) for _ in range(CONNECTIONS)]
     for path, here in PATHS:
-        before = reads_here(port)
-        answers = [c.request("GET", path) for c in conns]
-        after = reads_here(port)
-        first = answers[0]
-        differ = [i for i, a in enumerate(answers)
-                  if a[0] != first[0] or without_ttl(a[2]) != without_ttl(first[2]) or
-                  a[1].get("x-etcd-index") != first[1].get("x-etcd-index")]
-        check("every connection answers %s alike" % path, not differ,
-              differ and "connection %d: %r against connection 0: %r" % (differ[0], answers[differ[0]], first))
-        served = after - before
-        if here:
-            check("%s: some connections were answered on their own shard" % path,
-                  0 < served < CONNECTIONS, "%d of %d" % (served, CONNECTIONS))
-        else:
-            check("%s: left to the owner" % path, served == 0, "%d read here" % served)
+        ask_every_connection(port, conns, path, lambda c: c.request("GET", path), here,
+                             lambda a: (a[0], without_ttl(a[2]), a[1].get("x-etcd-index")))
     # What the answers say, once.
     status, _, text = conns[0].request("GET", "/v2/keys/big?recursive=true")
     check("the large directory lists all 100 keys", status == 200 and len(json.loads(text)["node"]["nodes"]) == 100,
@@ -205,18 +210,8 @@ def section_v3_ranges(port):
         ("a past revision", {"key": b64("v3key"), "revision": str(int(revision) - 1)}, False),
     ]
     for name, body, here in cases:
-        before = reads_here(port)
-        answers = [v3(c, "/v3/kv/range", body) for c in conns]
-        after = reads_here(port)
-        differ = [i for i, a in enumerate(answers) if a != answers[0]]
-        check("v3 range, %s: every connection answers alike" % name, not differ,
-              differ and "connection %d: %r against connection 0: %r" % (differ[0], answers[differ[0]], answers[0]))
-        served = after - before
-        if here:
-            check("v3 range, %s: some connections were answered on their own shard" % name,
-                  0 < served < CONNECTIONS, "%d of %d" % (served, CONNECTIONS))
-        else:
-            check("v3 range, %s: left to the owner" % name, served == 0, "%d read here" % served)
+        ask_every_connection(port, conns, "v3 range, " + name, lambda c: v3(c, "/v3/kv/range", body), here,
+                             lambda a: a)
     status, text = v3(conns[0], "/v3/kv/range", {"key": b64("v3key")})
     kvs = json.loads(text).get("kvs", [])
     check("v3 range shows the newest value", status == 200 and len(kvs) == 1 and kvs[0]["value"] == b64("v3value2"), text)

@@ -209,6 +209,13 @@ cluster_state& cs() { return *g->cluster; }
 
 void note(log_level level, const std::string& text) { cs().context->log(level, text); }
 
+// The member stops taking part (c.failed): its owner answers 300 from now on, and no shard
+// reads its store on its own any more (stop_reads_here).
+void stop_serving(cluster_state& c) {
+  c.failed = true;
+  stop_reads_here();
+}
+
 std::string hex(std::uint64_t v) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%llx", static_cast<unsigned long long>(v));
@@ -826,8 +833,7 @@ void rebuild_after_step_down(std::uint64_t committed) {
   if (!rebuilt) {
     note(log_level::error, "cannot rebuild the store: " + rebuilt.to_string() + "; this member stops serving");
     c.failed_because = "its store could not be rebuilt: " + rebuilt.to_string();
-    c.failed = true;
-    stop_reads_here();  // the owner answers 300 from now on; so does every shard
+    stop_serving(c);
   }
   c.speculative.clear();
   c.kv_applied = applied;
@@ -926,7 +932,7 @@ task<void> await_durable(std::shared_ptr<persisting_ready> persisting) {
   if (c.stopping) co_return;
   if (!durable) {
     if (!c.failed) note_wal_failure(durable);
-    c.failed = true;
+    stop_serving(c);
     kick();
     co_return;
   }
@@ -952,8 +958,7 @@ task<void> ready_loop() {
     send_messages(rd.messages);
     if (!rd.snapshot.empty() && !install_snapshot(rd.snapshot)) {
       c.failed_because = "the snapshot from the leader could not be installed";
-      c.failed = true;
-      stop_reads_here();  // the owner answers 300 from now on; so does every shard
+      stop_serving(c);
       break;
     }
     bool appended = false;
@@ -969,7 +974,7 @@ task<void> ready_loop() {
       }
       if (!ok) {
         note_wal_failure(ok);
-        c.failed = true;
+        stop_serving(c);
         break;
       }
       appended = true;
@@ -979,7 +984,7 @@ task<void> ready_loop() {
       status ok = g->writer->append(kv::wal_record::hard_state(rd.hard->term, rd.hard->vote, rd.hard->commit));
       if (!ok) {
         note_wal_failure(ok);
-        c.failed = true;
+        stop_serving(c);
         break;
       }
       appended = true;
@@ -990,8 +995,7 @@ task<void> ready_loop() {
     // entries are written: an answer does not wait for the fdatasync of later entries.
     if (status applied = apply_committed(rd.committed_entries); !applied) {
       c.failed_because = applied.message();
-      c.failed = true;
-      stop_reads_here();  // the owner answers 300 from now on; so does every shard
+      stop_serving(c);
       break;
     }
     if (!rd.committed_entries.empty()) committed_through(rd.committed_entries.back().index);
@@ -1006,7 +1010,7 @@ task<void> ready_loop() {
       status durable = co_await std::move(syncing);
       if (!durable) {
         note_wal_failure(durable);
-        c.failed = true;
+        stop_serving(c);
         break;
       }
       persisting->durable = true;

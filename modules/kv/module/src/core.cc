@@ -101,9 +101,9 @@ task<void> open_writer() {
   for (auto handle : waiters) shard::current()->schedule(handle);
 }
 
-// Says once, in the log, that the WAL stopped taking writes and why.
 void stop_reads_here() noexcept { g->reads_anywhere.store(false, std::memory_order_release); }
 
+// Says once, in the log, that the WAL stopped taking writes and why.
 void note_wal_failure(const status& failure) {
   stop_reads_here();
   if (g->wal_failure_logged) return;
