@@ -18,12 +18,19 @@ What it guarantees:
   - free_port(): a loopback TCP port that was free a moment ago.
   - stop(proc): the child process has exited and is reaped when it returns (SIGTERM, then
     SIGKILL after `timeout` seconds).
+  - start_keeld(keeld, root, args): a single-node keeld on a free loopback client port,
+    its data under `root`, its output in a log file there; returns a Keeld once
+    `GET /health` answers 200 (or raises, with the log's tail, if it exits or does not
+    answer within `timeout` seconds).
 """
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 
 SKIP = 77  # CTest's SKIP_RETURN_CODE for these tests
 
@@ -126,3 +133,53 @@ def stop(proc, timeout=10):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+class Keeld:
+    """A keeld started by start_keeld: `proc`, `port`, `url` (http://127.0.0.1:PORT),
+    `log_path`."""
+
+    def __init__(self, proc, port, log_path):
+        self.proc, self.port, self.log_path = proc, port, log_path
+        self.url = "http://127.0.0.1:%d" % port
+
+    def log_tail(self, chars=3000):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()[-chars:]
+
+    def kill(self):
+        """kill -9, reaped."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def stop(self):
+        stop(self.proc)
+
+
+def start_keeld(keeld, root, args=(), log_name="keeld.log", timeout=15):
+    """Starts `keeld` with --data-dir ROOT/data, a free client port and `args` (appended:
+    they may repeat a flag to override), its output appended to ROOT/LOG_NAME; waits until
+    GET /health answers 200. Raises RuntimeError (with the log's tail) if it exits first or
+    `timeout` seconds pass."""
+    port = free_port()
+    log_path = os.path.join(root, log_name)
+    with open(log_path, "a") as log:
+        proc = subprocess.Popen([keeld, "--data-dir", os.path.join(root, "data"),
+                                 "--listen-client-urls", "http://127.0.0.1:%d" % port,
+                                 "--listen-peer-urls", "http://127.0.0.1:%d" % free_port()] + list(args),
+                                stdout=log, stderr=subprocess.STDOUT)
+    server = Keeld(proc, port, log_path)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("keeld exited with %d:\n%s" % (proc.returncode, server.log_tail()))
+        try:
+            with urllib.request.urlopen(server.url + "/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return server
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.05)
+    server.kill()
+    raise RuntimeError("keeld did not answer /health within %d s:\n%s" % (timeout, server.log_tail()))

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <map>
 #include <set>
+#include <tuple>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -228,6 +229,7 @@ void apply_lease_grant(std::int64_t id, std::int64_t ttl) {
   lease_entry& lease = g->leases[id];
   lease.granted_ttl = ttl;
   lease.expiry = clock::now() + std::chrono::seconds(ttl);
+  lease.granted_order = ++g->lease_grants;
   g->leases_live.store(g->leases.size(), std::memory_order_relaxed);
 }
 
@@ -336,6 +338,9 @@ task<status> durable_now() {
 
 // The payload: u32 version 1 | u64 bytes | mvcc_store::save | u64 leases | (i64 id, i64
 // granted ttl, u64 keys, (u64 bytes, key)*)* | u64 expiry revisions | i64*.
+// Leases are written in the order they were granted, so that a store loaded from the
+// snapshot grants them again in that order, and ones that fall due together expire in it
+// (a snapshot written before this rule has them by id: their order is lost once).
 // The store is saved straight into `out` and its length written in after: a separate
 // string appended here cost the child two more copies of the whole store.
 std::string encode_state() {
@@ -348,7 +353,12 @@ std::string encode_state() {
   put_u64(length, out.size() - length_at - 8);
   out.replace(length_at, 8, length);
   put_u64(out, g->leases.size());
-  for (const auto& [id, lease] : g->leases) {
+  std::vector<std::pair<std::uint64_t, std::int64_t>> by_grant;  // (granted_order, id)
+  by_grant.reserve(g->leases.size());
+  for (const auto& [id, lease] : g->leases) by_grant.emplace_back(lease.granted_order, id);
+  std::sort(by_grant.begin(), by_grant.end());
+  for (const auto& [order, id] : by_grant) {
+    const lease_entry& lease = g->leases.at(id);
     put_u64(out, static_cast<std::uint64_t>(id));
     put_u64(out, static_cast<std::uint64_t>(lease.granted_ttl));
     put_u64(out, lease.keys.size());
@@ -700,13 +710,15 @@ task<void> expire_leases() {
     if (g->cluster && !cluster_can_propose()) continue;  // the leader decides expiry
     auto now = clock::now();
     // Revoked in the order they fell due (etcd's v2 expires from a heap by expiry time),
-    // not the hash map's, so keys written one after another expire one after another.
-    std::vector<std::pair<clock::time_point, std::int64_t>> due;
+    // not the map's (by id, which is random), so keys written one after another expire one
+    // after another. Leases whose clocks were restarted together (a new leader) fall due
+    // together: those go in the order they were granted.
+    std::vector<std::tuple<clock::time_point, std::uint64_t, std::int64_t>> due;
     for (auto& [id, lease] : g->leases)
-      if (lease.expiry <= now) due.emplace_back(lease.expiry, id);
+      if (lease.expiry <= now) due.emplace_back(lease.expiry, lease.granted_order, id);
     if (due.empty()) continue;
     std::sort(due.begin(), due.end());
-    for (const auto& [expiry, id] : due)
+    for (const auto& [expiry, order, id] : due)
       if (!owner_lease_revoke(id, true)) break;
     task<status> committing = owner_commit();
     status durable = co_await std::move(committing);

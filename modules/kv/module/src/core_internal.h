@@ -31,6 +31,9 @@ using clock = std::chrono::steady_clock;
 struct lease_entry {
   std::int64_t granted_ttl = 0;
   clock::time_point expiry;
+  // The order of its grant among the leases applied here (core_state::lease_grants).
+  // Leases that fall due together are revoked in this order; snapshots keep it.
+  std::uint64_t granted_order = 0;
   std::set<std::string> keys;
 };
 
@@ -71,6 +74,7 @@ struct core_state {
   std::vector<std::int64_t> pending_expiry;      // revisions among them made by expiry
   std::int64_t published_local = 1;              // owner's copy of `published`
   std::uint64_t lease_id_state = 0;
+  std::uint64_t lease_grants = 0;  // leases granted (applied) so far: lease_entry::granted_order
   bool replaying = false;   // recovery: nothing is logged, no events are collected
   // Cluster mode (cluster.cc; null on a single node, whose log is written directly).
   cluster_state* cluster = nullptr;
