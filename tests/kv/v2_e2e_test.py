@@ -104,17 +104,15 @@ class Server:
 
     def stop(self):
         keeltest.stop(self.proc)
-        self.log.close()
+        if self.log:  # etcd's; keeltest.start_keeld closed keeld's
+            self.log.close()
 
 
 def start_keeld(tmp):
-    port = keeltest.free_port()
-    log = open(os.path.join(tmp, "keeld.log"), "a")
-    proc = subprocess.Popen(
-        [KEELD, "--modules", "kv", "--kv.dir", os.path.join(tmp, "kv"), "--shards", "2",
-         "--listen-client-urls", "http://127.0.0.1:%d" % port, "--data-dir", os.path.join(tmp, "core")],
-        stdout=log, stderr=subprocess.STDOUT)
-    server = Server("keel", port, proc, log)
+    started = keeltest.start_keeld(KEELD, tmp, ["--modules", "kv", "--kv.dir", os.path.join(tmp, "kv"),
+                                                "--shards", "2", "--data-dir", os.path.join(tmp, "core")],
+                                   timeout=20)
+    server = Server("keel", started.port, started.proc, None)
     server.tmp = tmp
     server.wait_ready("/v2/keys/")
     return server

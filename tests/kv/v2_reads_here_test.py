@@ -28,7 +28,6 @@ import os
 import random
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -63,21 +62,11 @@ class Conn:
 
 
 def start_keeld(tmp):
-    port = keeltest.free_port()
-    log = open(os.path.join(tmp, "keeld.log"), "w")
-    proc = subprocess.Popen(
-        [KEELD, "--modules", "kv", "--kv.dir", os.path.join(tmp, "kv"), "--shards", "2",
-         "--listen-client-urls", "http://127.0.0.1:%d" % port, "--data-dir", os.path.join(tmp, "core")],
-        stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            if Conn(port).request("GET", "/v2/keys/")[0] == 200:
-                return proc, port, log
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("keeld did not answer on port %d" % port)
+    """keeld with the kv module on two shards; returns (keeltest.Keeld, port)."""
+    server = keeltest.start_keeld(KEELD, tmp, ["--modules", "kv", "--kv.dir", os.path.join(tmp, "kv"),
+                                               "--shards", "2", "--data-dir", os.path.join(tmp, "core")],
+                                  timeout=20)
+    return server, server.port
 
 
 def reads_here(port):
@@ -307,20 +296,20 @@ def main():
     if not os.path.exists(KEELD):
         keeltest.skip("no keeld at " + KEELD)
     tmp = tempfile.mkdtemp(prefix="keel-v2-here-")
-    proc = None
+    server = None
     try:
-        proc, port, log = start_keeld(tmp)
+        server, port = start_keeld(tmp)
         check("keel_kv_reads_here_total is in /metrics", reads_here(port) is not None)
         setup(Conn(port))
         section_same_answers(port)
         section_v3_ranges(port)
         section_under_writes(port)
-        check("keeld is still running", proc.poll() is None)
+        check("keeld is still running", server.proc.poll() is None)
     except Exception as e:  # noqa: BLE001 - report, then show the log
         check.fail("the test ran to its end", repr(e))
     finally:
-        if proc:
-            keeltest.stop(proc)
+        if server:
+            server.stop()
         code = check.summary()
         if code:
             keeltest.print_logs(tmp)
