@@ -353,12 +353,13 @@ std::string encode_state() {
   put_u64(length, out.size() - length_at - 8);
   out.replace(length_at, 8, length);
   put_u64(out, g->leases.size());
-  std::vector<std::pair<std::uint64_t, std::int64_t>> by_grant;  // (granted_order, id)
+  std::vector<const std::pair<const std::int64_t, lease_entry>*> by_grant;
   by_grant.reserve(g->leases.size());
-  for (const auto& [id, lease] : g->leases) by_grant.emplace_back(lease.granted_order, id);
-  std::sort(by_grant.begin(), by_grant.end());
-  for (const auto& [order, id] : by_grant) {
-    const lease_entry& lease = g->leases.at(id);
+  for (const auto& entry : g->leases) by_grant.push_back(&entry);
+  std::sort(by_grant.begin(), by_grant.end(),
+            [](const auto* a, const auto* b) { return a->second.granted_order < b->second.granted_order; });
+  for (const auto* entry : by_grant) {
+    const auto& [id, lease] = *entry;
     put_u64(out, static_cast<std::uint64_t>(id));
     put_u64(out, static_cast<std::uint64_t>(lease.granted_ttl));
     put_u64(out, lease.keys.size());
