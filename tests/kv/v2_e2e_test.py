@@ -437,6 +437,26 @@ def section_ttl():
         for key in EXPIRY_ORDER_KEYS:
             written = server.request("PUT", "/v2/keys/expo/" + key, form={"value": "1", "ttl": "2"})
         EXPIRY_ORDER_FROM[s] = written.index()  # the expiries come after the last write
+    # v2 TTLs have no minimum (etcd's v2 store): ttl=1 lives a second and shows ttl 1;
+    # ttl=0 is due at once and shows an expiration but no ttl. keel gave both the v3
+    # lease minimum, 2 s, until 2026-12-01.
+    written_at = time.monotonic()
+    replies = both("ttl=1: expiration and ttl", "PUT", "/v2/keys/short1", form={"value": "x", "ttl": "1"})
+    check("  ... ttl is 1 on both", all(r.json and r.json["node"].get("ttl") == 1 for r in replies.values()),
+          {s: r.text for s, r in replies.items()})
+    both("ttl=0: an expiration and no ttl", "PUT", "/v2/keys/short0", form={"value": "x", "ttl": "0"})
+    gone = {}  # (server, key) -> seconds after the writes when a GET first found it gone
+    while len(gone) < 4 and time.monotonic() - written_at < 5:
+        for s, server in SERVERS.items():
+            for key in ("short0", "short1"):
+                if (s, key) not in gone and server.request("GET", "/v2/keys/" + key).status == 404:
+                    gone[(s, key)] = time.monotonic() - written_at
+        time.sleep(0.05)
+    # keel checks expiry every 250 ms, etcd every 500 ms.
+    for s in SERVERS:
+        t0, t1 = gone.get((s, "short0")), gone.get((s, "short1"))
+        check("%s: ttl=0 gone within 1.2 s (%s), ttl=1 after 0.6-2.5 s (%s)" % (s, t0, t1),
+              t0 is not None and t0 <= 1.2 and t1 is not None and 0.6 <= t1 <= 2.5, gone)
     both("set with ttl: expiration and ttl", "PUT", "/v2/keys/ttl1", form={"value": "x", "ttl": "100"})
     replies = both("GET a key with a TTL", "GET", "/v2/keys/ttl1")
     ttls = {s: r.json["node"].get("ttl") for s, r in replies.items()}

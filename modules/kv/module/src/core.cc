@@ -912,7 +912,6 @@ result<lease_status> owner_lease_grant(std::int64_t ttl, std::int64_t id) {
   if (id < 0) return fail(errc::invalid_argument, "etcdserver: lease ID must be positive");
   if (id != 0 && g->leases.contains(id)) return fail(errc::already_exists, kv_messages::lease_exists);
   if (id == 0) id = pick_lease_id();
-  ttl = std::max(ttl, lease_ttl_min_seconds);
   if (status logged = log_entry(encode_lease_grant_entry(id, ttl)); !logged) return logged;
   apply_lease_grant(id, ttl);
   lease_status granted;
@@ -1168,6 +1167,7 @@ task<result<kv::range_result>> range(kv::range_request request, bool serializabl
 }
 
 task<result<lease_status>> lease_grant(std::int64_t ttl, std::int64_t id) {
+  ttl = std::max(ttl, lease_ttl_min_seconds);  // etcd's lessor; v2 TTLs have none (v2_store.cc)
   return write_on_owner<lease_status>([ttl, id] { return owner_lease_grant(ttl, id); });
 }
 

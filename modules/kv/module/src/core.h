@@ -118,7 +118,9 @@ struct lease_status {
   std::vector<std::string> keys; // only when asked for
   std::int64_t revision = 0;     // header revision
 };
-// A grant below the minimum gets the minimum (etcd: 3/2 election timeout, 1.5 s -> 2 s).
+// A client's lease grant (v3, native) below the minimum gets the minimum (etcd's lessor:
+// 3/2 election timeout, 1.5 s -> 2 s). v2 TTLs have none (etcd's v2 store: `ttl=1` lives
+// 1 s, `ttl=0` expires at once), so owner_lease_grant takes the TTL as given.
 inline constexpr std::int64_t lease_ttl_min_seconds = 2;
 inline constexpr std::int64_t lease_ttl_max_seconds = 9000000000;  // etcd: MaxLeaseTTL
 // id 0: the owner picks an unused id. Errors: lease_exists, lease_ttl_too_large.
@@ -254,6 +256,8 @@ result<kv::delete_range_result> owner_delete_range(const kv::delete_range_reques
 // `leases_on_path` is the entry's rule (kind 8; false for kind 3: every put of both
 // branches, refused before anything changes, as keel before kind 8 applied it).
 result<kv::txn_result> owner_txn(const kv::txn_request& request, bool leases_on_path = true);
+// Grants exactly `ttl` seconds (0: due at the next expiry check); lease_grant applies
+// the client minimum before it.
 result<lease_status> owner_lease_grant(std::int64_t ttl, std::int64_t id);
 // `expired`: the owner's expiry timer, not a client (etcd v2 shows it as "expire").
 result<std::int64_t> owner_lease_revoke(std::int64_t id, bool expired = false);
